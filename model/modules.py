@@ -1,0 +1,199 @@
+"""The boxes of STCN's figure 1: key encoder, value encoder with feature fusion, projections, decoder.
+
+Glossary (stride suffixes as in the field):
+    f16, f8, f4   key-encoder features at stride 16 (1024 ch), 8 (512 ch), 4 (256 ch)
+    k16           key, stride 16, C_k = 64 channels
+    v16 / qv16    query value: key_comp(f16), 512 channels, concatenated to the memory readout
+    mv16          memory value from the value encoder, C_v = 512 channels
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.cbam import CBAM
+from model.resnet import ResNet18Trunk, resnet50_trunk
+
+KEY_DIM = 64  # C_k (section 4.1: C_k = 64 in all experiments)
+VALUE_DIM = 512  # C_v (section 3.1, following STM)
+F16_DIM = 1024  # ResNet-50 res4 channels
+VALUE_TRUNK_DIM = 256  # ResNet-18 layer3 channels
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Keep every BatchNorm in eval mode: running statistics never update (supplementary F.1).
+
+    Affine parameters still receive gradients; only the statistics are frozen.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class ResBlock(nn.Module):
+    """Pre-activation BasicBlock without normalisation: x + conv(relu(conv(relu(x)))).
+
+    A 3x3 `downsample` conv maps the shortcut when the channel count changes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int | None = None) -> None:
+        super().__init__()
+        out_ch = in_ch if out_ch is None else out_ch
+        self.downsample = None if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.conv2(F.relu(self.conv1(F.relu(x))))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return shortcut + r
+
+
+class FeatureFusionBlock(nn.Module):
+    """Feature reuse (section 3.1, supplementary F.2): value-trunk features ++ key f16, then
+    ResBlock(1280 -> 512), CBAM (added residually), ResBlock(512)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.block1 = ResBlock(in_ch, out_ch)
+        self.attention = CBAM(out_ch)
+        self.block2 = ResBlock(out_ch, out_ch)
+
+    def forward(self, x: Tensor, f16: Tensor) -> Tensor:
+        x = self.block1(torch_cat(x, f16))
+        return self.block2(x + self.attention(x))
+
+
+def torch_cat(a: Tensor, b: Tensor) -> Tensor:
+    """Channel concatenation that broadcasts a batch-1 tensor against a batch-N one."""
+    if a.shape[0] != b.shape[0]:
+        n = max(a.shape[0], b.shape[0])
+        a = a.expand(n, *a.shape[1:])
+        b = b.expand(n, *b.shape[1:])
+    return torch.cat([a, b], dim=1)
+
+
+class KeyEncoder(nn.Module):
+    """ResNet-50 up to res4; returns (f16, f8, f4). BatchNorm frozen."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        net = resnet50_trunk(pretrained)
+        self.conv1 = net.conv1
+        self.bn1 = net.bn1
+        self.relu = net.relu
+        self.maxpool = net.maxpool
+        self.res2 = net.layer1  # named res2 in the released checkpoint
+        self.layer2 = net.layer2
+        self.layer3 = net.layer3
+        freeze_batchnorm(self)
+
+    def train(self, mode: bool = True) -> "KeyEncoder":
+        super().train(mode)
+        freeze_batchnorm(self)
+        return self
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(image))))
+        f4 = self.res2(x)  # B, 256, H/4, W/4
+        f8 = self.layer2(f4)  # B, 512, H/8, W/8
+        f16 = self.layer3(f8)  # B, 1024, H/16, W/16
+        return f16, f8, f4
+
+
+class ValueEncoder(ResNet18Trunk):
+    """ResNet-18 up to res4 on [RGB, object mask(, other objects' mask)], fused with the key f16.
+
+    `num_masks` = 2 for the multi-object network (5 input channels), 1 for the stage-0 network
+    (4 input channels). BatchNorm frozen.
+    """
+
+    def __init__(self, num_masks: int = 2, pretrained: bool = True) -> None:
+        super().__init__(extra_in=num_masks)
+        self.num_masks = num_masks
+        if pretrained:
+            self.load_imagenet()
+        self.fuser = FeatureFusionBlock(F16_DIM + VALUE_TRUNK_DIM, VALUE_DIM)
+        freeze_batchnorm(self)
+
+    def train(self, mode: bool = True) -> "ValueEncoder":
+        super().train(mode)
+        freeze_batchnorm(self)
+        return self
+
+    def forward(self, x: Tensor, key_f16: Tensor) -> Tensor:
+        """x: N, 3 + num_masks, H, W (image and mask channels); key_f16: N or 1, 1024, H/16, W/16."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))  # N, 256, H/16, W/16
+        return self.fuser(x, key_f16)  # N, 512, H/16, W/16
+
+
+class KeyProjection(nn.Module):
+    """3x3 conv from f16 to the key space; orthogonal weight, zero bias."""
+
+    def __init__(self, in_ch: int, key_dim: int) -> None:
+        super().__init__()
+        self.key_proj = nn.Conv2d(in_ch, key_dim, 3, padding=1)
+        nn.init.orthogonal_(self.key_proj.weight)
+        nn.init.zeros_(self.key_proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.key_proj(x)
+
+
+class UpsampleBlock(nn.Module):
+    """skip_conv(skip) + 2x bilinear(up), then a ResBlock."""
+
+    def __init__(self, skip_ch: int, up_ch: int, out_ch: int, scale: int = 2) -> None:
+        super().__init__()
+        self.skip_conv = nn.Conv2d(skip_ch, up_ch, 3, padding=1)
+        self.out_conv = ResBlock(up_ch, out_ch)
+        self.scale = scale
+
+    def forward(self, skip: Tensor, up: Tensor) -> Tensor:
+        # skip may have batch 1 while up has one entry per object: the sum broadcasts
+        up = F.interpolate(up, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return self.out_conv(self.skip_conv(skip) + up)
+
+
+class Decoder(nn.Module):
+    """STM-style decoder: compress(readout ++ qv16) at stride 16, up to 8 and 4 with key skip features,
+    3x3 prediction of one logit map, x4 bilinear to the input resolution (section 3.2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compress = ResBlock(2 * VALUE_DIM, 512)
+        self.up_16_8 = UpsampleBlock(512, 512, 256)  # skip: f8 (512 ch)
+        self.up_8_4 = UpsampleBlock(256, 256, 256)  # skip: f4 (256 ch)
+        self.pred = nn.Conv2d(256, 1, 3, padding=1)
+
+    def forward(self, readout: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor) -> Tensor:
+        """readout: N, 512, H/16, W/16 (one per object); qv16, f8, f4: N or 1 (shared by all objects).
+
+        Returns N, 1, H, W logits.
+        """
+        if qv16.shape[0] == readout.shape[0]:
+            x = self.compress(torch.cat([readout, qv16], dim=1))
+        else:
+            x = self._compress_shared_query(readout, qv16)
+        x = self.up_16_8(f8, x)
+        x = self.up_8_4(f4, x)
+        x = self.pred(F.relu(x))
+        return F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+
+    def _compress_shared_query(self, readout: Tensor, qv16: Tensor) -> Tensor:
+        """`compress(cat[readout, qv16])` with the query half computed once for all objects.
+
+        A convolution over concatenated channels is the sum of convolutions over each part, and
+        relu acts channel-wise, so the qv16 half of conv1 and of the shortcut conv (half of the
+        stride-16 work) does not depend on the object and is broadcast over the N readouts.
+        """
+        c = self.compress
+        split = readout.shape[1]
+        w1, wd = c.conv1.weight, c.downsample.weight
+        h = F.conv2d(F.relu(readout), w1[:, :split], c.conv1.bias, padding=1)
+        h = h + F.conv2d(F.relu(qv16), w1[:, split:], padding=1)
+        shortcut = F.conv2d(readout, wd[:, :split], c.downsample.bias, padding=1)
+        shortcut = shortcut + F.conv2d(qv16, wd[:, split:], padding=1)
+        return shortcut + c.conv2(F.relu(h))

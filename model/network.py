@@ -1,0 +1,150 @@
+"""The STCN network: one class for training and evaluation.
+
+Glossary (stride suffixes as in the field; spatial sizes at stride s are H/s x W/s):
+    f16, f8, f4   key-encoder (ResNet-50) features: 1024, 512, 256 channels
+    k16 / qk16    query key = key_proj(f16), C_k = 64 channels; reused as a memory key (mk16)
+    qv16          query value = key_comp(f16), 512 channels, given to the decoder with the readout
+    mk16, mv16    memory keys (B, C_k, T, h, w) and values (B, K, C_v, T, h, w)
+    K             number of objects; T number of memory frames
+
+Parameter names follow the released `stcn.pth` (`key_encoder.res2`, `key_proj.key_proj`,
+`decoder.up_16_8`, ...), so that checkpoint loads with strict=True.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.aggregate import aggregate_logits
+from model.memory_util import l2_similarity, readout, softmax
+from model.modules import F16_DIM, KEY_DIM, VALUE_DIM, Decoder, KeyEncoder, KeyProjection, ValueEncoder
+from model.resnet import pad_input_channels
+
+VALUE_CONV1 = "value_encoder.conv1.weight"
+
+
+class CheckpointMismatchError(ValueError):
+    """A state dict whose keys or shapes are not those of the STCN network."""
+
+
+class STCN(nn.Module):
+    """Key encoder, value encoder, key projection/compression and decoder of STCN.
+
+    single_object=True builds the stage-0 network whose value encoder sees [RGB, mask]
+    (4 channels); otherwise it also sees the union of the other objects' masks (5 channels).
+    pretrained=True initialises both backbones from torchvision's ImageNet weights (a download
+    on first use); pretrained=False downloads nothing (use it when a checkpoint is loaded next).
+    """
+
+    def __init__(self, single_object: bool = False, pretrained: bool = False) -> None:
+        super().__init__()
+        self.single_object = single_object
+        self.key_encoder = KeyEncoder(pretrained)
+        self.value_encoder = ValueEncoder(1 if single_object else 2, pretrained)
+        self.key_proj = KeyProjection(F16_DIM, KEY_DIM)
+        self.key_comp = nn.Conv2d(F16_DIM, VALUE_DIM, 3, padding=1)
+        self.decoder = Decoder()
+
+    # ----------------------------------------------------------------------------------- encoders
+    def encode_key(self, frame: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """frame: B, 3, H, W (normalised, sides multiples of 16) -> k16, qv16, f16, f8, f4."""
+        f16, f8, f4 = self.key_encoder(frame)
+        return self.key_proj(f16), self.key_comp(f16), f16, f8, f4
+
+    def encode_value(self, frame: Tensor, f16: Tensor, masks: Tensor) -> Tensor:
+        """Memory values of K objects in one batch.
+
+        frame: B, 3, H, W;  f16: B, 1024, h, w (the key encoder's, feature reuse);
+        masks: B, K, H, W probabilities.  Returns mv16: B, K, C_v, h, w.
+        The multi-object network also receives, per object, the sum of the other objects' masks.
+        """
+        b, k, h, w = masks.shape
+        parts = [frame.unsqueeze(1).expand(b, k, 3, h, w), masks.unsqueeze(2)]
+        if not self.single_object:
+            others = masks.sum(dim=1, keepdim=True) - masks  # zeros when K = 1
+            parts.append(others.unsqueeze(2))
+        x = torch.cat(parts, dim=2).flatten(0, 1)  # B*K, 3 + masks, H, W
+        f16 = f16.unsqueeze(1).expand(b, k, *f16.shape[1:]).flatten(0, 1)
+        mv16 = self.value_encoder(x, f16)
+        return mv16.view(b, k, *mv16.shape[1:])
+
+    # ----------------------------------------------------------------------------------- decoding
+    def decode(self, readout16: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor) -> Tensor:
+        """Per-object logits N, 1, H, W from readouts N, C_v, h, w; qv16/f8/f4 batch N or 1 (shared)."""
+        return self.decoder(readout16, qv16, f8, f4)
+
+    def segment(
+        self,
+        qk16: Tensor,
+        qv16: Tensor,
+        qf8: Tensor,
+        qf4: Tensor,
+        mk16: Tensor,
+        mv16: Tensor,
+        selector: Tensor | None = None,
+        top_k: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Read the memory and decode every object of a batch (the training path).
+
+        qk16: B, C_k, h, w;  qv16: B, C_v, h, w;  qf8, qf4: B, ...;
+        mk16: B, C_k, T, h, w;  mv16: B, K, C_v, T, h, w;  selector: B, K (1 = real object).
+        Returns (logits, prob), both B, K + 1, H, W with the background first; prob sums to 1.
+        One affinity per sample serves all of its objects.
+        """
+        b, k = mv16.shape[:2]
+        h, w = qk16.shape[-2:]
+        affinity = softmax(l2_similarity(mk16.flatten(2), qk16.flatten(2)), top_k)  # B, N, M
+        mv = mv16.flatten(3).transpose(0, 1)  # K, B, C_v, N
+        read = torch.stack([readout(affinity, mv[i]) for i in range(k)], dim=1)  # B, K, C_v, M
+        read = read.view(b * k, -1, h, w)
+
+        def per_object(x: Tensor) -> Tensor:
+            return x.repeat_interleave(k, dim=0)
+
+        logits = self.decode(read, per_object(qv16), per_object(qf8), per_object(qf4))
+        prob = torch.sigmoid(logits.view(b, k, *logits.shape[-2:]))
+        if selector is not None:
+            prob = prob * selector[:, :, None, None]
+        logits = aggregate_logits(prob, dim=1)
+        return logits, F.softmax(logits, dim=1)
+
+    # ---------------------------------------------------------------------------------- weights
+    def load_weights(self, state_dict: Mapping[str, Tensor], for_training: bool = False) -> None:
+        """Strictly load a released-format state dict (optionally `module.`-prefixed by DDP).
+
+        A stage-0 state dict (4-channel value encoder input) loaded into the multi-object network
+        gets its "other objects" channel added: zeros for evaluation (identical outputs), orthogonal
+        initialisation to start stage 1/2/3 training.
+        """
+        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+        own = self.state_dict()
+        if VALUE_CONV1 in state and VALUE_CONV1 in own:
+            want = own[VALUE_CONV1].shape[1]
+            have = state[VALUE_CONV1].shape[1]
+            if have < want:
+                state[VALUE_CONV1] = pad_input_channels(
+                    state[VALUE_CONV1], want, "orthogonal" if for_training else "zeros"
+                )
+        check_state_dict(state, own)
+        self.load_state_dict(state, strict=True)
+
+
+def check_state_dict(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> None:
+    """Raise CheckpointMismatchError with a short summary if keys or shapes differ."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{len(items)} {name}: {', '.join(items[:3])}{more}")
+        raise CheckpointMismatchError("not an STCN checkpoint: " + "; ".join(parts))

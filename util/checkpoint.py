@@ -1,0 +1,83 @@
+"""Reading and writing checkpoints safely.
+
+`atomic_save` writes to a temporary file in the target folder and renames it, so an interrupted
+write never leaves a truncated file under the final name. `load_state_dict_file` turns every way a
+checkpoint file can be wrong into one `CheckpointError` that names the file and the fix.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.network import STCN, CheckpointMismatchError
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, unreadable or not an STCN state dict."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to `path` through a temporary file + rename (atomic on POSIX and Windows)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Read a released-format network state dict (a plain dict of tensors).
+
+    A training checkpoint (`{"network": state_dict, ...}`) is accepted too: its network is returned.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: no such checkpoint; run `python download_model.py` (saves/stcn.pth) or pass --model PATH"
+        )
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}); "
+            "re-download it (python download_model.py --force) or point --model at another file"
+        ) from None
+    if isinstance(obj, Mapping) and "network" in obj and isinstance(obj["network"], Mapping):
+        obj = obj["network"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a network state dict (expected a dict of tensors as stcn.pth)")
+    return dict(obj)
+
+
+def load_network(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    for_training: bool = False,
+    single_object: bool = False,
+) -> STCN:
+    """Build an STCN (no download) and load `path` strictly; stage-0 files are converted.
+
+    The network is returned in eval mode unless `for_training`.
+    """
+    state = load_state_dict_file(path)
+    net = STCN(single_object=single_object, pretrained=False)
+    try:
+        net.load_weights(state, for_training=for_training)
+    except CheckpointMismatchError as exc:
+        raise CheckpointError(f"{path}: {exc}; use a released STCN checkpoint (python download_model.py)") from None
+    net.train(for_training)
+    return net.to(device)

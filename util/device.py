@@ -1,0 +1,31 @@
+"""Device selection: CUDA when present, else Apple MPS, else CPU."""
+from __future__ import annotations
+
+import torch
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """`None`/"auto" -> default_device(); otherwise torch.device(name), checked to exist."""
+    if name in (None, "", "auto"):
+        return default_device()
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
