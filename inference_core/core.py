@@ -1,0 +1,194 @@
+"""InferenceCore: STCN propagation one frame at a time.
+
+Per frame (section 3): the key encoder runs once; its key is the query key and, if the frame
+becomes memory, the memory key. One top-k affinity over the memory serves all objects; the
+decoder runs for every object in one batch and soft aggregation combines them. A frame becomes
+memory when objects are first given on it and every `mem_every`-th frame after the last memory
+frame (the paper's "every 5th frame"; with the first annotation on frame 0 this is frames
+0, 5, 10, ...). No temporary last frame unless `include_last`.
+
+The core keeps no per-video probabilities: `step` returns the current frame's probabilities and
+the caller writes them out, so memory does not grow with the number of processed frames
+(only with the number of memory frames).
+
+Objects are identified by the caller's labels (any positive integers, e.g. the palette indices of
+YouTube-VOS, which need not be contiguous); internally they are numbered in order of appearance.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from inference_core.memory_bank import MemoryBank
+from model.aggregate import soft_aggregate
+from model.memory_util import TOP_K
+from model.network import STCN
+from util.tensor_util import pad_divide_by, unpad
+
+MEM_EVERY = 5  # section 3.3 / 4: every 5th frame is memory
+MASK_THRESHOLD = 0.5  # an annotated pixel belongs to the given objects above this
+
+
+class InferenceCore:
+    """Propagates object masks through a video, one `step` per frame.
+
+    network: an STCN in eval mode (its device is used for all work).
+    top_k: memory entries read per query position (20 in the paper).
+    mem_every: a frame becomes memory this many frames after the previous memory frame.
+    include_last: also keep the previous frame as a temporary memory frame (off in the paper).
+    amp: run the network under torch.autocast with `amp_dtype`.
+    """
+
+    def __init__(
+        self,
+        network: STCN,
+        top_k: int = TOP_K,
+        mem_every: int = MEM_EVERY,
+        include_last: bool = False,
+        amp: bool = False,
+        amp_dtype: torch.dtype = torch.float16,
+    ) -> None:
+        if mem_every < 1:
+            raise ValueError(f"mem_every must be >= 1, got {mem_every}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.network = network.eval()
+        self.device = next(network.parameters()).device
+        self.top_k = top_k
+        self.mem_every = mem_every
+        self.include_last = include_last
+        self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current video."""
+        self.memory = MemoryBank(top_k=self.top_k)
+        self.labels: list[int] = []  # caller's label of each internal object, in order of appearance
+        self.frame_index = -1  # index of the last frame given to step() or skip()
+        self.last_mem_index: int | None = None
+
+    # ---------------------------------------------------------------------------------- queries
+    @property
+    def num_objects(self) -> int:
+        return len(self.labels)
+
+    def is_memory_frame(self, index: int | None = None) -> bool:
+        """Whether frame `index` (default: the next one) becomes memory under the propagation rule."""
+        index = self.frame_index + 1 if index is None else index
+        return self.last_mem_index is not None and index - self.last_mem_index >= self.mem_every
+
+    def needs_frame(self, required: bool) -> bool:
+        """Whether the next frame must be processed: it is wanted by the caller, or it is memory.
+
+        Frames that are neither (YouTube-VOS frames outside the annotated subset, between memory
+        frames) can be passed over with `skip()`: they change nothing in the other results.
+        """
+        return required or self.include_last or self.is_memory_frame()
+
+    def skip(self) -> None:
+        """Advance one frame without processing it (see `needs_frame`)."""
+        self.frame_index += 1
+
+    def label_map(self) -> np.ndarray:
+        """Array mapping output channel (0 = background, i = internal object i) to the caller's label."""
+        return np.array([0, *self.labels], dtype=np.int64)
+
+    # ------------------------------------------------------------------------------------ step
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @torch.inference_mode()
+    def step(
+        self,
+        image: Tensor,
+        mask: Tensor | None = None,
+        labels: Sequence[int] | None = None,
+        end: bool = False,
+    ) -> Tensor:
+        """Segment the next frame.
+
+        image: 3, H, W normalised RGB (any size; padded internally to a multiple of 16).
+        mask: H, W integer label map given on this frame (0 = background), or None.
+        labels: the labels of `mask` to start tracking here (default: those not tracked yet).
+            Pixels of any label in `mask` are taken away from the objects already tracked, as the
+            annotation is authoritative there.
+        end: this is the last frame to process; its memory value is not computed.
+        Returns probabilities (1 + num_objects, H, W), float32, background first, object i + 1
+        being `self.labels[i]`; they sum to one at each pixel.
+        """
+        self.frame_index += 1
+        ti = self.frame_index
+        image = image.to(self.device, non_blocking=True)
+        h, w = image.shape[-2:]
+        new_labels = self._new_labels(mask, labels)
+        if self.num_objects == 0 and not new_labels:
+            return torch.ones(1, h, w, device=self.device)  # nothing to track yet
+
+        padded, pad = pad_divide_by(image.unsqueeze(0), 16)
+        with self._autocast():
+            k16, qv16, f16, f8, f4 = self.network.encode_key(padded)
+            prob = None
+            if self.memory.num_frames > 0 and self.num_objects > 0:
+                readout = self.memory.read(k16)  # K, C_v, h/16, w/16
+                logits = self.network.decode(readout, qv16, f8, f4)  # K, 1, H, W
+                prob = soft_aggregate(torch.sigmoid(logits.float()), dim=0)[:, 0]  # K+1, H, W
+            if new_labels:
+                prob = self._add_objects(prob, mask, new_labels, pad)
+
+            is_mem = bool(new_labels) or self.is_memory_frame(ti)
+            if not end and (is_mem or self.include_last):
+                mv16 = self.network.encode_value(padded, f16, prob[1:].unsqueeze(0))[0]
+                self.memory.add(ti, k16, mv16, temporary=not is_mem)
+                if is_mem:
+                    self.last_mem_index = ti
+        return unpad(prob, pad).float()
+
+    # ------------------------------------------------------------------------------- internals
+    def _new_labels(self, mask: Tensor | None, labels: Sequence[int] | None) -> list[int]:
+        if mask is None:
+            if labels:
+                raise ValueError("labels given without a mask")
+            return []
+        if labels is None:
+            present = torch.unique(mask).tolist()
+            labels = [int(v) for v in present if v != 0]
+        new = [int(v) for v in labels if int(v) not in self.labels]
+        for v in new:
+            if v <= 0:
+                raise ValueError(f"object labels must be positive, got {v}")
+        return new
+
+    def _add_objects(self, prob: Tensor | None, mask: Tensor, new_labels: list[int], pad) -> Tensor:
+        """Merge the annotation of newly given objects into the prediction of the tracked ones."""
+        mask = mask.to(self.device)
+        padded_mask, _ = pad_divide_by(mask[None, None].float(), 16)
+        padded_mask = padded_mask[0, 0]
+        annotated = padded_mask > MASK_THRESHOLD  # every labelled pixel of the given mask
+        if prob is None:
+            objects = torch.zeros(0, *padded_mask.shape, device=self.device)
+        else:
+            objects = prob[1:] * (~annotated)  # tracked objects give way to the annotation
+        new = torch.stack([(padded_mask == v).float() for v in new_labels], dim=0)
+        self.memory.add_group(list(range(self.num_objects, self.num_objects + len(new_labels))))
+        self.labels.extend(new_labels)
+        return soft_aggregate(torch.cat([objects.float(), new], dim=0), dim=0)
+
+
+def probabilities_to_labels(prob: Tensor, size: tuple[int, int], label_map: np.ndarray) -> np.ndarray:
+    """Resize probabilities (K+1, h, w) bilinearly to `size` (H, W), take the argmax and map it to labels.
+
+    Returns an (H, W) uint8 array (uint16 when a label exceeds 255).
+    """
+    if tuple(prob.shape[-2:]) != tuple(size):
+        prob = F.interpolate(prob.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+    index = prob.argmax(dim=0).cpu().numpy()
+    out = label_map[index]
+    return out.astype(np.uint8 if label_map.max() <= 255 else np.uint16)

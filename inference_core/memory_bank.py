@@ -1,0 +1,90 @@
+"""The space-time memory used at inference (section 3.3).
+
+Keys are stored once per memory frame and shared by all objects: every object reads its memory
+through the same affinity. Objects that enter the video together form a *group*; a group only
+reads the memory frames added since it entered (its first frame carries its annotation), as the
+original STCN kept one memory per object for YouTube-VOS. Since every later memory frame is added
+to all groups, a group's frames are always a suffix of the stored frames, so one similarity matrix
+serves all groups: each group takes its top-k over its own suffix.
+
+    keys        1, C_k, N            (N = T*h*w, frames in the order they were added)
+    group.mv    K_g, C_v, N_g        (N_g = the last T_g frames of the keys)
+    temp        optional last-frame key/values (the `include_last` option), read by every group
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from model.memory_util import TOP_K, l2_similarity, readout_topk, topk_softmax
+
+
+@dataclass
+class ObjectGroup:
+    """Objects (internal indices, 0-based) that entered at the same frame, and their memory values."""
+
+    objects: list[int]
+    first_frame: int  # index into MemoryBank.frame_ids where this group's memory starts
+    values: Tensor | None = None  # K_g, C_v, N_g
+    temp_values: Tensor | None = None  # K_g, C_v, h*w
+
+
+@dataclass
+class MemoryBank:
+    top_k: int = TOP_K
+    keys: Tensor | None = None  # 1, C_k, N
+    temp_key: Tensor | None = None  # 1, C_k, h*w
+    frame_ids: list[int] = field(default_factory=list)  # video frame index of each memory frame
+    groups: list[ObjectGroup] = field(default_factory=list)
+    positions_per_frame: int = 0  # h*w
+
+    @property
+    def num_objects(self) -> int:
+        return sum(len(g.objects) for g in self.groups)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_ids)
+
+    def add_group(self, objects: list[int]) -> None:
+        """Objects entering now; their memory starts with the next frame added."""
+        self.groups.append(ObjectGroup(objects=list(objects), first_frame=self.num_frames))
+
+    def add(self, frame_id: int, key: Tensor, values: Tensor, temporary: bool = False) -> None:
+        """Add one frame. key: 1, C_k, h, w; values: K, C_v, h, w for all objects, internal order.
+
+        A temporary frame replaces the previous temporary one and is not kept as memory.
+        """
+        key = key.flatten(2)
+        values = values.flatten(2)
+        self.positions_per_frame = key.shape[-1]
+        self.temp_key = None
+        for g in self.groups:
+            g.temp_values = None
+        if temporary:
+            self.temp_key = key
+            for g in self.groups:
+                g.temp_values = values[g.objects]
+            return
+        self.keys = key if self.keys is None else torch.cat([self.keys, key], dim=2)
+        self.frame_ids.append(frame_id)
+        for g in self.groups:
+            v = values[g.objects]
+            g.values = v if g.values is None else torch.cat([g.values, v], dim=2)
+
+    def read(self, qk: Tensor) -> Tensor:
+        """Readout for every object. qk: 1, C_k, h, w -> K, C_v, h, w (internal object order)."""
+        h, w = qk.shape[-2:]
+        mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
+        sim = l2_similarity(mk, qk.flatten(2))  # 1, N (+ h*w), h*w
+        out: list[Tensor | None] = [None] * self.num_objects
+        for g in self.groups:
+            start = g.first_frame * self.positions_per_frame
+            mv = g.values if g.temp_values is None else torch.cat([g.values, g.temp_values], dim=2)
+            weights, indices = topk_softmax(sim[:, start:], self.top_k)
+            read = readout_topk(weights.to(mv.dtype), indices, mv)  # K_g, C_v, h*w
+            for i, obj in enumerate(g.objects):
+                out[obj] = read[i]
+        return torch.stack(out, dim=0).view(self.num_objects, -1, h, w)

@@ -1,0 +1,136 @@
+"""The inference core against a direct transcription of the paper's propagation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inference_core import InferenceCore
+from inference_core.core import probabilities_to_labels
+from model.aggregate import soft_aggregate
+from model.memory_util import l2_similarity, readout, softmax
+from util.tensor_util import pad_divide_by, unpad
+
+
+def moving_squares(frames: int = 8, h: int = 40, w: int = 56, objects: int = 2, seed: int = 0):
+    """A textured background with `objects` squares moving right; returns images and label maps."""
+    g = torch.Generator().manual_seed(seed)
+    bg = torch.rand(3, h, w, generator=g) * 0.5
+    images, labels = [], []
+    for t in range(frames):
+        img = bg.clone()
+        lab = torch.zeros(h, w, dtype=torch.long)
+        for o in range(objects):
+            y, x = 4 + 14 * o, 3 + 2 * t + 5 * o
+            img[:, y : y + 10, x : x + 10] = torch.tensor([1.0, 0.2 + 0.3 * o, 0.1])[:, None, None]
+            lab[y : y + 10, x : x + 10] = o + 1
+        images.append((img - 0.45) / 0.25)
+        labels.append(lab)
+    return images, labels
+
+
+def reference_propagation(net, images, first_mask, num_objects, top_k=20, mem_every=5):
+    """Dense, unoptimised STCN propagation (one memory, dense top-k affinity, per-object decoding)."""
+    outs = []
+    mem_k, mem_v = [], []
+    with torch.no_grad():
+        for ti, img in enumerate(images):
+            x, pad = pad_divide_by(img[None], 16)
+            k16, qv16, f16, f8, f4 = net.encode_key(x)
+            if ti == 0:
+                onehot = torch.stack([(first_mask == i + 1).float() for i in range(num_objects)])
+                onehot, _ = pad_divide_by(onehot[:, None], 16)
+                prob = soft_aggregate(onehot[:, 0], dim=0)
+            else:
+                mk = torch.cat(mem_k, dim=2).flatten(2)
+                mv = torch.cat(mem_v, dim=3).flatten(2)  # K, C_v, T*h*w
+                aff = softmax(l2_similarity(mk, k16.flatten(2)), top_k)
+                read = readout(aff, mv).view(num_objects, 512, *k16.shape[-2:])
+                logits = torch.cat(
+                    [net.decoder.compress(torch.cat([read[i : i + 1], qv16], 1)) for i in range(num_objects)]
+                )
+                logits = net.decoder.pred(torch.relu(net.decoder.up_8_4(f4, net.decoder.up_16_8(f8, logits))))
+                logits = torch.nn.functional.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+                prob = soft_aggregate(torch.sigmoid(logits), dim=0)[:, 0]
+            if ti % mem_every == 0 and ti != len(images) - 1:
+                mem_k.append(k16.unsqueeze(2))
+                mem_v.append(net.encode_value(x, f16, prob[1:][None])[0].unsqueeze(2))
+            outs.append(unpad(prob, pad))
+    return outs
+
+
+def test_core_matches_reference_propagation(stcn_net):
+    images, labels = moving_squares(frames=12)
+    ref = reference_propagation(stcn_net, images, labels[0], 2)
+    core = InferenceCore(stcn_net)
+    for ti, img in enumerate(images):
+        out = core.step(img, labels[0] if ti == 0 else None, end=ti == len(images) - 1)
+        assert out.shape == (3, 40, 56)
+        torch.testing.assert_close(out, ref[ti], atol=1e-4, rtol=1e-4)
+    assert core.memory.frame_ids == [0, 5, 10]
+    assert core.labels == [1, 2]
+
+
+def test_memory_frames_follow_mem_every_and_include_last(stcn_net):
+    images, labels = moving_squares(frames=9, objects=1)
+    core = InferenceCore(stcn_net, mem_every=3, include_last=True)
+    for ti, img in enumerate(images):
+        core.step(img, labels[0] if ti == 0 else None)
+    assert core.memory.frame_ids == [0, 3, 6]
+    assert core.memory.temp_key is not None  # frame 8, the last one, as temporary memory
+    core = InferenceCore(stcn_net)
+    for ti, img in enumerate(images):
+        core.step(img, labels[0] if ti == 0 else None)
+    assert core.memory.frame_ids == [0, 5] and core.memory.temp_key is None
+
+
+def test_objects_appearing_later_with_non_contiguous_labels(stcn_net):
+    images, labels = moving_squares(frames=7, objects=2)
+    core = InferenceCore(stcn_net)
+    first = torch.where(labels[0] == 1, 7, 0)  # only label 7 on frame 0
+    later = torch.where(labels[3] == 2, 42, 0)  # label 42 appears on frame 3
+    outs = []
+    for ti, img in enumerate(images):
+        mask = first if ti == 0 else later if ti == 3 else None
+        outs.append(core.step(img, mask))
+    assert core.labels == [7, 42]
+    assert [o.shape[0] for o in outs] == [2, 2, 2, 3, 3, 3, 3]
+    assert core.memory.frame_ids == [0, 3]  # new objects make their frame memory, then +5
+    assert [g.first_frame for g in core.memory.groups] == [0, 1]
+    for o in outs:
+        torch.testing.assert_close(o.sum(0), torch.ones(40, 56))
+    # the annotated frame reproduces the annotation; labels map back
+    lab = probabilities_to_labels(outs[3], (40, 56), core.label_map())
+    assert set(np.unique(lab)) <= {0, 7, 42}
+    assert (lab[later.numpy() == 42] == 42).all()
+    lab0 = probabilities_to_labels(outs[0], (80, 112), core.label_map())
+    assert lab0.shape == (80, 112) and lab0.dtype == np.uint8
+
+
+def test_frames_before_any_object_and_skipping(stcn_net):
+    images, labels = moving_squares(frames=8, objects=1)
+    core = InferenceCore(stcn_net)
+    empty = core.step(images[0])
+    assert empty.shape == (1, 40, 56) and core.memory.num_frames == 0
+    core.step(images[1], labels[1])
+    for ti in range(2, 8):
+        if core.needs_frame(required=False):
+            core.step(images[ti])
+        else:
+            core.skip()
+    assert core.frame_index == 7
+    assert core.memory.frame_ids == [1, 6]
+
+
+def test_amp_path_runs_on_cpu(stcn_net):
+    images, labels = moving_squares(frames=3, objects=2)
+    core = InferenceCore(stcn_net, amp=True, amp_dtype=torch.bfloat16)
+    outs = [core.step(img, labels[0] if ti == 0 else None) for ti, img in enumerate(images)]
+    assert all(o.dtype == torch.float32 and torch.isfinite(o).all() for o in outs)
+
+
+def test_invalid_settings_are_rejected(stcn_net):
+    with pytest.raises(ValueError):
+        InferenceCore(stcn_net, mem_every=0)
+    with pytest.raises(ValueError):
+        InferenceCore(stcn_net, top_k=0)
