@@ -8,7 +8,8 @@ to all groups, a group's frames are always a suffix of the stored frames, so one
 serves all groups: each group takes its top-k over its own suffix.
 
     keys        1, C_k, N            (N = T*h*w, frames in the order they were added)
-    group.mv    K_g, C_v, N_g        (N_g = the last T_g frames of the keys)
+    group.mv    N_g, K_g, C_v        (N_g = the last T_g frames of the keys; position-major so
+                                      that adding a frame appends rows and top-k reads gather rows)
     temp        optional last-frame key/values (the `include_last` option), read by every group
 """
 from __future__ import annotations
@@ -27,8 +28,8 @@ class ObjectGroup:
 
     objects: list[int]
     first_frame: int  # index into MemoryBank.frame_ids where this group's memory starts
-    values: Tensor | None = None  # K_g, C_v, N_g
-    temp_values: Tensor | None = None  # K_g, C_v, h*w
+    values: Tensor | None = None  # N_g, K_g, C_v
+    temp_values: Tensor | None = None  # h*w, K_g, C_v
 
 
 @dataclass
@@ -58,7 +59,7 @@ class MemoryBank:
         A temporary frame replaces the previous temporary one and is not kept as memory.
         """
         key = key.flatten(2)
-        values = values.flatten(2)
+        values = values.flatten(2).permute(2, 0, 1)  # h*w, K, C_v
         self.positions_per_frame = key.shape[-1]
         self.temp_key = None
         for g in self.groups:
@@ -66,13 +67,13 @@ class MemoryBank:
         if temporary:
             self.temp_key = key
             for g in self.groups:
-                g.temp_values = values[g.objects]
+                g.temp_values = values[:, g.objects]
             return
         self.keys = key if self.keys is None else torch.cat([self.keys, key], dim=2)
         self.frame_ids.append(frame_id)
         for g in self.groups:
-            v = values[g.objects]
-            g.values = v if g.values is None else torch.cat([g.values, v], dim=2)
+            v = values[:, g.objects]
+            g.values = v if g.values is None else torch.cat([g.values, v], dim=0)
 
     def read(self, qk: Tensor) -> Tensor:
         """Readout for every object. qk: 1, C_k, h, w -> K, C_v, h, w (internal object order)."""
@@ -82,9 +83,9 @@ class MemoryBank:
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame
-            mv = g.values if g.temp_values is None else torch.cat([g.values, g.temp_values], dim=2)
+            mv = g.values if g.temp_values is None else torch.cat([g.values, g.temp_values], dim=0)
             weights, indices = topk_softmax(sim[:, start:], self.top_k)
-            read = readout_topk(weights.to(mv.dtype), indices, mv)  # K_g, C_v, h*w
+            read = readout_topk(weights, indices, mv)  # K_g, C_v, h*w
             for i, obj in enumerate(g.objects):
                 out[obj] = read[i]
         return torch.stack(out, dim=0).view(self.num_objects, -1, h, w)

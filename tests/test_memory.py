@@ -56,7 +56,14 @@ def test_sparse_top_k_readout_equals_dense():
     dense = readout(softmax(sim, top_k=20), mv)
     weights, idx = topk_softmax(sim, 20)
     assert weights.shape == idx.shape == (1, 20, 40)
-    torch.testing.assert_close(readout_topk(weights, idx, mv), dense, atol=1e-5, rtol=1e-5)
+    mv_nkc = mv.permute(2, 0, 1).contiguous()  # position-major storage
+    torch.testing.assert_close(readout_topk(weights, idx, mv_nkc), dense, atol=1e-5, rtol=1e-5)
+    # the gather path (used off CPU and for half precision) gives the same result
+    torch.testing.assert_close(
+        readout_topk(weights, idx, mv_nkc.double()).float(), dense, atol=1e-5, rtol=1e-5
+    )
+    half = readout_topk(weights, idx, mv_nkc.bfloat16())
+    torch.testing.assert_close(half.float(), dense, atol=0.1, rtol=0.05)
 
 
 def test_one_affinity_serves_all_objects():
