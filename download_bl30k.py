@@ -69,15 +69,18 @@ def run(args: argparse.Namespace) -> None:
     if not pending:
         print(f'nothing to do: the selected segments are in {target}')
         return
-    needed = needed_bytes(pending) if args.min_free_gb is None else args.min_free_gb * GB
-    check_free_space(args.root, needed, 'pass --min_free_gb to override the estimate')
+    estimate = needed_bytes(pending)
+    required = estimate if args.min_free_gb is None else args.min_free_gb * GB
+    check_free_space(args.root, required, 'choose another --root, or pass --min_free_gb N to '
+                                          'override the estimate')
     print(f'will fetch {len(pending)} segment(s) of about {SEGMENT_GB} GB into {target.resolve()}, '
-          f'one at a time (about {format_gb(needed)} of disk needed)')
+          f'one at a time (about {format_gb(estimate)} of disk needed)')
     print(f'\nterms of use:\n  - {TERMS}')
     confirm('Do you accept these terms and want to start?', args.yes)
     for job in pending:
         if args.min_free_gb is None:  # the disk may have filled up since the first check
-            check_free_space(args.root, needed_bytes([job]), 'pass --min_free_gb 0 to skip')
+            check_free_space(args.root, needed_bytes([job]),
+                             'choose another --root, or pass --min_free_gb 0 to skip this check')
         run_archive_job(job, args.root, mirror=args.mirror, keep_archive=args.keep_archives)
     print(f'finished: {", ".join(job.name for job in pending)} in {target}')
 

@@ -34,17 +34,17 @@ PARTS: dict[str, ArchiveJob] = {job.name: job for job in (
                expect=FRAMES_MASKS),
     ArchiveJob('davis17_scribbles', '1JzIQSu36h7dVM8q0VoE4oZJwBXvrZlkl',
                'DAVIS/2017/DAVIS-2017-scribbles-trainval.zip', 'DAVIS/2017/trainval', 0.1),
-    ArchiveJob('yv19_train', '13Eqw0gVK-AO5B-cqvJ203mZ2vzWck9s4', 'YouTube/train.zip',
+    ArchiveJob('yv19_train', '13Eqw0gVK-AO5B-cqvJ203mZ2vzWck9s4', 'YouTube/yv2019_train.zip',
                'YouTube/train', 15.0, expect=FRAMES_MASKS),
-    ArchiveJob('yv19_valid', '1o586Wjya-f2ohxYf9C1RlRH-gkrzGS8t', 'YouTube/valid.zip',
+    ArchiveJob('yv19_valid', '1o586Wjya-f2ohxYf9C1RlRH-gkrzGS8t', 'YouTube/yv2019_valid.zip',
                'YouTube/valid', 2.0, expect=FRAMES_MASKS),
     ArchiveJob('yv19_valid_all', '1rWQzZcMskgpEQOZdJPJ7eTmLCBEIIpEN',
-               'YouTube/all_frames/valid.zip', 'YouTube/all_frames/valid_all_frames', 10.0,
+               'YouTube/all_frames/yv2019_valid_all_frames.zip', 'YouTube/all_frames/valid_all_frames', 10.0,
                expect=FRAMES_MASKS[:1]),
-    ArchiveJob('yv18_valid', '1-QrceIl5sUNTKz7Iq0UsWC6NLZq7girr', 'YouTube2018/valid.zip',
+    ArchiveJob('yv18_valid', '1-QrceIl5sUNTKz7Iq0UsWC6NLZq7girr', 'YouTube2018/yv2018_valid.zip',
                'YouTube2018/valid', 2.0, expect=FRAMES_MASKS),
     ArchiveJob('yv18_valid_all', '1yVoHM6zgdcL348cFpolFcEl4IC1gorbV',
-               'YouTube2018/all_frames/valid.zip', 'YouTube2018/all_frames/valid_all_frames',
+               'YouTube2018/all_frames/yv2018_valid_all_frames.zip', 'YouTube2018/all_frames/valid_all_frames',
                10.0, expect=FRAMES_MASKS[:1]),
 )}
 DESCRIPTIONS = {
@@ -124,8 +124,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--keep_archives', action='store_true',
                         help='keep the downloaded archives after extraction')
     parser.add_argument('--mirror', default=None,
-                        help='http(s) folder holding the same archive files (by file name) to '
-                             'use instead of Google Drive')
+                        help='http(s) folder holding the archives under the file names this '
+                             'script gives them (see --list) to use instead of Google Drive')
     parser.add_argument('--workers', type=int, default=DEFAULT_WORKERS,
                         help=f'processes for the YouTube-VOS resize (default: {DEFAULT_WORKERS})')
     return parser
@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> None:
     if args.list:
         for name in PARTS:
             state = 'done' if part_done(root, name) else 'to do'
-            print(f'{name:18s} {state:6s} {root / PARTS[name].target}')
+            job = PARTS[name]
+            print(f'{name:18s} {state:6s} {root / job.target}  (archive: {Path(job.archive).name})')
         return
     pending = [name for name in names if not part_done(root, name)]
     for name in names:
@@ -148,10 +149,11 @@ def run(args: argparse.Namespace) -> None:
         return
 
     extra_gb = RESIZED_YV_GB if RESIZED_YV[0] in pending else 0.0
-    needed = (needed_bytes([PARTS[n] for n in pending], extra_gb) if args.min_free_gb is None
-              else args.min_free_gb * GB)
-    check_free_space(root, needed, 'pass --min_free_gb to override the estimate')
-    print(f'will download into {root.resolve()} (about {format_gb(needed)} of disk needed):')
+    estimate = needed_bytes([PARTS[n] for n in pending], extra_gb)
+    required = estimate if args.min_free_gb is None else args.min_free_gb * GB
+    check_free_space(root, required, 'choose another --root, or pass --min_free_gb N to override '
+                                     'the estimate')
+    print(f'will download into {root.resolve()} (about {format_gb(estimate)} of disk needed):')
     for name in pending:
         print(f'  {name:18s} {DESCRIPTIONS[name]}')
     print('\nterms of use:')

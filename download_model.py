@@ -78,7 +78,7 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
     if path.exists() and not path.is_file():
         raise DownloadError(f'{path} exists and is not a file; move it away or choose --output')
 
-    check_free_space(path.parent, MODEL_NEEDED_BYTES)
+    check_free_space(path.parent, MODEL_NEEDED_BYTES, 'choose another --output')
     expected = spec.sha256 if source is None else None  # a mirror may hold another build
     download(source or spec.gdrive_id, path, fetcher=fetcher,
              validate=lambda part: _check_checkpoint(part, url, expected))

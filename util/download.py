@@ -90,13 +90,16 @@ def free_bytes(path: Path) -> int:
 
 
 def check_free_space(path: Path, needed: float, how_to_override: str = '') -> None:
-    """Raise `DownloadError` unless ``needed`` bytes are free where ``path`` lives."""
+    """Raise `DownloadError` unless ``needed`` bytes are free where ``path`` lives.
+
+    ``how_to_override`` completes the advice, e.g. 'choose another --root'.
+    """
     free = free_bytes(path)
     if free < needed:
-        hint = f' or {how_to_override}' if how_to_override else ''
+        hint = f', or {how_to_override}' if how_to_override else ''
         raise DownloadError(
             f'not enough free disk space under {path}: about {format_gb(needed)} needed, '
-            f'{format_gb(free)} free; free some space, choose another location{hint}')
+            f'{format_gb(free)} free; free some space{hint}')
 
 
 def sha256_file(path: Path) -> str:
