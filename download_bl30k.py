@@ -44,7 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help=f'folder that receives {TARGET}/ (default: .., next to the code, '
                              'as the loaders expect)')
     parser.add_argument('--only', nargs='+', choices=list(SEGMENTS), metavar='SEGMENT',
-                        default=list(SEGMENTS), help='segments to fetch, among a b c d e f (default: all)')
+                        default=list(SEGMENTS),
+                        help='segments to fetch, among a b c d e f (default: all)')
     parser.add_argument('--min_free_gb', type=float, default=None,
                         help='free space required before starting (default: about 1 TB for all '
                              f'six segments, {SEGMENT_GB} GB per segment plus extraction room; '

@@ -77,7 +77,7 @@ def _resize_pair(task: tuple[Path, Path, int]) -> None:
 
 
 def run_parallel(func: Callable, tasks: Sequence, workers: int, progress: bool) -> None:
-    """``func`` over ``tasks`` in a process pool (in-process for one worker), with a progress bar."""
+    """``func`` over ``tasks`` in a process pool (in-process for one worker), with progress."""
     import progressbar
 
     bar = progressbar.ProgressBar(max_value=len(tasks), fd=sys.stderr) if progress else None

@@ -241,7 +241,8 @@ def test_free_space_check_fails_with_clear_message(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize('kind', ['zip', 'tar', 'tar.gz'])
 def test_extract_strips_single_wrapper_folder(tmp_path, kind):
-    members = {'DAVIS/JPEGImages/480p/v/00000.jpg': b'jpg', 'DAVIS/Annotations/480p/v/00000.png': b'png'}
+    members = {'DAVIS/JPEGImages/480p/v/00000.jpg': b'jpg',
+               'DAVIS/Annotations/480p/v/00000.png': b'png'}
     archive = tmp_path / f'a.{kind}'
     if kind == 'zip':
         make_zip(archive, members)
@@ -283,6 +284,19 @@ def test_malicious_members_are_refused(tmp_path, build):
     with pytest.raises(dl.DownloadError, match='refusing to extract'):
         dl.extract_archive(archive, target)
     assert files_under(target) == [] and not (tmp_path / 'deep' / 'evil.txt').exists()
+
+
+def test_links_that_stay_inside_are_extracted(tmp_path):
+    archive = tmp_path / 'links.tar'
+    with tarfile.open(archive, 'w') as tf:
+        data = tarfile.TarInfo('data/frames/00000.jpg')
+        data.size = 1
+        tf.addfile(data, io.BytesIO(b'j'))
+        link = tarfile.TarInfo('data/first.jpg')
+        link.type, link.linkname = tarfile.SYMTYPE, 'frames/00000.jpg'
+        tf.addfile(link)
+    dl.extract_archive(archive, tmp_path / 'out')
+    assert (tmp_path / 'out' / 'data' / 'first.jpg').read_bytes() == b'j'
 
 
 def test_damaged_archive_is_reported_and_kept(tmp_path):

@@ -20,6 +20,7 @@ import http.client
 import inspect
 import ipaddress
 import os
+import posixpath
 import shutil
 import socket
 import sys
@@ -174,7 +175,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 # fetchers
 
 
-def _direct_opener(url: str) -> urllib.request.OpenerDirector:
+def _opener(url: str) -> urllib.request.OpenerDirector:
     """A urllib opener: proxies from the environment, except for loopback addresses."""
     host = urllib.parse.urlsplit(url).hostname or ''
     try:
@@ -197,7 +198,7 @@ def fetch_url(url: str, dest: Path, *, timeout: float = URL_TIMEOUT_S, quiet: bo
         headers['Range'] = f'bytes={start}-'
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = _direct_opener(url).open(request, timeout=timeout)
+        response = _opener(url).open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == http.client.REQUESTED_RANGE_NOT_SATISFIABLE and start:
             return  # nothing left to send: the partial file is already whole
@@ -218,7 +219,8 @@ def fetch_url(url: str, dest: Path, *, timeout: float = URL_TIMEOUT_S, quiet: bo
                     received += len(block)
                     bar.update(offset + received)
         except (OSError, http.client.HTTPException) as e:
-            raise DownloadError(f'transfer interrupted after {received} bytes: {_reason(e)}') from None
+            raise DownloadError(
+                f'transfer interrupted after {received} bytes: {_reason(e)}') from None
         finally:
             bar.finish()
     if expected is not None and received != expected:
@@ -345,29 +347,31 @@ def download(source: str, dest: Path, *, fetcher: Fetcher | None = None,
 # safe extraction
 
 
-def _unsafe_reason(name: str, dest: Path) -> str | None:
-    """Why an archive member name would land outside ``dest`` (None when it is safe)."""
+def _unsafe_reason(name: str) -> str | None:
+    """Why an archive member name would land outside the target folder (None when it is safe).
+
+    Extraction goes into a fresh staging folder, so no symbolic link already on disk can
+    redirect a member; links inside tar archives are checked by `_check_tar_member`.
+    """
     posix = PurePosixPath(name.replace('\\', '/'))
     if posix.is_absolute() or (posix.parts and posix.parts[0].endswith(':')):
         return 'absolute path'
     if '..' in posix.parts:
         return "'..' component"
-    root = dest.resolve()
-    if not (root / posix).resolve().is_relative_to(root):
-        return 'resolves outside the target folder'
     return None
 
 
-def _check_tar_member(member: tarfile.TarInfo, dest: Path) -> str | None:
+def _check_tar_member(member: tarfile.TarInfo) -> str | None:
     """Like `_unsafe_reason`, also refusing links that point outside and special files."""
-    reason = _unsafe_reason(member.name, dest)
+    reason = _unsafe_reason(member.name)
     if reason:
         return reason
     if member.issym():
-        link_target = PurePosixPath(member.name).parent / member.linkname
-        if _unsafe_reason(str(link_target), dest):
+        link_target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name),
+                                                        member.linkname))
+        if member.linkname.startswith('/') or _unsafe_reason(link_target):
             return 'symbolic link pointing outside'
-    if member.islnk() and _unsafe_reason(member.linkname, dest):
+    if member.islnk() and _unsafe_reason(member.linkname):
         return 'hard link pointing outside'
     if member.ischr() or member.isblk() or member.isfifo():
         return 'device or pipe'
@@ -387,13 +391,13 @@ def extract_archive(archive: Path, dest: Path) -> None:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for name in zf.namelist():
-                    _refuse_if_unsafe(archive, name, _unsafe_reason(name, dest))
+                    _refuse_if_unsafe(archive, name, _unsafe_reason(name))
                 zf.extractall(dest)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 members = tf.getmembers()
                 for member in members:
-                    _refuse_if_unsafe(archive, member.name, _check_tar_member(member, dest))
+                    _refuse_if_unsafe(archive, member.name, _check_tar_member(member))
                 extra = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
                 tf.extractall(dest, members=members, **extra)
         else:
