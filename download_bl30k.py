@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         run(args)
-    except DownloadError as e:
+    except (DownloadError, OSError) as e:  # OSError: e.g. a folder that cannot be created
         print(f'error: {e}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         run(args)
-    except (DownloadError, ResizeError) as e:
+    except (DownloadError, ResizeError, OSError) as e:  # OSError: e.g. unwritable --root
         print(f'error: {e}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('--size must be positive')
     try:
         count = resize_folder(args.src, args.dst, args.size, args.workers, not args.quiet)
-    except ResizeError as e:
+    except (ResizeError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(f'resized {count} files from {args.src} into {args.dst} (shorter side {args.size})')

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('--size must be positive')
     try:
         resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
-    except ResizeError as e:
+    except (ResizeError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(f'done: {args.dst}')

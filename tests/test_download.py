@@ -418,6 +418,19 @@ def test_cli_offline_errors(dead_url, tmp_path, capsys):
     assert files_under(tmp_path) == []
 
 
+def test_cli_unusable_paths_give_one_error_line(tmp_path, capsys):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    args = ['--root', str(blocker), '--yes', '--min_free_gb', '0', '--mirror', 'http://127.0.0.1:9']
+    assert download_datasets.main(args + ['--only', 'static']) == 1
+    _assert_one_error_line(capsys, str(blocker))
+    assert download_bl30k.main(args + ['--only', 'a']) == 1
+    _assert_one_error_line(capsys, str(blocker))
+    assert download_model.main(['--output', str(blocker / 'stcn.pth'), '--source',
+                                'http://127.0.0.1:9/m']) == 1
+    _assert_one_error_line(capsys, str(blocker))
+
+
 def test_datasets_refuse_to_wait_for_an_answer_without_a_terminal(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(sys, 'stdin', io.StringIO(''))
     args = ['--root', str(tmp_path), '--only', 'davis', '--min_free_gb', '0']
