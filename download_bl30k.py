@@ -1,0 +1,104 @@
+"""Download BL30K (the synthetic pre-training set of MiVOS, used by STCN stage 1) into ../BL30K.
+
+    python download_bl30k.py                 # all six segments, a to f
+    python download_bl30k.py --only a b      # some of them (e.g. split across runs)
+
+Each segment (a tar of about 115 GB) is downloaded, extracted and deleted before the next one
+starts, and marked finished so that a rerun continues with the next segment. All of it needs
+about 1 TB of free disk space (700 GB of data plus room for one archive while it is extracted).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm, format_gb,
+                           is_done, needed_bytes, run_archive_job)
+
+TARGET = 'BL30K'
+SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
+SEGMENT_IDS = {
+    'a': '1z9V5zxLOJLNt1Uj7RFqaP2FZWKzyXvVc',
+    'b': '11-IzgNwEAPxgagb67FSrBdzZR7OKAEdJ',
+    'c': '1ZfIv6GTo-OGpXpoKen1fUvDQ0A_WoQ-Q',
+    'd': '1G4eXgYS2kL7_Cc0x3N1g1x7Zl8D_aU_-',
+    'e': '1Y8q0V_oBwJIY27W_6-8CD1dRqV2gNTdE',
+    'f': '1nawBAazf_unMv46qGBHhWcQ4JXZ5883r',
+}
+SEGMENTS = {
+    letter: ArchiveJob(f'bl30k_{letter}', gdrive_id, f'{TARGET}/BL30K_{letter}.tar', TARGET,
+                       SEGMENT_GB, expect=('JPEGImages', 'Annotations'))
+    for letter, gdrive_id in SEGMENT_IDS.items()
+}
+TERMS = ('BL30K (https://github.com/hkchengrex/MiVOS) is rendered with Blender from ShapeNet '
+         'objects and is meant for research; read the terms on the MiVOS page (ShapeNet\'s '
+         'own terms of use apply to its models) and cite MiVOS when you use it.')
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Download BL30K segment by segment (download, extract, delete); reruns '
+                    'continue after the last finished segment.')
+    parser.add_argument('--root', type=Path, default=Path('..'),
+                        help=f'folder that receives {TARGET}/ (default: .., next to the code, '
+                             'as the loaders expect)')
+    parser.add_argument('--only', nargs='+', choices=list(SEGMENTS), metavar='SEGMENT',
+                        default=list(SEGMENTS),
+                        help='segments to fetch, among a b c d e f (default: all)')
+    parser.add_argument('--min_free_gb', type=float, default=None,
+                        help='free space required before starting (default: about 1 TB for all '
+                             f'six segments, {SEGMENT_GB} GB per segment plus extraction room; '
+                             '0 disables the check)')
+    parser.add_argument('--yes', action='store_true',
+                        help='accept the terms without asking (non-interactive use)')
+    parser.add_argument('--keep_archives', action='store_true',
+                        help='keep each tar after extraction (doubles the space needed)')
+    parser.add_argument('--mirror', default=None,
+                        help='http(s) folder holding BL30K_a.tar ... BL30K_f.tar to use instead '
+                             'of Google Drive')
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    target = args.root / TARGET
+    jobs = [SEGMENTS[letter] for letter in sorted(set(args.only))]
+    pending = [job for job in jobs if not is_done(target, job.name)]
+    for job in jobs:
+        if job not in pending:
+            print(f'[{job.name}] already done, skipping')
+    if not pending:
+        print(f'nothing to do: the selected segments are in {target}')
+        return
+    estimate = needed_bytes(pending)
+    required = estimate if args.min_free_gb is None else args.min_free_gb * GB
+    check_free_space(args.root, required, 'choose another --root, or pass --min_free_gb N to '
+                                          'override the estimate')
+    print(f'will fetch {len(pending)} segment(s) of about {SEGMENT_GB} GB into {target.resolve()}, '
+          f'one at a time (about {format_gb(estimate)} of disk needed)')
+    print(f'\nterms of use:\n  - {TERMS}')
+    confirm('Do you accept these terms and want to start?', args.yes)
+    for job in pending:
+        if args.min_free_gb is None:  # the disk may have filled up since the first check
+            check_free_space(args.root, needed_bytes([job]),
+                             'choose another --root, or pass --min_free_gb 0 to skip this check')
+        run_archive_job(job, args.root, mirror=args.mirror, keep_archive=args.keep_archives)
+    print(f'finished: {", ".join(job.name for job in pending)} in {target}')
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        run(args)
+    except (DownloadError, OSError) as e:  # OSError: e.g. a folder that cannot be created
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('error: interrupted; rerun the same command to continue with the unfinished '
+              'segment', file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

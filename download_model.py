@@ -1,0 +1,125 @@
+"""Download a released STCN model to saves/.
+
+    python download_model.py                 # s012 (with BL30K pre-training) -> saves/stcn.pth
+    python download_model.py --model s03     # s03 (without BL30K)            -> saves/stcn_s03.pth
+
+A file already present is kept when it matches the sha256 recorded in ``<file>.sha256`` at its
+first download; one that does not match is reported and replaced only with --force.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from util.download import (DownloadError, Fetcher, check_free_space, download, format_gb,
+                           sha256_file, sidecar_path, source_url, verify_file, write_sidecar)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    gdrive_id: str
+    default_path: str
+    description: str
+    sha256: str | None = None  # no official hash is published; the sidecar records the first one
+
+
+MODELS = {
+    's012': ModelSpec('1mRrE0uCI2ktdWlUgapJI_KmgeIiF2eOm', 'saves/stcn.pth',
+                      'static + BL30K + main training (the better one)'),
+    's03': ModelSpec('1JllXPJZola0G-g1aUQfXe9nLMBioj-aH', 'saves/stcn_s03.pth',
+                     'static + main training, no BL30K'),
+}
+DEFAULT_MODEL = 's012'
+# 54,469,310 float32 values (reference/README.md) plus zip overhead and room for the .part copy
+MODEL_NEEDED_BYTES = 300 * 10**6
+
+
+def _check_checkpoint(path: Path, url: str, expected_sha256: str | None = None) -> None:
+    """Reject what is not a checkpoint (torch.save writes a zip archive) or has the wrong hash."""
+    if not zipfile.is_zipfile(path):
+        raise DownloadError(f'{path} is not a PyTorch checkpoint (not a zip archive); '
+                            f'download {url} again, or rerun with --force')
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise DownloadError(f'{path} does not have the published sha256 {expected_sha256}; '
+                            f'download {url} again')
+
+
+def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
+                 source: str | None = None, force: bool = False,
+                 fetcher: Fetcher | None = None) -> Path:
+    """Return the path of an intact ``model`` checkpoint, downloading it if needed.
+
+    ``source`` overrides the Google Drive id (an id or an http(s) URL, e.g. a mirror).
+    Raises `DownloadError` with a message fit for the user.
+    """
+    if model not in MODELS:
+        raise DownloadError(f'unknown model {model!r}; choose one of {", ".join(MODELS)}')
+    spec = MODELS[model]
+    path = Path(path or spec.default_path)
+    url = source_url(source or spec.gdrive_id)
+
+    if path.is_file() and not force:
+        intact = verify_file(path)
+        if intact is False:
+            raise DownloadError(
+                f'{path} does not match the checksum recorded in {sidecar_path(path)} (damaged or '
+                'replaced); rerun with --force to download it again (the current file is kept '
+                'until the new one is complete)')
+        if intact is None:  # placed by hand or by an older script: check it, record it
+            _check_checkpoint(path, url, spec.sha256)
+            write_sidecar(path)
+            print(f'{path} is present; recorded its sha256 in {sidecar_path(path)}')
+        else:
+            print(f'{path} is present and intact; nothing to download')
+        return path
+    if path.exists() and not path.is_file():
+        raise DownloadError(f'{path} exists and is not a file; move it away or choose --output')
+
+    check_free_space(path.parent, MODEL_NEEDED_BYTES, 'choose another --output')
+    expected = spec.sha256 if source is None else None  # a mirror may hold another build
+    download(source or spec.gdrive_id, path, fetcher=fetcher,
+             validate=lambda part: _check_checkpoint(part, url, expected))
+    digest = write_sidecar(path)
+    print(f'saved the {model} model ({format_gb(path.stat().st_size)}) to {path}; '
+          f'sha256 {digest} recorded in {sidecar_path(path)}')
+    return path
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Download a released STCN model (skipped when already present and intact).')
+    parser.add_argument('--model', choices=sorted(MODELS), default=DEFAULT_MODEL,
+                        help='; '.join(f'{k}: {v.description}' for k, v in MODELS.items())
+                        + f' (default: {DEFAULT_MODEL})')
+    parser.add_argument('--output', type=Path, default=None,
+                        help='where to save it (default: saves/stcn.pth for s012, '
+                             'saves/stcn_s03.pth for s03)')
+    parser.add_argument('--source', default=None,
+                        help='Google Drive id or http(s) URL to fetch from instead of the '
+                             'official Google Drive file (e.g. a mirror)')
+    parser.add_argument('--force', action='store_true',
+                        help='download again even if the file is present, replacing it once '
+                             'the new copy is complete')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        path = ensure_model(args.output, args.model, source=args.source, force=args.force)
+    except (DownloadError, OSError) as e:  # OSError: e.g. a folder that cannot be created
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('error: interrupted; rerun the same command to continue', file=sys.stderr)
+        return 130
+    print('evaluate with, e.g.:')
+    print(f'  python eval_davis.py --model {path} --output ../output/d17')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Resize every image under a folder so that its shorter side has a given length.
+
+    python scripts/resize_length.py ../static/BIG_small ../static/BIG_480 --size 480
+
+The folder tree is mirrored into the output. Images are resampled bicubically; masks (palette
+images, PIL mode 'P', or anything under an ``Annotations`` folder) with nearest neighbour, keeping
+their mode and palette so object ids survive. Other files are copied. Files already in the output
+are skipped, so an interrupted run can simply be restarted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing import Pool
+from pathlib import Path
+
+from PIL import Image
+
+DEFAULT_SIZE = 480  # evaluation and main training run at 480p
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+MASK_FOLDER = 'Annotations'
+JPEG_QUALITY = 95
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+PARTIAL_PREFIX = '.partial_'
+
+
+class ResizeError(RuntimeError):
+    """An input that cannot be resized; the message names it."""
+
+
+def target_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side equal to ``size`` and the aspect ratio kept."""
+    if width <= height:
+        return size, max(1, round(height * size / width))
+    return max(1, round(width * size / height)), size
+
+
+def is_mask(path: Path, image: Image.Image) -> bool:
+    return image.mode == 'P' or MASK_FOLDER in Path(path).parts
+
+
+def resize_image(image: Image.Image, size: int, mask: bool) -> Image.Image:
+    """Resize so the shorter side is ``size``; masks keep mode (and palette) via nearest."""
+    new_size = target_size(*image.size, size)
+    if new_size == image.size:
+        return image.copy()
+    return image.resize(new_size, Image.Resampling.NEAREST if mask else Image.Resampling.BICUBIC)
+
+
+def resize_file(src: Path, dst: Path, size: int) -> None:
+    """Resize one image (or copy any other file) to ``dst``, written under a temporary name."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(PARTIAL_PREFIX + dst.name)
+    if src.suffix.lower() not in IMAGE_EXTENSIONS:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        return
+    try:
+        with Image.open(src) as image:
+            image.load()
+            out = resize_image(image, size, is_mask(src, image))
+            file_format = image.format or Image.registered_extensions()[src.suffix.lower()]
+        options = {'quality': JPEG_QUALITY} if file_format == 'JPEG' else {}
+        out.save(tmp, format=file_format, **options)
+    except (OSError, ValueError, KeyError) as e:
+        tmp.unlink(missing_ok=True)
+        raise ResizeError(f'could not resize {src}: {e}') from None
+    os.replace(tmp, dst)
+
+
+def _resize_pair(task: tuple[Path, Path, int]) -> None:
+    resize_file(*task)
+
+
+def run_parallel(func: Callable, tasks: Sequence, workers: int, progress: bool) -> None:
+    """``func`` over ``tasks`` in a process pool (in-process for one worker), with progress."""
+    import progressbar
+
+    bar = progressbar.ProgressBar(max_value=len(tasks), fd=sys.stderr) if progress else None
+    if workers <= 1 or len(tasks) <= 1:
+        results: Iterable = map(func, tasks)
+        pool = None
+    else:
+        pool = Pool(min(workers, len(tasks)))
+        results = pool.imap_unordered(func, tasks)
+    try:
+        for done, _ in enumerate(results, 1):
+            if bar is not None:
+                bar.update(done)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if bar is not None:
+            bar.finish()
+
+
+def resize_folder(src: Path, dst: Path, size: int = DEFAULT_SIZE, workers: int = DEFAULT_WORKERS,
+                  progress: bool = True) -> int:
+    """Mirror ``src`` into ``dst`` with every image resized; returns the number of files written."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise ResizeError(f'{src} is not a folder')
+    if dst.resolve() == src.resolve() or dst.resolve().is_relative_to(src.resolve()):
+        raise ResizeError(f'the output {dst} must not be inside the input {src}')
+    tasks = []
+    for path in sorted(src.rglob('*')):
+        if path.is_file() and not path.name.startswith(PARTIAL_PREFIX):
+            out = dst / path.relative_to(src)
+            if not out.exists():
+                tasks.append((path, out, size))
+    run_parallel(_resize_pair, tasks, workers, progress)
+    return len(tasks)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Resize all images under a folder to a given shorter side (masks: nearest, '
+                    'palette kept); files already in the output are skipped.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('src', type=Path, help='input folder')
+    parser.add_argument('dst', type=Path, help='output folder (mirrors the input tree)')
+    parser.add_argument('--size', type=int, default=DEFAULT_SIZE, help='shorter side in pixels')
+    parser.add_argument('--workers', type=int, default=DEFAULT_WORKERS, help='parallel processes')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.size <= 0:
+        parser.error('--size must be positive')
+    try:
+        count = resize_folder(args.src, args.dst, args.size, args.workers, not args.quiet)
+    except (ResizeError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'resized {count} files from {args.src} into {args.dst} (shorter side {args.size})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Resize YouTube-VOS train to 480p, the resolution STCN trains at.
+
+    python scripts/resize_youtube.py --src ../YouTube/train --dst ../YouTube/train_480p
+
+Reads ``<src>/{JPEGImages,Annotations}/<video>/`` and writes the same tree under ``<dst>`` with the
+shorter side at --size: frames bicubic, palette masks nearest with their palette. Videos are
+processed in parallel; each is written to a temporary folder and renamed when finished, so a
+rerun skips the videos already done. Top-level files (meta.json) are copied.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+if __package__ in (None, ''):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.resize_length import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError,
+                                   resize_file, run_parallel)
+
+FRAMES = 'JPEGImages'
+MASKS = 'Annotations'
+DEFAULT_SRC = Path('../YouTube/train')
+DEFAULT_DST = Path('../YouTube/train_480p')
+
+
+def _resize_video(task: tuple[Path, Path, str, int]) -> None:
+    """Resize one video's masks, then its frames; each folder appears only when complete."""
+    src, dst, video, size = task
+    for sub in (MASKS, FRAMES):  # frames last: their folder marks the video as done
+        in_dir, out_dir = src / sub / video, dst / sub / video
+        if not in_dir.is_dir() or out_dir.is_dir():
+            continue
+        tmp_dir = dst / sub / (PARTIAL_PREFIX + video)
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+        tmp_dir.mkdir(parents=True)
+        for path in sorted(in_dir.iterdir()):
+            if path.is_file():
+                resize_file(path, tmp_dir / path.name, size)
+        os.replace(tmp_dir, out_dir)
+
+
+def resize_youtube(src: Path = DEFAULT_SRC, dst: Path = DEFAULT_DST, size: int = DEFAULT_SIZE,
+                   workers: int = DEFAULT_WORKERS, progress: bool = True) -> int:
+    """Resize every video not yet in ``dst``; returns how many videos were processed."""
+    src, dst = Path(src), Path(dst)
+    if not (src / FRAMES).is_dir():
+        raise ResizeError(f'{src / FRAMES} not found; point --src at a YouTube-VOS split folder')
+    if dst.resolve() == src.resolve():
+        raise ResizeError(f'--dst {dst} must differ from --src')
+    videos = sorted(p.name for p in (src / FRAMES).iterdir()
+                    if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX))
+    pending = [v for v in videos if not (dst / FRAMES / v).is_dir()]
+    print(f'{len(videos)} videos in {src}, {len(videos) - len(pending)} already in {dst}, '
+          f'resizing {len(pending)} with {workers} worker(s)', flush=True)
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src.iterdir():  # meta.json and friends
+        if path.is_file() and not (dst / path.name).exists():
+            shutil.copyfile(path, dst / path.name)
+    run_parallel(_resize_video, [(src, dst, v, size) for v in pending], workers, progress)
+    return len(pending)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Resize a YouTube-VOS split (JPEGImages + Annotations) to a shorter side of '
+                    '--size pixels, skipping videos already done.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--src', type=Path, default=DEFAULT_SRC, help='input split folder')
+    parser.add_argument('--dst', type=Path, default=DEFAULT_DST, help='output split folder')
+    parser.add_argument('--size', type=int, default=DEFAULT_SIZE, help='shorter side in pixels')
+    parser.add_argument('--workers', type=int, default=DEFAULT_WORKERS, help='parallel processes')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.size <= 0:
+        parser.error('--size must be positive')
+    try:
+        resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
+    except (ResizeError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'done: {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""Download, verify, resume and extract logic, offline: archives are built here and served from
+127.0.0.1; nothing touches the internet."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import urllib.parse
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import download_bl30k
+import download_datasets
+import download_model
+from util import download as dl
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures: a local HTTP server (Range-capable; /truncated/<name> drops the connection midway)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, self.headers.get('Range')))
+        truncate = self.path.startswith('/truncated/')
+        name = urllib.parse.unquote(self.path.removeprefix('/truncated/').lstrip('/'))
+        file = self.server.root / name
+        if not file.is_file():
+            self.send_error(404, 'Not Found')
+            return
+        data = file.read_bytes()
+        start, ranged = 0, self.headers.get('Range')
+        if ranged and not truncate:
+            start = int(ranged.removeprefix('bytes=').split('-')[0])
+            if start >= len(data):
+                self.send_error(416, 'Range Not Satisfiable')
+                return
+            self.send_response(206)
+            self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:len(body) // 2] if truncate else body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp('served')  # outside tmp_path, which holds what tests fetch
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    httpd.root, httpd.requests = root, []
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(root=root, url=f'http://127.0.0.1:{httpd.server_port}',
+                          requests=httpd.requests)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def dead_url():
+    """A URL on a local port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f'http://127.0.0.1:{port}'
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch):
+    """Any attempt to use gdown (i.e. Google Drive) fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError('a test tried to reach Google Drive')
+    monkeypatch.setattr(dl, 'fetch_gdrive', refuse)
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, 'w') as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def make_tar(path: Path, members: dict[str, bytes], mode: str = 'w') -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def fake_checkpoint(path: Path, payload: bytes = b'weights') -> Path:
+    """A zip file, as torch.save writes (no torch needed)."""
+    return make_zip(path, {'archive/data.pkl': payload})
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob('*') if p.is_file()) if folder.exists() else []
+
+
+# ----------------------------------------------------------------------------------------------
+# download to a temporary name
+
+
+def test_download_from_local_server(server, tmp_path):
+    data = bytes(range(256)) * 1000
+    (server.root / 'blob.bin').write_bytes(data)
+    dest = tmp_path / 'out' / 'blob.bin'
+    assert dl.download(f'{server.url}/blob.bin', dest, fetcher=dl.fetch_url) == dest
+    assert dest.read_bytes() == data
+    assert files_under(tmp_path / 'out') == [dest]
+
+
+def test_unreachable_url_gives_clear_error_and_no_file(dead_url, tmp_path):
+    dest = tmp_path / 'x.zip'
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download(f'{dead_url}/x.zip', dest, fetcher=dl.fetch_url)
+    message = str(err.value)
+    assert f'{dead_url}/x.zip' in message and f'save it as {dest}' in message
+    assert '\n' not in message
+    assert files_under(tmp_path) == []
+
+
+def test_http_error_is_reported(server, tmp_path):
+    with pytest.raises(dl.DownloadError, match='HTTP 404'):
+        dl.download(f'{server.url}/missing.zip', tmp_path / 'missing.zip', fetcher=dl.fetch_url)
+    assert files_under(tmp_path / 'missing.zip') == []
+    assert not (tmp_path / 'missing.zip').exists()
+
+
+def test_interrupted_transfer_keeps_part_and_resumes(server, tmp_path):
+    data = b'0123456789' * 5000
+    (server.root / 'big.bin').write_bytes(data)
+    dest = tmp_path / 'big.bin'
+    with pytest.raises(dl.DownloadError, match='rerun to resume'):
+        dl.download(f'{server.url}/truncated/big.bin', dest, fetcher=dl.fetch_url)
+    part = tmp_path / 'big.bin.part'
+    assert not dest.exists() and 0 < part.stat().st_size < len(data)
+
+    dl.download(f'{server.url}/big.bin', dest, fetcher=dl.fetch_url)
+    assert dest.read_bytes() == data and not part.exists()
+    assert server.requests[-1][1] == f'bytes={len(data) // 2}-'  # continued, not restarted
+
+
+def test_web_page_instead_of_file_is_rejected(server, tmp_path):
+    (server.root / 'quota.zip').write_text('<!DOCTYPE html><html>quota exceeded</html>')
+    dest = tmp_path / 'quota.zip'
+    with pytest.raises(dl.DownloadError, match='web page'):
+        dl.download(f'{server.url}/quota.zip', dest, fetcher=dl.fetch_url)
+    assert files_under(tmp_path) == []
+
+
+def test_gdrive_fetch_turns_gdown_failures_into_download_errors(monkeypatch, tmp_path):
+    gdown = pytest.importorskip('gdown')
+    monkeypatch.undo()  # the real fetch_gdrive, with gdown itself faked below
+    monkeypatch.setattr(dl, '_check_reachable', lambda host: None)
+    calls = []
+
+    def failing(**kwargs):
+        calls.append(kwargs)
+        raise gdown.exceptions.FileURLRetrievalError('Too many users have viewed or downloaded')
+    monkeypatch.setattr(gdown, 'download', failing)
+    dest = tmp_path / 'm.pth'
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download('SOME_ID', dest)
+    assert 'https://drive.google.com/uc?id=SOME_ID' in str(err.value)
+    assert 'Too many users' in str(err.value) and not dest.exists()
+    assert calls[0]['id'] == 'SOME_ID' and calls[0]['output'] == str(dest) + '.part'
+
+    def working(**kwargs):
+        fake_checkpoint(Path(kwargs['output']))
+        return kwargs['output']
+    monkeypatch.setattr(gdown, 'download', working)
+    dl.download('SOME_ID', dest)
+    assert zipfile.is_zipfile(dest)
+
+
+def test_gdrive_unreachable_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.undo()
+
+    def refused(address, timeout):
+        raise ConnectionRefusedError('Connection refused')
+    monkeypatch.setattr(dl.socket, 'create_connection', refused)
+    monkeypatch.setattr(dl.urllib.request, 'getproxies', dict)
+    with pytest.raises(dl.DownloadError, match='cannot reach drive.google.com'):
+        dl.download('SOME_ID', tmp_path / 'x')
+
+
+# ----------------------------------------------------------------------------------------------
+# sidecars, markers, free space
+
+
+def test_sidecar_records_and_verifies(tmp_path):
+    path = tmp_path / 'model.pth'
+    path.write_bytes(b'abcdef')
+    assert dl.verify_file(path) is None
+    digest = dl.write_sidecar(path)
+    assert digest == hashlib.sha256(b'abcdef').hexdigest()
+    assert dl.verify_file(path) is True
+    path.write_bytes(b'abcdeX')  # same size, other content
+    assert dl.verify_file(path) is False
+    path.write_bytes(b'abc')
+    assert dl.verify_file(path) is False
+    if sys.platform.startswith('linux'):  # the sidecar is sha256sum -c compatible
+        path.write_bytes(b'abcdef')
+        check = subprocess.run(['sha256sum', '-c', 'model.pth.sha256'], cwd=tmp_path,
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_free_space_check_fails_with_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setattr(dl.shutil, 'disk_usage',
+                        lambda path: SimpleNamespace(total=10 * dl.GB, used=9 * dl.GB, free=dl.GB))
+    dl.check_free_space(tmp_path / 'not' / 'yet', 0.5 * dl.GB)
+    with pytest.raises(dl.DownloadError) as err:
+        dl.check_free_space(tmp_path / 'not' / 'yet', 5 * dl.GB, 'pass --min_free_gb')
+    message = str(err.value)
+    assert str(tmp_path / 'not' / 'yet') in message
+    assert '5.0 GB needed' in message and '1.0 GB free' in message and '--min_free_gb' in message
+
+
+# ----------------------------------------------------------------------------------------------
+# extraction
+
+
+@pytest.mark.parametrize('kind', ['zip', 'tar', 'tar.gz'])
+def test_extract_strips_single_wrapper_folder(tmp_path, kind):
+    members = {'DAVIS/JPEGImages/480p/v/00000.jpg': b'jpg',
+               'DAVIS/Annotations/480p/v/00000.png': b'png'}
+    archive = tmp_path / f'a.{kind}'
+    if kind == 'zip':
+        make_zip(archive, members)
+    else:
+        make_tar(archive, members, 'w:gz' if kind == 'tar.gz' else 'w')
+    target = tmp_path / 'data' / '2016'
+    dl.extract_into(archive, target, strip_top=True)
+    assert (target / 'JPEGImages/480p/v/00000.jpg').read_bytes() == b'jpg'
+    assert (target / 'Annotations/480p/v/00000.png').read_bytes() == b'png'
+    assert sorted(p.name for p in (tmp_path / 'data').iterdir()) == ['2016']  # staging removed
+
+
+def test_extract_merges_into_existing_folder_without_stripping_data_folders(tmp_path):
+    target = tmp_path / 'BL30K'
+    dl.extract_into(make_tar(tmp_path / 'a.tar', {'JPEGImages/v1/0.jpg': b'1'}), target,
+                    strip_top=True)
+    dl.extract_into(make_tar(tmp_path / 'b.tar', {'BL30K/JPEGImages/v2/0.jpg': b'2'}), target,
+                    strip_top=True)
+    assert sorted(p.name for p in (target / 'JPEGImages').iterdir()) == ['v1', 'v2']
+
+
+def _symlink_tar(path: Path) -> Path:
+    with tarfile.open(path, 'w') as tf:
+        info = tarfile.TarInfo('data/link')
+        info.type, info.linkname = tarfile.SYMTYPE, '../../../outside'
+        tf.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize('build', [
+    lambda p: make_zip(p / 'evil.zip', {'ok.txt': b'ok', '../evil.txt': b'x'}),
+    lambda p: make_tar(p / 'evil.tar', {'ok.txt': b'ok', '../evil.txt': b'x'}),
+    lambda p: make_tar(p / 'abs.tar', {'ok.txt': b'ok', '/tmp/evil.txt': b'x'}),
+    lambda p: _symlink_tar(p / 'link.tar'),
+], ids=['zip-dotdot', 'tar-dotdot', 'tar-absolute', 'tar-symlink'])
+def test_malicious_members_are_refused(tmp_path, build):
+    archive = build(tmp_path)
+    target = tmp_path / 'deep' / 'target'
+    with pytest.raises(dl.DownloadError, match='refusing to extract'):
+        dl.extract_archive(archive, target)
+    assert files_under(target) == [] and not (tmp_path / 'deep' / 'evil.txt').exists()
+
+
+def test_links_that_stay_inside_are_extracted(tmp_path):
+    archive = tmp_path / 'links.tar'
+    with tarfile.open(archive, 'w') as tf:
+        data = tarfile.TarInfo('data/frames/00000.jpg')
+        data.size = 1
+        tf.addfile(data, io.BytesIO(b'j'))
+        link = tarfile.TarInfo('data/first.jpg')
+        link.type, link.linkname = tarfile.SYMTYPE, 'frames/00000.jpg'
+        tf.addfile(link)
+    dl.extract_archive(archive, tmp_path / 'out')
+    assert (tmp_path / 'out' / 'data' / 'first.jpg').read_bytes() == b'j'
+
+
+def test_damaged_archive_is_reported_and_kept(tmp_path):
+    good = make_zip(tmp_path / 'good.zip', {'a/x.bin': b'x' * 10000})
+    damaged = tmp_path / 'damaged.zip'
+    damaged.write_bytes(good.read_bytes()[:-200])
+    with pytest.raises(dl.DownloadError, match='delete .*damaged.zip and rerun'):
+        dl.extract_into(damaged, tmp_path / 'target', strip_top=True)
+    assert damaged.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# one archive job: fetch -> extract -> delete -> marker
+
+
+def test_archive_job_downloads_extracts_deletes_and_skips(server, tmp_path):
+    make_zip(server.root / 'train.zip', {'train/JPEGImages/v/0.jpg': b'j',
+                                         'train/Annotations/v/0.png': b'p'})
+    job = dl.ArchiveJob('yv', 'UNUSED_ID', 'YouTube/train.zip', 'YouTube/train', 0.001,
+                        expect=('JPEGImages', 'Annotations'))
+    root = tmp_path / 'root'
+    dl.run_archive_job(job, root, mirror=server.url)
+    assert (root / 'YouTube/train/JPEGImages/v/0.jpg').read_bytes() == b'j'
+    assert not (root / 'YouTube/train.zip').exists()
+    assert dl.is_done(root / 'YouTube/train', 'yv')
+    count = len(server.requests)
+    dl.run_archive_job(job, root, mirror=server.url)
+    assert len(server.requests) == count
+
+
+def test_archive_job_uses_a_manually_placed_archive(tmp_path):
+    root = tmp_path / 'root'
+    make_zip(root / 'static' / 'static_data.zip', {'fss/a/1.jpg': b'1', 'ecssd/2.jpg': b'2'})
+    job = download_datasets.PARTS['static']
+
+    def offline(source, dest):
+        raise AssertionError('must not download when the archive is already there')
+    dl.run_archive_job(job, root, fetcher=offline)
+    assert sorted(p.name for p in (root / 'static').iterdir()) == [
+        '.stcn_done_static', 'ecssd', 'fss']
+
+
+def test_archive_job_with_unexpected_layout_keeps_archive(tmp_path):
+    root = tmp_path / 'root'
+    archive = make_zip(root / 'x.zip', {'something/else.txt': b'?'})
+    job = dl.ArchiveJob('x', 'ID', 'x.zip', 'x', 0.001, expect=('JPEGImages',))
+    with pytest.raises(dl.DownloadError, match='expected layout'):
+        dl.run_archive_job(job, root)
+    assert archive.exists() and not dl.is_done(root / 'x', 'x')
+
+
+# ----------------------------------------------------------------------------------------------
+# download_model
+
+
+def test_ensure_model_downloads_records_skips_and_verifies(server, tmp_path):
+    fake_checkpoint(server.root / 'stcn.pth')
+    url = f'{server.url}/stcn.pth'
+    path = tmp_path / 'saves' / 'stcn.pth'
+    assert download_model.ensure_model(path, source=url) == path
+    assert dl.verify_file(path) is True
+    count = len(server.requests)
+    download_model.ensure_model(path, source=url)  # present and intact: no request
+    assert len(server.requests) == count
+
+    damaged = path.read_bytes()[:-10] + b'0123456789'
+    path.write_bytes(damaged)
+    with pytest.raises(dl.DownloadError, match='--force'):
+        download_model.ensure_model(path, source=url)
+    assert path.read_bytes() == damaged  # reported, never silently deleted
+    download_model.ensure_model(path, source=url, force=True)
+    assert path.read_bytes() == (server.root / 'stcn.pth').read_bytes()
+    assert dl.verify_file(path) is True
+
+
+def test_ensure_model_records_a_manually_placed_file(tmp_path):
+    path = fake_checkpoint(tmp_path / 'stcn_s03.pth')
+    assert download_model.ensure_model(path, 's03', fetcher=None) == path
+    assert dl.verify_file(path) is True
+
+
+def test_ensure_model_rejects_a_file_that_is_not_a_checkpoint(server, tmp_path):
+    (server.root / 'bad.pth').write_bytes(b'not a zip at all')
+    path = tmp_path / 'stcn.pth'
+    with pytest.raises(dl.DownloadError, match='not a PyTorch checkpoint'):
+        download_model.ensure_model(path, source=f'{server.url}/bad.pth')
+    assert files_under(tmp_path) == []
+
+
+def test_download_model_main_prints_where_and_how(server, tmp_path, capsys):
+    fake_checkpoint(server.root / 'm.pth')
+    out = tmp_path / 'm.pth'
+    assert download_model.main(['--source', f'{server.url}/m.pth', '--output', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and f'python eval_davis.py --model {out}' in printed
+
+
+# ----------------------------------------------------------------------------------------------
+# CLIs: offline errors, confirmation, end to end through a local mirror
+
+
+def _assert_one_error_line(capsys, must_contain: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err and 'Traceback' not in err
+    assert must_contain in err
+
+
+def test_cli_offline_errors(dead_url, tmp_path, capsys):
+    out = tmp_path / 'saves' / 'stcn.pth'
+    assert download_model.main(['--source', f'{dead_url}/stcn.pth', '--output', str(out)]) == 1
+    _assert_one_error_line(capsys, f'{dead_url}/stcn.pth')
+
+    common = ['--root', str(tmp_path), '--yes', '--mirror', dead_url, '--min_free_gb', '0']
+    assert download_datasets.main(common + ['--only', 'davis16']) == 1
+    _assert_one_error_line(capsys, f'save it as {tmp_path / "DAVIS" / "DAVIS-data.zip"}')
+
+    assert download_bl30k.main(common + ['--only', 'c']) == 1
+    _assert_one_error_line(capsys, f'{dead_url}/BL30K_c.tar')
+    assert files_under(tmp_path) == []
+
+
+def test_cli_unusable_paths_give_one_error_line(tmp_path, capsys):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    args = ['--root', str(blocker), '--yes', '--min_free_gb', '0', '--mirror', 'http://127.0.0.1:9']
+    assert download_datasets.main(args + ['--only', 'static']) == 1
+    _assert_one_error_line(capsys, str(blocker))
+    assert download_bl30k.main(args + ['--only', 'a']) == 1
+    _assert_one_error_line(capsys, str(blocker))
+    assert download_model.main(['--output', str(blocker / 'stcn.pth'), '--source',
+                                'http://127.0.0.1:9/m']) == 1
+    _assert_one_error_line(capsys, str(blocker))
+
+
+def test_datasets_refuse_to_wait_for_an_answer_without_a_terminal(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sys, 'stdin', io.StringIO(''))
+    args = ['--root', str(tmp_path), '--only', 'davis', '--min_free_gb', '0']
+    assert download_datasets.main(args) == 1
+    _assert_one_error_line(capsys, '--yes')
+    assert download_bl30k.main(['--root', str(tmp_path), '--min_free_gb', '0']) == 1
+    _assert_one_error_line(capsys, '--yes')
+
+
+def test_datasets_end_to_end_through_a_local_mirror(server, tmp_path, capsys):
+    make_zip(server.root / 'DAVIS-data.zip', {'DAVIS/JPEGImages/480p/bear/00000.jpg': b'j',
+                                              'DAVIS/Annotations/480p/bear/00000.png': b'p'})
+    make_zip(server.root / 'static_data.zip', {'fss/cat/1.jpg': b'1', 'DUTS-TR/2.jpg': b'2'})
+    root = tmp_path / 'data'
+    args = ['--root', str(root), '--only', 'static', 'davis16', '--yes', '--mirror', server.url,
+            '--min_free_gb', '0']
+    assert download_datasets.main(args) == 0
+    printed = capsys.readouterr().out
+    assert 'YouTube-VOS' not in printed and 'DAVIS' in printed  # terms of the selected parts only
+    assert (root / 'DAVIS/2016/JPEGImages/480p/bear/00000.jpg').exists()
+    assert (root / 'static/fss/cat/1.jpg').exists() and (root / 'static/DUTS-TR/2.jpg').exists()
+    assert not list(root.rglob('*.zip'))
+    count = len(server.requests)
+    assert download_datasets.main(args) == 0
+    assert len(server.requests) == count and 'nothing to do' in capsys.readouterr().out
+    assert download_datasets.main(['--root', str(root), '--list']) == 0
+    listing = capsys.readouterr().out
+    assert re.search(r'^davis16 +done', listing, re.M)
+    assert re.search(r'^yv19_train +to do', listing, re.M)
+
+
+def test_archive_names_are_unique_so_a_flat_mirror_works():
+    names = [Path(job.archive).name for job in download_datasets.PARTS.values()]
+    names += [Path(job.archive).name for job in download_bl30k.SEGMENTS.values()]
+    assert len(names) == len(set(names)) == 16
+
+
+def test_datasets_free_space_check_comes_first(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(dl.shutil, 'disk_usage',
+                        lambda path: SimpleNamespace(total=dl.GB, used=dl.GB, free=0))
+    assert download_datasets.main(['--root', str(tmp_path), '--yes']) == 1
+    _assert_one_error_line(capsys, '--min_free_gb')
+    assert files_under(tmp_path) == []
+
+
+def test_bl30k_segments_one_by_one_and_resume(server, tmp_path, capsys, monkeypatch):
+    for letter in 'ab':
+        make_tar(server.root / f'BL30K_{letter}.tar',
+                 {f'BL30K/JPEGImages/{letter}_vid/00000.jpg': letter.encode(),
+                  f'BL30K/Annotations/{letter}_vid/00000.png': letter.encode()})
+    common = ['--root', str(tmp_path), '--yes', '--mirror', server.url]
+    monkeypatch.setattr(dl.shutil, 'disk_usage',
+                        lambda path: SimpleNamespace(total=2000 * dl.GB, used=0, free=500 * dl.GB))
+    assert download_bl30k.main(common + ['--only', 'a', 'b', 'c']) == 1  # ~1 TB check
+    _assert_one_error_line(capsys, 'GB needed')
+    assert download_bl30k.main(common + ['--only', 'a', 'b', 'c', '--min_free_gb', '0']) == 1
+    _assert_one_error_line(capsys, 'BL30K_c.tar')  # c is not served: a and b are kept
+    target = tmp_path / 'BL30K'
+    assert sorted(p.name for p in (target / 'JPEGImages').iterdir()) == ['a_vid', 'b_vid']
+    assert dl.is_done(target, 'bl30k_a') and dl.is_done(target, 'bl30k_b')
+    assert not list(target.glob('*.tar'))
+    count = len(server.requests)
+    assert download_bl30k.main(common + ['--only', 'a', 'b']) == 0
+    assert len(server.requests) == count
