@@ -323,11 +323,7 @@ def _score_video(task: _VideoTask) -> _VideoResult:
 
 
 def _plan(results_dir: Path, davis_root: Path, videos: Sequence[str], year: str) -> list[_VideoTask]:
-    """Check the whole layout before scoring anything; the first problem becomes one ScoringError."""
-    if not results_dir.is_dir():
-        raise ScoringError(f"{results_dir}: no such results folder; pass the folder holding <video>/<frame>.png")
-    if not davis_root.is_dir():
-        raise ScoringError(f"{davis_root}: no such dataset folder; pass --davis_path (e.g. ../DAVIS/2017/trainval)")
+    """Check every video's GT and results before scoring anything; the first problem becomes one ScoringError."""
     tasks = []
     missing: list[Path] = []
     for video in videos:
@@ -363,6 +359,12 @@ def score_results(
     workers > 1 scores videos in a process pool; 0 or 1 scores them in this process.
     """
     year = _normalise_year(year)
+    if not Path(results_dir).is_dir():
+        raise ScoringError(f"{results_dir}: no such results folder; pass the folder holding <video>/<frame>.png")
+    if not Path(davis_root).is_dir():
+        raise ScoringError(
+            f"{davis_root}: no such dataset folder; pass --davis_path (e.g. ../DAVIS/2017/trainval or ../DAVIS/2016)"
+        )
     videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset)
     if not videos:
         raise ScoringError(f"{results_dir}: no videos to score; give a non-empty sequence list")
