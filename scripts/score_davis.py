@@ -31,7 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="dataset root with Annotations/480p (default ../DAVIS/2017/trainval, or ../DAVIS/2016 with --year 2016)",
     )
     parser.add_argument("--split", default="val", help="split whose ImageSets list is scored (default val)")
-    parser.add_argument("--year", default="2017", choices=["2017", "2016"], help="2016: single object, non-zero = object")
+    parser.add_argument(
+        "--year", default="2017", choices=["2017", "2016"], help="2016: single object, non-zero = object"
+    )
     parser.add_argument("--imset", default=None, help="explicit sequence list file (one video name a line)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sequences", nargs="+", default=None, help="score only these videos")

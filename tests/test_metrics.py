@@ -33,10 +33,8 @@ def test_boundary_radius():
 
 @pytest.mark.parametrize("radius", [0, 1, 2, 3, 5, 8])
 def test_disk_matches_definition(radius):
-    expected = np.array(
-        [[1 if x * x + y * y <= radius * radius else 0 for x in range(-radius, radius + 1)] for y in range(-radius, radius + 1)],
-        dtype=np.uint8,
-    )
+    span = range(-radius, radius + 1)
+    expected = np.array([[1 if x * x + y * y <= radius * radius else 0 for x in span] for y in span], dtype=np.uint8)
     got = disk(radius)
     assert got.dtype == np.uint8 and got.shape == (2 * radius + 1, 2 * radius + 1)
     np.testing.assert_array_equal(got, expected)

@@ -228,7 +228,9 @@ def _read_png(path: Path, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise ScoringError(f"{path}: missing {what}; write every frame of the video") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ScoringError(f"{path}: cannot be read as a PNG {what} ({type(exc).__name__}); re-write the file") from None
+        raise ScoringError(
+            f"{path}: cannot be read as a PNG {what} ({type(exc).__name__}); re-write the file"
+        ) from None
     return array
 
 
@@ -449,9 +451,10 @@ def format_table(scores: DavisScores, per_sequence: bool = True) -> str:
         rows = scores.per_sequence_results()
         name_w = max([len(SEQUENCE_COLUMNS[0])] + [len(n) for n, _, _ in rows])
         lines += ["", f"{'-' * 10} Per sequence results for {scores.split} {'-' * 10}"]
-        lines.append(" ".join([SEQUENCE_COLUMNS[0].rjust(name_w)] + [c.rjust(CSV_DECIMALS + 2) for c in SEQUENCE_COLUMNS[1:]]))
+        value_w = CSV_DECIMALS + 2
+        lines.append(" ".join([SEQUENCE_COLUMNS[0].rjust(name_w)] + [c.rjust(value_w) for c in SEQUENCE_COLUMNS[1:]]))
         for name, j, f in rows:
-            lines.append(f"{name.rjust(name_w)} {_fmt(j).rjust(CSV_DECIMALS + 2)} {_fmt(f).rjust(CSV_DECIMALS + 2)}")
+            lines.append(f"{name.rjust(name_w)} {_fmt(j).rjust(value_w)} {_fmt(f).rjust(value_w)}")
     return "\n".join(lines)
 
 
