@@ -7,9 +7,7 @@ import torch
 
 from inference_core import InferenceCore
 from inference_core.core import probabilities_to_labels
-from model.aggregate import soft_aggregate
-from model.memory_util import l2_similarity, readout, softmax
-from util.tensor_util import pad_divide_by, unpad
+from inference_core.reference import ReferencePropagation
 
 
 def moving_squares(frames: int = 8, h: int = 40, w: int = 56, objects: int = 2, seed: int = 0):
@@ -29,44 +27,15 @@ def moving_squares(frames: int = 8, h: int = 40, w: int = 56, objects: int = 2, 
     return images, labels
 
 
-def reference_propagation(net, images, first_mask, num_objects, top_k=20, mem_every=5):
-    """Dense, unoptimised STCN propagation (one memory, dense top-k affinity, per-object decoding)."""
-    outs = []
-    mem_k, mem_v = [], []
-    with torch.no_grad():
-        for ti, img in enumerate(images):
-            x, pad = pad_divide_by(img[None], 16)
-            k16, qv16, f16, f8, f4 = net.encode_key(x)
-            if ti == 0:
-                onehot = torch.stack([(first_mask == i + 1).float() for i in range(num_objects)])
-                onehot, _ = pad_divide_by(onehot[:, None], 16)
-                prob = soft_aggregate(onehot[:, 0], dim=0)
-            else:
-                mk = torch.cat(mem_k, dim=2).flatten(2)
-                mv = torch.cat(mem_v, dim=3).flatten(2)  # K, C_v, T*h*w
-                aff = softmax(l2_similarity(mk, k16.flatten(2)), top_k)
-                read = readout(aff, mv).view(num_objects, 512, *k16.shape[-2:])
-                logits = torch.cat(
-                    [net.decoder.compress(torch.cat([read[i : i + 1], qv16], 1)) for i in range(num_objects)]
-                )
-                logits = net.decoder.pred(torch.relu(net.decoder.up_8_4(f4, net.decoder.up_16_8(f8, logits))))
-                logits = torch.nn.functional.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
-                prob = soft_aggregate(torch.sigmoid(logits), dim=0)[:, 0]
-            if ti % mem_every == 0 and ti != len(images) - 1:
-                mem_k.append(k16.unsqueeze(2))
-                mem_v.append(net.encode_value(x, f16, prob[1:][None])[0].unsqueeze(2))
-            outs.append(unpad(prob, pad))
-    return outs
-
-
 def test_core_matches_reference_propagation(stcn_net):
     images, labels = moving_squares(frames=12)
-    ref = reference_propagation(stcn_net, images, labels[0], 2)
+    ref = ReferencePropagation(stcn_net, num_objects=2)
     core = InferenceCore(stcn_net)
     for ti, img in enumerate(images):
-        out = core.step(img, labels[0] if ti == 0 else None, end=ti == len(images) - 1)
+        end = ti == len(images) - 1
+        out = core.step(img, labels[0] if ti == 0 else None, end=end)
         assert out.shape == (3, 40, 56)
-        torch.testing.assert_close(out, ref[ti], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out, ref.step(img, labels[0], end=end), atol=1e-4, rtol=1e-4)
     assert core.memory.frame_ids == [0, 5, 10]
     assert core.labels == [1, 2]
 

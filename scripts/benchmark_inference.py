@@ -1,0 +1,151 @@
+"""Inference speed and memory benchmark on synthetic videos (no dataset, no download).
+
+For every (length, objects, precision) it propagates a synthetic video of moving textured shapes
+with the inference core and reports frames per second (processing only, I/O and frame synthesis
+excluded, the GPU synchronised before the clock is read), peak memory (CUDA max allocated, or the
+process' peak RSS on CPU) and the number of memory frames at the end. `--baseline` also times the
+dense, unoptimised transcription of the original computation (inference_core/reference.py).
+
+    python scripts/benchmark_inference.py --height 480 --lengths 50 200 --objects 1 2 4 --precision fp32 amp
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference_core import InferenceCore  # noqa: E402
+from inference_core.reference import ReferencePropagation  # noqa: E402
+from model import STCN  # noqa: E402
+from util.checkpoint import load_network  # noqa: E402
+from util.device import resolve_device, synchronize  # noqa: E402
+
+ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="checkpoint (default: random weights; speed does not depend on them)")
+    p.add_argument("--height", type=int, default=480, help="frame height; width = height * 854/480")
+    p.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
+    p.add_argument("--objects", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--precision", nargs="+", choices=["fp32", "amp"], default=["fp32", "amp"])
+    p.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
+                   help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--baseline", action="store_true", help="also time the dense reference propagation (fp32)")
+    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--mem_every", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--warmup", type=int, default=2, help="frames of a short run before timing")
+    return p
+
+
+class SyntheticVideo:
+    """Moving textured squares over a textured background, made on the fly (seeded)."""
+
+    def __init__(self, height: int, width: int, objects: int, device: torch.device) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.h, self.w = height, width
+        self.background = (torch.rand(3, height, width, generator=g) - 0.5).to(device)
+        self.texture = (torch.rand(objects, 3, 1, 1, generator=g) * 2 - 1).to(device)
+        self.objects = objects
+        self.side = max(8, height // 6)
+
+    def frame(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.background.roll(shifts=t % self.w, dims=2).clone()
+        labels = torch.zeros(self.h, self.w, dtype=torch.long, device=img.device)
+        for o in range(self.objects):
+            cy = int((0.5 + 0.3 * math.sin(0.05 * t + o)) * (self.h - self.side))
+            cx = int((0.5 + 0.4 * math.cos(0.03 * t + 2 * o)) * (self.w - self.side))
+            img[:, cy : cy + self.side, cx : cx + self.side] = self.texture[o]
+            labels[cy : cy + self.side, cx : cx + self.side] = o + 1
+        return img, labels
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: reset the peak resident set size of this process
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_once(net: STCN, args, device, length: int, objects: int, precision: str, baseline: bool) -> dict:
+    video = SyntheticVideo(args.height, round(args.height * ASPECT), objects, device)
+    amp_dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else (
+        torch.float16 if device.type == "cuda" else torch.bfloat16
+    )
+
+    def make():
+        if baseline:
+            return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
+        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
+                             amp=precision == "amp", amp_dtype=amp_dtype)
+
+    warm = make()  # warm-up: allocator, kernels, autotuning
+    for t in range(min(args.warmup, length)):
+        img, lab = video.frame(t)
+        warm.step(img, lab) if t == 0 else warm.step(img)
+    del warm
+    reset_peak_memory(device)
+    core = make()
+    total = 0.0
+    for t in range(length):
+        img, lab = video.frame(t)
+        synchronize(device)
+        start = time.perf_counter()
+        core.step(img, lab) if t == 0 else core.step(img, end=t == length - 1)
+        synchronize(device)
+        total += time.perf_counter() - start
+    mem_frames = len(core.mem_k) if baseline else core.memory.num_frames
+    return {"fps": length / total, "peak_mb": peak_memory_mb(device), "mem_frames": mem_frames}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True
+    net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device).eval()
+    width = round(args.height * ASPECT)
+    width += (-width) % 2
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}; frames {width}x{args.height} (padded to multiples of 16)")
+    print("| path | precision | objects | frames | FPS | peak memory (MB) | memory frames |")
+    print("|---|---|---|---|---|---|---|")
+    runs = [("core", p) for p in args.precision] + ([("dense reference", "fp32")] if args.baseline else [])
+    for length in args.lengths:
+        for objects in args.objects:
+            for path, precision in runs:
+                r = run_once(net, args, device, length, objects, precision, baseline=path != "core")
+                print(f"| {path} | {precision} | {objects} | {length} | {r['fps']:.2f} | {r['peak_mb']:.0f} | "
+                      f"{r['mem_frames']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

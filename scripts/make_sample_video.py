@@ -1,0 +1,78 @@
+"""Write a small sample video in the generic layout (JPEGImages/<video>/*.jpg + first-frame Annotations).
+
+Two textured shapes move over a textured background; the first frame's mask is a palette PNG with
+objects 1 and 2. Used by the README's demo command and handy for trying the tools without a dataset.
+
+    python scripts/make_sample_video.py --output sample_data
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="sample_data", help="folder to write (JPEGImages/ and Annotations/)")
+    p.add_argument("--name", default="shapes", help="video name")
+    p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--width", type=int, default=427)
+    return p
+
+
+def render(t: int, h: int, w: int, rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(rng_seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = rng.integers(40, 90, size=(h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    img = (base + 30 * np.sin((xx + 3 * t) / 9.0)[..., None]).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    r = min(h, w) // 7
+    cy, cx = h * (0.5 + 0.25 * math.sin(t / 6)), w * (0.25 + 0.5 * t / 60)
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    stripes = (xx % 7 < 3)[..., None] * np.array([0, 40, 0])  # texture that moves with nothing
+    img[disc] = (np.array([220, 60, 40]) + stripes[disc]).astype(np.uint8)
+    mask[disc] = 1
+    sy, sx = int(h * 0.2 + 2 * t) % (h - 2 * r), int(w * 0.7 - 3 * t) % (w - 2 * r)
+    square = np.zeros_like(disc)
+    square[sy : sy + 2 * r, sx : sx + 2 * r] = True
+    square &= ~disc
+    bands = (yy % 6 < 3)[..., None] * np.array([0, 60, 0])
+    img[square] = (np.array([40, 90, 210]) + bands[square]).astype(np.uint8)
+    mask[square] = 2
+    return img, mask
+
+
+def write_sample(output: Path, name: str = "shapes", frames: int = 30, height: int = 240, width: int = 427) -> Path:
+    """Write the sample video; returns the dataset folder (with JPEGImages/ and Annotations/)."""
+    images = output / "JPEGImages" / name
+    annotations = output / "Annotations" / name
+    images.mkdir(parents=True, exist_ok=True)
+    annotations.mkdir(parents=True, exist_ok=True)
+    for t in range(frames):
+        img, mask = render(t, height, width)
+        Image.fromarray(img).save(images / f"{t:05d}.jpg", quality=95)
+        if t == 0:
+            png = Image.fromarray(mask).convert("P")
+            png.putpalette(DAVIS_PALETTE + [0] * (768 - len(DAVIS_PALETTE)))
+            png.save(annotations / f"{t:05d}.png")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    out = write_sample(Path(args.output), args.name, args.frames, args.height, args.width)
+    print(f"wrote {args.frames} frames of '{args.name}' to {out}/JPEGImages/{args.name} "
+          f"with its first-frame mask in {out}/Annotations/{args.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
