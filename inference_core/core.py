@@ -42,6 +42,9 @@ class InferenceCore:
     mem_every: a frame becomes memory this many frames after the previous memory frame.
     include_last: also keep the previous frame as a temporary memory frame (off in the paper).
     amp: run the network under torch.autocast with `amp_dtype`.
+    max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
+    chunk_size: query positions per memory-read chunk (None = all at once); same result.
+    object_batch: objects decoded / value-encoded per batch (None = all at once); same result.
     """
 
     def __init__(
@@ -52,6 +55,9 @@ class InferenceCore:
         include_last: bool = False,
         amp: bool = False,
         amp_dtype: torch.dtype = torch.float16,
+        max_mem_frames: int | None = None,
+        chunk_size: int | None = None,
+        object_batch: int | None = None,
     ) -> None:
         if mem_every < 1:
             raise ValueError(f"mem_every must be >= 1, got {mem_every}")
@@ -64,11 +70,18 @@ class InferenceCore:
         self.include_last = include_last
         self.amp = amp
         self.amp_dtype = amp_dtype
+        for name, value in (("max_mem_frames", max_mem_frames), ("chunk_size", chunk_size),
+                            ("object_batch", object_batch)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        self.max_mem_frames = max_mem_frames
+        self.chunk_size = chunk_size
+        self.object_batch = object_batch
         self.reset()
 
     def reset(self) -> None:
         """Forget the current video."""
-        self.memory = MemoryBank(top_k=self.top_k)
+        self.memory = MemoryBank(top_k=self.top_k, max_frames=self.max_mem_frames, chunk_size=self.chunk_size)
         self.labels: list[int] = []  # caller's label of each internal object, in order of appearance
         self.frame_index = -1  # index of the last frame given to step() or skip()
         self.last_mem_index: int | None = None
@@ -138,20 +151,31 @@ class InferenceCore:
             prob = None
             if self.memory.num_frames > 0 and self.num_objects > 0:
                 readout = self.memory.read(k16)  # K, C_v, h/16, w/16
-                logits = self.network.decode(readout, qv16, f8, f4)  # K, 1, H, W
+                logits = torch.cat(
+                    [self.network.decode(r, qv16, f8, f4) for r in self._object_batches(readout)]
+                )  # K, 1, H, W
                 prob = soft_aggregate(torch.sigmoid(logits.float()), dim=0)[:, 0]  # K+1, H, W
             if new_labels:
                 prob = self._add_objects(prob, mask, new_labels, pad)
 
             is_mem = bool(new_labels) or self.is_memory_frame(ti)
             if not end and (is_mem or self.include_last):
-                mv16 = self.network.encode_value(padded, f16, prob[1:].unsqueeze(0))[0]
+                masks = prob[1:]
+                others = masks.sum(dim=0, keepdim=True) - masks
+                mv16 = torch.cat([
+                    self.network.encode_value(padded, f16, m[None], o[None])[0]
+                    for m, o in zip(self._object_batches(masks), self._object_batches(others))
+                ])
                 self.memory.add(ti, k16, mv16, temporary=not is_mem)
                 if is_mem:
                     self.last_mem_index = ti
         return unpad(prob, pad).float()
 
     # ------------------------------------------------------------------------------- internals
+    def _object_batches(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Split a per-object tensor (objects first) into batches of `object_batch` objects."""
+        return (x,) if self.object_batch is None else x.split(self.object_batch)
+
     def _new_labels(self, mask: Tensor | None, labels: Sequence[int] | None) -> list[int]:
         if mask is None:
             if labels:

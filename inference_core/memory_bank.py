@@ -11,6 +11,15 @@ serves all groups: each group takes its top-k over its own suffix.
     group.mv    N_g, K_g, C_v        (N_g = the last T_g frames of the keys; position-major so
                                       that adding a frame appends rows and top-k reads gather rows)
     temp        optional last-frame key/values (the `include_last` option), read by every group
+
+Bounded memory (`max_frames`, off by default as in the paper): the first memory frame of every
+group (the frame that carries its annotation) is permanent; when more than `max_frames` frames are
+stored, the oldest non-permanent frame is dropped (a sliding window over the most recent frames).
+Dropping a frame removes it for every group, so each group's frames remain a suffix.
+
+Chunked read (`chunk_size`): the similarity, top-k and readout are computed for `chunk_size` query
+positions at a time; each query position is independent, so the result is the same while the
+largest temporary is N x chunk_size instead of N x h*w.
 """
 from __future__ import annotations
 
@@ -40,6 +49,8 @@ class MemoryBank:
     frame_ids: list[int] = field(default_factory=list)  # video frame index of each memory frame
     groups: list[ObjectGroup] = field(default_factory=list)
     positions_per_frame: int = 0  # h*w
+    max_frames: int | None = None  # None: unbounded (the paper)
+    chunk_size: int | None = None  # query positions per similarity chunk; None: all at once
 
     @property
     def num_objects(self) -> int:
@@ -74,18 +85,51 @@ class MemoryBank:
         for g in self.groups:
             v = values[:, g.objects]
             g.values = v if g.values is None else torch.cat([g.values, v], dim=0)
+        if self.max_frames is not None:
+            while self.num_frames > self.max_frames and self._drop_oldest_removable():
+                pass
+
+    def permanent_frames(self) -> set[int]:
+        """Positions (in frame_ids) of frames that are never dropped: each group's first frame."""
+        return {g.first_frame for g in self.groups}
+
+    def _drop_oldest_removable(self) -> bool:
+        keep = self.permanent_frames()
+        candidates = [i for i in range(self.num_frames) if i not in keep]
+        if not candidates:
+            return False
+        self._remove_frame(candidates[0])
+        return True
+
+    def _remove_frame(self, pos: int) -> None:
+        hw = self.positions_per_frame
+        self.keys = torch.cat([self.keys[:, :, : pos * hw], self.keys[:, :, (pos + 1) * hw :]], dim=2)
+        del self.frame_ids[pos]
+        for g in self.groups:
+            if pos < g.first_frame:
+                g.first_frame -= 1
+            else:
+                local = pos - g.first_frame
+                g.values = torch.cat([g.values[: local * hw], g.values[(local + 1) * hw :]], dim=0)
 
     def read(self, qk: Tensor) -> Tensor:
         """Readout for every object. qk: 1, C_k, h, w -> K, C_v, h, w (internal object order)."""
         h, w = qk.shape[-2:]
+        qk = qk.flatten(2)
         mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
-        sim = l2_similarity(mk, qk.flatten(2))  # 1, N (+ h*w), h*w
+        chunk = self.chunk_size or qk.shape[-1]
+        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk]) for i in range(0, qk.shape[-1], chunk)]
+        return torch.cat(reads, dim=2).view(self.num_objects, -1, h, w)
+
+    def _read_chunk(self, mk: Tensor, qk: Tensor) -> Tensor:
+        """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m."""
+        sim = l2_similarity(mk, qk)  # 1, N, m
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame
             mv = g.values if g.temp_values is None else torch.cat([g.values, g.temp_values], dim=0)
             weights, indices = topk_softmax(sim[:, start:], self.top_k)
-            read = readout_topk(weights, indices, mv)  # K_g, C_v, h*w
+            read = readout_topk(weights, indices, mv)  # K_g, C_v, m
             for i, obj in enumerate(g.objects):
                 out[obj] = read[i]
-        return torch.stack(out, dim=0).view(self.num_objects, -1, h, w)
+        return torch.stack(out, dim=0)

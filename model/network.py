@@ -54,17 +54,19 @@ class STCN(nn.Module):
         f16, f8, f4 = self.key_encoder(frame)
         return self.key_proj(f16), self.key_comp(f16), f16, f8, f4
 
-    def encode_value(self, frame: Tensor, f16: Tensor, masks: Tensor) -> Tensor:
+    def encode_value(self, frame: Tensor, f16: Tensor, masks: Tensor, others: Tensor | None = None) -> Tensor:
         """Memory values of K objects in one batch.
 
         frame: B, 3, H, W;  f16: B, 1024, h, w (the key encoder's, feature reuse);
         masks: B, K, H, W probabilities.  Returns mv16: B, K, C_v, h, w.
-        The multi-object network also receives, per object, the sum of the other objects' masks.
+        The multi-object network also receives, per object, the sum of the other objects' masks
+        (computed from `masks` unless `others`, B, K, H, W, is given: a batch of a subset of objects).
         """
         b, k, h, w = masks.shape
         parts = [frame.unsqueeze(1).expand(b, k, 3, h, w), masks.unsqueeze(2)]
         if not self.single_object:
-            others = masks.sum(dim=1, keepdim=True) - masks  # zeros when K = 1
+            if others is None:
+                others = masks.sum(dim=1, keepdim=True) - masks  # zeros when K = 1
             parts.append(others.unsqueeze(2))
         x = torch.cat(parts, dim=2).flatten(0, 1)  # B*K, 3 + masks, H, W
         f16 = f16.unsqueeze(1).expand(b, k, *f16.shape[1:]).flatten(0, 1)

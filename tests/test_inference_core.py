@@ -103,3 +103,45 @@ def test_invalid_settings_are_rejected(stcn_net):
         InferenceCore(stcn_net, mem_every=0)
     with pytest.raises(ValueError):
         InferenceCore(stcn_net, top_k=0)
+
+
+def run_core(core, images, labels):
+    return [core.step(img, labels[0] if ti == 0 else None) for ti, img in enumerate(images)]
+
+
+def test_chunked_read_and_object_batches_equal_default(stcn_net):
+    images, labels = moving_squares(frames=8, objects=3)
+    default = run_core(InferenceCore(stcn_net), images, labels)
+    chunked = run_core(InferenceCore(stcn_net, chunk_size=3, object_batch=2), images, labels)
+    for a, b in zip(default, chunked):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_bounded_memory_keeps_annotated_frames_and_never_exceeds_budget(stcn_net):
+    images, labels = moving_squares(frames=16, objects=2)
+    core = InferenceCore(stcn_net, mem_every=1, max_mem_frames=4)
+    for ti, img in enumerate(images):
+        core.step(img, labels[0] if ti == 0 else None)
+        assert core.memory.num_frames <= 4
+        assert core.memory.keys.shape[-1] == core.memory.num_frames * core.memory.positions_per_frame
+        assert core.memory.groups[0].values.shape[0] == core.memory.keys.shape[-1]
+    assert core.memory.frame_ids == [0, 13, 14, 15]  # the annotated frame and the most recent ones
+
+    # a group that enters later keeps its annotated frame too, and its suffix stays consistent
+    core = InferenceCore(stcn_net, mem_every=1, max_mem_frames=3)
+    first = torch.where(labels[0] == 1, 1, 0)
+    for ti, img in enumerate(images):
+        mask = first if ti == 0 else torch.where(labels[5] == 2, 2, 0) if ti == 5 else None
+        core.step(img, mask)
+    mem = core.memory
+    assert mem.frame_ids == [0, 5, 15]
+    assert [mem.frame_ids[g.first_frame] for g in mem.groups] == [0, 5]
+    assert mem.groups[1].values.shape[0] == 2 * mem.positions_per_frame
+
+
+def test_unset_budget_is_identical_to_default(stcn_net):
+    images, labels = moving_squares(frames=12, objects=2)
+    default = run_core(InferenceCore(stcn_net), images, labels)
+    roomy = run_core(InferenceCore(stcn_net, max_mem_frames=100), images, labels)
+    for a, b in zip(default, roomy):
+        assert torch.equal(a, b)
