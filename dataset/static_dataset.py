@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
@@ -28,8 +27,8 @@ from dataset.util import (
     DatasetLayoutError,
     check_dataset_root,
     list_frames,
+    read_binary_mask,
     read_image,
-    read_mask,
 )
 
 __all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT", "NUM_FRAMES"]
@@ -37,7 +36,6 @@ __all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT", "
 NUM_FRAMES = 3  # frames per training sample (section 5)
 HIGH_QUALITY_REPEAT = 5  # BIG and HRSOD appear five times as often (supplementary F.3.1)
 HIGH_QUALITY_SETS = ("BIG_small", "HRSOD_small")
-MASK_THRESHOLD = 128  # binary 0/255 masks; anti-aliased edges are split at half intensity
 
 
 class StaticTransformDataset(Dataset):
@@ -81,7 +79,7 @@ class StaticTransformDataset(Dataset):
     def __getitem__(self, idx: int) -> dict:
         path = self.images[idx]
         image = tv_tensors.Image(torch.from_numpy(read_image(path)).permute(2, 0, 1).contiguous())
-        binary = (read_mask(path.with_suffix(".png")) >= MASK_THRESHOLD).astype(np.uint8)
+        binary = read_binary_mask(path.with_suffix(".png"))
         mask = tv_tensors.Mask(torch.from_numpy(binary)[None])  # 1, H, W
 
         image, mask = self.base_transform(image, mask)

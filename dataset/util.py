@@ -25,6 +25,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "read_image",
     "read_mask",
+    "read_binary_mask",
     "list_frames",
     "load_subset",
     "check_dataset_root",
@@ -101,6 +102,20 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = arr.astype(np.uint8)
     return arr
+
+
+def read_binary_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
+    """Read a saliency-style mask (any PNG mode, object = bright) as uint8 (H, W) in {0, 1}.
+
+    The static image sets store 0/255 masks in grey, RGB or palette PNGs; they are converted to grey
+    and split at half intensity (anti-aliased edges go to the nearer side).
+    """
+    try:
+        with Image.open(path) as im:
+            grey = np.array(im.convert("L"))
+    except OSError as exc:
+        raise DatasetLayoutError(f"{path}: cannot read mask ({exc}); replace or remove the file") from None
+    return (grey >= threshold).astype(np.uint8)
 
 
 def list_frames(folder: str | os.PathLike) -> list[str]:

@@ -197,6 +197,23 @@ def test_static_sample_aligned_end_to_end(tmp_path):
             _check_aligned(im_denormalization(sample["rgb"][t]), sample["gt"][t, 0])
 
 
+def test_static_masks_in_any_png_mode(tmp_path):
+    """FSS-style RGB masks and grey masks with anti-aliased edges both become {0, 1}."""
+    image, mask = _white_shape()
+    save_jpg(tmp_path / "1.jpg", image[0].permute(1, 2, 0).numpy())
+    Image.fromarray(np.repeat(mask[0].numpy()[..., None] * 255, 3, axis=2)).save(tmp_path / "1.png")
+    save_jpg(tmp_path / "2.jpg", image[0].permute(1, 2, 0).numpy())
+    Image.fromarray((mask[0].numpy() * 200).astype(np.uint8)).save(tmp_path / "2.png")
+    dataset = StaticTransformDataset(tmp_path, crop_size=CROP)
+    torch.manual_seed(0)
+    for idx in range(2):
+        sample = dataset[idx]
+        assert set(sample["gt"].unique().tolist()) == {0.0, 1.0}
+    (tmp_path / "3.jpg").write_bytes((tmp_path / "1.jpg").read_bytes())
+    with pytest.raises(DatasetLayoutError, match=r"3.png: missing mask for 3.jpg"):
+        StaticTransformDataset(tmp_path, crop_size=CROP)
+
+
 def test_static_dataset_is_deterministic_under_a_seed(roots):
     dataset = StaticTransformDataset(roots["static"] / "ecssd", crop_size=CROP)
     torch.manual_seed(7)
