@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TPS_PROBABILITY", "TPS_NUM_POINTS", "TPS_SCALE", "ThinPlateSpline", "tps_warp", "RandomThinPlateSpline"]
+__all__ = ["TPS_PROBABILITY", "TPS_NUM_POINTS", "TPS_SCALE", "ThinPlateSpline", "dense_map", "tps_warp", "RandomThinPlateSpline"]
 
 # supplementary F.3.1: probability 33%, 12 control points, displacement std 0.02 x image size
 TPS_PROBABILITY = 1 / 3
@@ -34,15 +34,13 @@ TPS_SCALE = 0.02
 
 
 def _kernel(d2: np.ndarray) -> np.ndarray:
-    """U(r) = r^2 log r^2 evaluated from squared distances, with U(0) = 0."""
-    out = np.zeros_like(d2)
-    nz = d2 > 0
-    out[nz] = d2[nz] * np.log(d2[nz])
-    return out
+    """U(r) = r^2 log r^2 evaluated from squared distances; U(0) = 0 (0 * log(tiny) = 0)."""
+    return d2 * np.log(np.maximum(d2, np.finfo(d2.dtype).tiny))
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    """Squared distances (m, n) between points a (m, 2) and b (n, 2)."""
+    return np.square(a[:, 0:1] - b[:, 0]) + np.square(a[:, 1:2] - b[:, 1])
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,17 @@ class ThinPlateSpline:
         return out * self.norm
 
 
+def dense_map(spline: ThinPlateSpline, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate `spline` at every pixel centre: (map_x, map_y), each float32 (height, width).
+
+    Exact per pixel: random control points can lie a few pixels apart with independent displacements,
+    so the warp bends sharply there and a coarse grid + interpolation would be off by pixels.
+    """
+    ys, xs = np.mgrid[0:height, 0:width]
+    values = spline(np.stack([xs.ravel(), ys.ravel()], axis=1)).astype(np.float32).reshape(height, width, 2)
+    return np.ascontiguousarray(values[..., 0]), np.ascontiguousarray(values[..., 1])
+
+
 def tps_warp(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -91,10 +100,7 @@ def tps_warp(
     """
     h, w = image.shape[:2]
     backward = ThinPlateSpline.fit(dst, src, norm=float(max(h, w)))
-    ys, xs = np.mgrid[0:h, 0:w]
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
-    maps = backward(grid).astype(np.float32).reshape(h, w, 2)
-    map_x, map_y = np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1])
+    map_x, map_y = dense_map(backward, h, w)
     if isinstance(image_fill, (int, float)):
         image_fill = (image_fill,) * (image.shape[2] if image.ndim == 3 else 1)
     warped = cv2.remap(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.tps import RandomThinPlateSpline, ThinPlateSpline, tps_warp
+from dataset.tps import RandomThinPlateSpline, ThinPlateSpline, dense_map, tps_warp
 
 H, W = 48, 64
 
@@ -36,6 +36,16 @@ def test_spline_reproduces_an_affine_map_exactly():
     probe = rng.uniform(0, W, (50, 2))
     np.testing.assert_allclose(spline(probe), probe @ matrix.T + shift, atol=1e-6)
     np.testing.assert_allclose(spline.weights, 0, atol=1e-8)
+
+
+def test_dense_map_is_the_spline_at_every_pixel():
+    rng = np.random.default_rng(6)
+    src = _points(rng, 12, margin=0)
+    spline = ThinPlateSpline.fit(src, src + rng.normal(0, 2, src.shape), norm=max(H, W))
+    map_x, map_y = dense_map(spline, H, W)
+    assert map_x.shape == map_y.shape == (H, W) and map_x.dtype == np.float32
+    y, x = 17, 41
+    np.testing.assert_allclose([map_x[y, x], map_y[y, x]], spline(np.array([[x, y]]))[0], atol=1e-4)
 
 
 def test_zero_displacement_is_identity():
