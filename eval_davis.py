@@ -14,6 +14,7 @@ from pathlib import Path
 from dataset.test_datasets import DAVISTestDataset
 from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
 from util.davis_scoring import evaluate_davis
+from util.io import DataError
 
 SPLITS = {  # split -> (folder under --davis_path, video list under ImageSets)
     "val": ("trainval", "2017/val.txt"),
@@ -44,7 +45,13 @@ def find_score(result: dict, key: str):
 def score(output: Path, davis_root: Path, split: str, year: str) -> None:
     """Score finished results against the ground truth and print the means."""
     print(f"Scoring {output} against {davis_root} ...")
-    result = evaluate_davis(output, davis_root, split, year=year, out_dir=output)
+    try:
+        result = evaluate_davis(output, davis_root, split, year=year, out_dir=output)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DataError(
+            output, f"scoring failed ({type(exc).__name__}: {exc})",
+            "the masks are complete; fix the ground truth and run python scripts/score_davis.py",
+        ) from None
     for key in SCORE_KEYS:
         value = find_score(result, key)
         if value is not None:

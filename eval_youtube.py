@@ -38,6 +38,7 @@ def make_zip(output: Path) -> Path:
     """Zip <output>/Annotations into <output>.zip (next to the output folder), atomically."""
     output = output.resolve()
     target = output.parent / f"{output.name}.zip"
+    (output / RESULT_FOLDER).mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=output.parent)
     os.close(fd)
     try:

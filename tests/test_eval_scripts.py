@@ -265,3 +265,20 @@ def test_youtube_meta_json_unreadable(tmp_path, youtube_template, released_check
                      capsys)
     assert_one_error(rc, err, "meta.json")
     json.loads((youtube_template / "valid" / "meta.json").read_text())  # the template is untouched
+
+
+def test_later_annotation_starts_only_new_objects():
+    from inference_core.run_video import starting_objects
+
+    mask = torch.tensor([[0, 1, 1], [2, 2, 0], [3, 0, 1]])
+    kept, start = starting_objects(mask, None, tracked=[1])
+    assert start == [2, 3] and kept.tolist() == [[0, 0, 0], [2, 2, 0], [3, 0, 0]]
+    kept, start = starting_objects(mask, (3,), tracked=[1])
+    assert start == [3] and kept.tolist() == [[0, 0, 0], [0, 0, 0], [3, 0, 0]]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_one_error(davis, released_checkpoint, tmp_path, capsys):
+    rc = eval_davis.main([*map(str, _davis_args(davis, released_checkpoint, tmp_path / "o")), "--device", "cuda:0"])
+    _, err = capsys.readouterr()
+    assert_one_error(rc, err, "--device")

@@ -56,7 +56,8 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     except FileNotFoundError:
         raise DataError(path, "no such file", "check the dataset path and layout") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(path, f"unreadable image ({type(exc).__name__}: {exc})", "replace or re-extract this file") from None
+        reason = str(exc).replace(f" '{path}'", "").replace(str(path), "").strip(" :") or type(exc).__name__
+        raise DataError(path, f"unreadable image ({reason})", "replace or re-extract this file") from None
 
 
 # -------------------------------------------------------------------------------------- masks
