@@ -1,0 +1,69 @@
+"""Evaluate STCN on DAVIS 2016 val (one object per video, 255 in the ground truth).
+
+    python eval_davis_2016.py --output ../output/d16 [--davis_path ../DAVIS/2016]
+
+DAVIS 2016 has no ImageSets/2016/val.txt of its own; the list is read from the DAVIS 2017 trainval
+folder, `<davis17_path>/ImageSets/2016/val.txt`, with --davis17_path defaulting to
+`<davis_path>/../2017/trainval` (the layout of the original README). If that file is absent,
+`<davis_path>/ImageSets/2016/val.txt` and then DAVIS 2016's own `ImageSets/480p/val.txt` are used.
+Masks are written with the ground truth's values (object = 255 for the greyscale DAVIS 2016 files)
+and then scored (CSV files in <output>) unless --no_score.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dataset.test_datasets import DAVISTestDataset
+from eval_davis import score
+from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
+from util.io import DataError
+
+VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
+DAVIS16_OWN_LIST = Path("ImageSets") / "480p" / "val.txt"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="STCN evaluation on DAVIS 2016 val")
+    parser.add_argument("--davis_path", default="../DAVIS/2016", help="DAVIS 2016 folder (JPEGImages/480p, Annotations/480p)")
+    parser.add_argument("--davis17_path", default=None,
+                        help="DAVIS 2017 trainval folder holding ImageSets/2016/val.txt (default: <davis_path>/../2017/trainval)")
+    parser.add_argument("--no_score", action="store_true", help="do not score the results")
+    add_common_args(parser)
+    return parser
+
+
+def find_video_list(davis_path: Path, davis17_path: Path | None) -> Path:
+    """The DAVIS 2016 val list (see the module docstring for the order)."""
+    if not davis_path.is_dir():
+        raise DataError(davis_path, "no such folder (DAVIS 2016 root)", "point --davis_path at the DAVIS 2016 folder")
+    primary = (davis17_path or davis_path / ".." / "2017" / "trainval") / VAL_LIST
+    candidates = [primary] if davis17_path else [primary, davis_path / VAL_LIST, davis_path / DAVIS16_OWN_LIST]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise DataError(primary, "DAVIS 2016 val list not found",
+                    "pass --davis17_path <DAVIS/2017/trainval> (its ImageSets/2016/val.txt lists the 20 videos)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+
+    def body() -> int:
+        davis_root = Path(args.davis_path)
+        imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
+        dataset = DAVISTestDataset(davis_root, imset=imset.resolve(), single_object=True)
+        core = build_core(args)
+        output = Path(args.output)
+        stats = run_dataset(core, dataset.videos, lambda v: output / v.name)
+        stats.print()
+        if not args.no_score:
+            score(output, davis_root, "val", year="2016")
+        return 0
+
+    return report_errors(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

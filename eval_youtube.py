@@ -1,0 +1,77 @@
+"""Evaluate STCN on YouTube-VOS 2018 or 2019 valid/test (the version is the folder given).
+
+    python eval_youtube.py --output ../output/yv19 [--yv_path ../YouTube]        # 2019
+    python eval_youtube.py --output ../output/yv18 --yv_path ../YouTube2018      # 2018
+
+Frames are read from <yv_path>/all_frames/<split>_all_frames (every frame is processed for the
+memory); only the frames listed in <yv_path>/<split>/meta.json are written, unless --output_all.
+Results: <output>/Annotations/<video>/<frame>.png and <output>.zip (holding Annotations/...),
+ready for the evaluation server.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from dataset.test_datasets import EVAL_SHORT_SIDE, YouTubeVOSTestDataset
+from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
+
+RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="STCN evaluation on YouTube-VOS")
+    parser.add_argument("--yv_path", default="../YouTube", help="YouTube-VOS 2019 (../YouTube) or 2018 (../YouTube2018) folder")
+    parser.add_argument("--split", choices=("valid", "test"), default="valid")
+    parser.add_argument("--output_all", action="store_true", help="write every frame, not only those in meta.json")
+    parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
+                        help="shorter side the frames are resized to (480 as the original; -1: native size)")
+    add_common_args(parser)
+    return parser
+
+
+def make_zip(output: Path) -> Path:
+    """Zip <output>/Annotations into <output>.zip (next to the output folder), atomically."""
+    output = output.resolve()
+    target = output.parent / f"{output.name}.zip"
+    (output / RESULT_FOLDER).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
+            for video in sorted(p for p in (output / RESULT_FOLDER).iterdir() if p.is_dir() and not p.name.startswith(".")):
+                for png in sorted(video.glob("*.png")):
+                    zf.write(png, f"{RESULT_FOLDER}/{video.name}/{png.name}")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+
+    def body() -> int:
+        dataset = YouTubeVOSTestDataset(
+            args.yv_path, split=args.split, short_side=None if args.size <= 0 else args.size, output_all=args.output_all
+        )
+        if not dataset.uses_all_frames:
+            print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",
+                  file=sys.stderr)
+        core = build_core(args)
+        output = Path(args.output)
+        stats = run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name)
+        stats.print()
+        print(f"Zip for the evaluation server: {make_zip(output)}")
+        return 0
+
+    return report_errors(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The one evaluation loop: frames of a video -> InferenceCore -> masks on disk, with timing.
+
+Every evaluation script (DAVIS 2017/2016, YouTube-VOS, generic) builds a dataset of
+`TestVideo`s and calls `run_dataset`. Per video, frames are read lazily, given to the core, and
+each required mask is resized to the original size and written as soon as it is produced, into
+a hidden temporary folder that is renamed to the video's name only when the video is complete; on
+any error the temporary folder is removed, so a video folder that exists is always complete.
+
+Timing follows the paper ("FPS ... measured with IO time excluded", STCN README): the clock covers
+the network work of a frame and turning its probabilities into the output label map, not reading
+the image or writing the PNG; the device is synchronised before each clock reading. FPS is the
+total number of processed frames over the total time, whatever the number of objects.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import progressbar
+import torch
+
+from dataset.test_datasets import TestVideo
+from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
+from model.memory_util import TOP_K
+from util.checkpoint import CheckpointError, load_network
+from util.device import resolve_device, synchronize
+from util.io import DataError, write_mask
+
+PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written
+
+
+@dataclass
+class RunStats:
+    """Processed frames and processing time (I/O excluded) over all videos."""
+
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def print(self, file=None) -> None:
+        """The three lines the original STCN scripts printed."""
+        file = file or sys.stdout
+        print(f"Total processing time: {self.seconds}", file=file)
+        print(f"Total processed frames: {self.frames}", file=file)
+        print(f"FPS: {self.fps}", file=file)
+
+
+def run_video(core: InferenceCore, video: TestVideo, out_dir: Path, stats: RunStats) -> None:
+    """Segment one video and write its required frames to `out_dir/<frame>.png`.
+
+    Frames after the last required or annotated frame are not processed; frames that are neither
+    required nor memory (see `InferenceCore.needs_frame`) are skipped.
+    """
+    core.reset()
+    video.prepare()  # reads every annotation: a bad one stops here, before anything is written
+    palette = video.palette
+    size = video.size
+    needed = [i for i, f in enumerate(video.frames) if f.required or f.mask_path is not None]
+    last = needed[-1] if needed else -1
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f"{PARTIAL_PREFIX}{out_dir.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for i in range(last + 1):
+            frame = video.frames[i]
+            annotated = frame.mask_path is not None
+            if not core.needs_frame(frame.required or annotated):
+                core.skip()
+                continue
+            image = video.load_image(i).to(core.device)  # I/O: not timed
+            mask, start = None, None
+            if annotated:
+                mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
+                if not start:
+                    mask, start = None, None
+
+            synchronize(core.device)
+            t0 = time.perf_counter()
+            prob = core.step(image, mask, labels=start, end=i == last)
+            labels = probabilities_to_labels(prob, size, core.label_map()) if frame.required else None
+            synchronize(core.device)
+            stats.seconds += time.perf_counter() - t0
+            stats.frames += 1
+
+            if labels is not None:
+                write_mask(tmp / f"{frame.name}.png", labels, palette)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def starting_objects(
+    mask: torch.Tensor, start_labels: Sequence[int] | None, tracked: Sequence[int]
+) -> tuple[torch.Tensor, list[int]]:
+    """The part of an annotation that starts objects here, and their labels.
+
+    start_labels: the objects that start on this frame (YouTube-VOS meta.json), or None for every
+    label of the mask not tracked yet (generic videos). Labels already tracked are removed from
+    the mask: the core would otherwise take their annotated pixels away from them (a later
+    annotation starts objects; it does not re-annotate tracked ones).
+    """
+    present = [int(v) for v in torch.unique(mask).tolist() if v != 0]
+    start = [v for v in (present if start_labels is None else start_labels) if v not in tracked]
+    keep = torch.zeros_like(mask, dtype=torch.bool)
+    for v in start:
+        keep |= mask == v
+    return torch.where(keep, mask, torch.zeros_like(mask)), start
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder `src` to `dst`, replacing an older result there."""
+    if dst.exists():
+        old = dst.parent / f"{PARTIAL_PREFIX}old-{dst.name}-{uuid.uuid4().hex[:8]}"
+        dst.rename(old)
+        src.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        src.rename(dst)
+
+
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is now: progressbar would otherwise keep the stream it saw at import."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+
+def run_dataset(
+    core: InferenceCore, videos: Sequence[TestVideo], out_dir_of: Callable[[TestVideo], Path], quiet: bool = False
+) -> RunStats:
+    """Run every video with a progress bar; returns the totals for the timing lines."""
+    stats = RunStats()
+    bar = progressbar.ProgressBar(max_value=len(videos), fd=_CurrentStderr()) if not quiet else None
+    try:
+        for n, video in enumerate(videos):
+            run_video(core, video, out_dir_of(video), stats)
+            if bar is not None:
+                bar.update(n + 1)
+    finally:
+        if bar is not None:
+            bar.finish(dirty=True)
+    return stats
+
+
+# ------------------------------------------------------------------------ shared CLI pieces
+def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves/stcn.pth") -> None:
+    """The flags every evaluation script shares (names as in the original STCN scripts)."""
+    parser.add_argument("--model", default=model_default, help="network weights (released format)")
+    parser.add_argument("--output", required=True, help="folder for the result masks")
+    parser.add_argument("--top", type=int, default=TOP_K, help="top-k memory entries read (section 3.3)")
+    parser.add_argument("--amp", action="store_true", help="run the network under autocast (mixed precision)")
+    parser.add_argument("--amp_dtype", choices=("float16", "bfloat16"), default=None,
+                        help="autocast dtype (default: float16 on CUDA as the original, bfloat16 on CPU)")
+    parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
+    parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
+
+
+def build_core(args: argparse.Namespace) -> InferenceCore:
+    """Device, network and core from the common flags; user mistakes become DataError/CheckpointError."""
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise DataError("--device", str(exc).split(": ", 1)[-1], "choose auto, cpu or an existing cuda:i") from None
+    if args.top < 1 or args.mem_every < 1:
+        raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
+    dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
+    network = load_network(args.model, device=device)
+    return InferenceCore(
+        network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
+        amp=args.amp, amp_dtype=getattr(torch, dtype_name),
+    )
+
+
+def report_errors(fn: Callable[[], int]) -> int:
+    """Run a script body; a user mistake becomes one `error:` line on stderr and exit code 1."""
+    try:
+        return fn()
+    except (DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:  # e.g. an output folder that cannot be written
+        where = exc.filename or "output"
+        print(f"error: {where}: {exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+    return 1

@@ -1,0 +1,180 @@
+"""Evaluation datasets and mask I/O: layouts, sizes, palettes, and the colour-mask rule."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dataset.test_datasets import (
+    DAVISTestDataset,
+    GenericTestDataset,
+    YouTubeVOSTestDataset,
+    resized_shape,
+)
+from tests.eval_fixtures import (  # noqa: F401  (fixtures)
+    TEST_PALETTE,
+    davis_template,
+    generic_template,
+    render,
+    save_grey,
+    save_indexed,
+    save_rgb,
+    VideoSpec,
+    youtube_template,
+)
+from util.io import DataError, MaskReader, read_image, write_mask
+
+torch.set_num_threads(1)
+
+
+def test_resized_shape_matches_torchvision_rule():
+    assert resized_shape(720, 1280, 480) == (480, 853)
+    assert resized_shape(1280, 720, 480) == (853, 480)
+    assert resized_shape(50, 70, None) == (50, 70)
+    assert resized_shape(480, 854, 480) == (480, 854)
+
+
+def test_davis_dataset(davis_template):
+    ds = DAVISTestDataset(davis_template / "2017" / "trainval", imset="2017/val.txt")
+    assert [v.name for v in ds.videos] == ["cat", "odd"]
+    cat = ds[0]
+    assert [f.name for f in cat.frames] == [f"{t:05d}" for t in range(7)]
+    assert cat.frames[0].mask_path is not None and all(f.mask_path is None for f in cat.frames[1:])
+    assert all(f.required for f in cat.frames)
+    assert cat.size == (48, 64) and cat.network_size == (48, 64)
+    assert cat.palette[: len(TEST_PALETTE)] == TEST_PALETTE
+    image = cat.load_image(0)
+    assert image.shape == (3, 48, 64) and image.dtype == torch.float32
+    mask = cat.load_mask(0)
+    assert mask.dtype == torch.long and set(mask.unique().tolist()) == {0, 1, 2}
+    odd = ds[1]
+    assert odd.load_image(2).shape == (3, 50, 70)
+
+
+def test_davis_2016_single_object(davis_template):
+    imset = davis_template / "2017" / "trainval" / "ImageSets" / "2016" / "val.txt"
+    ds = DAVISTestDataset(davis_template / "2016", imset=imset, single_object=True)
+    mask = ds[0].load_mask(0)
+    assert set(mask.unique().tolist()) == {0, 255}
+    assert ds[0].palette[3 * 255 : 3 * 256] == [255, 255, 255]
+
+
+def test_youtube_dataset_subset_and_resize(youtube_template):
+    ds = YouTubeVOSTestDataset(youtube_template, short_side=32)
+    assert ds.uses_all_frames
+    a = ds[0]
+    assert a.name == "yv_a" and len(a.frames) == 12
+    assert [f.name for f in a.frames if f.required] == ["00000", "00005", "00010"]
+    starts = {f.name: f.start_labels for f in a.frames if f.mask_path is not None}
+    assert starts == {"00000": (1,), "00005": (3,)}
+    assert a.size == (64, 96) and a.network_size == (32, 48)
+    assert a.load_image(3).shape == (3, 32, 48)
+    assert set(a.load_mask(5).unique().tolist()) == {0, 3}
+    all_frames = YouTubeVOSTestDataset(youtube_template, short_side=None, output_all=True)
+    assert all(f.required for f in all_frames[0].frames)
+    assert all_frames[0].network_size == (64, 96)
+
+
+def test_generic_dataset(generic_template):
+    ds = GenericTestDataset(generic_template, short_side=None)
+    clip = ds[0]
+    assert [f.name for f in clip.frames if f.mask_path is not None] == ["00000", "00003"]
+    assert all(f.required for f in clip.frames) and all(f.start_labels is None for f in clip.frames)
+
+
+def test_layout_errors_name_the_file(tmp_path, davis_template):
+    with pytest.raises(DataError, match="no such folder"):
+        DAVISTestDataset(tmp_path / "nowhere")
+    root = tmp_path / "d"
+    shutil.copytree(davis_template / "2017" / "trainval", root)
+    (root / "Annotations" / "480p" / "odd" / "00000.png").unlink()
+    with pytest.raises(DataError, match=r"odd/00000\.png: missing first-frame annotation"):
+        DAVISTestDataset(root)
+    shutil.rmtree(root / "JPEGImages" / "480p" / "odd")
+    (root / "JPEGImages" / "480p" / "odd").mkdir()
+    with pytest.raises(DataError, match="empty video folder"):
+        DAVISTestDataset(root)
+
+
+# ----------------------------------------------------------------------------------- mask I/O
+def _labels(h=24, w=32):
+    lab = np.zeros((h, w), np.uint8)
+    lab[3:10, 4:12] = 1
+    lab[12:20, 15:28] = 2
+    return lab
+
+
+def test_indexed_mask_keeps_palette_and_write_roundtrip(tmp_path):
+    save_indexed(tmp_path / "m.png", _labels())
+    reader = MaskReader()
+    lab = reader.read(tmp_path / "m.png")
+    np.testing.assert_array_equal(lab, _labels())
+    write_mask(tmp_path / "out" / "o.png", lab, reader.palette)
+    out = Image.open(tmp_path / "out" / "o.png")
+    assert out.mode == "P" and out.getpalette()[:768] == TEST_PALETTE
+    np.testing.assert_array_equal(np.array(out), _labels())
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["o.png"]  # no temporary left
+
+
+def test_clean_rgb_mask_is_converted_consistently(tmp_path):
+    save_rgb(tmp_path / "a.png", _labels())
+    only_two = np.where(_labels() == 2, 2, 0).astype(np.uint8)
+    save_rgb(tmp_path / "b.png", only_two)
+    reader = MaskReader()
+    a = reader.read(tmp_path / "a.png")
+    b = reader.read(tmp_path / "b.png")
+    assert set(np.unique(a)) == {0, 1, 2}
+    colour_of = {v: tuple(reader.palette[3 * v : 3 * v + 3]) for v in (int(a[5, 6]), int(a[15, 20]))}
+    assert colour_of == {int(a[5, 6]): tuple(TEST_PALETTE[3:6]), int(a[15, 20]): tuple(TEST_PALETTE[6:9])}
+    assert set(np.unique(b)) == {0, a[15, 20]}  # the same colour gets the same label in another file
+
+
+def test_antialiased_rgb_mask_is_refused(tmp_path):
+    lab = _labels()
+    rgb = np.array(TEST_PALETTE, np.uint8).reshape(-1, 3)[lab].astype(np.float32)
+    rgb[2, 4:12] = rgb[3, 4:12] * 0.5  # a smoothed top edge of object 1: half-way to black
+    Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / "aa.png")
+    with pytest.raises(DataError, match=r"aa\.png: colour \(RGB\) mask that is not unambiguous"):
+        MaskReader().read(tmp_path / "aa.png")
+
+
+def test_thin_colours_and_partial_alpha_are_refused(tmp_path):
+    lab = _labels()
+    rgb = np.array(TEST_PALETTE, np.uint8).reshape(-1, 3)[lab]
+    rgb[21, 2:30] = (10, 250, 250)  # a one-pixel line of a colour that is no blend: still an edge
+    Image.fromarray(rgb).save(tmp_path / "thin.png")
+    with pytest.raises(DataError, match="thin edges"):
+        MaskReader().read(tmp_path / "thin.png")
+    rgba = np.concatenate([np.array(TEST_PALETTE, np.uint8).reshape(-1, 3)[lab], np.full((24, 32, 1), 255, np.uint8)], -1)
+    rgba[3, 4:12, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    with pytest.raises(DataError, match="partially transparent"):
+        MaskReader().read(tmp_path / "alpha.png")
+
+
+def test_grey_masks(tmp_path):
+    save_grey(tmp_path / "g.png", _labels())
+    np.testing.assert_array_equal(MaskReader().read(tmp_path / "g.png"), _labels())
+    blurred = np.where(_labels() > 0, 255, 0).astype(np.uint8)
+    blurred[2, 4:12] = 100  # an anti-aliased edge row
+    save_grey(tmp_path / "b.png", blurred)
+    with pytest.raises(DataError, match="thin edges"):
+        MaskReader().read(tmp_path / "b.png")
+    single = MaskReader(single_object=True).read(tmp_path / "b.png")
+    assert set(np.unique(single)) == {0, 255}  # DAVIS 2016: thresholded, no phantom object
+
+
+def test_unreadable_image(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match=r"x\.jpg: unreadable image"):
+        read_image(tmp_path / "x.jpg")
+
+
+def test_render_is_deterministic():
+    spec = VideoSpec("v", 20, 30, 3, {1: 0, 3: 1})
+    a, la = render(spec, seed=1)
+    b, lb = render(spec, seed=1)
+    assert all((x == y).all() for x, y in zip(a, b)) and set(np.unique(la[2])) == {0, 1, 3}
