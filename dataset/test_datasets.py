@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from dataset.transforms import im_normalization
 from util.io import DataError, MaskReader, image_size, read_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics the ImageNet-initialised encoders expect
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MASK_EXTENSION = ".png"
@@ -63,9 +62,7 @@ def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
 def normalise(img: Image.Image) -> Tensor:
     """RGB PIL image -> 3, H, W float tensor normalised with the ImageNet statistics."""
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return im_normalization(x)
 
 
 class TestVideo:
