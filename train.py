@@ -35,6 +35,7 @@ from util.distributed import (
     ResumableDistributedSampler,
     SeededSamples,
     all_reduce_sum,
+    barrier,
     cleanup,
     derive_seed,
     init_distributed,
@@ -275,10 +276,7 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
     wrapper = STCNTrainWrapper(net).train()
     model = wrapper
     if ctx.distributed:
-        model = DistributedDataParallel(
-            wrapper, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            broadcast_buffers=False,  # the only buffers are frozen BatchNorm statistics
-        )
+        model = DistributedDataParallel(wrapper, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     optimizer = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.steps), s.gamma)
     scaler = make_grad_scaler(ctx.device, cfg.amp)
@@ -388,6 +386,7 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
             logger.close()
     if ctx.is_main and saver.enabled:
         print(f"saved {saver.weights_path(it)} and {saver.checkpoint_path}", flush=True)
+    barrier()  # no process leaves (e.g. to load these weights next) before rank 0 has written them
     return 0
 
 
@@ -415,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_config(args, ctx)
         return train(cfg, ctx)
     except USER_ERRORS as exc:
-        if ctx.local_rank == 0:  # one line per machine
-            print("error: " + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+        where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
+        print(f"error: {where}" + " ".join(str(exc).split()), file=sys.stderr, flush=True)
         return 1
     finally:
         cleanup(ctx)
