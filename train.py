@@ -100,6 +100,9 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
     for name in ("save_every", "checkpoint_every", "log_every", "log_image_every"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} {getattr(args, name)}: must be at least 1")
+    if args.load_network and args.load_model:
+        raise ConfigError(f"--load_network {args.load_network} --load_model {args.load_model}: pass one; "
+                          "--load_model resumes a run (network included), --load_network starts a new one")
     debug = args.debug
     return TrainConfig(
         stage=stage, run_id=args.id, save_dir=args.save_dir,
@@ -179,13 +182,20 @@ def build_network(cfg: TrainConfig) -> STCN:
     """Stage 0: the single-object network; later stages: multi-object. ImageNet backbones unless
     weights are loaded next (`--load_network`, `--load_model`) or `--no_pretrained`."""
     loading = cfg.load_network is not None or cfg.load_model is not None
-    net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading)
+    try:
+        net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading)
+    except WeightsUnavailableError as exc:
+        raise WeightsUnavailableError(f"{exc}; --no_pretrained starts from random backbones instead "
+                                      "(not the paper's recipe)") from None
     if cfg.load_network is not None:
         load_weights_from(net, cfg.load_network)
     return net
 
 
 def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
+    if state is None and not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such file; --load_network takes weights saved by train.py "
+                              "(<id>_<iteration>.pth) or a released STCN checkpoint")
     try:
         net.load_weights(state if state is not None else load_state_dict_file(path), for_training=True)
     except CheckpointMismatchError as exc:
@@ -258,7 +268,8 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
     s = cfg.stage
     saver = Saver(cfg, ctx)
     resume_path = Path(cfg.load_model).resolve() if cfg.load_model else None
-    if saver.enabled and saver.checkpoint_path.exists() and saver.checkpoint_path.resolve() != resume_path:
+    # checked on every rank, so that all of them stop (none is left waiting in a collective)
+    if cfg.logging_enabled and saver.checkpoint_path.exists() and saver.checkpoint_path.resolve() != resume_path:
         raise ConfigError(f"{saver.checkpoint_path}: a run named {cfg.run_id!r} already exists; "
                           f"resume it with --load_model {saver.checkpoint_path} or choose another --id")
     if ctx.is_main:

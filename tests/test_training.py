@@ -181,6 +181,25 @@ def test_user_errors_are_one_line(tmp_path, fake_data, capsys):
     assert "--crop_size 30" in capsys.readouterr().err
 
 
+def test_original_flags_parse():
+    parser = train.get_args_parser()
+    args = parser.parse_args(["--local_rank=1", "--id", "x", "--stage", "2", "--steps", "10", "20", "--no_amp",
+                              "--benchmark", "--debug", "--num_workers", "2", "--lr", "1e-4", "--gamma", "0.5"])
+    assert (args.local_rank, args.stage, args.steps, args.no_amp) == (1, 2, [10, 20], True)
+    assert parser.parse_args(["--local-rank", "3"]).local_rank == 3  # torch.distributed.launch in torch 2.x
+    defaults = parser.parse_args([])
+    assert (defaults.static_root, defaults.bl_root, defaults.yv_root, defaults.davis_root) == (
+        "../static", "../BL30K", "../YouTube", "../DAVIS")
+
+
+def test_existing_run_is_not_overwritten(tmp_path, fake_data, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "r_checkpoint.pth").write_bytes(b"old")
+    assert train.main(["--stage", "0", "--id", "r", "--save_dir", str(tmp_path), *TINY]) == 1
+    assert "--load_model" in capsys.readouterr().err
+    assert (tmp_path / "r" / "r_checkpoint.pth").read_bytes() == b"old"
+
+
 def test_null_id_trains_without_saving(tmp_path, fake_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert train.main(["--stage", "0", "--id", "NULL", "--iterations", "1", *TINY]) == 0
