@@ -12,6 +12,7 @@ without logging or saving anything, as in the original.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -204,7 +205,7 @@ def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
         raise CheckpointError(f"{path}: {exc}; {hint}") from None
 
 
-def make_grad_scaler(device: torch.device, enabled: bool):
+def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScaler":
     """torch.amp.GradScaler (torch >= 2.3) or torch.cuda.amp.GradScaler (torch 2.1/2.2).
     A disabled scaler is a pass-through, so the step needs no if/else."""
     if hasattr(torch.amp, "GradScaler"):
@@ -349,7 +350,7 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
                     out = model(batch)
                     losses = compute_loss(batch, out, it, bce)
                 stats = reduce_stats(losses, ctx)
-                if not torch.isfinite(torch.tensor(stats["total_loss"])):
+                if not math.isfinite(stats["total_loss"]):
                     raise NonFiniteLossError(f"loss is {stats['total_loss']} at iteration {it + 1}")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["total_loss"]).backward()  # outside autocast
