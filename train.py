@@ -1,0 +1,437 @@
+"""Train STCN with the staged recipe of the paper (supplementary F).
+
+    python train.py --stage 0 --id s0                                      # one process
+    torchrun --nproc_per_node=2 train.py --stage 0 --id s0                 # DDP
+    python -m torch.distributed.launch --nproc_per_node=2 train.py --id s0 --stage 0   # the original command
+    torchrun --nproc_per_node=2 train.py --stage 3 --id s03 --load_network saves/s0/s0_300000.pth
+
+Weights are saved in the released format at `<save_dir>/<id>/<id>_<iteration>.pth`, the resumable
+state at `<save_dir>/<id>/<id>_checkpoint.pth` (resume with `--load_model`). `--id NULL` trains
+without logging or saving anything, as in the original.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from model.losses import BootstrappedCE, compute_loss
+from model.network import STCN, CheckpointMismatchError
+from model.resnet import WeightsUnavailableError
+from model.train_wrapper import STCNTrainWrapper
+from util.checkpoint import CheckpointError, atomic_save, load_state_dict_file
+from util.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
+from util.device import synchronize
+from util.distributed import (
+    DistContext,
+    ResumableDistributedSampler,
+    SeededSamples,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    derive_seed,
+    init_distributed,
+    rng_states,
+    seed_all,
+    seed_process,
+    seed_worker,
+    set_rng_states,
+)
+from util.logger import TrainLogger, tensorboard_dir
+
+REPO_ROOT = Path(__file__).resolve().parent
+SUBSET_DIR = REPO_ROOT / "dataset" / "subsets"
+DAVIS_REPEAT = 5  # supplementary F.3.2: DAVIS clips appear five times as often as YouTube-VOS ones
+YV_ANNOTATION_STRIDE = 5  # YouTube-VOS train annotates every 5th frame: its skip is divided by 5
+DEFAULT_SEED = 14159265  # the original's seed
+NULL_ID = "NULL"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops without saving that state."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train STCN (stages 0-3 of the paper)", add_help=True)
+    p.add_argument("--stage", type=int, default=0,
+                   help="0 static images, 1 BL30K, 2 main training 300K (after BL30K), 3 main training 150K")
+    p.add_argument("--id", default=NULL_ID, help="run name; NULL disables logging and saving")
+    p.add_argument("--load_network", default=None, help="start from these weights (stage-0 weights are converted)")
+    p.add_argument("--load_model", default=None, help="resume from a <id>_checkpoint.pth")
+    p.add_argument("--static_root", default="../static")
+    p.add_argument("--bl_root", default="../BL30K")
+    p.add_argument("--yv_root", default="../YouTube", help="read as <yv_root>/train_480p")
+    p.add_argument("--davis_root", default="../DAVIS", help="read as <davis_root>/2017/trainval")
+    p.add_argument("--iterations", type=int, default=None, help="override the stage's iterations")
+    p.add_argument("--batch_size", type=int, default=None, help="per process; override the stage's")
+    p.add_argument("--steps", type=int, nargs="*", default=None, help="iterations at which lr decays")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--gamma", type=float, default=None, help="lr decay ratio")
+    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers per process")
+    p.add_argument("--no_amp", action="store_true", help="no automatic mixed precision (AMP is CUDA only)")
+    p.add_argument("--benchmark", action="store_true", help="cudnn.benchmark")
+    p.add_argument("--debug", action="store_true", help="log scalars and images every iteration")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--save_dir", default="saves")
+    p.add_argument("--save_every", type=int, default=50_000, help="released-format weights interval")
+    p.add_argument("--checkpoint_every", type=int, default=5_000, help="resumable checkpoint interval")
+    p.add_argument("--log_every", type=int, default=100)
+    p.add_argument("--log_image_every", type=int, default=800)
+    p.add_argument("--crop_size", type=int, default=384, help="training crop (supplementary F.3), multiple of 16")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--no_pretrained", action="store_true",
+                   help="random backbones instead of ImageNet weights (tests; not the paper's recipe)")
+    return p
+
+
+def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
+    stage = resolve_stage(args.stage, {"iterations": args.iterations, "steps": args.steps,
+                                       "batch_size": args.batch_size, "lr": args.lr, "gamma": args.gamma})
+    if args.crop_size < 16 or args.crop_size % 16:
+        raise ConfigError(f"--crop_size {args.crop_size}: must be a positive multiple of 16")
+    for name in ("save_every", "checkpoint_every", "log_every", "log_image_every"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} {getattr(args, name)}: must be at least 1")
+    if args.load_network and args.load_model:
+        raise ConfigError(f"--load_network {args.load_network} --load_model {args.load_model}: pass one; "
+                          "--load_model resumes a run (network included), --load_network starts a new one")
+    debug = args.debug
+    return TrainConfig(
+        stage=stage, run_id=args.id, save_dir=args.save_dir,
+        static_root=args.static_root, bl_root=args.bl_root, yv_root=args.yv_root, davis_root=args.davis_root,
+        load_network=args.load_network, load_model=args.load_model, num_workers=args.num_workers,
+        amp=not args.no_amp and ctx.device.type == "cuda", benchmark=args.benchmark, debug=debug,
+        pretrained=not args.no_pretrained, crop_size=args.crop_size, seed=args.seed,
+        save_every=args.save_every, checkpoint_every=args.checkpoint_every,
+        log_every=1 if debug else args.log_every, log_image_every=1 if debug else args.log_image_every,
+    )
+
+
+# ------------------------------------------------------------------------------------------- data
+@dataclass
+class TrainData:
+    dataset: Dataset
+    set_max_skip: Callable[[int], None] | None = None  # the curriculum hook (None: static images)
+
+
+def build_datasets(cfg: TrainConfig) -> TrainData:
+    """The stage's training set. Roots are checked (path + expected layout) before any worker starts."""
+    from dataset.util import DatasetLayoutError, check_dataset_root
+
+    s, crop = cfg.stage, cfg.crop_size
+    try:
+        if s.data == "static":
+            from dataset.static_dataset import static_datasets
+
+            check_dataset_root(cfg.static_root, "static")
+            return TrainData(static_datasets(cfg.static_root))
+
+        from dataset.vos_dataset import VOSDataset, load_subset
+
+        first_skip = s.skip_values[0]
+        if s.data == "bl30k":
+            root = Path(cfg.bl_root)
+            check_dataset_root(root, "bl30k")
+            bl = VOSDataset(root / "JPEGImages", root / "Annotations", first_skip, is_bl=True, crop_size=crop)
+            return TrainData(bl, bl.set_max_jump)
+
+        davis = Path(cfg.davis_root) / "2017" / "trainval"
+        yv = Path(cfg.yv_root) / "train_480p"
+        check_dataset_root(davis, "davis2017")
+        check_dataset_root(yv, "youtube_train")
+        davis_set = VOSDataset(davis / "JPEGImages" / "480p", davis / "Annotations" / "480p", first_skip,
+                               subset=load_subset(SUBSET_DIR / "davis_subset.txt"), crop_size=crop)
+        yv_set = VOSDataset(yv / "JPEGImages", yv / "Annotations", max(1, first_skip // YV_ANNOTATION_STRIDE),
+                            subset=load_subset(SUBSET_DIR / "yv_subset.txt"), crop_size=crop)
+    except DatasetLayoutError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def set_max_skip(skip: int) -> None:
+        davis_set.set_max_jump(skip)
+        yv_set.set_max_jump(max(1, skip // YV_ANNOTATION_STRIDE))
+
+    return TrainData(ConcatDataset([davis_set] * DAVIS_REPEAT + [yv_set]), set_max_skip)
+
+
+def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
+    sampler = ResumableDistributedSampler(data.dataset, ctx.world_size, ctx.rank, cfg.seed)
+    batch = cfg.stage.batch_size
+    if sampler.num_samples < batch:
+        raise ConfigError(
+            f"training set: {len(data.dataset)} samples give {sampler.num_samples} per process, fewer than "
+            f"--batch_size {batch}; lower --batch_size or check the dataset roots"
+        )
+    loader = DataLoader(
+        SeededSamples(data.dataset), batch_size=batch, sampler=sampler, num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker, drop_last=True, pin_memory=ctx.device.type == "cuda",
+        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, ctx.rank)),
+    )
+    return loader, sampler
+
+
+# -------------------------------------------------------------------------------------- network
+def build_network(cfg: TrainConfig) -> STCN:
+    """Stage 0: the single-object network; later stages: multi-object. ImageNet backbones unless
+    weights are loaded next (`--load_network`, `--load_model`) or `--no_pretrained`."""
+    loading = cfg.load_network is not None or cfg.load_model is not None
+    try:
+        net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading)
+    except WeightsUnavailableError as exc:
+        raise WeightsUnavailableError(f"{exc}; --no_pretrained starts from random backbones instead "
+                                      "(not the paper's recipe)") from None
+    if cfg.load_network is not None:
+        load_weights_from(net, cfg.load_network)
+    return net
+
+
+def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
+    if state is None and not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such file; --load_network takes weights saved by train.py "
+                              "(<id>_<iteration>.pth) or a released STCN checkpoint")
+    try:
+        net.load_weights(state if state is not None else load_state_dict_file(path), for_training=True)
+    except CheckpointMismatchError as exc:
+        hint = ("stage 0 trains the single-object network: start it from ImageNet, not from multi-object weights"
+                if net.single_object else "use weights saved by train.py or a released STCN checkpoint")
+        raise CheckpointError(f"{path}: {exc}; {hint}") from None
+
+
+def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScaler":
+    """torch.amp.GradScaler (torch >= 2.3) or torch.cuda.amp.GradScaler (torch 2.1/2.2).
+    A disabled scaler is a pass-through, so the step needs no if/else."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def read_training_checkpoint(path: str, device: torch.device) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint; --load_model takes a <id>_checkpoint.pth written by train.py")
+    try:
+        # weights_only=False: the file holds numpy/python RNG states; only load checkpoints you wrote.
+        obj = torch.load(p, map_location=device, weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
+        raise CheckpointError(f"{p}: cannot be read as a training checkpoint ({type(exc).__name__}); "
+                              "use another <id>_checkpoint.pth") from None
+    needed = ("network", "optimizer", "scheduler", "iteration", "epoch", "epoch_step", "config")
+    if not isinstance(obj, dict) or any(k not in obj for k in needed):
+        raise CheckpointError(f"{p}: not a training checkpoint (network-only weights?); "
+                              "use --load_network for weights, --load_model for <id>_checkpoint.pth")
+    return obj
+
+
+# --------------------------------------------------------------------------------------- saving
+class Saver:
+    """Writes, on rank 0, released-format weights and the resumable checkpoint (atomically)."""
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
+        self.enabled = cfg.logging_enabled and ctx.is_main
+        self.run_dir = Path(cfg.save_dir) / cfg.run_id
+        self.cfg = cfg
+        self.last_checkpoint: Path | None = None
+
+    def weights_path(self, it: int) -> Path:
+        return self.run_dir / f"{self.cfg.run_id}_{it}.pth"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / f"{self.cfg.run_id}_checkpoint.pth"
+
+    def save_weights(self, net: STCN, it: int) -> None:
+        if self.enabled:
+            atomic_save(net.state_dict(), self.weights_path(it))
+
+    def save_checkpoint(self, state: dict) -> None:
+        if self.enabled:
+            self.last_checkpoint = atomic_save(state, self.checkpoint_path)
+
+
+# ------------------------------------------------------------------------------------- training
+STAT_KEYS = ("loss_1", "loss_2", "total_loss", "p", "iou_i", "iou_u", "sec_iou_i", "sec_iou_u")
+MEAN_KEYS = ("loss_1", "loss_2", "total_loss", "p")  # averaged over processes; IoU counts are summed
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def train(cfg: TrainConfig, ctx: DistContext) -> int:
+    s = cfg.stage
+    saver = Saver(cfg, ctx)
+    resume_path = Path(cfg.load_model).resolve() if cfg.load_model else None
+    # checked on every rank, so that all of them stop (none is left waiting in a collective)
+    if cfg.logging_enabled and saver.checkpoint_path.exists() and saver.checkpoint_path.resolve() != resume_path:
+        raise ConfigError(f"{saver.checkpoint_path}: a run named {cfg.run_id!r} already exists; "
+                          f"resume it with --load_model {saver.checkpoint_path} or choose another --id")
+    if ctx.is_main:
+        for line in describe(cfg, ctx.world_size):
+            print(line, flush=True)
+        if not cfg.logging_enabled:
+            print("--id NULL: logging and saving disabled (as the original); pass --id NAME to keep weights",
+                  flush=True)
+
+    data = build_datasets(cfg)  # checks the roots before any worker starts
+    loader, sampler = build_loader(data, cfg, ctx)
+
+    seed_all(cfg.seed)  # identical initialisation on every rank
+    net = build_network(cfg).to(ctx.device)
+    wrapper = STCNTrainWrapper(net).train()
+    model = wrapper
+    if ctx.distributed:
+        model = DistributedDataParallel(wrapper, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    optimizer = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.steps), s.gamma)
+    scaler = make_grad_scaler(ctx.device, cfg.amp)
+    bce = BootstrappedCE(s.bootstrap)
+    if cfg.benchmark:
+        torch.backends.cudnn.benchmark = True
+
+    it, epoch, epoch_step = 0, 0, 0
+    if cfg.load_model:
+        ckpt = read_training_checkpoint(cfg.load_model, ctx.device)
+        if ckpt["config"]["stage"]["stage"] != s.stage:
+            raise ConfigError(f"{cfg.load_model}: saved by a stage {ckpt['config']['stage']['stage']} run; "
+                              f"resume it with --stage {ckpt['config']['stage']['stage']}")
+        load_weights_from(net, cfg.load_model, ckpt["network"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        it, epoch, epoch_step = ckpt["iteration"], ckpt["epoch"], ckpt["epoch_step"]
+        if ckpt.get("world_size") != ctx.world_size or ckpt["config"]["stage"]["batch_size"] != s.batch_size:
+            warnings.warn("resuming with another number of processes or batch size: the data order differs "
+                          "from the interrupted run", stacklevel=1)
+        if ctx.is_main:
+            print(f"resumed {cfg.load_model} at iteration {it}", flush=True)
+    seed_process(cfg.seed, ctx.rank, it)
+    if cfg.load_model and ctx.is_main and "rng" in ckpt:
+        set_rng_states(ckpt["rng"])
+
+    logger = None
+    if ctx.is_main:
+        log_dir = tensorboard_dir(cfg.save_dir, cfg.run_id) if cfg.logging_enabled else None
+        logger = TrainLogger(log_dir, cfg.log_every, cfg.log_image_every, s.iterations)
+        commit = logger.log_config(cfg.to_dict(), REPO_ROOT)
+        print(f"git commit: {commit}", flush=True)
+
+    def state() -> dict:
+        return {
+            "network": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "iteration": it, "epoch": epoch, "epoch_step": epoch_step,
+            "max_skip": max_skip_at(s, it), "config": cfg.to_dict(), "rng": rng_states(),
+            "world_size": ctx.world_size,
+        }
+
+    batches_per_epoch = sampler.num_samples // s.batch_size
+    saved_at = -1
+    try:
+        while it < s.iterations:
+            skip = max_skip_at(s, it)
+            if skip is not None and data.set_max_skip is not None:
+                data.set_max_skip(skip)
+            sampler.set_epoch(epoch)
+            sampler.set_start(epoch_step * s.batch_size)
+            tick = time.perf_counter()
+            for batch in loader:
+                data_time = time.perf_counter() - tick
+                batch = to_device(batch, ctx.device)
+                with torch.autocast(device_type=ctx.device.type, dtype=amp_dtype(ctx.device), enabled=cfg.amp):
+                    out = model(batch)
+                    losses = compute_loss(batch, out, it, bce)
+                stats = reduce_stats(losses, ctx)
+                if not math.isfinite(stats["total_loss"]):
+                    raise NonFiniteLossError(f"loss is {stats['total_loss']} at iteration {it + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(losses["total_loss"]).backward()  # outside autocast
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                synchronize(ctx.device)
+                step_time = time.perf_counter() - tick
+
+                it += 1
+                epoch_step += 1
+                if epoch_step >= batches_per_epoch or max_skip_at(s, it) != skip:
+                    epoch, epoch_step = epoch + 1, 0  # a new epoch (and loader) for the next skip
+
+                if logger is not None:
+                    stats.update(lr=lr, data_time=data_time, compute_time=step_time - data_time,
+                                 step_time=step_time)
+                    if skip is not None:
+                        stats["max_skip"] = skip
+                    logger.add_iteration(it, stats)
+                    if logger.wants_images(it):
+                        logger.add_images(it, batch, out)
+                if it % cfg.save_every == 0:
+                    saver.save_weights(net, it)
+                if it % cfg.checkpoint_every == 0:
+                    saver.save_checkpoint(state())
+                    saved_at = it
+                if it >= s.iterations or epoch_step == 0:
+                    break
+                tick = time.perf_counter()
+        if saved_at != it:
+            saver.save_checkpoint(state())
+        if it % cfg.save_every != 0:
+            saver.save_weights(net, it)
+    except NonFiniteLossError as exc:
+        kept = (f"the last good checkpoint is {saver.last_checkpoint}" if saver.last_checkpoint
+                else "no checkpoint was written" if saver.enabled else "nothing is saved with --id NULL")
+        raise NonFiniteLossError(
+            f"{saver.run_dir}: {exc}; training stopped and this state was not saved, {kept} "
+            "(resume with --load_model, e.g. with --no_amp or a lower --lr)"
+        ) from None
+    finally:
+        if logger is not None:
+            logger.close()
+    if ctx.is_main and saver.enabled:
+        print(f"saved {saver.weights_path(it)} and {saver.checkpoint_path}", flush=True)
+    barrier()  # no process leaves (e.g. to load these weights next) before rank 0 has written them
+    return 0
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def reduce_stats(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
+    """Average the losses and sum the IoU counts over processes in one collective (this also lets
+    every rank see a NaN on any rank, so all of them stop together)."""
+    keys = [k for k in STAT_KEYS if k in losses]
+    vec = torch.stack([losses[k].detach().float() for k in keys])
+    all_reduce_sum(vec)
+    values = vec.tolist()
+    return {k: v / ctx.world_size if k in MEAN_KEYS else v for k, v in zip(keys, values)}
+
+
+USER_ERRORS = (ConfigError, CheckpointError, WeightsUnavailableError, NonFiniteLossError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    ctx = init_distributed(args.local_rank)
+    try:
+        cfg = build_config(args, ctx)
+        return train(cfg, ctx)
+    except USER_ERRORS as exc:
+        where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
+        print(f"error: {where}" + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+        return 1
+    finally:
+        cleanup(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
