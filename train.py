@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from model.losses import BootstrappedCE, compute_loss
 from model.network import STCN, CheckpointMismatchError
@@ -43,15 +43,12 @@ from util.distributed import (
     rng_states,
     seed_all,
     seed_process,
-    seed_worker,
     set_rng_states,
 )
+from dataset.util import worker_init_fn
 from util.logger import TrainLogger, tensorboard_dir
 
 REPO_ROOT = Path(__file__).resolve().parent
-SUBSET_DIR = REPO_ROOT / "dataset" / "subsets"
-DAVIS_REPEAT = 5  # supplementary F.3.2: DAVIS clips appear five times as often as YouTube-VOS ones
-YV_ANNOTATION_STRIDE = 5  # YouTube-VOS train annotates every 5th frame: its skip is divided by 5
 DEFAULT_SEED = 14159265  # the original's seed
 NULL_ID = "NULL"
 
@@ -125,41 +122,23 @@ class TrainData:
 
 def build_datasets(cfg: TrainConfig) -> TrainData:
     """The stage's training set. Roots are checked (path + expected layout) before any worker starts."""
+    from dataset.static_dataset import static_datasets
     from dataset.util import DatasetLayoutError, check_dataset_root
+    from dataset.vos_dataset import bl30k_dataset, main_training_datasets, set_max_jump
 
     s, crop = cfg.stage, cfg.crop_size
     try:
         if s.data == "static":
-            from dataset.static_dataset import static_datasets
-
             check_dataset_root(cfg.static_root, "static")
-            return TrainData(static_datasets(cfg.static_root))
-
-        from dataset.vos_dataset import VOSDataset, load_subset
-
-        first_skip = s.skip_values[0]
+            return TrainData(static_datasets(cfg.static_root, crop))
+        first_skip = s.skip_values[0]  # the curriculum's first maximum skip
         if s.data == "bl30k":
-            root = Path(cfg.bl_root)
-            check_dataset_root(root, "bl30k")
-            bl = VOSDataset(root / "JPEGImages", root / "Annotations", first_skip, is_bl=True, crop_size=crop)
-            return TrainData(bl, bl.set_max_jump)
-
-        davis = Path(cfg.davis_root) / "2017" / "trainval"
-        yv = Path(cfg.yv_root) / "train_480p"
-        check_dataset_root(davis, "davis2017")
-        check_dataset_root(yv, "youtube_train")
-        davis_set = VOSDataset(davis / "JPEGImages" / "480p", davis / "Annotations" / "480p", first_skip,
-                               subset=load_subset(SUBSET_DIR / "davis_subset.txt"), crop_size=crop)
-        yv_set = VOSDataset(yv / "JPEGImages", yv / "Annotations", max(1, first_skip // YV_ANNOTATION_STRIDE),
-                            subset=load_subset(SUBSET_DIR / "yv_subset.txt"), crop_size=crop)
+            data = bl30k_dataset(cfg.bl_root, first_skip, crop)
+        else:  # DAVIS x5 + YouTube-VOS (skip divided by its annotation stride inside)
+            data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, crop_size=crop)
     except DatasetLayoutError as exc:
         raise ConfigError(str(exc)) from None
-
-    def set_max_skip(skip: int) -> None:
-        davis_set.set_max_jump(skip)
-        yv_set.set_max_jump(max(1, skip // YV_ANNOTATION_STRIDE))
-
-    return TrainData(ConcatDataset([davis_set] * DAVIS_REPEAT + [yv_set]), set_max_skip)
+    return TrainData(data, lambda skip: set_max_jump(data, skip))
 
 
 def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
@@ -172,7 +151,7 @@ def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[D
         )
     loader = DataLoader(
         SeededSamples(data.dataset), batch_size=batch, sampler=sampler, num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker, drop_last=True, pin_memory=ctx.device.type == "cuda",
+        worker_init_fn=worker_init_fn, drop_last=True, pin_memory=ctx.device.type == "cuda",
         generator=torch.Generator().manual_seed(derive_seed(cfg.seed, ctx.rank)),
     )
     return loader, sampler

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 import train
 from model.network import STCN
 from model.train_wrapper import STCNTrainWrapper
-from util.logger import IMAGENET_MEAN, IMAGENET_STD
+from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--no_pretrained", "--num_workers", "0", "--crop_size", "32", "--batch_size", "1"]
@@ -255,3 +255,28 @@ def test_two_process_gloo_every_stage(tmp_path):
         assert set(weights) == reference and not any(k.startswith("module.") for k in weights)
         assert weights["value_encoder.conv1.weight"].shape[1] == (4 if single else 5)
         assert _load(save / run / f"{run}_checkpoint.pth")["world_size"] == 2
+
+
+def test_every_stage_trains_on_real_dataset_layouts(tmp_path):
+    """build_datasets on tiny synthetic folders in each layout (the paper's video lists honoured)."""
+    from dataset.util import load_subset
+    from tests import synthetic_data as sd
+
+    davis_names = sorted(load_subset(ROOT / "dataset" / "subsets" / "davis_subset.txt"))[:2]
+    yv_names = sorted(load_subset(ROOT / "dataset" / "subsets" / "yv_subset.txt"))[:2]
+    sd.make_static_root(tmp_path, images_per_set=1, fss_classes=1)
+    sd.make_bl30k_root(tmp_path, videos=1, frames=4)
+    sd.make_davis_root(tmp_path, videos=davis_names, frames=4)
+    yv = sd.make_youtube_root(tmp_path, videos=2, frames=3, valid_videos=0) / "train_480p"
+    for sub in ("JPEGImages", "Annotations"):  # give the synthetic videos names from the paper's list
+        for old, new in zip(sorted((yv / sub).iterdir()), yv_names):
+            old.rename(yv / sub / new)
+    roots = ["--static_root", str(tmp_path / "static"), "--bl_root", str(tmp_path / "BL30K"),
+             "--davis_root", str(tmp_path / "DAVIS"), "--yv_root", str(tmp_path / "YouTube")]
+    for stage in ("0", "1", "3"):
+        args = ["--stage", stage, "--id", f"s{stage}", "--save_dir", str(tmp_path / "saves"),
+                "--iterations", "1", *roots, *TINY]
+        assert train.main(args) == 0, stage
+        assert (tmp_path / "saves" / f"s{stage}" / f"s{stage}_1.pth").is_file()
+    # a missing root is reported before any worker starts
+    assert train.main(["--stage", "2", "--id", "NULL", "--davis_root", str(tmp_path / "nope"), *roots[:6], *TINY]) == 1

@@ -113,15 +113,6 @@ def seed_process(seed: int, rank: int, iteration: int = 0) -> None:
     seed_all(derive_seed(seed, rank, iteration))
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: numpy/random from torch's per-worker seed, which the DataLoader
-    derives from the (per-rank seeded) main process and the worker id. Samples are re-seeded
-    individually by SeededSamples on top of this."""
-    worker_seed = torch.initial_seed() % 2**32
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
-
-
 def rng_states() -> dict[str, Any]:
     states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dataset.transforms import im_denormalization
+
 # The frame normalisation of the datasets (ImageNet statistics, as torchvision's ResNet weights).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def git_description(path: str | os.PathLike) -> str:
@@ -37,17 +37,10 @@ def git_description(path: str | os.PathLike) -> str:
         return f"unknown ({type(exc).__name__})"
 
 
-def denormalise(rgb: Tensor) -> Tensor:
-    """(..., 3, H, W) normalised frames -> [0, 1] images."""
-    mean = torch.tensor(IMAGENET_MEAN, device=rgb.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=rgb.device).view(3, 1, 1)
-    return (rgb.float() * std + mean).clamp(0, 1)
-
-
 def sample_grid(data: dict[str, Tensor], out: dict[str, Tensor]) -> Tensor:
     """3 x (H, 3W) image: row 1 the frames, row 2 ground truth, row 3 the predictions
     (frame 0 shows its given mask). First object red, second green."""
-    frames = denormalise(data["rgb"][0].detach().cpu())  # 3, 3, H, W
+    frames = im_denormalization(data["rgb"][0].detach().cpu())  # 3, 3, H, W
     t, _, h, w = frames.shape
 
     def colour(first: Tensor, second: Tensor | None) -> Tensor:
