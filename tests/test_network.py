@@ -105,6 +105,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
         atomic_save({"a": Boom()}, target)
     assert torch.load(target, weights_only=True)["a"].tolist() == [1.0, 1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pth"]
+    assert target.stat().st_mode & 0o777 == 0o644
 
 
 @pytest.mark.parametrize("size", [(37, 50), (48, 64), (70, 33)])

@@ -18,6 +18,9 @@ from torch import Tensor
 from model.network import STCN, CheckpointMismatchError
 
 
+CHECKPOINT_MODE = 0o644  # readable by others, as torch.save would leave it
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable or not an STCN state dict."""
 
@@ -32,6 +35,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, CHECKPOINT_MODE)  # mkstemp creates owner-only files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
