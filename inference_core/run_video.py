@@ -29,7 +29,7 @@ from dataset.test_datasets import TestVideo
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
-from util.device import resolve_device, synchronize
+from util.device import prepare_for_inference, resolve_device, synchronize
 from util.io import DataError, write_mask
 
 PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written
@@ -186,7 +186,7 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if args.top < 1 or args.mem_every < 1:
         raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
     dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
-    network = load_network(args.model, device=device)
+    network = prepare_for_inference(load_network(args.model, device=device))
     return InferenceCore(
         network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
         amp=args.amp, amp_dtype=getattr(torch, dtype_name),

@@ -24,7 +24,7 @@ from inference_core import InferenceCore  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
 from util.checkpoint import load_network  # noqa: E402
-from util.device import resolve_device, synchronize  # noqa: E402
+from util.device import prepare_for_inference, resolve_device, synchronize  # noqa: E402
 
 ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
 
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = True
-    net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device).eval()
+    net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device)
+    net = prepare_for_inference(net)
     width = round(args.height * ASPECT)
     width += (-width) % 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"

