@@ -11,13 +11,12 @@ ready for the evaluation server.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 from dataset.test_datasets import EVAL_SHORT_SIDE, YouTubeVOSTestDataset
+from util.atomic import atomic_path
 from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
@@ -39,17 +38,11 @@ def make_zip(output: Path) -> Path:
     output = output.resolve()
     target = output.parent / f"{output.name}.zip"
     (output / RESULT_FOLDER).mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
-            for video in sorted(p for p in (output / RESULT_FOLDER).iterdir() if p.is_dir() and not p.name.startswith(".")):
-                for png in sorted(video.glob("*.png")):
-                    zf.write(png, f"{RESULT_FOLDER}/{video.name}/{png.name}")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        # PNGs are compressed already
+        for video in sorted(p for p in (output / RESULT_FOLDER).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for png in sorted(video.glob("*.png")):
+                zf.write(png, f"{RESULT_FOLDER}/{video.name}/{png.name}")
     return target
 
 

@@ -7,7 +7,6 @@ checkpoint file can be wrong into one `CheckpointError` that names the file and 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,7 @@ import torch
 from torch import Tensor
 
 from model.network import STCN, CheckpointMismatchError
-
-
-CHECKPOINT_MODE = 0o644  # readable by others, as torch.save would leave it
+from util.atomic import atomic_path
 
 
 class CheckpointError(RuntimeError):
@@ -26,21 +23,12 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` through a temporary file + rename (atomic on POSIX and Windows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, CHECKPOINT_MODE)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:

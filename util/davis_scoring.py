@@ -234,18 +234,23 @@ def _read_png(path: Path, what: str) -> np.ndarray:
     return array
 
 
+def _single_object(array: np.ndarray) -> np.ndarray:
+    """DAVIS 2016: any non-zero pixel (of any channel) is the one object."""
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=-1)
+    return (array > 0).astype(np.uint8) * SINGLE_OBJECT_ID
+
+
 def _read_gt(path: Path, year: str) -> np.ndarray:
     """GT object ids (H, W); 2017: void 255 -> background as the toolkit; 2016: non-zero -> object 1."""
     array = _read_png(path, "ground-truth mask")
+    if year == "2016":
+        return _single_object(array)
     if array.ndim == 3:
-        if year == "2016":
-            return (array[..., :3].max(axis=-1) > 0).astype(np.uint8) * SINGLE_OBJECT_ID
         raise ScoringError(
             f"{path}: ground truth is a colour image, not an indexed PNG; use the DAVIS 2017 annotations "
             "(palette PNGs with object ids)"
         )
-    if year == "2016":
-        return (array > 0).astype(np.uint8) * SINGLE_OBJECT_ID
     array = array.astype(np.int64)
     array[array == TOOLKIT_VOID_LABEL] = 0
     return array
@@ -254,15 +259,13 @@ def _read_gt(path: Path, year: str) -> np.ndarray:
 def _read_prediction(path: Path, year: str) -> np.ndarray:
     """Predicted object ids (H, W); 2016: any non-zero pixel is object 1."""
     array = _read_png(path, "result mask")
+    if year == "2016":
+        return _single_object(array)
     if array.ndim == 3:
-        if year == "2016":
-            return (array[..., :3].max(axis=-1) > 0).astype(np.uint8) * SINGLE_OBJECT_ID
         raise ScoringError(
             f"{path}: result is a colour ({array.shape[-1]}-channel) image, not an indexed PNG; save masks "
             "as palette or grayscale PNGs whose pixel values are the object ids"
         )
-    if year == "2016":
-        return (array > 0).astype(np.uint8) * SINGLE_OBJECT_ID
     return array.astype(np.int64)
 
 

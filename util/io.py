@@ -12,12 +12,13 @@ so a script prints it as one `error:` line.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from util.atomic import atomic_path
 
 PALETTE_ENTRIES = 256  # an 8-bit PNG palette
 MAX_OBJECTS = PALETTE_ENTRIES - 1  # labels 1..255 in an indexed PNG (0 = background)
@@ -276,14 +277,6 @@ def write_mask(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[in
 
 def atomic_save_image(img: Image.Image, path: str | os.PathLike, format: str = "PNG") -> Path:
     """Save an image through a temporary file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=format)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=format)
+    return Path(path)
