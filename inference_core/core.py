@@ -43,6 +43,7 @@ class InferenceCore:
     include_last: also keep the previous frame as a temporary memory frame (off in the paper).
     amp: run the network under torch.autocast with `amp_dtype`.
     max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
+    max_mem_mb: bound on the memory's keys and values in MiB (None = unbounded); see MemoryBank.
     chunk_size: query positions per memory-read chunk (None = all at once); same result.
     object_batch: objects decoded / value-encoded per batch (None = all at once); same result.
     """
@@ -56,6 +57,7 @@ class InferenceCore:
         amp: bool = False,
         amp_dtype: torch.dtype = torch.float16,
         max_mem_frames: int | None = None,
+        max_mem_mb: float | None = None,
         chunk_size: int | None = None,
         object_batch: int | None = None,
     ) -> None:
@@ -74,6 +76,9 @@ class InferenceCore:
                             ("object_batch", object_batch)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if max_mem_mb is not None and not max_mem_mb > 0:
+            raise ValueError(f"max_mem_mb must be > 0 or None, got {max_mem_mb}")
+        self.max_mem_mb = max_mem_mb
         self.max_mem_frames = max_mem_frames
         self.chunk_size = chunk_size
         self.object_batch = object_batch
@@ -81,7 +86,10 @@ class InferenceCore:
 
     def reset(self) -> None:
         """Forget the current video."""
-        self.memory = MemoryBank(top_k=self.top_k, max_frames=self.max_mem_frames, chunk_size=self.chunk_size)
+        self.memory = MemoryBank(
+            top_k=self.top_k, max_frames=self.max_mem_frames, chunk_size=self.chunk_size,
+            max_bytes=None if self.max_mem_mb is None else int(self.max_mem_mb * 2**20),
+        )
         self.labels: list[int] = []  # caller's label of each internal object, in order of appearance
         self.frame_index = -1  # index of the last frame given to step() or skip()
         self.last_mem_index: int | None = None

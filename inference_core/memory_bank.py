@@ -12,10 +12,13 @@ serves all groups: each group takes its top-k over its own suffix.
                                       that adding a frame appends rows and top-k reads gather rows)
     temp        optional last-frame key/values (the `include_last` option), read by every group
 
-Bounded memory (`max_frames`, off by default as in the paper): the first memory frame of every
-group (the frame that carries its annotation) is permanent; when more than `max_frames` frames are
-stored, the oldest non-permanent frame is dropped (a sliding window over the most recent frames).
-Dropping a frame removes it for every group, so each group's frames remain a suffix.
+Bounded memory (`max_frames` and/or `max_bytes`, both off by default as in the paper): the first
+memory frame of every group (the frame that carries its annotation) is permanent; when more than
+`max_frames` frames are stored, or the stored keys and values take more than `max_bytes`, the
+oldest non-permanent frame is dropped (a sliding window over the most recent frames). Dropping a
+frame removes it for every group, so each group's frames remain a suffix. Permanent frames are
+never dropped, so a budget smaller than they need is exceeded by them alone (the window is then
+empty: every frame reads only the annotated frames).
 
 Chunked read (`chunk_size`): the similarity, top-k and readout are computed for `chunk_size` query
 positions at a time; each query position is independent, so the result is the same while the
@@ -50,6 +53,7 @@ class MemoryBank:
     groups: list[ObjectGroup] = field(default_factory=list)
     positions_per_frame: int = 0  # h*w
     max_frames: int | None = None  # None: unbounded (the paper)
+    max_bytes: int | None = None  # None: unbounded; else bound on keys + values (temporary frame excluded)
     chunk_size: int | None = None  # query positions per similarity chunk; None: all at once
 
     @property
@@ -59,6 +63,17 @@ class MemoryBank:
     @property
     def num_frames(self) -> int:
         return len(self.frame_ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored keys and values (the temporary frame excluded)."""
+        total = 0 if self.keys is None else self.keys.nelement() * self.keys.element_size()
+        return total + sum(g.values.nelement() * g.values.element_size() for g in self.groups if g.values is not None)
+
+    def over_budget(self) -> bool:
+        if self.max_frames is not None and self.num_frames > self.max_frames:
+            return True
+        return self.max_bytes is not None and self.nbytes > self.max_bytes
 
     def add_group(self, objects: list[int]) -> None:
         """Objects entering now; their memory starts with the next frame added."""
@@ -85,9 +100,8 @@ class MemoryBank:
         for g in self.groups:
             v = values[:, g.objects]
             g.values = v if g.values is None else torch.cat([g.values, v], dim=0)
-        if self.max_frames is not None:
-            while self.num_frames > self.max_frames and self._drop_oldest_removable():
-                pass
+        while self.over_budget() and self._drop_oldest_removable():
+            pass
 
     def permanent_frames(self) -> set[int]:
         """Positions (in frame_ids) of frames that are never dropped: each group's first frame."""

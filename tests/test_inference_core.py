@@ -145,3 +145,25 @@ def test_unset_budget_is_identical_to_default(stcn_net):
     roomy = run_core(InferenceCore(stcn_net, max_mem_frames=100), images, labels)
     for a, b in zip(default, roomy):
         assert torch.equal(a, b)
+
+
+def test_memory_budget_in_megabytes_bounds_stored_bytes(stcn_net):
+    images, labels = moving_squares(frames=12, objects=2)
+    probe = InferenceCore(stcn_net, mem_every=1)
+    probe.step(images[0], labels[0])
+    frame_bytes = probe.memory.nbytes  # keys + values of one memory frame
+    budget_mb = 3.5 * frame_bytes / 2**20
+    core = InferenceCore(stcn_net, mem_every=1, max_mem_mb=budget_mb)
+    for ti, img in enumerate(images):
+        core.step(img, labels[0] if ti == 0 else None)
+        assert core.memory.nbytes <= budget_mb * 2**20
+    assert core.memory.frame_ids == [0, 10, 11]  # annotated frame + the two most recent that fit
+
+
+def test_memory_budget_smaller_than_annotated_frames_keeps_them(stcn_net):
+    images, labels = moving_squares(frames=6, objects=1)
+    core = InferenceCore(stcn_net, mem_every=1, max_mem_mb=1e-6)
+    for ti, img in enumerate(images):
+        prob = core.step(img, labels[0] if ti == 0 else None)
+        assert torch.isfinite(prob).all()
+    assert core.memory.frame_ids == [0]
