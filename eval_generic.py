@@ -6,6 +6,8 @@
 a mask for each frame where objects first appear (an indexed PNG, one index per object; colour
 masks are accepted when their colours are unambiguous). Every frame is written to
 <output>/<video>/<frame>.png at the video's size, in the palette of its annotations.
+--overlay <dir> also writes <dir>/<video>.mp4 (masks blended over the frames); --binary_masks <dir>
+writes <dir>/<video>/<object label>/<frame>.png (0/255). Video files: segment_video.py.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dataset.test_datasets import EVAL_SHORT_SIDE, GenericTestDataset
+from inference_core.outputs import BinaryMaskSink, OverlaySink
 from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
 
 
@@ -22,6 +25,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_path", required=True, help="folder with JPEGImages/<video>/ and Annotations/<video>/")
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help="shorter side the frames are resized to for the network (-1: native size)")
+    parser.add_argument("--overlay", default=None, help="also write <dir>/<video>.mp4 with the masks over the frames")
+    parser.add_argument("--overlay_fps", type=float, default=None, help="frame rate of the overlays (default 24)")
+    parser.add_argument("--binary_masks", default=None, help="also write <dir>/<video>/<object label>/<frame>.png (0/255)")
     add_common_args(parser)
     return parser
 
@@ -33,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         dataset = GenericTestDataset(args.data_path, short_side=None if args.size <= 0 else args.size)
         core = build_core(args)
         output = Path(args.output)
-        stats = run_dataset(core, dataset.videos, lambda v: output / v.name)
+        sinks = []
+        if args.overlay:
+            sinks.append(OverlaySink(lambda v: Path(args.overlay) / f"{v.name}.mp4", fps=args.overlay_fps))
+        if args.binary_masks:
+            sinks.append(BinaryMaskSink(lambda v: Path(args.binary_masks) / v.name))
+        stats = run_dataset(core, dataset.videos, lambda v: output / v.name, sinks=sinks)
         stats.print()
         return 0
 

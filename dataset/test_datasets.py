@@ -88,6 +88,7 @@ class TestVideo:
         self.expected_labels = dict(expected_labels or {})
         self._reader: MaskReader | None = None
         self._size: tuple[int, int] | None = None
+        self.object_labels: list[int] = []  # every label in the annotations (set by `prepare`)
 
     def __repr__(self) -> str:
         return f"TestVideo({self.name!r}, {len(self.frames)} frames)"
@@ -139,6 +140,7 @@ class TestVideo:
                 "no annotation for this video",
                 "add the first-frame mask of each object to the Annotations folder",
             )
+        self.object_labels = sorted(set().union(*found.values()))
         self._reader = MaskReader(single_object=self.single_object)  # re-read in frame order below
         self._reader.palette = list(reader.palette)
         self._reader.colour_labels = dict(reader.colour_labels)
@@ -153,8 +155,8 @@ class TestVideo:
                 "annotations must have the size of their frames (re-export them at the video's resolution)",
             )
 
-    def load_image(self, index: int) -> Tensor:
-        """Frame `index` as a normalised 3, H, W tensor at the network size."""
+    def frame_image(self, index: int) -> Image.Image:
+        """Frame `index` at its original size, RGB; a frame of another size than the first is refused."""
         frame = self.frames[index]
         img = read_image(frame.image_path)
         if (img.height, img.width) != self.size:
@@ -163,10 +165,19 @@ class TestVideo:
                 f"frame is {img.width}x{img.height} but the first frame of {self.name} is {self.size[1]}x{self.size[0]}",
                 "all frames of a video must have the same size",
             )
+        return img
+
+    def load_image(self, index: int) -> Tensor:
+        """Frame `index` as a normalised 3, H, W tensor at the network size."""
+        img = self.frame_image(index)
         h, w = self.network_size
         if (h, w) != self.size:
             img = img.resize((w, h), Image.BICUBIC)
         return normalise(img)
+
+    def original_rgb(self, index: int) -> np.ndarray:
+        """Frame `index` at its original size as an (H, W, 3) uint8 RGB array (for overlays)."""
+        return np.asarray(self.frame_image(index), dtype=np.uint8)
 
     def load_mask(self, index: int) -> Tensor | None:
         """The annotation given on frame `index` as an (H, W) long label map at the network size."""

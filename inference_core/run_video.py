@@ -17,7 +17,6 @@ import argparse
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,11 @@ import torch
 
 from dataset.test_datasets import TestVideo
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
+from inference_core.outputs import FrameSink, partial_dir, replace_dir
 from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
 from util.device import prepare_for_inference, resolve_device, synchronize
 from util.io import DataError, write_mask
-
-PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written
-
 
 @dataclass
 class RunStats:
@@ -54,29 +51,46 @@ class RunStats:
         print(f"FPS: {self.fps}", file=file)
 
 
-def run_video(core: InferenceCore, video: TestVideo, out_dir: Path, stats: RunStats) -> None:
-    """Segment one video and write its required frames to `out_dir/<frame>.png`.
+def frames_to_process(video: TestVideo) -> int:
+    """Frames up to the last required or annotated one (later frames are not processed)."""
+    needed = [i for i, f in enumerate(video.frames) if f.required or f.mask_path is not None]
+    return needed[-1] + 1 if needed else 0
+
+
+def run_video(
+    core: InferenceCore,
+    video: TestVideo,
+    out_dir: Path,
+    stats: RunStats,
+    sinks: Sequence[FrameSink] = (),
+    on_frame: Callable[[], None] | None = None,
+) -> None:
+    """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
     Frames after the last required or annotated frame are not processed; frames that are neither
-    required nor memory (see `InferenceCore.needs_frame`) are skipped.
+    required nor memory (see `InferenceCore.needs_frame`) are skipped. `on_frame` is called after
+    every frame (processed or skipped), e.g. to advance a progress bar.
     """
     core.reset()
     video.prepare()  # reads every annotation: a bad one stops here, before anything is written
     palette = video.palette
     size = video.size
-    needed = [i for i, f in enumerate(video.frames) if f.required or f.mask_path is not None]
-    last = needed[-1] if needed else -1
+    last = frames_to_process(video) - 1
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f"{PARTIAL_PREFIX}{out_dir.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = partial_dir(out_dir)
+    started: list[FrameSink] = []
     try:
+        for sink in sinks:
+            sink.begin(video)
+            started.append(sink)
         for i in range(last + 1):
             frame = video.frames[i]
             annotated = frame.mask_path is not None
             if not core.needs_frame(frame.required or annotated):
                 core.skip()
+                if on_frame is not None:
+                    on_frame()
                 continue
             image = video.load_image(i).to(core.device)  # I/O: not timed
             mask, start = None, None
@@ -95,9 +109,17 @@ def run_video(core: InferenceCore, video: TestVideo, out_dir: Path, stats: RunSt
 
             if labels is not None:
                 write_mask(tmp / f"{frame.name}.png", labels, palette)
-        _replace_dir(tmp, out_dir)
+                for sink in sinks:
+                    sink.add(i, labels)
+            if on_frame is not None:
+                on_frame()
+        for sink in sinks:
+            sink.commit()
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for sink in started:
+            sink.abort()
         raise
 
 
@@ -119,17 +141,6 @@ def starting_objects(
     return torch.where(keep, mask, torch.zeros_like(mask)), start
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder `src` to `dst`, replacing an older result there."""
-    if dst.exists():
-        old = dst.parent / f"{PARTIAL_PREFIX}old-{dst.name}-{uuid.uuid4().hex[:8]}"
-        dst.rename(old)
-        src.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        src.rename(dst)
-
-
 class _CurrentStderr:
     """Writes to whatever sys.stderr is now: progressbar would otherwise keep the stream it saw at import."""
 
@@ -147,19 +158,46 @@ class _CurrentStderr:
 
 
 def run_dataset(
-    core: InferenceCore, videos: Sequence[TestVideo], out_dir_of: Callable[[TestVideo], Path], quiet: bool = False
+    core: InferenceCore,
+    videos: Sequence[TestVideo],
+    out_dir_of: Callable[[TestVideo], Path],
+    quiet: bool = False,
+    sinks: Sequence[FrameSink] = (),
 ) -> RunStats:
-    """Run every video with a progress bar; returns the totals for the timing lines."""
+    """Run every video with a progress bar over all frames; returns the totals for the timing lines.
+
+    The bar shows the current video, the size of its memory (frames and MiB of keys and values)
+    and the processing frame rate (I/O excluded, as the final FPS line).
+    """
     stats = RunStats()
-    bar = progressbar.ProgressBar(max_value=len(videos), fd=_CurrentStderr()) if not quiet else None
+    if quiet:
+        for video in videos:
+            run_video(core, video, out_dir_of(video), stats, sinks)
+        return stats
+
+    status = progressbar.FormatCustomText(
+        "%(video)s | memory %(mem_frames)d frames, %(mem_mib).1f MiB | %(fps).2f fps",
+        dict(video="", mem_frames=0, mem_mib=0.0, fps=0.0),
+    )
+    widgets = [progressbar.Percentage(), " ", progressbar.SimpleProgress(), " ", progressbar.Bar(), " ",
+               status, " ", progressbar.ETA()]
+    total = sum(frames_to_process(v) for v in videos)
+    bar = progressbar.ProgressBar(max_value=max(total, 1), widgets=widgets, fd=_CurrentStderr())
+    done = 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        status.update_mapping(mem_frames=core.memory.num_frames, mem_mib=core.memory.nbytes / 2**20,
+                              fps=stats.fps if stats.seconds > 0 else 0.0)
+        bar.update(min(done, total))
+
     try:
-        for n, video in enumerate(videos):
-            run_video(core, video, out_dir_of(video), stats)
-            if bar is not None:
-                bar.update(n + 1)
+        for video in videos:
+            status.update_mapping(video=video.name)
+            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance)
     finally:
-        if bar is not None:
-            bar.finish(dirty=True)
+        bar.finish(dirty=True)
     return stats
 
 
@@ -175,6 +213,15 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
     parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
+    long = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
+    long.add_argument("--max_mem_frames", type=int, default=None,
+                      help="keep at most this many memory frames: the annotated frames always, then the most recent")
+    long.add_argument("--max_mem_mb", type=float, default=None,
+                      help="keep the memory's keys and values under this many MiB (same policy)")
+    long.add_argument("--chunk_size", type=int, default=None,
+                      help="query positions per memory-read chunk: bounds the affinity's size, same result")
+    long.add_argument("--object_batch", type=int, default=None,
+                      help="objects value-encoded and decoded per batch (default: all at once), same result")
 
 
 def build_core(args: argparse.Namespace) -> InferenceCore:
@@ -185,11 +232,18 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
         raise DataError("--device", str(exc).split(": ", 1)[-1], "choose auto, cpu or an existing cuda:i") from None
     if args.top < 1 or args.mem_every < 1:
         raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
+    for flag in ("max_mem_frames", "chunk_size", "object_batch"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
+    if getattr(args, "max_mem_mb", None) is not None and not args.max_mem_mb > 0:
+        raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
     dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
     network = prepare_for_inference(load_network(args.model, device=device))
     return InferenceCore(
         network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
         amp=args.amp, amp_dtype=getattr(torch, dtype_name),
+        max_mem_frames=getattr(args, "max_mem_frames", None), max_mem_mb=getattr(args, "max_mem_mb", None),
+        chunk_size=getattr(args, "chunk_size", None), object_batch=getattr(args, "object_batch", None),
     )
 
 

@@ -15,11 +15,14 @@ FILE_MODE = 0o644  # mkstemp creates owner-only files; results and checkpoints a
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in `path`'s folder; on success it replaces `path`, on error it is removed."""
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder; on success it replaces `path`, on error it is removed.
+
+    suffix: appended to the temporary name (for writers that pick the format from the extension).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -1,0 +1,113 @@
+"""Extra outputs of a segmented video, written frame by frame beside the palette masks.
+
+A sink sees each written frame's label map as soon as it is produced (`add`), and makes its result
+visible only when the whole video is done (`commit`); on an error `abort` removes what it wrote,
+so an output that exists is complete.
+
+    BinaryMaskSink   <root>/<video>/<label>/<frame>.png: 0/255 greyscale, one folder per object
+    OverlaySink      <root>/<video>.mp4 (or one given file): the frames with the masks blended in
+"""
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from dataset.test_datasets import TestVideo
+from util.io import atomic_save_image
+from util.video import DEFAULT_FPS, VideoWriter, overlay
+
+PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written
+BINARY_FOREGROUND = 255
+
+
+class FrameSink(Protocol):
+    def begin(self, video: TestVideo) -> None: ...
+    def add(self, index: int, labels: np.ndarray) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def partial_dir(final: Path) -> Path:
+    """A fresh hidden folder beside `final` to write into before `replace_dir`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{PARTIAL_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder `src` to `dst`, replacing an older result there."""
+    if dst.exists():
+        old = dst.parent / f"{PARTIAL_PREFIX}old-{dst.name}-{uuid.uuid4().hex[:8]}"
+        dst.rename(old)
+        src.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        src.rename(dst)
+
+
+class BinaryMaskSink:
+    """One 0/255 PNG per object and frame: `<dir_of(video)>/<label>/<frame>.png`."""
+
+    def __init__(self, dir_of: Callable[[TestVideo], Path]) -> None:
+        self.dir_of = dir_of
+        self._video: TestVideo | None = None
+        self._tmp: Path | None = None
+
+    def begin(self, video: TestVideo) -> None:
+        video.prepare()
+        self._video, self._tmp = video, partial_dir(Path(self.dir_of(video)))
+        for label in video.object_labels:
+            (self._tmp / str(label)).mkdir()
+
+    def add(self, index: int, labels: np.ndarray) -> None:
+        assert self._video is not None and self._tmp is not None
+        name = self._video.frames[index].name
+        for label in self._video.object_labels:
+            binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
+            atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+
+    def commit(self) -> None:
+        assert self._video is not None and self._tmp is not None
+        replace_dir(self._tmp, Path(self.dir_of(self._video)))
+        self._tmp = None
+
+    def abort(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+class OverlaySink:
+    """A video of the frames with each object's palette colour blended in (`path_of(video)`)."""
+
+    def __init__(self, path_of: Callable[[TestVideo], Path], fps: float | None = None) -> None:
+        self.path_of = path_of
+        self.fps = fps  # None: the video file's own rate, else DEFAULT_FPS
+        self._video: TestVideo | None = None
+        self._writer: VideoWriter | None = None
+
+    def begin(self, video: TestVideo) -> None:
+        fps = self.fps or getattr(video, "fps", None) or DEFAULT_FPS
+        self._video = video
+        self._writer = VideoWriter(Path(self.path_of(video)), fps=fps)
+
+    def add(self, index: int, labels: np.ndarray) -> None:
+        assert self._video is not None and self._writer is not None
+        self._writer.write(overlay(self._video.original_rgb(index), labels, self._video.palette))
+
+    def commit(self) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._writer = None
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
