@@ -7,6 +7,13 @@ process' peak RSS on CPU) and the number of memory frames at the end. `--baselin
 dense, unoptimised transcription of the original computation (inference_core/reference.py).
 
     python scripts/benchmark_inference.py --height 480 --lengths 50 200 --objects 1 2 4 --precision fp32 amp
+
+Long videos: `--budgets none 20` runs every configuration unbounded and with at most 20 memory
+frames; `--report_at` prints rows while one long video runs (FPS over the frames since the
+previous row, peak memory so far), so one 10,000-frame run gives the whole curve:
+
+    python scripts/benchmark_inference.py --height 64 --lengths 10000 --report_at 100 1000 10000 \
+        --objects 2 --precision fp32 --budgets none 20
 """
 from __future__ import annotations
 
@@ -44,6 +51,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="frames of a short run before timing")
+    p.add_argument("--budgets", nargs="+", default=["none"],
+                   help="memory bounds to compare: none (unbounded, the paper) or a number of memory frames")
+    p.add_argument("--report_at", type=int, nargs="+", default=None,
+                   help="also print a row after these many frames of each video (a memory/speed curve)")
     return p
 
 
@@ -93,7 +104,10 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_once(net: STCN, args, device, length: int, objects: int, precision: str, baseline: bool) -> dict:
+def run_once(
+    net: STCN, args, device, length: int, objects: int, precision: str, baseline: bool, budget: int | None
+) -> list[dict]:
+    """Propagate one synthetic video; one result row per `--report_at` point (and at the end)."""
     video = SyntheticVideo(args.height, round(args.height * ASPECT), objects, device)
     amp_dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else (
         torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -103,7 +117,7 @@ def run_once(net: STCN, args, device, length: int, objects: int, precision: str,
         if baseline:
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
         return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
-                             amp=precision == "amp", amp_dtype=amp_dtype)
+                             amp=precision == "amp", amp_dtype=amp_dtype, max_mem_frames=budget)
 
     warm = make()  # warm-up: allocator, kernels, autotuning
     for t in range(min(args.warmup, length)):
@@ -112,7 +126,8 @@ def run_once(net: STCN, args, device, length: int, objects: int, precision: str,
     del warm
     reset_peak_memory(device)
     core = make()
-    total = 0.0
+    marks = sorted({n for n in (args.report_at or []) if 0 < n < length} | {length})
+    rows, total, since = [], 0.0, 0
     for t in range(length):
         img, lab = video.frame(t)
         synchronize(device)
@@ -120,8 +135,14 @@ def run_once(net: STCN, args, device, length: int, objects: int, precision: str,
         core.step(img, lab) if t == 0 else core.step(img, end=t == length - 1)
         synchronize(device)
         total += time.perf_counter() - start
-    mem_frames = len(core.mem_k) if baseline else core.memory.num_frames
-    return {"fps": length / total, "peak_mb": peak_memory_mb(device), "mem_frames": mem_frames}
+        if t + 1 in marks:
+            mem_frames = len(core.mem_k) if baseline else core.memory.num_frames
+            mem_mib = (sum(x.nelement() * x.element_size() for x in core.mem_k + core.mem_v) if baseline
+                       else core.memory.nbytes) / 2**20
+            rows.append({"frames": t + 1, "fps": (t + 1 - since) / total, "peak_mb": peak_memory_mb(device),
+                         "mem_frames": mem_frames, "mem_mib": mem_mib})
+            total, since = 0.0, t + 1
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,15 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     width += (-width) % 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; frames {width}x{args.height} (padded to multiples of 16)")
-    print("| path | precision | objects | frames | FPS | peak memory (MB) | memory frames |")
-    print("|---|---|---|---|---|---|---|")
-    runs = [("core", p) for p in args.precision] + ([("dense reference", "fp32")] if args.baseline else [])
+    print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames | memory (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
+    runs = [("core", p, b) for p in args.precision for b in budgets]
+    runs += [("dense reference", "fp32", None)] if args.baseline else []
     for length in args.lengths:
         for objects in args.objects:
-            for path, precision in runs:
-                r = run_once(net, args, device, length, objects, precision, baseline=path != "core")
-                print(f"| {path} | {precision} | {objects} | {length} | {r['fps']:.2f} | {r['peak_mb']:.0f} | "
-                      f"{r['mem_frames']} |", flush=True)
+            for path, precision, budget in runs:
+                rows = run_once(net, args, device, length, objects, precision, path != "core", budget)
+                for r in rows:
+                    bound = "none" if budget is None else f"{budget} frames"
+                    print(f"| {path} | {precision} | {objects} | {bound} | {r['frames']} | {r['fps']:.2f} | "
+                          f"{r['peak_mb']:.0f} | {r['mem_frames']} | {r['mem_mib']:.1f} |", flush=True)
     return 0
 
 
