@@ -20,7 +20,12 @@ from pathlib import Path
 from dataset.test_datasets import EVAL_SHORT_SIDE
 from dataset.video_file import VideoFileVideo, annotations_by_frame
 from inference_core.outputs import BinaryMaskSink, OverlaySink
-from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
+from inference_core.run_video import (
+    add_common_args,
+    build_core,
+    report_errors,
+    run_dataset,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
 """A direct, unoptimised transcription of STCN propagation, for checking and benchmarking.
 
-It follows the original implementation's computation order: one memory for all objects, the
-dense top-k affinity (a THW x HW matrix with zeros outside the top k), a dense `vM W` product per
-object, and the decoder on the concatenated [readout, query value] of each object. Every 5th frame
+It follows the original implementation's computation order and amount of work: one memory for
+all objects, the dense top-k affinity (a THW x HW matrix with zeros outside the top k), a dense
+`vM W` product per object, and the decoder on the concatenated [readout, query value] of each
+object, its skip convolutions run once on the batch-1 query features and broadcast over objects
+(as the original's decoder did when given one query frame). Every 5th frame
 (counted from frame 0) becomes memory; the first frame's annotation is soft-aggregated before its
 value is encoded. `InferenceCore` must produce the same probabilities (tests/test_inference_core.py)
 while doing less work; scripts/benchmark_inference.py times both.
@@ -49,8 +51,8 @@ class ReferencePropagation:
             read = readout(affinity, mv).view(k, -1, *k16.shape[-2:])
             dec = net.decoder
             x16 = dec.compress(torch.cat([read, qv16.expand(k, -1, -1, -1)], dim=1))
-            x8 = dec.up_16_8(f8.expand(k, -1, -1, -1), x16)
-            x4 = dec.up_8_4(f4.expand(k, -1, -1, -1), x8)
+            x8 = dec.up_16_8(f8, x16)  # f8, f4: batch 1, broadcast over the k objects
+            x4 = dec.up_8_4(f4, x8)
             logits = F.interpolate(dec.pred(F.relu(x4)), scale_factor=4, mode="bilinear", align_corners=False)
             prob = soft_aggregate(torch.sigmoid(logits), dim=0)[:, 0]
         if self.ti % self.mem_every == 0 and not end:

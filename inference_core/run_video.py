@@ -32,6 +32,7 @@ from util.checkpoint import CheckpointError, load_network
 from util.device import prepare_for_inference, resolve_device, synchronize
 from util.io import DataError, write_mask
 
+
 @dataclass
 class RunStats:
     """Processed frames and processing time (I/O excluded) over all videos."""

@@ -53,6 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="frames of a short run before timing")
     p.add_argument("--budgets", nargs="+", default=["none"],
                    help="memory bounds to compare: none (unbounded, the paper) or a number of memory frames")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where the time goes (key encoder, memory read, decoder, value encoder, rest)")
     p.add_argument("--report_at", type=int, nargs="+", default=None,
                    help="also print a row after these many frames of each video (a memory/speed curve)")
     return p
@@ -104,6 +106,50 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class StageTimer:
+    """Times the network's stages by wrapping the bound methods of one network and memory bank.
+
+    Each wrapped call synchronises the device before and after, so the split is exact but the
+    total is slightly slower than an unprofiled run; "rest" is the frame time outside the stages
+    (aggregation, padding, Python).
+    """
+
+    STAGES = ("key encoder", "memory read", "decoder", "value encoder")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+
+    def wrap(self, obj, attr: str, stage: str) -> None:
+        fn = getattr(obj, attr)
+
+        def timed(*a, **kw):
+            synchronize(self.device)
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            synchronize(self.device)
+            self.seconds[stage] += time.perf_counter() - t0
+            return out
+
+        setattr(obj, attr, timed)
+
+    def attach(self, net: STCN, core) -> None:
+        for attr, stage in (("encode_key", "key encoder"), ("decode", "decoder"), ("encode_value", "value encoder")):
+            self.wrap(net, attr, stage)
+        if isinstance(core, InferenceCore):
+            self.wrap(core.memory, "read", "memory read")
+
+    def detach(self, net: STCN) -> None:
+        for attr in ("encode_key", "decode", "encode_value"):
+            net.__dict__.pop(attr, None)
+
+    def report(self, total: float, frames: int) -> str:
+        parts = [f"{k} {1000 * v / frames:.1f} ms ({100 * v / total:.0f}%)" for k, v in self.seconds.items()]
+        rest = total - sum(self.seconds.values())
+        parts.append(f"rest {1000 * rest / frames:.1f} ms ({100 * rest / total:.0f}%)")
+        return "per frame: " + ", ".join(parts)
+
+
 def run_once(
     net: STCN, args, device, length: int, objects: int, precision: str, baseline: bool, budget: int | None
 ) -> list[dict]:
@@ -126,8 +172,11 @@ def run_once(
     del warm
     reset_peak_memory(device)
     core = make()
+    timer = StageTimer(device) if args.profile and not baseline else None
+    if timer is not None:
+        timer.attach(net, core)
     marks = sorted({n for n in (args.report_at or []) if 0 < n < length} | {length})
-    rows, total, since = [], 0.0, 0
+    rows, total, since, whole = [], 0.0, 0, 0.0
     for t in range(length):
         img, lab = video.frame(t)
         synchronize(device)
@@ -135,6 +184,7 @@ def run_once(
         core.step(img, lab) if t == 0 else core.step(img, end=t == length - 1)
         synchronize(device)
         total += time.perf_counter() - start
+        whole += time.perf_counter() - start
         if t + 1 in marks:
             mem_frames = len(core.mem_k) if baseline else core.memory.num_frames
             mem_mib = (sum(x.nelement() * x.element_size() for x in core.mem_k + core.mem_v) if baseline
@@ -142,6 +192,9 @@ def run_once(
             rows.append({"frames": t + 1, "fps": (t + 1 - since) / total, "peak_mb": peak_memory_mb(device),
                          "mem_frames": mem_frames, "mem_mib": mem_mib})
             total, since = 0.0, t + 1
+    if timer is not None:
+        timer.detach(net)
+        rows[-1]["profile"] = timer.report(whole, length)
     return rows
 
 
@@ -170,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                     bound = "none" if budget is None else f"{budget} frames"
                     print(f"| {path} | {precision} | {objects} | {bound} | {r['frames']} | {r['fps']:.2f} | "
                           f"{r['peak_mb']:.0f} | {r['mem_frames']} | {r['mem_mib']:.1f} |", flush=True)
+                    if "profile" in r:
+                        print(f"<!-- {path} {precision} {objects} objects: {r['profile']} -->", flush=True)
     return 0
 
 
