@@ -44,7 +44,8 @@ class InferenceCore:
     amp: run the network under torch.autocast with `amp_dtype`.
     max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
     max_mem_mb: bound on the memory's keys and values in MiB (None = unbounded); see MemoryBank.
-    chunk_size: query positions per memory-read chunk (None = all at once); same result.
+    chunk_size: query positions per memory-read chunk (None = all at once, "auto" = from free
+        memory); same result.
     object_batch: objects decoded / value-encoded per batch (None = all at once); same result.
     """
 
@@ -58,7 +59,7 @@ class InferenceCore:
         amp_dtype: torch.dtype = torch.float16,
         max_mem_frames: int | None = None,
         max_mem_mb: float | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         object_batch: int | None = None,
     ) -> None:
         if mem_every < 1:
@@ -72,7 +73,10 @@ class InferenceCore:
         self.include_last = include_last
         self.amp = amp
         self.amp_dtype = amp_dtype
-        for name, value in (("max_mem_frames", max_mem_frames), ("chunk_size", chunk_size),
+        if isinstance(chunk_size, str) and chunk_size != "auto":
+            raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
+        fixed_chunk = None if chunk_size == "auto" else chunk_size
+        for name, value in (("max_mem_frames", max_mem_frames), ("chunk_size", fixed_chunk),
                             ("object_batch", object_batch)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")

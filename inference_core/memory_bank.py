@@ -22,7 +22,9 @@ empty: every frame reads only the annotated frames).
 
 Chunked read (`chunk_size`): the similarity, top-k and readout are computed for `chunk_size` query
 positions at a time; each query position is independent, so the result is the same while the
-largest temporary is N x chunk_size instead of N x h*w.
+largest temporary is N x chunk_size instead of N x h*w. `chunk_size="auto"` picks, at every read,
+the largest chunk whose similarity temporaries fit in AUTO_CHUNK_FRACTION of the device's free
+memory (the whole query when it fits, so small memories are read in one piece).
 """
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ import torch
 from torch import Tensor
 
 from model.memory_util import TOP_K, l2_similarity, readout_topk, topk_softmax
+from util.device import free_memory_bytes
+
+AUTO_CHUNK_FRACTION = 0.25  # share of the free memory the similarity of one chunk may take
+SIMILARITY_COPIES = 3  # similarity, its top-k workspace and the readout's temporaries, per chunk
 
 
 @dataclass
@@ -54,7 +60,7 @@ class MemoryBank:
     positions_per_frame: int = 0  # h*w
     max_frames: int | None = None  # None: unbounded (the paper)
     max_bytes: int | None = None  # None: unbounded; else bound on keys + values (temporary frame excluded)
-    chunk_size: int | None = None  # query positions per similarity chunk; None: all at once
+    chunk_size: int | str | None = None  # query positions per similarity chunk; None: all at once; "auto"
 
     @property
     def num_objects(self) -> int:
@@ -131,9 +137,19 @@ class MemoryBank:
         h, w = qk.shape[-2:]
         qk = qk.flatten(2)
         mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
-        chunk = self.chunk_size or qk.shape[-1]
+        chunk = self._chunk(mk, qk.shape[-1])
         reads = [self._read_chunk(mk, qk[:, :, i : i + chunk]) for i in range(0, qk.shape[-1], chunk)]
         return torch.cat(reads, dim=2).view(self.num_objects, -1, h, w)
+
+    def _chunk(self, mk: Tensor, m: int) -> int:
+        """Query positions per chunk: the fixed `chunk_size`, or from free memory for "auto"."""
+        if self.chunk_size != "auto":
+            return self.chunk_size or m
+        free = free_memory_bytes(mk.device)
+        if free is None:
+            return m
+        per_position = mk.shape[-1] * mk.element_size() * SIMILARITY_COPIES
+        return max(1, min(m, int(free * AUTO_CHUNK_FRACTION) // per_position))
 
     def _read_chunk(self, mk: Tensor, qk: Tensor) -> Tensor:
         """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m."""

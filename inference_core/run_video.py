@@ -219,10 +219,20 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                       help="keep at most this many memory frames: the annotated frames always, then the most recent")
     long.add_argument("--max_mem_mb", type=float, default=None,
                       help="keep the memory's keys and values under this many MiB (same policy)")
-    long.add_argument("--chunk_size", type=int, default=None,
-                      help="query positions per memory-read chunk: bounds the affinity's size, same result")
+    long.add_argument("--chunk_size", type=_chunk_size, default=None,
+                      help="query positions per memory-read chunk, or auto (from free memory): bounds the "
+                           "affinity's size, same result")
     long.add_argument("--object_batch", type=int, default=None,
                       help="objects value-encoded and decoded per batch (default: all at once), same result")
+
+
+def _chunk_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of query positions or auto, got {text!r}") from None
 
 
 def build_core(args: argparse.Namespace) -> InferenceCore:
@@ -234,7 +244,7 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if args.top < 1 or args.mem_every < 1:
         raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
     for flag in ("max_mem_frames", "chunk_size", "object_batch"):
-        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+        if isinstance(getattr(args, flag, None), int) and getattr(args, flag) < 1:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
     if getattr(args, "max_mem_mb", None) is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")

@@ -167,3 +167,31 @@ def test_memory_budget_smaller_than_annotated_frames_keeps_them(stcn_net):
         prob = core.step(img, labels[0] if ti == 0 else None)
         assert torch.isfinite(prob).all()
     assert core.memory.frame_ids == [0]
+
+
+def test_automatic_chunk_size_follows_free_memory_and_equals_default(stcn_net, monkeypatch):
+    import inference_core.memory_bank as memory_bank
+
+    images, labels = moving_squares(frames=8, objects=2)
+    default = run_core(InferenceCore(stcn_net), images, labels)
+    chunks = []
+    original = memory_bank.MemoryBank._read_chunk
+
+    def spy(self, mk, qk):
+        chunks.append(qk.shape[-1])
+        return original(self, mk, qk)
+
+    monkeypatch.setattr(memory_bank.MemoryBank, "_read_chunk", spy)
+    roomy = run_core(InferenceCore(stcn_net, chunk_size="auto"), images, labels)
+    positions = -(-images[0].shape[-2] // 16) * -(-images[0].shape[-1] // 16)  # padded h/16 * w/16
+    assert set(chunks) == {positions}  # plenty of free memory: the whole query in one chunk
+    chunks.clear()
+    # little free memory: a chunk's similarity (N x chunk floats, 3 copies) must fit a quarter of it
+    monkeypatch.setattr(memory_bank, "free_memory_bytes", lambda device: 4 * 3 * 4 * 40)
+    tight = run_core(InferenceCore(stcn_net, chunk_size="auto"), images, labels)
+    assert max(chunks) <= 3 and min(chunks) == 1
+    for a, b, c in zip(default, roomy, tight):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        InferenceCore(stcn_net, chunk_size="big")

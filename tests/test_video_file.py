@@ -164,7 +164,7 @@ def test_generic_folder_overlay_and_binary_masks(generic_template, released_chec
     out, overlays, binary = tmp_path / "out", tmp_path / "overlays", tmp_path / "objects"
     rc, _, err = run(eval_generic.main, [
         "--data_path", generic_template, "--output", out, "--model", released_checkpoint,
-        "--overlay", overlays, "--binary_masks", binary, "--max_mem_mb", "0.5",
+        "--overlay", overlays, "--binary_masks", binary, "--max_mem_mb", "0.5", "--chunk_size", "auto",
     ], capsys)
     assert rc == 0, err
     for video in (p.name for p in out.iterdir()):

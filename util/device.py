@@ -41,3 +41,23 @@ def prepare_for_inference(network: torch.nn.Module) -> torch.nn.Module:
     if device.type in ("cpu", "cuda"):
         network.to(memory_format=torch.channels_last)
     return network
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can still use on `device`, or None when it cannot be told.
+
+    CUDA: the driver's free memory plus what PyTorch's caching allocator holds unused.
+    CPU: MemAvailable of /proc/meminfo (Linux).
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
