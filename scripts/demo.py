@@ -2,7 +2,8 @@
 
 1. writes a sample video with two moving objects and its first-frame mask (scripts/make_sample_video.py);
 2. fetches the released s012 weights to saves/stcn.pth when absent (download_model.py);
-3. runs eval_generic.py on it and writes palette PNG masks to <output>/<video>/.
+3. runs eval_generic.py on it and writes palette PNG masks to <output>/<video>/ and an overlay
+   video to <output>/overlays/<video>.mp4.
 
     python scripts/demo.py [--output demo_output] [--model saves/stcn.pth]
 """
@@ -40,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     code = eval_generic.main(
-        ["--model", str(model), "--data_path", str(data), "--output", args.output, "--device", args.device]
+        ["--model", str(model), "--data_path", str(data), "--output", args.output, "--device", args.device,
+         "--overlay", str(Path(args.output) / "overlays")]
     )
     if code == 0:
-        print(f"masks written to {args.output}/")
+        print(f"masks written to {args.output}/, overlay videos to {args.output}/overlays/")
     return code
 
 

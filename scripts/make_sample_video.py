@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128]
 
 
@@ -25,6 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--width", type=int, default=427)
+    p.add_argument("--video_file", action="store_true",
+                   help="also write <output>/<name>.mp4 and <output>/<name>_first.png, for segment_video.py")
     return p
 
 
@@ -66,11 +70,31 @@ def write_sample(output: Path, name: str = "shapes", frames: int = 30, height: i
     return output
 
 
+def write_video_file(output: Path, name: str = "shapes", fps: float = 24.0) -> Path:
+    """Encode the frames written by `write_sample` into <output>/<name>.mp4 and copy the first mask
+    to <output>/<name>_first.png (both cropped to even sizes, as 4:2:0 video needs); returns the video."""
+    from util.video import VideoWriter  # noqa: PLC0415 - only this option needs PyAV
+
+    frames = sorted((output / "JPEGImages" / name).glob("*.jpg"))
+    path = output / f"{name}.mp4"
+    with VideoWriter(path, fps=fps) as writer:
+        for f in frames:
+            with Image.open(f) as img:
+                writer.write(np.asarray(img.convert("RGB")))
+    with Image.open(output / "Annotations" / name / f"{frames[0].stem}.png") as mask:
+        w, h = mask.size
+        mask.crop((0, 0, w // 2 * 2, h // 2 * 2)).save(output / f"{name}_first.png")  # as the video (even size)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     out = write_sample(Path(args.output), args.name, args.frames, args.height, args.width)
     print(f"wrote {args.frames} frames of '{args.name}' to {out}/JPEGImages/{args.name} "
           f"with its first-frame mask in {out}/Annotations/{args.name}")
+    if args.video_file:
+        video = write_video_file(out, args.name)
+        print(f"wrote {video} and its first-frame mask {out}/{args.name}_first.png")
     return 0
 
 

@@ -182,3 +182,14 @@ def test_long_video_flags_are_checked(clip, released_checkpoint, tmp_path, capsy
             "--model", released_checkpoint, flag, value,
         ], capsys)
         assert rc == 1 and flag in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_sample_video_file_matches_its_mask(tmp_path):
+    from scripts import make_sample_video
+
+    assert make_sample_video.main(["--output", str(tmp_path), "--frames", "4", "--height", "33", "--width", "57",
+                                   "--video_file"]) == 0
+    reader = VideoReader(tmp_path / "shapes.mp4")
+    with Image.open(tmp_path / "shapes_first.png") as mask:
+        assert mask.mode == "P" and (mask.height, mask.width) == reader.size == (32, 56)
+    assert reader.num_frames == 4
