@@ -15,16 +15,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataset.test_datasets import EVAL_SHORT_SIDE, GenericTestDataset
+from dataset.test_datasets import GenericTestDataset
 from inference_core.outputs import BinaryMaskSink, OverlaySink
-from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
+from inference_core.run_video import (
+    add_common_args,
+    add_size_arg,
+    build_core,
+    report_errors,
+    run_dataset,
+    short_side,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN on a folder of videos")
     parser.add_argument("--data_path", required=True, help="folder with JPEGImages/<video>/ and Annotations/<video>/")
-    parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
-                        help="shorter side the frames are resized to for the network (-1: native size)")
+    add_size_arg(parser)
     parser.add_argument("--overlay", default=None, help="also write <dir>/<video>.mp4 with the masks over the frames")
     parser.add_argument("--overlay_fps", type=float, default=None, help="frame rate of the overlays (default 24)")
     parser.add_argument("--binary_masks", default=None, help="also write <dir>/<video>/<object label>/<frame>.png (0/255)")
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
-        dataset = GenericTestDataset(args.data_path, short_side=None if args.size <= 0 else args.size)
+        dataset = GenericTestDataset(args.data_path, short_side=short_side(args))
         core = build_core(args)
         output = Path(args.output)
         sinks = []

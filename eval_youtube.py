@@ -15,9 +15,16 @@ import sys
 import zipfile
 from pathlib import Path
 
-from dataset.test_datasets import EVAL_SHORT_SIDE, YouTubeVOSTestDataset
+from dataset.test_datasets import YouTubeVOSTestDataset
+from inference_core.run_video import (
+    add_common_args,
+    add_size_arg,
+    build_core,
+    report_errors,
+    run_dataset,
+    short_side,
+)
 from util.atomic import atomic_path
-from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
@@ -27,8 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--yv_path", default="../YouTube", help="YouTube-VOS 2019 (../YouTube) or 2018 (../YouTube2018) folder")
     parser.add_argument("--split", choices=("valid", "test"), default="valid")
     parser.add_argument("--output_all", action="store_true", help="write every frame, not only those in meta.json")
-    parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
-                        help="shorter side the frames are resized to (480 as the original; -1: native size)")
+    add_size_arg(parser)
     add_common_args(parser)
     return parser
 
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         dataset = YouTubeVOSTestDataset(
-            args.yv_path, split=args.split, short_side=None if args.size <= 0 else args.size, output_all=args.output_all
+            args.yv_path, split=args.split, short_side=short_side(args), output_all=args.output_all
         )
         if not dataset.uses_all_frames:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",

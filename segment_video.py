@@ -17,14 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataset.test_datasets import EVAL_SHORT_SIDE
 from dataset.video_file import VideoFileVideo, annotations_by_frame
 from inference_core.outputs import BinaryMaskSink, OverlaySink
 from inference_core.run_video import (
     add_common_args,
+    add_size_arg,
     build_core,
     report_errors,
     run_dataset,
+    short_side,
 )
 
 
@@ -34,8 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", required=True, help="video file (anything FFmpeg decodes: .mp4, .mov, .avi, ...)")
     parser.add_argument("--mask", default=None, help="indexed PNG of the first frame's objects")
     parser.add_argument("--mask_dir", default=None, help="folder of <frame index>.png where objects first appear")
-    parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
-                        help="shorter side the frames are resized to for the network (-1: native size)")
+    add_size_arg(parser)
     parser.add_argument("--overlay", default=None, help="also write this video (.mp4, .mkv, ...) of masks over the frames")
     parser.add_argument("--binary_masks", default=None, help="also write <dir>/<object label>/<frame>.png (0/255)")
     add_common_args(parser)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         masks = annotations_by_frame(args.mask, args.mask_dir)
-        video = VideoFileVideo(args.video, masks, short_side=None if args.size <= 0 else args.size)
+        video = VideoFileVideo(args.video, masks, short_side=short_side(args))
         sinks = []
         if args.overlay:
             sinks.append(OverlaySink(lambda v: Path(args.overlay)))

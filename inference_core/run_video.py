@@ -24,7 +24,7 @@ from pathlib import Path
 import progressbar
 import torch
 
-from dataset.test_datasets import TestVideo
+from dataset.test_datasets import EVAL_SHORT_SIDE, TestVideo
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from inference_core.outputs import FrameSink, partial_dir, replace_dir
 from model.memory_util import TOP_K
@@ -226,6 +226,18 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                       help="objects value-encoded and decoded per batch (default: all at once), same result")
 
 
+def add_size_arg(parser: argparse.ArgumentParser) -> None:
+    """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native)."""
+    parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
+                        help="shorter side the frames are resized to for the network (480 as the original; "
+                             "-1: native size); masks are written at the original size")
+
+
+def short_side(args: argparse.Namespace) -> int | None:
+    """The `--size` flag as a dataset's `short_side` (None: native size)."""
+    return None if args.size <= 0 else args.size
+
+
 def _chunk_size(text: str) -> int | str:
     if text == "auto":
         return text
@@ -244,17 +256,17 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if args.top < 1 or args.mem_every < 1:
         raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
     for flag in ("max_mem_frames", "chunk_size", "object_batch"):
-        if isinstance(getattr(args, flag, None), int) and getattr(args, flag) < 1:
+        if isinstance(getattr(args, flag), int) and getattr(args, flag) < 1:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
-    if getattr(args, "max_mem_mb", None) is not None and not args.max_mem_mb > 0:
+    if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
     dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
     network = prepare_for_inference(load_network(args.model, device=device))
     return InferenceCore(
         network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
         amp=args.amp, amp_dtype=getattr(torch, dtype_name),
-        max_mem_frames=getattr(args, "max_mem_frames", None), max_mem_mb=getattr(args, "max_mem_mb", None),
-        chunk_size=getattr(args, "chunk_size", None), object_batch=getattr(args, "object_batch", None),
+        max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
+        chunk_size=args.chunk_size, object_batch=args.object_batch,
     )
 
 
