@@ -44,8 +44,9 @@ class InferenceCore:
     amp: run the network under torch.autocast with `amp_dtype`.
     max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
     max_mem_mb: bound on the memory's keys and values in MiB (None = unbounded); see MemoryBank.
-    chunk_size: query positions per memory-read chunk (None = all at once, "auto" = from free
-        memory); same result.
+    chunk_size: query positions per memory-read chunk: "auto" (default) reads the whole query at
+        once whenever its similarity fits a quarter of the free memory and in chunks otherwise;
+        an int fixes the chunk; None always reads at once. Same result in every case.
     object_batch: objects decoded / value-encoded per batch (None = all at once); same result.
     """
 
@@ -59,7 +60,7 @@ class InferenceCore:
         amp_dtype: torch.dtype = torch.float16,
         max_mem_frames: int | None = None,
         max_mem_mb: float | None = None,
-        chunk_size: int | str | None = None,
+        chunk_size: int | str | None = "auto",
         object_batch: int | None = None,
     ) -> None:
         if mem_every < 1:

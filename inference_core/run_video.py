@@ -219,9 +219,10 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                       help="keep at most this many memory frames: the annotated frames always, then the most recent")
     long.add_argument("--max_mem_mb", type=float, default=None,
                       help="keep the memory's keys and values under this many MiB (same policy)")
-    long.add_argument("--chunk_size", type=_chunk_size, default=None,
-                      help="query positions per memory-read chunk, or auto (from free memory): bounds the "
-                           "affinity's size, same result")
+    long.add_argument("--chunk_size", type=_chunk_size, default="auto",
+                      help="query positions per memory-read chunk; auto (default): the whole query when its "
+                           "affinity fits a quarter of the free memory, else chunks; none: always whole. "
+                           "Same result")
     long.add_argument("--object_batch", type=int, default=None,
                       help="objects value-encoded and decoded per batch (default: all at once), same result")
 
@@ -238,13 +239,13 @@ def short_side(args: argparse.Namespace) -> int | None:
     return None if args.size <= 0 else args.size
 
 
-def _chunk_size(text: str) -> int | str:
-    if text == "auto":
-        return text
+def _chunk_size(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of query positions or auto, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of query positions, auto or none, got {text!r}") from None
 
 
 def build_core(args: argparse.Namespace) -> InferenceCore:

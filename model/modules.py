@@ -49,6 +49,25 @@ class ResBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         return shortcut + r
 
+    def forward_cat(self, x: Tensor, shared: Tensor) -> Tensor:
+        """`self(cat[x, shared])` where `shared` (batch 1) is the same for every entry of x (batch N).
+
+        A convolution over concatenated channels is the sum of convolutions over each part, and
+        relu acts channel-wise, so the `shared` half of conv1 and of the shortcut conv is computed
+        once and broadcast over the N entries. Same result up to float summation order.
+        """
+        if shared.shape[0] == x.shape[0] or self.downsample is None:
+            return self(torch.cat([x, shared.expand(x.shape[0], *shared.shape[1:])], dim=1))
+        if shared.shape[0] != 1:
+            raise ValueError(f"shared features must have batch 1 or {x.shape[0]}, got {shared.shape[0]}")
+        split = x.shape[1]
+        w1, wd = self.conv1.weight, self.downsample.weight
+        h = F.conv2d(F.relu(x), w1[:, :split], self.conv1.bias, padding=1)
+        h = h + F.conv2d(F.relu(shared), w1[:, split:], padding=1)
+        shortcut = F.conv2d(x, wd[:, :split], self.downsample.bias, padding=1)
+        shortcut = shortcut + F.conv2d(shared, wd[:, split:], padding=1)
+        return shortcut + self.conv2(F.relu(h))
+
 
 class FeatureFusionBlock(nn.Module):
     """Feature reuse (section 3.1, supplementary F.2): value-trunk features ++ key f16, then
@@ -61,17 +80,9 @@ class FeatureFusionBlock(nn.Module):
         self.block2 = ResBlock(out_ch, out_ch)
 
     def forward(self, x: Tensor, f16: Tensor) -> Tensor:
-        x = self.block1(torch_cat(x, f16))
+        """x: N, 256, h, w value-trunk features; f16: N or 1 (shared by all N objects), 1024, h, w."""
+        x = self.block1.forward_cat(x, f16)
         return self.block2(x + self.attention(x))
-
-
-def torch_cat(a: Tensor, b: Tensor) -> Tensor:
-    """Channel concatenation that broadcasts a batch-1 tensor against a batch-N one."""
-    if a.shape[0] != b.shape[0]:
-        n = max(a.shape[0], b.shape[0])
-        a = a.expand(n, *a.shape[1:])
-        b = b.expand(n, *b.shape[1:])
-    return torch.cat([a, b], dim=1)
 
 
 class KeyEncoder(nn.Module):
@@ -173,27 +184,8 @@ class Decoder(nn.Module):
 
         Returns N, 1, H, W logits.
         """
-        if qv16.shape[0] == readout.shape[0]:
-            x = self.compress(torch.cat([readout, qv16], dim=1))
-        else:
-            x = self._compress_shared_query(readout, qv16)
+        x = self.compress.forward_cat(readout, qv16)  # query half once for all objects
         x = self.up_16_8(f8, x)
         x = self.up_8_4(f4, x)
         x = self.pred(F.relu(x))
         return F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
-
-    def _compress_shared_query(self, readout: Tensor, qv16: Tensor) -> Tensor:
-        """`compress(cat[readout, qv16])` with the query half computed once for all objects.
-
-        A convolution over concatenated channels is the sum of convolutions over each part, and
-        relu acts channel-wise, so the qv16 half of conv1 and of the shortcut conv (half of the
-        stride-16 work) does not depend on the object and is broadcast over the N readouts.
-        """
-        c = self.compress
-        split = readout.shape[1]
-        w1, wd = c.conv1.weight, c.downsample.weight
-        h = F.conv2d(F.relu(readout), w1[:, :split], c.conv1.bias, padding=1)
-        h = h + F.conv2d(F.relu(qv16), w1[:, split:], padding=1)
-        shortcut = F.conv2d(readout, wd[:, :split], c.downsample.bias, padding=1)
-        shortcut = shortcut + F.conv2d(qv16, wd[:, split:], padding=1)
-        return shortcut + c.conv2(F.relu(h))

@@ -69,7 +69,8 @@ class STCN(nn.Module):
                 others = masks.sum(dim=1, keepdim=True) - masks  # zeros when K = 1
             parts.append(others.unsqueeze(2))
         x = torch.cat(parts, dim=2).flatten(0, 1)  # B*K, 3 + masks, H, W
-        f16 = f16.unsqueeze(1).expand(b, k, *f16.shape[1:]).flatten(0, 1)
+        if b > 1:  # with one frame, f16 stays batch 1: the fusion block computes its half once
+            f16 = f16.unsqueeze(1).expand(b, k, *f16.shape[1:]).flatten(0, 1)
         mv16 = self.value_encoder(x, f16)
         return mv16.view(b, k, *mv16.shape[1:])
 

@@ -169,11 +169,11 @@ def test_memory_budget_smaller_than_annotated_frames_keeps_them(stcn_net):
     assert core.memory.frame_ids == [0]
 
 
-def test_automatic_chunk_size_follows_free_memory_and_equals_default(stcn_net, monkeypatch):
+def test_automatic_chunk_size_follows_free_memory_and_equals_whole_read(stcn_net, monkeypatch):
     import inference_core.memory_bank as memory_bank
 
     images, labels = moving_squares(frames=8, objects=2)
-    default = run_core(InferenceCore(stcn_net), images, labels)
+    whole = run_core(InferenceCore(stcn_net, chunk_size=None), images, labels)
     chunks = []
     original = memory_bank.MemoryBank._read_chunk
 
@@ -182,7 +182,7 @@ def test_automatic_chunk_size_follows_free_memory_and_equals_default(stcn_net, m
         return original(self, mk, qk)
 
     monkeypatch.setattr(memory_bank.MemoryBank, "_read_chunk", spy)
-    roomy = run_core(InferenceCore(stcn_net, chunk_size="auto"), images, labels)
+    roomy = run_core(InferenceCore(stcn_net), images, labels)  # "auto" is the default
     positions = -(-images[0].shape[-2] // 16) * -(-images[0].shape[-1] // 16)  # padded h/16 * w/16
     assert set(chunks) == {positions}  # plenty of free memory: the whole query in one chunk
     chunks.clear()
@@ -190,8 +190,8 @@ def test_automatic_chunk_size_follows_free_memory_and_equals_default(stcn_net, m
     monkeypatch.setattr(memory_bank, "free_memory_bytes", lambda device: 4 * 3 * 4 * 40)
     tight = run_core(InferenceCore(stcn_net, chunk_size="auto"), images, labels)
     assert max(chunks) <= 3 and min(chunks) == 1
-    for a, b, c in zip(default, roomy, tight):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b, c in zip(whole, roomy, tight):
+        assert torch.equal(a, b)  # one chunk: the very same computation
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         InferenceCore(stcn_net, chunk_size="big")

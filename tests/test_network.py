@@ -141,6 +141,28 @@ def test_shared_query_decoder_equals_concatenation(stcn_net):
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-4)
 
 
+def test_shared_f16_value_encoder_equals_concatenation(stcn_net):
+    """One frame's f16 is fused once for all objects; the result equals the per-object concatenation."""
+    torch.manual_seed(3)
+    frame, masks = torch.randn(1, 3, 64, 80), torch.rand(1, 3, 64, 80)
+    with torch.no_grad():
+        f16 = stcn_net.key_encoder(frame)[0]
+        shared = stcn_net.encode_value(frame, f16, masks)  # f16 batch 1 inside the fusion block
+        others = masks.sum(1, keepdim=True) - masks
+        x = torch.cat([frame.expand(3, -1, -1, -1), masks[0, :, None], others[0, :, None]], dim=1)
+        full = stcn_net.value_encoder(x, f16.expand(3, -1, -1, -1))
+        block = stcn_net.value_encoder.fuser.block1
+        trunk = torch.randn(3, 256, 4, 5)
+        split = block.forward_cat(trunk, f16)
+        concat = block(torch.cat([trunk, f16.expand(3, -1, -1, -1)], dim=1))
+    assert shared.shape == (1, 3, 512, 4, 5)
+    # float32 sums over 1280 x 9 terms in another order: differences of a few 1e-5 on values of ~1-10
+    torch.testing.assert_close(shared[0], full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(split, concat, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="batch 1 or 3"):
+        block.forward_cat(trunk, f16.expand(2, -1, -1, -1))
+
+
 def test_batchnorm_stays_frozen_in_training():
     net = STCN().train()
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -1,6 +1,7 @@
 """Video-file input (segment_video.py), overlays, binary masks and the long-video flags, end to end on CPU."""
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 import eval_generic
 import segment_video
+from inference_core.run_video import add_common_args
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, generic_template, render, save_indexed  # noqa: F401
 from util.video import VideoReader, VideoWriter
 
@@ -193,3 +195,15 @@ def test_sample_video_file_matches_its_mask(tmp_path):
     with Image.open(tmp_path / "shapes_first.png") as mask:
         assert mask.mode == "P" and (mask.height, mask.width) == reader.size == (32, 56)
     assert reader.num_frames == 4
+
+
+def test_chunk_size_flag_values(capsys):
+    parser = argparse.ArgumentParser()
+    add_common_args(parser)
+    base = ["--output", "out"]
+    assert parser.parse_args(base).chunk_size == "auto"  # one chunk whenever it fits: the same computation
+    assert parser.parse_args([*base, "--chunk_size", "none"]).chunk_size is None
+    assert parser.parse_args([*base, "--chunk_size", "64"]).chunk_size == 64
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--chunk_size", "big"])
+    assert "auto or none" in capsys.readouterr().err
