@@ -153,12 +153,12 @@ class MemoryBank:
 
     def _read_chunk(self, mk: Tensor, qk: Tensor) -> Tensor:
         """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m."""
-        sim = l2_similarity(mk, qk)  # 1, N, m
+        sim_t = l2_similarity(mk, qk, query_major=True)  # 1, m, N
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame
             mv = g.values if g.temp_values is None else torch.cat([g.values, g.temp_values], dim=0)
-            weights, indices = topk_softmax(sim[:, start:], self.top_k)
+            weights, indices = topk_softmax(sim_t[:, :, start:], self.top_k)  # 1, m, k
             read = readout_topk(weights, indices, mv)  # K_g, C_v, m
             for i, obj in enumerate(g.objects):
                 out[obj] = read[i]

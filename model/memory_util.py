@@ -8,8 +8,13 @@ arguments untouched.
     W = softmax(S, top_k=20)             # normalised over memory, top-k filtered at inference
     vQ = readout(W, mv)                  # eq. (2): vQ = vM W
 
-`topk_softmax` + `readout_topk` give the same vQ as `softmax(S, top_k)` + `readout` while touching
-only k memory entries per query (the dense affinity is mostly zeros after top-k filtering).
+The inference path reads the same vQ through S^T (query-major, B x M x N), whose rows are the
+contiguous similarity of one query to every memory position, so that the top-k selection runs
+along contiguous memory:
+
+    St = l2_similarity(mk, qk, query_major=True)    # S^T
+    weights, indices = topk_softmax(St, top_k=20)   # the k non-zero entries of each column of W
+    vQ = readout_topk(weights, indices, mv)         # touches k memory entries per query, not N
 """
 from __future__ import annotations
 
@@ -25,10 +30,11 @@ TOP_K = 20  # section 4: top-k filtering with k = 20 in all experiments
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
-def l2_similarity(mk: Tensor, qk: Tensor) -> Tensor:
+def l2_similarity(mk: Tensor, qk: Tensor, query_major: bool = False) -> Tensor:
     """Negative squared L2 distance between every memory and query key, scaled by 1/sqrt(C_k).
 
-    mk: B, C_k, N;  qk: B, C_k, M  ->  S: B, N, M.
+    mk: B, C_k, N;  qk: B, C_k, M  ->  S: B, N, M, or its transpose S^T: B, M, N (contiguous)
+    with `query_major`.
 
     -||m - q||^2 = 2 m.q - ||m||^2 - ||q||^2. The last term is the same for every memory position
     of a query, so it cancels in the softmax over memory and is dropped:
@@ -37,9 +43,11 @@ def l2_similarity(mk: Tensor, qk: Tensor) -> Tensor:
     """
     ck = mk.shape[1]
     scale = 1.0 / math.sqrt(ck)
-    mk_sq = mk.pow(2).sum(1).unsqueeze(2)  # B, N, 1
+    mk_sq = mk.pow(2).sum(1)  # B, N
     # beta * (|mk|^2) + alpha * (mk^T qk), in one fused kernel
-    return torch.baddbmm(mk_sq, mk.transpose(1, 2), qk, beta=-scale, alpha=2.0 * scale)
+    if query_major:
+        return torch.baddbmm(mk_sq.unsqueeze(1), qk.transpose(1, 2), mk, beta=-scale, alpha=2.0 * scale)
+    return torch.baddbmm(mk_sq.unsqueeze(2), mk.transpose(1, 2), qk, beta=-scale, alpha=2.0 * scale)
 
 
 def softmax(sim: Tensor, top_k: int | None = None) -> Tensor:
@@ -50,18 +58,20 @@ def softmax(sim: Tensor, top_k: int | None = None) -> Tensor:
     """
     if top_k is None or top_k >= sim.shape[1]:
         return torch.softmax(sim, dim=1)
-    weights, indices = topk_softmax(sim, top_k)
-    return torch.zeros_like(sim).scatter_(1, indices, weights)
+    values, indices = torch.topk(sim, k=top_k, dim=1)
+    return torch.zeros_like(sim).scatter_(1, indices, torch.softmax(values, dim=1))
 
 
-def topk_softmax(sim: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+def topk_softmax(sim_t: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
     """The k largest similarities per query and their softmax weights.
 
-    sim: B, N, M -> (weights, indices), both B, k, M (k = min(top_k, N)); weights sum to 1 over dim 1.
+    sim_t: S^T, B, M, N (query-major, see `l2_similarity`) -> (weights, indices), both B, M, k
+    (k = min(top_k, N)); weights sum to 1 over the last dim. On this layout the selection runs
+    along contiguous memory (several times faster on CPU than along dim 1 of S).
     """
-    k = min(top_k, sim.shape[1])
-    values, indices = torch.topk(sim, k=k, dim=1)
-    return torch.softmax(values, dim=1), indices
+    k = min(top_k, sim_t.shape[-1])
+    values, indices = torch.topk(sim_t, k=k, dim=-1)
+    return torch.softmax(values, dim=-1), indices
 
 
 def readout(affinity: Tensor, mv: Tensor) -> Tensor:
@@ -77,7 +87,7 @@ def readout(affinity: Tensor, mv: Tensor) -> Tensor:
 def readout_topk(weights: Tensor, indices: Tensor, mv: Tensor) -> Tensor:
     """vQ = vM W for a top-k filtered W given as (weights, indices) from `topk_softmax`.
 
-    weights, indices: 1, k, M (one affinity shared by all objects);
+    weights, indices: 1, M, k (one affinity shared by all objects);
     mv: N, K, C_v, the memory values stored position-major (row n holds every object's value at
     memory position n) -> K, C_v, M.
     Only k of the N entries of each column of W are non-zero, so this sums k terms per query
@@ -86,11 +96,11 @@ def readout_topk(weights: Tensor, indices: Tensor, mv: Tensor) -> Tensor:
     """
     if weights.shape[0] != 1:
         raise ValueError("readout_topk expects one affinity shared by all objects (batch 1)")
-    k, m = weights.shape[1:]
+    m, k = weights.shape[1:]
     n, num_obj, cv = mv.shape
     values = mv.reshape(n, num_obj * cv)
-    w_mk = weights[0].t().to(values.dtype)  # M, k
-    idx_mk = indices[0].t()  # M, k
+    w_mk = weights[0].to(values.dtype)  # M, k
+    idx_mk = indices[0]  # M, k
     if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
         rows = torch.arange(0, m * k + 1, k, device=values.device)
         sparse = torch.sparse_csr_tensor(

@@ -54,8 +54,11 @@ def test_sparse_top_k_readout_equals_dense():
     mk, qk, mv = torch.randn(1, 64, 300), torch.randn(1, 64, 40), torch.randn(3, 512, 300)
     sim = l2_similarity(mk, qk)
     dense = readout(softmax(sim, top_k=20), mv)
-    weights, idx = topk_softmax(sim, 20)
-    assert weights.shape == idx.shape == (1, 20, 40)
+    sim_t = l2_similarity(mk, qk, query_major=True)
+    torch.testing.assert_close(sim_t, sim.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    assert sim_t.is_contiguous()
+    weights, idx = topk_softmax(sim_t, 20)
+    assert weights.shape == idx.shape == (1, 40, 20)
     mv_nkc = mv.permute(2, 0, 1).contiguous()  # position-major storage
     torch.testing.assert_close(readout_topk(weights, idx, mv_nkc), dense, atol=1e-5, rtol=1e-5)
     # the gather path (used off CPU and for half precision) gives the same result
