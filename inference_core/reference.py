@@ -57,11 +57,10 @@ class ReferencePropagation:
             prob = soft_aggregate(torch.sigmoid(logits), dim=0)[:, 0]
         if self.ti % self.mem_every == 0 and not end:
             self.mem_k.append(k16.unsqueeze(2))
-            # the original concatenated f16 to every object's value features: k full fusion blocks
+            # the original concatenated f16 to every object's value features (k full fusion blocks):
+            # one object per batch entry, so encode_value does not share f16 across them
             masks = prob[1:, None]  # K, 1, H, W
-            parts = [x.expand(k, -1, -1, -1), masks]
-            if not net.single_object:
-                parts.append(masks.sum(0, keepdim=True) - masks)
-            mv = net.value_encoder(torch.cat(parts, dim=1), f16.expand(k, -1, -1, -1))  # K, C_v, h, w
-            self.mem_v.append(mv.unsqueeze(2))
+            others = masks.sum(0, keepdim=True) - masks
+            mv = net.encode_value(x.expand(k, -1, -1, -1), f16.expand(k, -1, -1, -1), masks, others)
+            self.mem_v.append(mv[:, 0].unsqueeze(2))  # K, C_v, 1, h, w
         return unpad(prob, pad)
