@@ -175,8 +175,8 @@ def test_youtube_720p_network_sees_the_papers_resize(hd_youtube, released_checkp
                             "--output", str(tmp_path / "out"), "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     frames_dir = hd_youtube / "all_frames" / "valid_all_frames" / "JPEGImages"
-    expected = [paper_resize(decoded(frames_dir / spec.name / f"{t:05d}.jpg"), resized_shape(spec.height, spec.width, 480))
-                for spec in HD_VIDEOS for t in range(0, spec.frames, 5)]  # frames 1-4: neither written nor memory
+    expected = [paper_resize(decoded(frames_dir / s.name / f"{t:05d}.jpg"), resized_shape(s.height, s.width, 480))
+                for s in HD_VIDEOS for t in range(0, s.frames, 5)]  # frames 1-4: neither written nor memory
     assert [tuple(x.shape[-2:]) for x in network_inputs] == [(480, 864), (480, 864), (864, 480)]
     for seen, want in zip(network_inputs, expected, strict=True):
         assert_network_saw(seen, want)
@@ -231,7 +231,8 @@ def test_davis_frames_are_never_resized(davis_template, released_checkpoint, tmp
                           "--output", str(tmp_path / "d17"), "--no_score", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     frames_dir = davis_template / "2017" / "trainval" / "JPEGImages" / "480p"
-    expected = [normalised(decoded(frames_dir / s.name / f"{t:05d}.jpg")) for s in DAVIS_VIDEOS for t in range(s.frames)]
+    expected = [normalised(decoded(frames_dir / s.name / f"{t:05d}.jpg"))
+                for s in DAVIS_VIDEOS for t in range(s.frames)]
     assert len(network_inputs) == len(expected)
     for seen, want in zip(network_inputs, expected):
         assert_network_saw(seen, want)
