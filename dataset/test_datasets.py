@@ -73,8 +73,8 @@ def resize_frame(x: Tensor, size: tuple[int, int], antialias: bool = False) -> T
     """Normalised frame (..., 3, H, W) float -> the same at `size` (H', W'): the paper's frame resize.
 
     Plain bicubic interpolation, `F.interpolate(mode="bicubic", align_corners=False)`: output pixel
-    i samples the source at (i + 0.5) * H / H' - 0.5 with torch's cubic kernel (a = -0.75, support
-    2 source pixels whatever the scale). That is torchvision 0.9.1's tensor `Resize(480, BICUBIC)`
+    i samples the source at (i + 0.5) * H / H' - 0.5 with torch's cubic kernel (a = -0.75, 4 taps
+    whatever the scale). That is torchvision 0.9.1's tensor `Resize(480, BICUBIC)`
     as the original STCN applied it after normalising, the setting of the published numbers.
     antialias=True: what the same code does under torchvision >= 0.17, whose tensor `Resize`
     antialiases by default (torch's antialiased bicubic: Keys' a = -0.5, the kernel stretched by
@@ -372,7 +372,8 @@ class YouTubeVOSTestDataset:
                 start_labels=tuple(start) if start else None,
                 required=self.output_all or p.stem in required,
             ))
-        return TestVideo(name, frames, short_side=self.short_side, expected_labels=expected, antialias=self.antialias)
+        return TestVideo(name, frames, short_side=self.short_side, expected_labels=expected,
+                         antialias=self.antialias)
 
     def __len__(self) -> int:
         return len(self.videos)
