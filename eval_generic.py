@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
-        dataset = GenericTestDataset(args.data_path, short_side=short_side(args))
+        dataset = GenericTestDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
         core = build_core(args)
         output = Path(args.output)
         sinks = []

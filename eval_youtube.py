@@ -5,6 +5,8 @@
 
 Frames are read from <yv_path>/all_frames/<split>_all_frames (every frame is processed for the
 memory); only the frames listed in <yv_path>/<split>/meta.json are written, unless --output_all.
+Frames are resized to --size (480) on the shorter side as for the paper: normalised, then plain
+bicubic (--antialias: the antialiased resize the original code gives under torchvision >= 0.17).
 Results: <output>/Annotations/<video>/<frame>.png and <output>.zip (holding Annotations/...),
 ready for the evaluation server.
 """
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         dataset = YouTubeVOSTestDataset(
-            args.yv_path, split=args.split, short_side=short_side(args), output_all=args.output_all
+            args.yv_path, split=args.split, short_side=short_side(args), output_all=args.output_all,
+            antialias=args.antialias,
         )
         if not dataset.uses_all_frames:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",

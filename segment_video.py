@@ -4,9 +4,10 @@
     python segment_video.py --video clip.mp4 --mask_dir masks/ --output results/clip \
         --overlay results/clip.mp4 --binary_masks results/clip_objects
 
-Frames are decoded one at a time (PyAV), resized so their shorter side is --size for the network,
-and each mask is written as soon as it is ready: <output>/<frame index>.png (00000.png, ...) at
-the video's size, in the palette of the given mask. --overlay writes a video of the frames with
+Frames are decoded one at a time (PyAV), resized so their shorter side is --size for the network
+(normalised, then plain bicubic as for the paper; --antialias: torchvision >= 0.17's), and each
+mask is written as soon as it is ready: <output>/<frame index>.png (00000.png, ...) at the video's
+size, in the palette of the given mask. --overlay writes a video of the frames with
 the masks blended in; --binary_masks writes <dir>/<object label>/<frame index>.png (0/255).
 --mask is the first frame's indexed PNG; --mask_dir holds <frame index>.png for every frame where
 objects first appear. Long videos: see --max_mem_frames / --max_mem_mb (README, "Long videos").
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         masks = annotations_by_frame(args.mask, args.mask_dir)
-        video = VideoFileVideo(args.video, masks, short_side=short_side(args))
+        video = VideoFileVideo(args.video, masks, short_side=short_side(args), antialias=args.antialias)
         sinks = []
         if args.overlay:
             sinks.append(OverlaySink(lambda v: Path(args.overlay)))

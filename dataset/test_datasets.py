@@ -4,9 +4,13 @@ Each dataset is a list of `TestVideo`s. A video knows its frames (name, image fi
 annotation file given on that frame if any, whether its mask is written out) and reads frames
 lazily, one at a time, so a long video never sits in memory.
 
-Sizes: DAVIS is evaluated at its native 480p. YouTube-VOS and generic videos are resized so that
-the shorter side is 480 (bicubic for images, nearest for masks), as the original STCN did; the
-scripts resize the predictions back to each video's original size.
+Sizes: DAVIS is evaluated at its native 480p (frames are never resized). YouTube-VOS, generic
+folders and video files are resized so that the shorter side is 480 (the longer side truncated, as
+torchvision does), as the paper did: the frame is converted to a float tensor and normalised first,
+then resized by `resize_frame`, plain bicubic interpolation without antialiasing (torchvision 0.9.1's
+tensor `Resize`, which produced the published numbers); `antialias=True` gives what the original code
+does under torchvision >= 0.17. Masks are resized with nearest neighbour. The scripts resize the
+predictions back to each video's original size. See docs/evaluation.md, "Preprocessing".
 
 The output palette of a video is taken from its own annotations (the first annotation file, plus
 colours of later colour masks), never from a fixed file.
@@ -65,10 +69,31 @@ def normalise(img: Image.Image) -> Tensor:
     return im_normalization(x)
 
 
+def resize_frame(x: Tensor, size: tuple[int, int], antialias: bool = False) -> Tensor:
+    """Normalised frame (..., 3, H, W) float -> the same at `size` (H', W'): the paper's frame resize.
+
+    Plain bicubic interpolation, `F.interpolate(mode="bicubic", align_corners=False)`: output pixel
+    i samples the source at (i + 0.5) * H / H' - 0.5 with torch's cubic kernel (a = -0.75, 4 taps
+    whatever the scale). That is torchvision 0.9.1's tensor `Resize(480, BICUBIC)`
+    as the original STCN applied it after normalising, the setting of the published numbers.
+    antialias=True: what the same code does under torchvision >= 0.17, whose tensor `Resize`
+    antialiases by default (torch's antialiased bicubic: Keys' a = -0.5, the kernel stretched by
+    the scale factor when shrinking, as PIL).
+    Not clamped: the normalised float has no range to clamp to, and neither torchvision version
+    clamps a float tensor (only uint8), so overshoot at edges reaches the network as in the paper.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    batch = x.reshape(-1, *x.shape[-3:])
+    out = F.interpolate(batch, size=tuple(size), mode="bicubic", align_corners=False, antialias=antialias)
+    return out.reshape(*x.shape[:-2], *out.shape[-2:])
+
+
 class TestVideo:
     """A video to segment: frames read lazily at the network resolution.
 
     short_side: resize so that the shorter side has this length (None: native size).
+    antialias: resize frames with antialiasing (torchvision >= 0.17's default; see `resize_frame`).
     single_object: threshold the annotations into one object (DAVIS 2016).
     expected_labels: label -> annotation file that must contain it (YouTube-VOS meta.json).
     """
@@ -80,10 +105,12 @@ class TestVideo:
         short_side: int | None = None,
         single_object: bool = False,
         expected_labels: dict[int, Path] | None = None,
+        antialias: bool = False,
     ) -> None:
         self.name = name
         self.frames = list(frames)
         self.short_side = short_side
+        self.antialias = antialias
         self.single_object = single_object
         self.expected_labels = dict(expected_labels or {})
         self._reader: MaskReader | None = None
@@ -168,12 +195,8 @@ class TestVideo:
         return img
 
     def load_image(self, index: int) -> Tensor:
-        """Frame `index` as a normalised 3, H, W tensor at the network size."""
-        img = self.frame_image(index)
-        h, w = self.network_size
-        if (h, w) != self.size:
-            img = img.resize((w, h), Image.BICUBIC)
-        return normalise(img)
+        """Frame `index` as a normalised 3, H, W tensor at the network size (normalised, then resized)."""
+        return resize_frame(normalise(self.frame_image(index)), self.network_size, self.antialias)
 
     def original_rgb(self, index: int) -> np.ndarray:
         """Frame `index` at its original size as an (H, W, 3) uint8 RGB array (for overlays)."""
@@ -277,12 +300,13 @@ class YouTubeVOSTestDataset:
     root/all_frames/<split>_all_frames/JPEGImages/<video>/   every frame (processed for memory)
     Without all_frames, root/<split>/JPEGImages (every 5th frame) is used.
 
-    Only frames listed in meta.json are written unless `output_all`.
+    Only frames listed in meta.json are written unless `output_all`. Frames are resized to
+    `short_side` by `resize_frame` (`antialias`: torchvision >= 0.17's antialiased variant).
     """
 
     def __init__(
         self, root: str | os.PathLike, split: str = "valid", short_side: int | None = EVAL_SHORT_SIDE,
-        output_all: bool = False,
+        output_all: bool = False, antialias: bool = False,
     ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "YouTube-VOS root", "point --yv_path at the YouTube-VOS folder (e.g. ../YouTube)")
@@ -294,6 +318,7 @@ class YouTubeVOSTestDataset:
         _require_dir(self.image_dir, "YouTube-VOS frames", f"extract the all-frames archive into {all_frames}")
         self.meta_path = split_dir / "meta.json"
         self.short_side = short_side
+        self.antialias = antialias
         self.output_all = output_all
         meta = self._read_meta()
         self.videos = [self._video(name, meta[name]) for name in sorted(meta)]
@@ -347,7 +372,8 @@ class YouTubeVOSTestDataset:
                 start_labels=tuple(start) if start else None,
                 required=self.output_all or p.stem in required,
             ))
-        return TestVideo(name, frames, short_side=self.short_side, expected_labels=expected)
+        return TestVideo(name, frames, short_side=self.short_side, expected_labels=expected,
+                         antialias=self.antialias)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -361,15 +387,18 @@ class GenericTestDataset:
     """Any folder of videos: root/JPEGImages/<video>/<frame>.jpg and root/Annotations/<video>/<frame>.png.
 
     An annotation may be given on any frame; the objects in it that are not tracked yet start
-    there. Every frame is written.
+    there. Every frame is written. Frames are resized as in `YouTubeVOSTestDataset`.
     """
 
-    def __init__(self, root: str | os.PathLike, short_side: int | None = EVAL_SHORT_SIDE) -> None:
+    def __init__(
+        self, root: str | os.PathLike, short_side: int | None = EVAL_SHORT_SIDE, antialias: bool = False,
+    ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "data folder", "point --data_path at a folder with JPEGImages/ and Annotations/")
         self.image_dir = _require_dir(self.root / "JPEGImages", "frames", "put each video's frames in JPEGImages/<video>/")
         self.mask_dir = _require_dir(self.root / "Annotations", "annotations", "put first-appearance masks in Annotations/<video>/")
         self.short_side = short_side
+        self.antialias = antialias
         names = sorted(p.name for p in self.image_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not names:
             raise DataError(self.image_dir, "no video folders", "put each video's frames in JPEGImages/<video>/")
@@ -389,7 +418,7 @@ class GenericTestDataset:
         if orphans:
             raise DataError(masks[orphans[0]], "annotation without a frame of the same name", "rename it after its frame")
         frames = [Frame(p.stem, p, masks.get(p.stem)) for p in images]
-        return TestVideo(name, frames, short_side=self.short_side)
+        return TestVideo(name, frames, short_side=self.short_side, antialias=self.antialias)
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -50,7 +50,10 @@ def annotations_by_frame(mask: str | os.PathLike | None, mask_dir: str | os.Path
 
 
 class VideoFileVideo(TestVideo):
-    """A video file decoded sequentially; every frame is required (written out)."""
+    """A video file decoded sequentially; every frame is required (written out).
+
+    Frames are resized as every `TestVideo` (`resize_frame`; `antialias` as there).
+    """
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class VideoFileVideo(TestVideo):
         masks: dict[int, Path],
         short_side: int | None = EVAL_SHORT_SIDE,
         name: str | None = None,
+        antialias: bool = False,
     ) -> None:
         self.reader = VideoReader(path)
         n = self.reader.num_frames
@@ -66,7 +70,7 @@ class VideoFileVideo(TestVideo):
             raise DataError(masks[late[0]], f"frame {late[0]} is past the end of the video ({n} frames)",
                             "name the mask after a frame index of the video")
         frames = [Frame(frame_name(i), self.reader.path, masks.get(i)) for i in range(n)]
-        super().__init__(name or self.reader.path.stem, frames, short_side=short_side)
+        super().__init__(name or self.reader.path.stem, frames, short_side=short_side, antialias=antialias)
         self._size = self.reader.size
         self._decoder: Iterator[np.ndarray] | None = None
         self._next = 0  # index of the frame the decoder yields next

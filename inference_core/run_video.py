@@ -228,10 +228,17 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
 
 
 def add_size_arg(parser: argparse.ArgumentParser) -> None:
-    """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native)."""
+    """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
+
+    `--antialias`: resize with antialiasing, as the original code does under torchvision >= 0.17
+    (the default is the paper's plain bicubic; see `dataset.test_datasets.resize_frame`).
+    """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help="shorter side the frames are resized to for the network (480 as the original; "
                              "-1: native size); masks are written at the original size")
+    parser.add_argument("--antialias", action="store_true",
+                        help="antialiased bicubic resize, as the original code gives under torchvision >= 0.17 "
+                             "(default: plain bicubic on the normalised frame, as for the paper's numbers)")
 
 
 def short_side(args: argparse.Namespace) -> int | None:

@@ -2,10 +2,11 @@
 
     python scripts/resize_length.py ../static/BIG_small ../static/BIG_480 --size 480
 
-The folder tree is mirrored into the output. Images are resampled bicubically; masks (palette
+The folder tree is mirrored into the output. Images are resampled with PIL's bicubic; masks (palette
 images, PIL mode 'P', or anything under an ``Annotations`` folder) with nearest neighbour, keeping
-their mode and palette so object ids survive. Other files are copied. Files already in the output
-are skipped, so an interrupted run can simply be restarted.
+their mode and palette so object ids survive. The longer side is truncated (torchvision's rule, the
+one the evaluation uses). Other files are copied. Files already in the output are skipped, so an
+interrupted run can simply be restarted.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from PIL import Image
 DEFAULT_SIZE = 480  # evaluation and main training run at 480p
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 MASK_FOLDER = 'Annotations'
-JPEG_QUALITY = 95
+JPEG_QUALITY = 95  # None in `resize_file`: PIL's defaults (quality 75)
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 PARTIAL_PREFIX = '.partial_'
 
@@ -32,10 +33,16 @@ class ResizeError(RuntimeError):
 
 
 def target_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """(width, height) with the shorter side equal to ``size`` and the aspect ratio kept."""
+    """(width, height) with the shorter side equal to ``size``, the longer one ``int(size * long / short)``.
+
+    Truncated as torchvision's Resize and `dataset.test_datasets.resized_shape` (kept torch-free
+    here; a test pins the two together) and as the original STCN's resize_youtube.py, whose
+    ``int(w * 480 / min(w, h))`` gives the same sizes wherever its float ratio does not drop the
+    shorter side to 479.
+    """
     if width <= height:
-        return size, max(1, round(height * size / width))
-    return max(1, round(width * size / height)), size
+        return size, int(size * height / width)
+    return int(size * width / height), size
 
 
 def is_mask(path: Path, image: Image.Image) -> bool:
@@ -50,8 +57,11 @@ def resize_image(image: Image.Image, size: int, mask: bool) -> Image.Image:
     return image.resize(new_size, Image.Resampling.NEAREST if mask else Image.Resampling.BICUBIC)
 
 
-def resize_file(src: Path, dst: Path, size: int) -> None:
-    """Resize one image (or copy any other file) to ``dst``, written under a temporary name."""
+def resize_file(src: Path, dst: Path, size: int, jpeg_quality: int | None = JPEG_QUALITY) -> None:
+    """Resize one image (or copy any other file) to ``dst``, written under a temporary name.
+
+    jpeg_quality: of JPEG outputs; None saves with PIL's defaults (quality 75).
+    """
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(PARTIAL_PREFIX + dst.name)
@@ -64,7 +74,7 @@ def resize_file(src: Path, dst: Path, size: int) -> None:
             image.load()
             out = resize_image(image, size, is_mask(src, image))
             file_format = image.format or Image.registered_extensions()[src.suffix.lower()]
-        options = {'quality': JPEG_QUALITY} if file_format == 'JPEG' else {}
+        options = {'quality': jpeg_quality} if file_format == 'JPEG' and jpeg_quality is not None else {}
         out.save(tmp, format=file_format, **options)
     except (OSError, ValueError, KeyError) as e:
         tmp.unlink(missing_ok=True)

@@ -3,7 +3,9 @@
     python scripts/resize_youtube.py --src ../YouTube/train --dst ../YouTube/train_480p
 
 Reads ``<src>/{JPEGImages,Annotations}/<video>/`` and writes the same tree under ``<dst>`` with the
-shorter side at --size: frames bicubic, palette masks nearest with their palette. Videos are
+shorter side at --size (the longer one truncated): frames with PIL's bicubic, saved as JPEG with
+PIL's defaults (quality 75), palette masks nearest with their palette, as the original STCN's
+resize_youtube.py made the train_480p its models were trained on. Videos are
 processed in parallel; each is written to a temporary folder and renamed when finished, so a
 rerun skips the videos already done. Top-level files (meta.json) are copied.
 """
@@ -25,6 +27,7 @@ FRAMES = 'JPEGImages'
 MASKS = 'Annotations'
 DEFAULT_SRC = Path('../YouTube/train')
 DEFAULT_DST = Path('../YouTube/train_480p')
+JPEG_QUALITY = None  # PIL's defaults (quality 75): the original saved its frames without options
 
 
 def _resize_video(task: tuple[Path, Path, str, int]) -> None:
@@ -40,7 +43,7 @@ def _resize_video(task: tuple[Path, Path, str, int]) -> None:
         tmp_dir.mkdir(parents=True)
         for path in sorted(in_dir.iterdir()):
             if path.is_file():
-                resize_file(path, tmp_dir / path.name, size)
+                resize_file(path, tmp_dir / path.name, size, jpeg_quality=JPEG_QUALITY)
         os.replace(tmp_dir, out_dir)
 
 

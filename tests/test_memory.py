@@ -49,6 +49,33 @@ def test_top_k_larger_than_memory_is_plain_softmax():
     torch.testing.assert_close(softmax(sim, top_k=20), torch.softmax(sim, dim=1))
 
 
+def original_topk_softmax(sim_t, k):
+    """The original STCN's inference softmax: exp of the top-k values without subtracting their max."""
+    values, indices = torch.topk(sim_t, k=k, dim=-1)
+    e = values.exp()
+    return e / e.sum(-1, keepdim=True), indices
+
+
+def test_top_k_softmax_is_stable_where_the_original_overflows():
+    """A deliberate difference from the original (docs/evaluation.md): same weights wherever the
+    original is finite, finite weights where its exp overflows (an affinity above log(float32 max))."""
+    torch.manual_seed(4)
+    sim_t = torch.randn(1, 6, 40) * 10
+    ours, idx = topk_softmax(sim_t, 20)
+    theirs, idx_o = original_topk_softmax(sim_t, 20)
+    assert torch.equal(idx, idx_o)
+    torch.testing.assert_close(ours, theirs)
+    big = sim_t.clone()
+    big[0, 0, 3] = math.log(torch.finfo(torch.float32).max) + 1  # about 89.7
+    theirs, _ = original_topk_softmax(big, 20)
+    assert theirs[0, 0].isnan().any() and not theirs[0, 1:].isnan().any()
+    ours, _ = topk_softmax(big, 20)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours[0, 0], torch.softmax(big[0, 0].topk(20).values, dim=-1))
+    torch.testing.assert_close(ours[0, 0, 0], torch.tensor(1.0))  # the rest are exp(<= -50) ~ 0
+    torch.testing.assert_close(softmax(big.transpose(1, 2), top_k=20).sum(1), torch.ones(1, 6))
+
+
 def test_sparse_top_k_readout_equals_dense():
     torch.manual_seed(3)
     mk, qk, mv = torch.randn(1, 64, 300), torch.randn(1, 64, 40), torch.randn(3, 512, 300)

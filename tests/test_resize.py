@@ -2,6 +2,7 @@
 skipping finished videos; and the generic folder resize."""
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -57,11 +58,50 @@ def make_youtube_split(root: Path) -> Path:
     (1280, 720, 480, (853, 480)),
     (720, 1280, 480, (480, 853)),
     (854, 480, 480, (854, 480)),
-    (101, 67, 480, (724, 480)),
+    (101, 67, 480, (723, 480)),  # 723.58: truncated as torchvision and the original, not rounded
+    (1280, 718, 480, (855, 480)),
     (10, 10, 4, (4, 4)),
 ])
 def test_target_size_sets_the_shorter_side(width, height, size, expected):
     assert resize_length.target_size(width, height, size) == expected
+
+
+def test_target_size_is_the_evaluation_rule_and_the_originals():
+    """One size rule: the evaluation's `resized_shape`; and the original resize_youtube.py's
+    (int(w * r), int(h * r)), r = 480 / min(w, h), wherever its float ratio keeps the shorter side 480."""
+    from dataset.test_datasets import resized_shape
+
+    checked = 0
+    for short in range(100, 1300, 13):
+        for long in range(short, 2600, 11):
+            for w, h in ((long, short), (short, long)):
+                ours = resize_length.target_size(w, h, 480)
+                assert ours == resized_shape(h, w, 480)[::-1]
+                r = 480 / min(w, h)
+                original = (int(w * r), int(h * r))
+                if min(original) == 480:
+                    assert ours == original, (w, h)
+                    checked += 1
+    assert checked > 10000
+
+
+def test_resize_youtube_writes_what_the_original_wrote(tmp_path):
+    """Frames: PIL bicubic, saved with PIL's JPEG defaults; masks: PIL nearest, palette kept."""
+    src = make_youtube_split(tmp_path / 'train')
+    dst = tmp_path / 'train_480p'
+    resize_youtube.resize_youtube(src, dst, workers=1, progress=False)
+    for video in VIDEOS:
+        for name in ('00000', '00010'):
+            with Image.open(src / 'JPEGImages' / video / f'{name}.jpg') as frame:
+                w, h = frame.size
+                r = 480 / min(w, h)
+                expected = io.BytesIO()
+                frame.resize((int(w * r), int(h * r)), Image.BICUBIC).save(expected, format='JPEG')
+            assert (dst / 'JPEGImages' / video / f'{name}.jpg').read_bytes() == expected.getvalue()
+            with Image.open(src / 'Annotations' / video / f'{name}.png') as mask:
+                want = np.asarray(mask.convert('P').resize((int(w * r), int(h * r)), Image.NEAREST))
+            with Image.open(dst / 'Annotations' / video / f'{name}.png') as got:
+                np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_resize_youtube_sizes_palettes_and_alignment(tmp_path):
