@@ -21,6 +21,7 @@ from inference_core.run_video import (
     add_common_args,
     add_size_arg,
     build_core,
+    check_videos,
     report_errors,
     run_dataset,
     short_side,
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         dataset = GenericTestDataset(args.data_path, short_side=short_side(args))
+        check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
         output = Path(args.output)
         sinks = []

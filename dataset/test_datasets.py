@@ -141,6 +141,8 @@ class TestVideo:
                 "add the first-frame mask of each object to the Annotations folder",
             )
         self.object_labels = sorted(set().union(*found.values()))
+        if not self.object_labels:
+            raise no_object_error(self.name, list(found))
         self._reader = MaskReader(single_object=self.single_object)  # re-read in frame order below
         self._reader.palette = list(reader.palette)
         self._reader.colour_labels = dict(reader.colour_labels)
@@ -194,6 +196,16 @@ class TestVideo:
 
 
 # ----------------------------------------------------------------------------------- helpers
+def no_object_error(video: str, masks: Sequence[Path]) -> DataError:
+    """A video whose annotations hold no object: nothing to segment, so a user mistake, not a result."""
+    names = "" if len(masks) == 1 else f" ({', '.join(p.name for p in masks[:5])}{', ...' if len(masks) > 5 else ''})"
+    what = "its mask" if len(masks) == 1 else f"any of its {len(masks)} masks{names}"
+    return DataError(
+        masks[0], f"no object in {what} for video {video} (every pixel is background, 0)",
+        "give each object a non-zero index in the mask of the frame where it first appears (0 = background)",
+    )
+
+
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(folder, "no such video folder", "check the dataset layout (JPEGImages/<video>/)")
@@ -316,6 +328,8 @@ class YouTubeVOSTestDataset:
             objects = {int(k): [str(f) for f in v["frames"]] for k, v in info["objects"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DataError(self.meta_path, f"video {name} has no valid 'objects' entry", "restore meta.json") from None
+        if not objects:
+            raise DataError(self.meta_path, f"video {name} lists no object", "restore meta.json from the YouTube-VOS download")
         required: set[str] = set()
         starts: dict[str, list[int]] = {}
         expected: dict[int, Path] = {}
