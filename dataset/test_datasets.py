@@ -198,11 +198,14 @@ class TestVideo:
 # ----------------------------------------------------------------------------------- helpers
 def no_object_error(video: str, masks: Sequence[Path]) -> DataError:
     """A video whose annotations hold no object: nothing to segment, so a user mistake, not a result."""
-    names = "" if len(masks) == 1 else f" ({', '.join(p.name for p in masks[:5])}{', ...' if len(masks) > 5 else ''})"
-    what = "its mask" if len(masks) == 1 else f"any of its {len(masks)} masks{names}"
+    if len(masks) == 1:
+        what = f"the mask of video {video}"
+    else:
+        names = ", ".join(p.name for p in masks[:5]) + (", ..." if len(masks) > 5 else "")
+        what = f"any of the {len(masks)} masks of video {video} ({names})"
     return DataError(
-        masks[0], f"no object in {what} for video {video} (every pixel is background, 0)",
-        "give each object a non-zero index in the mask of the frame where it first appears (0 = background)",
+        masks[0], f"no object in {what}: every pixel is 0 (background)",
+        "give each object a non-zero index in the mask of the frame where it first appears",
     )
 
 
@@ -393,6 +396,10 @@ class GenericTestDataset:
         images = _list_images(self.image_dir / name)
         mask_dir = self.mask_dir / name
         masks = {p.stem: p for p in mask_dir.glob("*" + MASK_EXTENSION)} if mask_dir.is_dir() else {}
+        others = sorted(p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if mask_dir.is_dir() else []
+        if not masks and others:
+            raise DataError(others[0], f"annotation of video {name} is a {others[0].suffix} file, not {MASK_EXTENSION}",
+                            f"save masks as indexed (palette) PNGs named <frame>{MASK_EXTENSION} (JPEG blurs object edges)")
         if not masks:
             raise DataError(
                 mask_dir / (images[0].stem + MASK_EXTENSION), f"missing annotation for video {name}",

@@ -294,10 +294,13 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     """Device, network and core from the common flags; user mistakes become DataError/CheckpointError."""
     try:
         device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise DataError("--device", str(exc).split(": ", 1)[-1], "choose auto, cpu or an existing cuda:i") from None
-    if args.top < 1 or args.mem_every < 1:
-        raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
+    except ValueError as exc:  # a CUDA device on a machine without CUDA
+        raise DataError("--device", str(exc).split(": ", 1)[-1].split(";")[0], "use --device cpu or auto") from None
+    except RuntimeError:  # a device string torch does not know
+        raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
+    for flag in ("top", "mem_every"):
+        if getattr(args, flag) < 1:
+            raise DataError(f"--{flag}", f"must be at least 1 (got {getattr(args, flag)})", "pass a positive value")
     for flag in ("max_mem_frames", "chunk_size", "object_batch"):
         if isinstance(getattr(args, flag), int) and getattr(args, flag) < 1:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
