@@ -18,7 +18,6 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -545,7 +544,6 @@ def test_bad_input_gives_one_error_line_and_changes_nothing(case: Case, tmp_path
     if case.mid_run:  # the frames before the bad one were processed: no file of theirs may remain
         added = [k for k in added if after[k] != "dir"]
     assert not changed and not added, (changed, added)
-    print(f"{case.id}: {errors[0]}", file=sys.__stdout__)
 
 
 def test_the_battery_covers_every_command():
@@ -562,3 +560,38 @@ def test_minimum_size_is_two_cells_of_the_coarsest_features():
     from util.tensor_util import STRIDE
 
     assert MIN_SHORT_SIDE == 2 * STRIDE == 32
+
+
+@pytest.mark.parametrize("size, expected", [(-1, None), (32, 32), (33, 33), (480, 480), (31, "error"), (0, "error"),
+                                            (-2, "error")])
+def test_size_flag_boundary(size, expected):
+    from argparse import Namespace
+
+    from inference_core.run_video import short_side
+    from util.io import DataError
+
+    if expected == "error":
+        with pytest.raises(DataError, match=r"^--size: .* minimum shorter side of 32"):
+            short_side(Namespace(size=size))
+    else:
+        assert short_side(Namespace(size=size)) == expected
+
+
+@pytest.mark.parametrize("h, w, short, ok", [(32, 40, None, True), (40, 31, None, False), (20, 24, 32, True),
+                                             (48, 64, None, True)])
+def test_check_videos_network_size_boundary(tmp_path, h, w, short, ok):
+    from dataset.test_datasets import Frame, TestVideo
+    from inference_core.run_video import check_videos
+    from util.io import DataError
+
+    save_jpg(tmp_path / "00000.jpg", np.full((h, w, 3), 100, np.uint8))
+    labels = np.zeros((h, w), np.uint8)
+    labels[4:12, 4:12] = 1
+    save_indexed(tmp_path / "00000.png", labels)
+    video = TestVideo("v", [Frame("00000", tmp_path / "00000.jpg", tmp_path / "00000.png")], short_side=short)
+    if ok:
+        check_videos([video])
+        assert video.object_labels == [1]
+    else:
+        with pytest.raises(DataError, match="below its minimum shorter side of 32"):
+            check_videos([video])
