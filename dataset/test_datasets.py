@@ -396,10 +396,13 @@ class GenericTestDataset:
         images = _list_images(self.image_dir / name)
         mask_dir = self.mask_dir / name
         masks = {p.stem: p for p in mask_dir.glob("*" + MASK_EXTENSION)} if mask_dir.is_dir() else {}
-        others = sorted(p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if mask_dir.is_dir() else []
-        if not masks and others:
-            raise DataError(others[0], f"annotation of video {name} is a {others[0].suffix} file, not {MASK_EXTENSION}",
-                            f"save masks as indexed (palette) PNGs named <frame>{MASK_EXTENSION} (JPEG blurs object edges)")
+        others = [] if masks or not mask_dir.is_dir() else sorted(
+            p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if others:  # no PNG, but other images: JPEG masks?
+            raise DataError(
+                others[0], f"annotation of video {name} is a {others[0].suffix} file, not {MASK_EXTENSION}",
+                f"save masks as indexed (palette) PNGs named <frame>{MASK_EXTENSION} (JPEG blurs object edges)",
+            )
         if not masks:
             raise DataError(
                 mask_dir / (images[0].stem + MASK_EXTENSION), f"missing annotation for video {name}",

@@ -256,7 +256,8 @@ def short_side(args: argparse.Namespace) -> int | None:
         raise DataError(
             "--size", f"{args.size} is below the network's minimum shorter side of {MIN_SHORT_SIDE} pixels "
             f"({MIN_FEATURE_CELLS} cells of its stride-{STRIDE} features)",
-            f"pass --size {MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), or {NATIVE_SIZE} for the native size",
+            f"pass --size {MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), "
+            f"or {NATIVE_SIZE} for the native size",
         )
     return args.size
 

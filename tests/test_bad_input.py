@@ -8,7 +8,8 @@ short video file, a static image set), spoils one thing as a user might, runs th
     after its usage line) and names the offending path or flag;
   - no `Traceback` anywhere in the output;
   - every file and folder of the workspace, inputs and anything already there, is unchanged
-    (sha256 of each file before and after) and nothing new was written.
+    (sha256 of each file before and after) and nothing new was written (a mistake found only
+    while a video runs, `mid_run`, may leave the empty output folder the writer made).
 Most cases stop before the network is loaded; the few that get past it run a random network on
 48x64 frames.
 """
@@ -221,7 +222,8 @@ class Case:
 
 
 def seg(ws: Workspace, *extra) -> list:
-    return ["--device", "cpu", "--size", "32", "--model", ws.model, "--video", ws.video / "clip.mp4", "--output", ws.out, *extra]
+    return ["--device", "cpu", "--size", "32", "--model", ws.model, "--video", ws.video / "clip.mp4",
+            "--output", ws.out, *extra]
 
 
 def seg_mask(ws: Workspace, *extra) -> list:
@@ -229,7 +231,8 @@ def seg_mask(ws: Workspace, *extra) -> list:
 
 
 def gen(ws: Workspace, *extra) -> list:
-    return ["--device", "cpu", "--size", "32", "--model", ws.model, "--data_path", ws.generic, "--output", ws.out, *extra]
+    return ["--device", "cpu", "--size", "32", "--model", ws.model, "--data_path", ws.generic,
+            "--output", ws.out, *extra]
 
 
 def d17(ws: Workspace, *extra) -> list:
@@ -270,7 +273,8 @@ CASES = [
     Case("segment/missing-mask", segment_video.main,
          lambda ws: (seg(ws, "--mask", ws.root / "first.png"), str(ws.root / "first.png"))),
     Case("segment/no-mask-given", segment_video.main, lambda ws: (seg(ws), "--mask")),
-    Case("segment/jpeg-as-mask", segment_video.main, lambda ws: (seg(ws, "--mask", jpeg_mask(ws)), str(ws.root / "first.jpg"))),
+    Case("segment/jpeg-as-mask", segment_video.main,
+         lambda ws: (seg(ws, "--mask", jpeg_mask(ws)), str(ws.root / "first.jpg"))),
     Case("segment/corrupt-mask", segment_video.main,
          lambda ws: (seg(ws, "--mask", truncate(ws.video / "first.png")), str(ws.video / "first.png"))),
     Case("segment/mask-of-another-size", segment_video.main,
@@ -285,9 +289,11 @@ CASES = [
                      str(ws.root / "masks" / "00099.png"))),
     Case("segment/unknown-device", segment_video.main, lambda ws: (seg_mask(ws, "--device", "tpu"), "--device")),
     Case("segment/top-0", segment_video.main, lambda ws: (seg_mask(ws, "--top", "0"), "--top")),
-    Case("segment/mem_every-negative", segment_video.main, lambda ws: (seg_mask(ws, "--mem_every", "-1"), "--mem_every")),
+    Case("segment/mem_every-negative", segment_video.main,
+         lambda ws: (seg_mask(ws, "--mem_every", "-1"), "--mem_every")),
     Case("segment/max_mem_mb-0", segment_video.main, lambda ws: (seg_mask(ws, "--max_mem_mb", "0"), "--max_mem_mb")),
-    Case("segment/chunk_size-word", segment_video.main, lambda ws: (seg_mask(ws, "--chunk_size", "lots"), "--chunk_size"), 2),
+    Case("segment/chunk_size-word", segment_video.main,
+         lambda ws: (seg_mask(ws, "--chunk_size", "lots"), "--chunk_size"), 2),
     Case("segment/model-is-a-text-file", segment_video.main,
          lambda ws: (seg_mask(ws, "--model", ws.file("stcn.pth", "hello")), str(ws.root / "stcn.pth"))),
     Case("segment/model-with-wrong-keys", segment_video.main,
@@ -423,11 +429,14 @@ CASES = [
          lambda ws: (["--results", ws.root / "results", "--davis_path", ws.davis / "2017" / "trainval"],
                      str(ws.root / "results"))),
     Case("score_davis/missing-davis_path", score_davis.main,
-         lambda ws: (["--results", results_for(ws), "--davis_path", ws.root / "DAVIS_nope"], str(ws.root / "DAVIS_nope"))),
+         lambda ws: (["--results", results_for(ws), "--davis_path", ws.root / "DAVIS_nope"],
+                     str(ws.root / "DAVIS_nope"))),
     Case("score_davis/result-video-missing", score_davis.main,
-         lambda ws: (["--results", results_for(ws, drop="odd"), "--davis_path", ws.davis / "2017" / "trainval"], "odd")),
+         lambda ws: (["--results", results_for(ws, drop="odd"), "--davis_path", ws.davis / "2017" / "trainval"],
+                     "odd")),
     Case("score_davis/result-not-a-png", score_davis.main,
-         lambda ws: (["--results", results_for(ws, spoil="cat/00002.png"), "--davis_path", ws.davis / "2017" / "trainval"],
+         lambda ws: (["--results", results_for(ws, spoil="cat/00002.png"),
+                      "--davis_path", ws.davis / "2017" / "trainval"],
                      "00002.png")),
     Case("score_davis/workers-negative", score_davis.main,
          lambda ws: (["--results", results_for(ws), "--davis_path", ws.davis / "2017" / "trainval", "--workers", "-2"],

@@ -92,7 +92,8 @@ class MaskReader:
         try:
             with Image.open(path) as img:
                 if img.format == "JPEG":  # lossy: edges blur into colours that are no object
-                    raise DataError(path, "mask saved as JPEG", "save it as an indexed (palette) PNG, one index per object")
+                    raise DataError(path, "mask saved as JPEG",
+                                    "save it as an indexed (palette) PNG, one index per object")
                 img.load()
                 mode, raw_palette = img.mode, img.getpalette()
                 arr = np.array(img)
