@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm, format_gb,
-                           is_done, needed_bytes, run_archive_job)
+                           free_gb_arg, is_done, needed_bytes, run_archive_job)
 
 TARGET = 'BL30K'
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
@@ -46,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--only', nargs='+', choices=list(SEGMENTS), metavar='SEGMENT',
                         default=list(SEGMENTS),
                         help='segments to fetch, among a b c d e f (default: all)')
-    parser.add_argument('--min_free_gb', type=float, default=None,
+    parser.add_argument('--min_free_gb', type=free_gb_arg, default=None,
                         help='free space required before starting (default: about 1 TB for all '
                              f'six segments, {SEGMENT_GB} GB per segment plus extraction room; '
                              '0 disables the check)')

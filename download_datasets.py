@@ -16,7 +16,7 @@ from pathlib import Path
 from scripts.resize_length import DEFAULT_SIZE, DEFAULT_WORKERS, ResizeError
 from scripts.resize_youtube import resize_youtube
 from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm,
-                           format_gb, is_done, mark_done, needed_bytes, run_archive_job)
+                           format_gb, free_gb_arg, is_done, mark_done, needed_bytes, run_archive_job)
 
 FRAMES = ('JPEGImages',)
 FRAMES_MASKS = ('JPEGImages', 'Annotations')
@@ -126,7 +126,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--yes', action='store_true',
                         help='accept the datasets\' terms without asking (non-interactive use)')
     parser.add_argument('--list', action='store_true', help='show parts and their state, then exit')
-    parser.add_argument('--min_free_gb', type=float, default=None,
+    parser.add_argument('--min_free_gb', type=free_gb_arg, default=None,
                         help='free space required before starting (default: an estimate for '
                              'the selected parts; 0 disables the check)')
     parser.add_argument('--keep_archives', action='store_true',

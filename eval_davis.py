@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dataset.test_datasets import DAVISTestDataset
-from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
+from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from util.davis_scoring import evaluate_davis
 from util.io import DataError
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         folder, imset = SPLITS[args.split]
         davis_root = Path(args.davis_path) / folder
         dataset = DAVISTestDataset(davis_root, imset=imset)  # layout errors before loading the network
+        check_videos(dataset.videos)  # and every first-frame annotation
         core = build_core(args)
         output = Path(args.output)
         stats = run_dataset(core, dataset.videos, lambda v: output / v.name)

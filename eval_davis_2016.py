@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dataset.test_datasets import DAVISTestDataset
 from eval_davis import score
-from inference_core.run_video import add_common_args, build_core, report_errors, run_dataset
+from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from util.io import DataError
 
 VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         davis_root = Path(args.davis_path)
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
         dataset = DAVISTestDataset(davis_root, imset=imset.resolve(), single_object=True)
+        check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)
         output = Path(args.output)
         stats = run_dataset(core, dataset.videos, lambda v: output / v.name)

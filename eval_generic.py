@@ -21,10 +21,12 @@ from inference_core.run_video import (
     add_common_args,
     add_size_arg,
     build_core,
+    check_videos,
     report_errors,
     run_dataset,
     short_side,
 )
+from util.io import DataError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
+        if args.overlay_fps is not None and not args.overlay_fps > 0:
+            raise DataError("--overlay_fps", f"{args.overlay_fps} frames per second", "pass a positive frame rate")
         dataset = GenericTestDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
+        check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
         output = Path(args.output)
         sinks = []

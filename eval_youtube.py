@@ -22,6 +22,7 @@ from inference_core.run_video import (
     add_common_args,
     add_size_arg,
     build_core,
+    check_videos,
     report_errors,
     run_dataset,
     short_side,
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if not dataset.uses_all_frames:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",
                   file=sys.stderr)
+        check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)
         output = Path(args.output)
         stats = run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name)

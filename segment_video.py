@@ -24,6 +24,7 @@ from inference_core.run_video import (
     add_common_args,
     add_size_arg,
     build_core,
+    check_videos,
     report_errors,
     run_dataset,
     short_side,
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         masks = annotations_by_frame(args.mask, args.mask_dir)
         video = VideoFileVideo(args.video, masks, short_side=short_side(args), antialias=args.antialias)
+        check_videos([video])  # masks and size before loading the network
         sinks = []
         if args.overlay:
             sinks.append(OverlaySink(lambda v: Path(args.overlay)))

@@ -95,6 +95,8 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
                                        "batch_size": args.batch_size, "lr": args.lr, "gamma": args.gamma})
     if args.crop_size < 16 or args.crop_size % 16:
         raise ConfigError(f"--crop_size {args.crop_size}: must be a positive multiple of 16")
+    if args.num_workers < 0:
+        raise ConfigError(f"--num_workers {args.num_workers}: must be 0 (load in the main process) or more")
     for name in ("save_every", "checkpoint_every", "log_every", "log_image_every"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} {getattr(args, name)}: must be at least 1")
@@ -177,7 +179,7 @@ def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
         raise CheckpointError(f"{path}: no such file; --load_network takes weights saved by train.py "
                               "(<id>_<iteration>.pth) or a released STCN checkpoint")
     try:
-        net.load_weights(state if state is not None else load_state_dict_file(path), for_training=True)
+        net.load_weights(state if state is not None else load_state_dict_file(path, flag="--load_network"), for_training=True)
     except CheckpointMismatchError as exc:
         hint = ("stage 0 trains the single-object network: start it from ImageNet, not from multi-object weights"
                 if net.single_object else "use weights saved by train.py or a released STCN checkpoint")

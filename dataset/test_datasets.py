@@ -168,6 +168,8 @@ class TestVideo:
                 "add the first-frame mask of each object to the Annotations folder",
             )
         self.object_labels = sorted(set().union(*found.values()))
+        if not self.object_labels:
+            raise no_object_error(self.name, list(found))
         self._reader = MaskReader(single_object=self.single_object)  # re-read in frame order below
         self._reader.palette = list(reader.palette)
         self._reader.colour_labels = dict(reader.colour_labels)
@@ -217,6 +219,19 @@ class TestVideo:
 
 
 # ----------------------------------------------------------------------------------- helpers
+def no_object_error(video: str, masks: Sequence[Path]) -> DataError:
+    """A video whose annotations hold no object: nothing to segment, so a user mistake, not a result."""
+    if len(masks) == 1:
+        what = f"the mask of video {video}"
+    else:
+        names = ", ".join(p.name for p in masks[:5]) + (", ..." if len(masks) > 5 else "")
+        what = f"any of the {len(masks)} masks of video {video} ({names})"
+    return DataError(
+        masks[0], f"no object in {what}: every pixel is 0 (background)",
+        "give each object a non-zero index in the mask of the frame where it first appears",
+    )
+
+
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(folder, "no such video folder", "check the dataset layout (JPEGImages/<video>/)")
@@ -341,6 +356,8 @@ class YouTubeVOSTestDataset:
             objects = {int(k): [str(f) for f in v["frames"]] for k, v in info["objects"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DataError(self.meta_path, f"video {name} has no valid 'objects' entry", "restore meta.json") from None
+        if not objects:
+            raise DataError(self.meta_path, f"video {name} lists no object", "restore meta.json from the YouTube-VOS download")
         required: set[str] = set()
         starts: dict[str, list[int]] = {}
         expected: dict[int, Path] = {}
@@ -408,6 +425,13 @@ class GenericTestDataset:
         images = _list_images(self.image_dir / name)
         mask_dir = self.mask_dir / name
         masks = {p.stem: p for p in mask_dir.glob("*" + MASK_EXTENSION)} if mask_dir.is_dir() else {}
+        others = [] if masks or not mask_dir.is_dir() else sorted(
+            p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if others:  # no PNG, but other images: JPEG masks?
+            raise DataError(
+                others[0], f"annotation of video {name} is a {others[0].suffix} file, not {MASK_EXTENSION}",
+                f"save masks as indexed (palette) PNGs named <frame>{MASK_EXTENSION} (JPEG blurs object edges)",
+            )
         if not masks:
             raise DataError(
                 mask_dir / (images[0].stem + MASK_EXTENSION), f"missing annotation for video {name}",

@@ -31,6 +31,17 @@ from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
 from util.device import prepare_for_inference, resolve_device, synchronize
 from util.io import DataError, write_mask
+from util.tensor_util import STRIDE
+
+NATIVE_SIZE = -1  # `--size -1`: frames at their own size
+MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see MIN_SHORT_SIDE)
+# The smallest shorter side the network is run at. Frames are padded to multiples of STRIDE (16,
+# the key encoder's res4), so a side of at most 16 pixels becomes a single cell of the f16 map: the
+# memory read then matches each frame as one key (no spatial correspondence is left) and the 3x3
+# convolutions of the key projection, value fusion and decoder see only zero padding around it.
+# Two cells of real image, 2 x 16 = 32 pixels, is the least where the f16 map still has spatial
+# structure; the decoder's f8/f4 stages upsample from it.
+MIN_SHORT_SIDE = MIN_FEATURE_CELLS * STRIDE
 
 
 @dataclass
@@ -167,9 +178,11 @@ def run_dataset(
 ) -> RunStats:
     """Run every video with a progress bar over all frames; returns the totals for the timing lines.
 
+    Every video is checked first (`check_videos`), so a bad one stops the run before any work.
     The bar shows the current video, the size of its memory (frames and MiB of keys and values)
     and the processing frame rate (I/O excluded, as the final FPS line).
     """
+    check_videos(videos)
     stats = RunStats()
     if quiet:
         for video in videos:
@@ -234,16 +247,46 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     (the default is the paper's plain bicubic; see `dataset.test_datasets.resize_frame`).
     """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
-                        help="shorter side the frames are resized to for the network (480 as the original; "
-                             "-1: native size); masks are written at the original size")
+                        help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "
+                             f"original, at least {MIN_SHORT_SIDE}; {NATIVE_SIZE}: native size); masks are written "
+                             "at the original size")
     parser.add_argument("--antialias", action="store_true",
                         help="antialiased bicubic resize, as the original code gives under torchvision >= 0.17 "
                              "(default: plain bicubic on the normalised frame, as for the paper's numbers)")
 
 
 def short_side(args: argparse.Namespace) -> int | None:
-    """The `--size` flag as a dataset's `short_side` (None: native size)."""
-    return None if args.size <= 0 else args.size
+    """The `--size` flag as a dataset's `short_side` (None: native size); DataError below MIN_SHORT_SIDE."""
+    if args.size == NATIVE_SIZE:
+        return None
+    if args.size < MIN_SHORT_SIDE:
+        raise DataError(
+            "--size", f"{args.size} is below the network's minimum shorter side of {MIN_SHORT_SIDE} pixels "
+            f"({MIN_FEATURE_CELLS} cells of its stride-{STRIDE} features)",
+            f"pass --size {MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), "
+            f"or {NATIVE_SIZE} for the native size",
+        )
+    return args.size
+
+
+def check_videos(videos: Sequence[TestVideo]) -> None:
+    """Read every video's annotations and check its network size, before any work.
+
+    A mask without any object, a bad annotation, or frames whose shorter side is below
+    MIN_SHORT_SIDE at the network size (native-size videos: DAVIS, `--size -1`) stop the run with a
+    DataError naming the file, before the network is loaded or anything is written. `prepare`
+    keeps what it read, so `run_video` does not read the annotations again.
+    """
+    for video in videos:
+        video.prepare()
+        h, w = video.network_size
+        if min(h, w) < MIN_SHORT_SIDE:
+            raise DataError(
+                video.frames[0].image_path,
+                f"video {video.name} is {w}x{h} at the network size, below its minimum shorter side of "
+                f"{MIN_SHORT_SIDE} pixels ({MIN_FEATURE_CELLS} cells of its stride-{STRIDE} features)",
+                f"upscale the frames (--size {MIN_SHORT_SIDE} or more where the script has it)",
+            )
 
 
 def _chunk_size(text: str) -> int | str | None:
@@ -259,10 +302,13 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     """Device, network and core from the common flags; user mistakes become DataError/CheckpointError."""
     try:
         device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise DataError("--device", str(exc).split(": ", 1)[-1], "choose auto, cpu or an existing cuda:i") from None
-    if args.top < 1 or args.mem_every < 1:
-        raise DataError("--top/--mem_every", "must be at least 1", "pass positive values")
+    except ValueError as exc:  # a CUDA device on a machine without CUDA
+        raise DataError("--device", str(exc).split(": ", 1)[-1].split(";")[0], "use --device cpu or auto") from None
+    except RuntimeError:  # a device string torch does not know
+        raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
+    for flag in ("top", "mem_every"):
+        if getattr(args, flag) < 1:
+            raise DataError(f"--{flag}", f"must be at least 1 (got {getattr(args, flag)})", "pass a positive value")
     for flag in ("max_mem_frames", "chunk_size", "object_batch"):
         if isinstance(getattr(args, flag), int) and getattr(args, flag) < 1:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")

@@ -17,6 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+MIN_SIDE = 2  # pixels: --video_file crops to even sizes (4:2:0), which leaves nothing of a 1-pixel side
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128]
 
 
@@ -88,7 +89,13 @@ def write_video_file(output: Path, name: str = "shapes", fps: float = 24.0) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.frames < 1:
+        parser.error(f"--frames {args.frames}: must be at least 1")
+    for flag in ("height", "width"):
+        if getattr(args, flag) < MIN_SIDE:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be at least {MIN_SIDE} pixels")
     out = write_sample(Path(args.output), args.name, args.frames, args.height, args.width)
     print(f"wrote {args.frames} frames of '{args.name}' to {out}/JPEGImages/{args.name} "
           f"with its first-frame mask in {out}/Annotations/{args.name}")

@@ -45,7 +45,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f"--workers {args.workers}: must be 0 or more (0/1: no pool)")
     davis_path = args.davis_path if args.davis_path is not None else DEFAULT_DAVIS_PATH[args.year]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -105,9 +105,25 @@ def make_tar(path: Path, members: dict[str, bytes], mode: str = 'w') -> Path:
     return path
 
 
-def fake_checkpoint(path: Path, payload: bytes = b'weights') -> Path:
-    """A zip file, as torch.save writes (no torch needed)."""
-    return make_zip(path, {'archive/data.pkl': payload})
+STATE_DICT_CONTRACT = Path(__file__).parent / 'fixtures' / 'stcn-state-dict.tsv'
+
+
+def contract_shapes() -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the released stcn.pth, from the contract file (not from the code under test)."""
+    rows = STATE_DICT_CONTRACT.read_text().splitlines()[1:]
+    return {key: tuple(int(v) for v in shape.strip('()').split(',') if v.strip())
+            for key, shape, _ in (row.split('\t') for row in rows)}
+
+
+def fake_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> Path:
+    """A file with the released model's keys and shapes (default), a few KB: every tensor is a
+    broadcast view of one zero, which torch.save stores as that one value."""
+    import torch
+
+    shapes = contract_shapes() if shapes is None else shapes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({key: torch.zeros(()).expand(shape) for key, shape in shapes.items()}, path)
+    return path
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -495,3 +511,51 @@ def test_bl30k_segments_one_by_one_and_resume(server, tmp_path, capsys, monkeypa
     count = len(server.requests)
     assert download_bl30k.main(common + ['--only', 'a', 'b']) == 0
     assert len(server.requests) == count
+
+
+def resnet18_shapes() -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of a torchvision ResNet-18 state dict: a torch file that is not STCN."""
+    import torch
+    import torchvision
+
+    with torch.device('meta'):
+        return {k: tuple(v.shape) for k, v in torchvision.models.resnet18(weights=None).state_dict().items()}
+
+
+@pytest.mark.parametrize('shapes, problem', [
+    (resnet18_shapes, 'missing'),
+    (lambda: {**contract_shapes(), 'value_encoder.conv1.weight': (64, 4, 7, 7)}, 'wrong shape'),
+    (lambda: {k: v for k, v in contract_shapes().items() if not k.startswith('decoder.')}, '22 missing'),
+])
+def test_ensure_model_refuses_a_file_at_the_target_that_is_not_stcn(tmp_path, capsys, shapes, problem):
+    path = fake_checkpoint(tmp_path / 'saves' / 'stcn.pth', shapes())
+    before = path.read_bytes()
+    assert download_model.main(['--output', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {path} is not the released STCN model') and err.count('\n') == 1
+    assert problem in err and '--force' in err and 'move it away' in err
+    assert path.read_bytes() == before and not dl.sidecar_path(path).exists()  # kept, and not trusted
+
+
+def test_ensure_model_rechecks_a_file_whose_hash_an_older_version_recorded(tmp_path):
+    path = fake_checkpoint(tmp_path / 'stcn.pth', resnet18_shapes())
+    dl.write_sidecar(path)  # as the earlier download_model.py did for any file it found
+    with pytest.raises(dl.DownloadError, match='not the released STCN model'):
+        download_model.ensure_model(path)
+
+
+def test_ensure_model_refuses_a_downloaded_file_that_is_not_stcn(server, tmp_path, capsys):
+    fake_checkpoint(server.root / 'other.pth', resnet18_shapes())
+    path = tmp_path / 'saves' / 'stcn.pth'
+    url = f'{server.url}/other.pth'
+    assert download_model.main(['--source', url, '--output', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f'error: the file sent by {url} is not the released STCN model' in err and 'check --source' in err
+    assert files_under(tmp_path) == []  # neither the file nor a hash was kept
+
+
+def test_force_replaces_a_file_that_is_not_stcn(server, tmp_path):
+    fake_checkpoint(server.root / 'stcn.pth')
+    path = fake_checkpoint(tmp_path / 'stcn.pth', resnet18_shapes())
+    download_model.ensure_model(path, source=f'{server.url}/stcn.pth', force=True)
+    assert path.read_bytes() == (server.root / 'stcn.pth').read_bytes() and dl.verify_file(path) is True

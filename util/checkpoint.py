@@ -31,22 +31,25 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+def load_state_dict_file(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", flag: str = "--model"
+) -> dict[str, Tensor]:
     """Read a released-format network state dict (a plain dict of tensors).
 
     A training checkpoint (`{"network": state_dict, ...}`) is accepted too: its network is returned.
+    `flag` is the command-line flag that named the file (for the messages).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: no such checkpoint; run `python download_model.py` (saves/stcn.pth) or pass --model PATH"
+            f"{path}: no such checkpoint; run `python download_model.py` (saves/stcn.pth) or pass {flag} PATH"
         )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}); "
-            "re-download it (python download_model.py --force) or point --model at another file"
+            f"re-download it (python download_model.py --force) or point {flag} at another file"
         ) from None
     if isinstance(obj, Mapping) and "network" in obj and isinstance(obj["network"], Mapping):
         obj = obj["network"]

@@ -78,6 +78,19 @@ def resolve_source(source: str, filename: str, mirror: str | None) -> str:
 # disk space, hashes, sidecars, markers
 
 
+def free_gb_arg(text: str) -> float:
+    """argparse type of --min_free_gb: a number of gigabytes, 0 or more (0 disables the check)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number of GB, got {text!r}') from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f'{text} GB: must be 0 (no check) or more')
+    return value
+
+
 def format_gb(num_bytes: float) -> str:
     return f'{num_bytes / GB:.1f} GB'
 

@@ -91,6 +91,9 @@ class MaskReader:
         """(H, W) uint8 label map of the mask at `path`."""
         try:
             with Image.open(path) as img:
+                if img.format == "JPEG":  # lossy: edges blur into colours that are no object
+                    raise DataError(path, "mask saved as JPEG",
+                                    "save it as an indexed (palette) PNG, one index per object")
                 img.load()
                 mode, raw_palette = img.mode, img.getpalette()
                 arr = np.array(img)
