@@ -13,6 +13,11 @@ if str(ROOT) not in sys.path:
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+# progressbar maps fd=sys.stderr to the stream it saw when progressbar.utils was first imported (lazily,
+# on first use): import it now, so that this is the session's stream and not one test's capsys stream,
+# which is closed after that test (util/download.py's bar would then write to a closed file).
+import progressbar.utils  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def stcn_net():
