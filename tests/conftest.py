@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import progressbar.utils  # noqa: F401
 import pytest
 import torch
 
@@ -12,11 +13,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-
-# progressbar maps fd=sys.stderr to the stream it saw when progressbar.utils was first imported (lazily,
-# on first use): import it now, so that this is the session's stream and not one test's capsys stream,
-# which is closed after that test (util/download.py's bar would then write to a closed file).
-import progressbar.utils  # noqa: E402,F401
+# progressbar keeps, for every later bar given fd=sys.stderr, the sys.stderr of the moment its
+# `utils` module is first imported. Imported here, that is pytest's session-long stream; imported
+# first inside a test using capsys, it would be that test's stream, closed when the test ends.
 
 
 @pytest.fixture(scope="session")
