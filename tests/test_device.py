@@ -130,11 +130,11 @@ def test_parse_cpuinfo_takes_the_model_name_not_the_model_number():
 
 
 @pytest.mark.parametrize("text,arch,expected", [
-    (SAPPHIRE_RAPIDS, "x86_64", dict(avx2=True, avx512=True, avx512_bf16=True, amx=True, native_bf16=True)),
-    (ZEN2, "x86_64", dict(avx2=True, avx512=False, avx512_bf16=False, amx=False, native_bf16=False)),
-    (ZEN4, "x86_64", dict(avx2=True, avx512=True, avx512_bf16=True, amx=False, native_bf16=True)),
-    (SKYLAKE, "x86_64", dict(avx2=True, avx512=True, avx512_bf16=False, amx=False, native_bf16=False)),
-    (GRAVITON3, "aarch64", dict(avx2=False, avx512=False, arm_bf16=True, native_bf16=True)),
+    (SAPPHIRE_RAPIDS, "x86_64", {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": True, "native_bf16": True}),
+    (ZEN2, "x86_64", {"avx2": True, "avx512": False, "avx512_bf16": False, "amx": False, "native_bf16": False}),
+    (ZEN4, "x86_64", {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": False, "native_bf16": True}),
+    (SKYLAKE, "x86_64", {"avx2": True, "avx512": True, "avx512_bf16": False, "amx": False, "native_bf16": False}),
+    (GRAVITON3, "aarch64", {"avx2": False, "avx512": False, "arm_bf16": True, "native_bf16": True}),
 ])
 def test_features_from_flags(text, arch, expected):
     model, flags = parse_cpuinfo(text)

@@ -78,7 +78,7 @@ TORCH_CPU_PROBES = {
     "avx2": ("_is_avx2_supported", "_is_cpu_support_avx2"),
     "avx512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
     "avx512_bf16": ("_is_avx512_bf16_supported",),
-    "amx": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile"),
+    "amx": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile"),  # AMX tiles: every AMX CPU so far has AMX-BF16
 }
 
 
@@ -152,8 +152,8 @@ def features_from_flags(model: str, flags: set[str], arch: str, onednn_bf16: boo
 def onednn_bf16_support() -> bool | None:
     """Whether torch's oneDNN runs bf16 kernels here, None when torch cannot say.
 
-    `torch.ops.mkldnn._is_mkldnn_bf16_supported()` (private, present in torch 2.1 and later, looked
-    up defensively) is False without oneDNN (`torch.backends.mkldnn.is_available()`) and on x86
+    `torch.ops.mkldnn._is_mkldnn_bf16_supported()` (private; checked in torch 2.14, looked up
+    defensively for other versions) is False without oneDNN (`torch.backends.mkldnn.is_available()`) and on x86
     below AVX-512 (or when ONEDNN_MAX_CPU_ISA caps oneDNN there). It is True on AVX-512 CPUs
     without AVX-512 BF16, where oneDNN emulates bf16, so it is a necessary condition only.
     """
