@@ -30,7 +30,7 @@ from model.resnet import WeightsUnavailableError
 from model.train_wrapper import STCNTrainWrapper
 from util.checkpoint import CheckpointError, atomic_save, load_state_dict_file
 from util.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
-from util.device import synchronize
+from util.device import resolve_amp_dtype, synchronize
 from util.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -383,8 +383,10 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
     return 0
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of a training step by the one `--amp` rule (float16 on CUDA, the only device
+    where training enables AMP; None: fp32)."""
+    return resolve_amp_dtype(device, amp=True)[0]
 
 
 def reduce_stats(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:

@@ -29,7 +29,7 @@ from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_label
 from inference_core.outputs import FrameSink, partial_dir, replace_dir
 from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
-from util.device import prepare_for_inference, resolve_device, synchronize
+from util.device import prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
 from util.io import DataError, write_mask
 from util.tensor_util import STRIDE
 
@@ -223,7 +223,8 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.add_argument("--top", type=int, default=TOP_K, help="top-k memory entries read (section 3.3)")
     parser.add_argument("--amp", action="store_true", help="run the network under autocast (mixed precision)")
     parser.add_argument("--amp_dtype", choices=("float16", "bfloat16"), default=None,
-                        help="autocast dtype (default: float16 on CUDA as the original, bfloat16 on CPU)")
+                        help="autocast dtype (default: float16 on CUDA as the original; on CPU bfloat16 "
+                             "where the CPU has native bf16 (AVX-512 BF16, AMX, Arm BF16), else fp32)")
     parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
     parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
@@ -314,11 +315,13 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
     if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
-    dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
+    amp_dtype, note = resolve_amp_dtype(device, args.amp, args.amp_dtype)
+    if note:
+        print(note, file=sys.stderr)
     network = prepare_for_inference(load_network(args.model, device=device))
     return InferenceCore(
         network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
-        amp=args.amp, amp_dtype=getattr(torch, dtype_name),
+        amp=amp_dtype is not None, amp_dtype=torch.float16 if amp_dtype is None else amp_dtype,
         max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
         chunk_size=args.chunk_size, object_batch=args.object_batch,
     )

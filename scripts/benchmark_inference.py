@@ -31,7 +31,14 @@ from inference_core import InferenceCore  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
 from util.checkpoint import load_network  # noqa: E402
-from util.device import prepare_for_inference, resolve_device, synchronize  # noqa: E402
+from util.device import (  # noqa: E402
+    cpu_features,
+    precision_label,
+    prepare_for_inference,
+    resolve_amp_dtype,
+    resolve_device,
+    synchronize,
+)
 
 ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
 
@@ -44,7 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--precision", nargs="+", choices=["fp32", "amp"], default=["fp32", "amp"])
     p.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
-                   help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
+                   help="autocast dtype (default as --amp in the evaluation scripts: float16 on CUDA, bfloat16 "
+                        "on a CPU with native bf16, else fp32)")
     p.add_argument("--baseline", action="store_true", help="also time the dense reference propagation (fp32)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--mem_every", type=int, default=5)
@@ -151,19 +159,18 @@ class StageTimer:
 
 
 def run_once(
-    net: STCN, args, device, length: int, objects: int, precision: str, baseline: bool, budget: int | None
+    net: STCN, args, device, length: int, objects: int, amp_dtype: torch.dtype | None, baseline: bool,
+    budget: int | None,
 ) -> list[dict]:
-    """Propagate one synthetic video; one result row per `--report_at` point (and at the end)."""
+    """Propagate one synthetic video under `amp_dtype` autocast (None: fp32); one result row per
+    `--report_at` point (and at the end)."""
     video = SyntheticVideo(args.height, round(args.height * ASPECT), objects, device)
-    amp_dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else (
-        torch.float16 if device.type == "cuda" else torch.bfloat16
-    )
 
     def make():
         if baseline:
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
-        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
-                             amp=precision == "amp", amp_dtype=amp_dtype, max_mem_frames=budget)
+        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every, amp=amp_dtype is not None,
+                             amp_dtype=torch.float16 if amp_dtype is None else amp_dtype, max_mem_frames=budget)
 
     warm = make()  # warm-up: allocator, kernels, autotuning
     for t in range(min(args.warmup, length)):
@@ -198,6 +205,15 @@ def run_once(
     return rows
 
 
+def precision_row(flag: str, device: torch.device, requested: str | None) -> tuple[str, torch.dtype | None]:
+    """(row label, autocast dtype) of `--precision` fp32 or amp, the dtype chosen as the evaluation
+    scripts' `--amp` does: 'amp (bf16)', or 'amp -> fp32 (no native bf16)' where --amp falls back."""
+    if flag == "fp32":
+        return "fp32", None
+    dtype, _ = resolve_amp_dtype(device, True, requested)
+    return (f"amp ({precision_label(dtype)})" if dtype is not None else "amp -> fp32 (no native bf16)"), dtype
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.threads:
@@ -208,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     net = prepare_for_inference(net)
     width = round(args.height * ASPECT)
     width += (-width) % 2
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; frames {width}x{args.height} (padded to multiples of 16)")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
+          f"frames {width}x{args.height} (padded to multiples of 16)")
+    print(f"cpu: {cpu_features().describe()}")
+    precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
     print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames | memory (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
@@ -217,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     runs += [("dense reference", "fp32", None)] if args.baseline else []
     for length in args.lengths:
         for objects in args.objects:
-            for path, precision, budget in runs:
-                rows = run_once(net, args, device, length, objects, precision, path != "core", budget)
+            for path, flag, budget in runs:
+                precision, amp_dtype = precisions[flag]
+                rows = run_once(net, args, device, length, objects, amp_dtype, path != "core", budget)
                 for r in rows:
                     bound = "none" if budget is None else f"{budget} frames"
                     print(f"| {path} | {precision} | {objects} | {bound} | {r['frames']} | {r['fps']:.2f} | "

@@ -1,5 +1,10 @@
-"""Device selection: CUDA when present, else Apple MPS, else CPU."""
+"""Device selection (CUDA when present, else Apple MPS, else CPU), CPU features and the autocast dtype."""
 from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -61,3 +66,179 @@ def free_memory_bytes(device: torch.device) -> int | None:
         except OSError:
             return None
     return None
+
+
+# ------------------------------------------------------------------ CPU features and --amp dtype
+CPUINFO = Path("/proc/cpuinfo")
+# x86 flag names as the Linux kernel spells them in /proc/cpuinfo ("flags" line)
+X86_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx": "amx_bf16"}
+ARM_BF16_FLAG = "bf16"  # aarch64 BF16 instructions (FEAT_BF16), "Features" line
+# torch's own CPU probes (cpuinfo library), private and renamed across versions: looked up, never assumed
+TORCH_CPU_PROBES = {
+    "avx2": ("_is_avx2_supported", "_is_cpu_support_avx2"),
+    "avx512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
+    "avx512_bf16": ("_is_avx512_bf16_supported",),
+    "amx": ("_is_amx_tile_supported", "_is_cpu_support_amx_tile"),  # AMX tiles: every AMX CPU so far has AMX-BF16
+}
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What the CPU offers for this network's arithmetic (None: could not be told).
+
+    native_bf16 is the decision behind `--amp` on CPU: bfloat16 autocast pays off only where the
+    CPU computes in bf16 itself (x86: AVX-512 BF16 or AMX; Arm: the BF16 extension) and torch's
+    oneDNN runs bf16 kernels. Elsewhere oneDNN and torch emulate bf16 through fp32 and every
+    convolution slows down (issue 18: 7.7x slower than fp32 on an AVX2-only AMD EPYC).
+    """
+
+    model: str
+    avx2: bool | None
+    avx512: bool | None
+    avx512_bf16: bool | None
+    amx: bool | None
+    arm_bf16: bool | None
+    onednn_bf16: bool | None  # torch.ops.mkldnn._is_mkldnn_bf16_supported(), see onednn_bf16_support
+    source: str  # where the instruction-set flags came from
+
+    @property
+    def native_bf16(self) -> bool:
+        hardware = bool(self.avx512_bf16 or self.amx or self.arm_bf16)
+        return hardware and self.onednn_bf16 is not False
+
+    def describe(self) -> str:
+        """One line: model and features, e.g. 'Intel Xeon; AVX2 yes, AVX-512 yes, ... -> native bf16'."""
+        def yn(v: bool | None) -> str:
+            return "?" if v is None else ("yes" if v else "no")
+
+        parts = [f"AVX2 {yn(self.avx2)}", f"AVX-512 {yn(self.avx512)}", f"AVX-512 BF16 {yn(self.avx512_bf16)}",
+                 f"AMX {yn(self.amx)}"]
+        if self.arm_bf16 is not None:
+            parts.append(f"Arm BF16 {yn(self.arm_bf16)}")
+        if self.onednn_bf16 is False:
+            parts.append("torch oneDNN bf16 no")
+        verdict = "native bf16" if self.native_bf16 else "no native bf16"
+        return f"{self.model}; {', '.join(parts)} ({self.source}) -> {verdict}"
+
+
+def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
+    """(model name, flags) of the first processor in a /proc/cpuinfo text (x86 "flags", Arm "Features")."""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        if key in ("model name", "hardware") and not model:  # x86 "model" is a number, not a name
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def features_from_flags(model: str, flags: set[str], arch: str, onednn_bf16: bool | None,
+                        source: str = "/proc/cpuinfo") -> CpuFeatures:
+    """CpuFeatures from kernel flag names; `arch` is platform.machine() (x86_64, aarch64, ...)."""
+    x86 = arch.lower() in ("x86_64", "amd64", "i386", "i686")
+    arm = arch.lower() in ("aarch64", "arm64")
+    return CpuFeatures(
+        model=model or arch or "unknown CPU",
+        **{name: (flag in flags) if x86 else False for name, flag in X86_FLAGS.items()},
+        arm_bf16=(ARM_BF16_FLAG in flags) if arm else None,
+        onednn_bf16=onednn_bf16, source=source,
+    )
+
+
+def onednn_bf16_support() -> bool | None:
+    """Whether torch's oneDNN runs bf16 kernels here, None when torch cannot say.
+
+    `torch.ops.mkldnn._is_mkldnn_bf16_supported()` (private; checked in torch 2.14, looked up
+    defensively for other versions) is False without oneDNN (`torch.backends.mkldnn.is_available()`) and on x86
+    below AVX-512 (or when ONEDNN_MAX_CPU_ISA caps oneDNN there). It is True on AVX-512 CPUs
+    without AVX-512 BF16, where oneDNN emulates bf16, so it is a necessary condition only.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _torch_cpu_probe(names: tuple[str, ...]) -> bool | None:
+    for holder in (getattr(torch, "cpu", None), getattr(torch._C, "_cpu", None)):
+        for name in names:
+            fn = getattr(holder, name, None)
+            if fn is not None:
+                try:
+                    return bool(fn())
+                except RuntimeError:
+                    return None
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> CpuFeatures:
+    """Probe this machine once: /proc/cpuinfo on Linux, else torch's private torch.cpu probes.
+
+    The kernel's flags are the first source because their names are stable; torch's probes
+    (torch.cpu._is_avx512_bf16_supported, _is_amx_tile_supported, ...) changed names between
+    releases and do not exist in every supported torch, so each is looked up and counts as
+    unknown (None) when absent.
+    """
+    arch = platform.machine()
+    onednn = onednn_bf16_support()
+    try:
+        model, flags = parse_cpuinfo(CPUINFO.read_text(errors="replace"))
+    except OSError:
+        flags = set()
+    if flags:
+        return features_from_flags(model, flags, arch, onednn)
+    probed = {name: _torch_cpu_probe(names) for name, names in TORCH_CPU_PROBES.items()}
+    arm_bf16 = onednn if arch.lower() in ("aarch64", "arm64") else None  # oneDNN's Arm check is the BF16 flag
+    return CpuFeatures(model=platform.processor() or arch or "unknown CPU", **probed, arm_bf16=arm_bf16,
+                       onednn_bf16=onednn, source="torch.cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether bfloat16 autocast runs natively on this CPU (see CpuFeatures.native_bf16)."""
+    return cpu_features().native_bf16
+
+
+NO_NATIVE_BF16_NOTE = (
+    "note: --amp: this CPU has no native bfloat16 (AVX-512 BF16, AMX or Arm BF16), where bfloat16 autocast "
+    "is several times slower than fp32; running in fp32 (--amp_dtype bfloat16 forces autocast)"
+)
+
+
+def choose_amp_dtype(
+    device: torch.device, amp: bool, requested: str | None, native_bf16: bool
+) -> tuple[torch.dtype | None, str | None]:
+    """The autocast dtype of `--amp` (None: run in fp32) and a one-line note for the user, or None.
+
+    requested: `--amp_dtype` (float16/bfloat16), always obeyed. Otherwise: float16 on CUDA (the
+    original's AMP), bfloat16 on a CPU with native bf16 support, fp32 with a note on a CPU without
+    it (bf16 emulation is slower than fp32; float16 autocast on CPU is slower still, so it is used
+    only when asked for), bfloat16 on other devices (MPS).
+    """
+    if not amp:
+        return None, None
+    if requested is not None:
+        return getattr(torch, requested), None
+    if device.type == "cuda":
+        return torch.float16, None
+    if device.type == "cpu" and not native_bf16:
+        return None, NO_NATIVE_BF16_NOTE
+    return torch.bfloat16, None
+
+
+def resolve_amp_dtype(device: torch.device, amp: bool, requested: str | None = None
+                      ) -> tuple[torch.dtype | None, str | None]:
+    """choose_amp_dtype with this machine's CPU probed (only when the answer depends on it)."""
+    needs_probe = amp and requested is None and device.type == "cpu"
+    return choose_amp_dtype(device, amp, requested, cpu_has_native_bf16() if needs_probe else True)
+
+
+def precision_label(dtype: torch.dtype | None) -> str:
+    """'fp32', 'bf16' or 'fp16': what a run under `dtype` autocast (None: none) computes in."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
