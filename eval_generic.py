@@ -12,8 +12,8 @@ writes <dir>/<video>/<object label>/<frame>.png (0/255). Video files: segment_vi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from pathlib import Path
 
 from dataset.test_datasets import GenericTestDataset
 from inference_core.outputs import BinaryMaskSink, OverlaySink
@@ -25,6 +25,7 @@ from inference_core.run_video import (
     run_dataset,
     short_side,
 )
+from util.outputs import check_distinct, prepare_output_dir
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,15 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
+        inputs = [args.data_path, args.model]
+        check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
+        folders = {flag: prepare_output_dir(path, flag, inputs, args.overwrite)
+                   for flag, path in (("--output", args.output), ("--overlay", args.overlay),
+                                      ("--binary_masks", args.binary_masks)) if path}
         dataset = GenericTestDataset(args.data_path, short_side=short_side(args))
         core = build_core(args)
-        output = Path(args.output)
+        out = folders["--output"]
         sinks = []
-        if args.overlay:
-            sinks.append(OverlaySink(lambda v: Path(args.overlay) / f"{v.name}.mp4", fps=args.overlay_fps))
-        if args.binary_masks:
-            sinks.append(BinaryMaskSink(lambda v: Path(args.binary_masks) / v.name))
-        stats = run_dataset(core, dataset.videos, lambda v: output / v.name, sinks=sinks)
+        if "--overlay" in folders:
+            overlays = folders["--overlay"].path
+            sinks.append(OverlaySink(lambda v: overlays / f"{v.name}.mp4", fps=args.overlay_fps))
+        if "--binary_masks" in folders:
+            binary = folders["--binary_masks"]
+            sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
+        with contextlib.ExitStack() as stack:
+            for folder in folders.values():
+                stack.enter_context(folder.writing())
+            stats = run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out)
         stats.print()
         return 0
 
