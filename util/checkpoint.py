@@ -6,6 +6,7 @@ checkpoint file can be wrong into one `CheckpointError` that names the file and 
 """
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,9 +24,16 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk."""
+    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk.
+
+    A failed write (a full disk, ...) raises OSError naming `path`; the file there before is kept.
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write as RuntimeError
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OSError(errno.EIO, f"the write failed ({reason}); is the disk full?", str(path)) from None
         f.flush()
         os.fsync(f.fileno())
     return Path(path)
