@@ -19,7 +19,7 @@ from PIL import Image
 
 from dataset.test_datasets import TestVideo
 from util.io import atomic_save_image
-from util.outputs import OutputDir, partial_dir, remove_partial, replace_dir
+from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir
 from util.video import DEFAULT_FPS, VideoWriter, overlay
 
 BINARY_FOREGROUND = 255
@@ -52,7 +52,10 @@ class BinaryMaskSink:
         name = self._video.frames[index].name
         for label in self._video.object_labels:
             binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
-            atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+            try:
+                atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+            except OSError as exc:  # name the file's final place
+                raise as_final(exc, self._tmp, Path(self.dir_of(self._video))) from None
 
     def commit(self) -> None:
         assert self._video is not None and self._tmp is not None

@@ -30,7 +30,7 @@ from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
 from util.device import prepare_for_inference, resolve_device, synchronize
 from util.io import DataError, write_mask
-from util.outputs import OutputDir, partial_dir, remove_partial, replace_dir, run_command
+from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 
 
 @dataclass
@@ -119,10 +119,12 @@ def run_video(
         for sink in sinks:
             sink.commit()
         (output.replace if output is not None else replace_dir)(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
         remove_partial(tmp)
         for sink in started:
             sink.abort()
+        if isinstance(exc, OSError):  # e.g. a full disk: name the mask's place, not the temporary's
+            raise as_final(exc, tmp, out_dir) from None
         raise
 
 

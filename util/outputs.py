@@ -105,6 +105,8 @@ def nearest_existing(path: Path) -> Path:
 def probe_writable(path: Path, flag: str) -> None:
     """Create and remove a temporary file where `path` will be created (nothing is left behind)."""
     where = nearest_existing(path)
+    if where != Path(os.path.abspath(path)) and not where.is_dir():
+        raise DataError(path, f"cannot be created: {where} is a file, not a folder", f"choose another {flag}")
     folder = where if where.is_dir() else where.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=".stcn-probe-", dir=folder)
@@ -149,6 +151,14 @@ def partial_dir(final: Path) -> Path:
     tmp = final.parent / f"{PARTIAL_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     return tmp
+
+
+def as_final(exc: OSError, tmp: Path, final: Path) -> OSError:
+    """`exc` naming the file's final place instead of its place in the partial folder `tmp`."""
+    name = Path(exc.filename) if exc.filename else None
+    if name is None or not name.is_relative_to(tmp):
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(Path(final) / name.relative_to(tmp)))
 
 
 def remove_partial(tmp: Path) -> None:
