@@ -256,7 +256,7 @@ class Saver:
         except OSError as exc:
             kept = (f"the last good checkpoint {self.last_checkpoint} is kept (resume with --load_model)"
                     if self.last_checkpoint else "no checkpoint was written yet")
-            raise SaveError(f"error writing {write_error_line(exc)}; training stopped, {kept}") from None
+            raise SaveError(f"{write_error_line(exc)}; training stopped, {kept}") from None
 
 
 # ------------------------------------------------------------------------------------- training
