@@ -48,7 +48,7 @@ from util.distributed import (
 )
 from dataset.util import worker_init_fn
 from util.logger import TrainLogger, tensorboard_dir
-from util.outputs import OutputDir, note_kept, prepare_output_dir, run_command, write_error_line
+from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_line
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
@@ -237,7 +237,8 @@ class Saver:
         of this project, or the folder of the resumed checkpoint; never inside a dataset root."""
         if not self.cfg.logging_enabled:  # checked on every rank, so that all of them stop
             return None
-        if resuming and self.run_dir.is_dir():
+        if resuming and self.run_dir.is_dir():  # the resumed checkpoint's folder: ours to continue
+            clean_stale(self.run_dir)
             return OutputDir(self.run_dir, "--id", ours=True)
         return prepare_output_dir(self.run_dir, "--save_dir/--id", inputs)
 
