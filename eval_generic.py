@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 from dataset.test_datasets import GenericTestDataset
 from inference_core.outputs import BinaryMaskSink, OverlaySink
@@ -44,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         inputs = [args.data_path, args.model]
-        check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
-        folders = {flag: prepare_output_dir(path, flag, inputs, args.overwrite)
-                   for flag, path in (("--output", args.output), ("--overlay", args.overlay),
-                                      ("--binary_masks", args.binary_masks)) if path}
+        outputs = [(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")]
+        check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
+        folders = {flag: prepare_output_dir(path, flag, inputs, args.overwrite) for path, flag in outputs if path}
         dataset = GenericTestDataset(args.data_path, short_side=short_side(args))
         core = build_core(args)
         out = folders["--output"]

@@ -151,10 +151,22 @@ def test_generic_output_inside_its_data_is_refused(generic_template, released_ch
         rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output", out,
                                              "--overwrite"], capsys)
         one_error(rc, err, str(out), "input")
-    rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output",
-                                         tmp_path / "o", "--binary_masks", tmp_path / "o" / "b"], capsys)
-    one_error(rc, err, "--binary_masks")
-    assert tree_hashes(data) == before
+    for binary in (tmp_path / "o", tmp_path / "o" / "clip"):  # the same folder, or where a video's masks go
+        rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output",
+                                             tmp_path / "o", "--binary_masks", binary], capsys)
+        one_error(rc, err, "--binary_masks")
+    assert tree_hashes(data) == before and not (tmp_path / "o").exists()
+
+
+def test_demo_layout_overlays_inside_the_output(generic_template, released_checkpoint, tmp_path, capsys):
+    out = tmp_path / "demo_output"
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--output", out,
+            "--overlay", out / "overlays", "--size", "32"]
+    for _ in range(2):  # the rerun replaces the previous result
+        rc, _, err = run(eval_generic.main, argv, capsys)
+        assert rc == 0, err
+    assert (out / "overlays" / "clip.mp4").is_file() and (out / "overlays" / MARKER).is_file()
+    assert len(list((out / "clip").glob("*.png"))) == 8 and no_partial_left(tmp_path)
 
 
 def test_output_dot_holding_the_inputs_is_refused_up_front(clip, released_checkpoint, tmp_path, capsys, monkeypatch):

@@ -85,13 +85,26 @@ def check_not_input(path: Path, flag: str, inputs: Iterable[str | os.PathLike | 
                             f"choose another {flag} outside the inputs")
 
 
-def check_distinct(outputs: Iterable[tuple[str | os.PathLike | None, str]]) -> None:
-    """Refuse two outputs of one command (path, flag) that are the same or nested: one would replace the other."""
+def check_distinct(outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None) -> None:
+    """Refuse two outputs of one command (path, flag) that are the same or nested: one would replace the other.
+
+    entries: the names written inside each output folder (e.g. the videos). When given, nesting is
+    allowed as long as the inner output is not at one of those names (eval_generic's
+    `--overlay <output>/overlays`).
+    """
     given = [(Path(p), flag) for p, flag in outputs if p is not None and str(p) != ""]
+    names = None if entries is None else {str(e) for e in entries}
     for i, (a, flag_a) in enumerate(given):
         for b, flag_b in given[i + 1:]:
-            if overlaps(a, b):
-                raise DataError(b, f"overlaps {flag_a} {a}", f"give {flag_a} and {flag_b} separate paths")
+            if not overlaps(a, b):
+                continue
+            ra, rb = _resolved(a), _resolved(b)
+            if names is not None and ra != rb:
+                inner, outer = (ra, rb) if ra.is_relative_to(rb) else (rb, ra)
+                first = inner.relative_to(outer).parts[0]
+                if first not in names and Path(first).stem not in names:
+                    continue
+            raise DataError(b, f"overlaps {flag_a} {a}", f"give {flag_a} and {flag_b} separate paths")
 
 
 def nearest_existing(path: Path) -> Path:
