@@ -15,6 +15,7 @@ from pathlib import Path
 
 from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm, format_gb,
                            free_gb_arg, is_done, needed_bytes, run_archive_job)
+from util.outputs import run_command
 
 TARGET = 'BL30K'
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
@@ -88,16 +89,14 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         run(args)
-    except (DownloadError, OSError) as e:  # OSError: e.g. a folder that cannot be created
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('error: interrupted; rerun the same command to continue with the unfinished '
-              'segment', file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
+    return run_command(body, user_errors=(DownloadError,),
+                       resume_hint='rerun the same command to continue with the unfinished segment')
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scripts.resize_length import DEFAULT_SIZE, DEFAULT_WORKERS, ResizeError
 from scripts.resize_youtube import resize_youtube
+from util.outputs import run_command
 from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm,
                            format_gb, free_gb_arg, is_done, mark_done, needed_bytes, run_archive_job)
 
@@ -181,16 +182,14 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         run(args)
-    except (DownloadError, ResizeError, OSError) as e:  # OSError: e.g. unwritable --root
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('error: interrupted; rerun the same command to continue where it stopped',
-              file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    # OSError (e.g. unwritable --root) and interrupts: one line (util/outputs.py)
+    return run_command(body, user_errors=(DownloadError, ResizeError),
+                       resume_hint='rerun the same command to continue where it stopped')
 
 
 if __name__ == '__main__':

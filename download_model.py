@@ -20,6 +20,7 @@ import torch
 from model.network import STCN, CheckpointMismatchError, check_state_dict
 from util.download import (DownloadError, Fetcher, check_free_space, download, format_gb,
                            sha256_file, sidecar_path, source_url, verify_file, write_sidecar)
+from util.outputs import run_command
 
 
 @dataclass(frozen=True)
@@ -148,17 +149,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         path = ensure_model(args.output, args.model, source=args.source, force=args.force)
-    except (DownloadError, OSError) as e:  # OSError: e.g. a folder that cannot be created
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('error: interrupted; rerun the same command to continue', file=sys.stderr)
-        return 130
-    print('evaluate with, e.g.:')
-    print(f'  python eval_davis.py --model {path} --output ../output/d17')
-    return 0
+        print('evaluate with, e.g.:')
+        print(f'  python eval_davis.py --model {path} --output ../output/d17')
+        return 0
+
+    # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
+    return run_command(body, user_errors=(DownloadError,),
+                       resume_hint='rerun the same command to continue (a partial download is kept as .part)')
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from dataset.test_datasets import DAVISTestDataset
 from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from util.davis_scoring import evaluate_davis
 from util.io import DataError
+from util.outputs import prepare_output_dir
 
 SPLITS = {  # split -> (folder under --davis_path, video list under ImageSets)
     "val": ("trainval", "2017/val.txt"),
@@ -64,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         folder, imset = SPLITS[args.split]
         davis_root = Path(args.davis_path) / folder
+        out = prepare_output_dir(args.output, "--output", [args.davis_path, args.model], args.overwrite)
         dataset = DAVISTestDataset(davis_root, imset=imset)  # layout errors before loading the network
         check_videos(dataset.videos)  # and every first-frame annotation
         core = build_core(args)
-        output = Path(args.output)
-        stats = run_dataset(core, dataset.videos, lambda v: output / v.name)
+        output = out.path
+        with out.writing():
+            stats = run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
         stats.print()
         if args.split == "val" and not args.no_score:
             score(output, davis_root, "val", year="2017")

@@ -19,6 +19,7 @@ from dataset.test_datasets import DAVISTestDataset
 from eval_davis import score
 from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from util.io import DataError
+from util.outputs import prepare_output_dir
 
 VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
 DAVIS16_OWN_LIST = Path("ImageSets") / "480p" / "val.txt"
@@ -53,11 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         davis_root = Path(args.davis_path)
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
+        out = prepare_output_dir(args.output, "--output", [davis_root, args.davis17_path, imset, args.model],
+                                 args.overwrite)
         dataset = DAVISTestDataset(davis_root, imset=imset.resolve(), single_object=True)
         check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)
-        output = Path(args.output)
-        stats = run_dataset(core, dataset.videos, lambda v: output / v.name)
+        output = out.path
+        with out.writing():
+            stats = run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
         stats.print()
         if not args.no_score:
             score(output, davis_root, "val", year="2016")

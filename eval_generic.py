@@ -12,6 +12,7 @@ writes <dir>/<video>/<object label>/<frame>.png (0/255). Video files: segment_vi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from inference_core.run_video import (
     short_side,
 )
 from util.io import DataError
+from util.outputs import check_distinct, prepare_output_dir
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,16 +48,25 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.overlay_fps is not None and not args.overlay_fps > 0:
             raise DataError("--overlay_fps", f"{args.overlay_fps} frames per second", "pass a positive frame rate")
+        inputs = [args.data_path, args.model]
+        outputs = [(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")]
+        check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
+        folders = {flag: prepare_output_dir(path, flag, inputs, args.overwrite) for path, flag in outputs if path}
         dataset = GenericTestDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
         check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
-        output = Path(args.output)
+        out = folders["--output"]
         sinks = []
-        if args.overlay:
-            sinks.append(OverlaySink(lambda v: Path(args.overlay) / f"{v.name}.mp4", fps=args.overlay_fps))
-        if args.binary_masks:
-            sinks.append(BinaryMaskSink(lambda v: Path(args.binary_masks) / v.name))
-        stats = run_dataset(core, dataset.videos, lambda v: output / v.name, sinks=sinks)
+        if "--overlay" in folders:
+            overlays = folders["--overlay"].path
+            sinks.append(OverlaySink(lambda v: overlays / f"{v.name}.mp4", fps=args.overlay_fps))
+        if "--binary_masks" in folders:
+            binary = folders["--binary_masks"]
+            sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
+        with contextlib.ExitStack() as stack:
+            for folder in folders.values():
+                stack.enter_context(folder.writing())
+            stats = run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out)
         stats.print()
         return 0
 

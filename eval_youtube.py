@@ -28,6 +28,7 @@ from inference_core.run_video import (
     short_side,
 )
 from util.atomic import atomic_path
+from util.outputs import prepare_output_dir, prepare_output_file
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
@@ -42,10 +43,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def zip_path(output: Path) -> Path:
+    """<output>.zip, next to the output folder."""
+    output = output.resolve()
+    return output.parent / f"{output.name}.zip"
+
+
 def make_zip(output: Path) -> Path:
     """Zip <output>/Annotations into <output>.zip (next to the output folder), atomically."""
     output = output.resolve()
-    target = output.parent / f"{output.name}.zip"
+    target = zip_path(output)
     (output / RESULT_FOLDER).mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         # PNGs are compressed already
@@ -67,11 +74,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",
                   file=sys.stderr)
         check_videos(dataset.videos)  # every annotation before loading the network
+        inputs = [args.yv_path, args.model]
+        out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
+        prepare_output_file(zip_path(out.path), "--output (its .zip)", inputs, args.overwrite, owner=out)
         core = build_core(args)
-        output = Path(args.output)
-        stats = run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name)
+        output = out.path
+        with out.writing():
+            stats = run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out)
+            zipped = make_zip(output)
         stats.print()
-        print(f"Zip for the evaluation server: {make_zip(output)}")
+        print(f"Zip for the evaluation server: {zipped}")
         return 0
 
     return report_errors(body)

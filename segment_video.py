@@ -15,8 +15,8 @@ objects first appear. Long videos: see --max_mem_frames / --max_mem_mb (README, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from pathlib import Path
 
 from dataset.video_file import VideoFileVideo, annotations_by_frame
 from inference_core.outputs import BinaryMaskSink, OverlaySink
@@ -29,6 +29,7 @@ from inference_core.run_video import (
     run_dataset,
     short_side,
 )
+from util.outputs import check_distinct, prepare_output_dir, prepare_output_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -48,16 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
+        inputs = [args.video, args.mask, args.mask_dir, args.model]
+        check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
+        out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
+        binary = prepare_output_dir(args.binary_masks, "--binary_masks", inputs, args.overwrite) if args.binary_masks else None
+        overlay = (prepare_output_file(args.overlay, "--overlay", inputs, args.overwrite, owner=out)
+                   if args.overlay else None)
         masks = annotations_by_frame(args.mask, args.mask_dir)
         video = VideoFileVideo(args.video, masks, short_side=short_side(args), antialias=args.antialias)
         check_videos([video])  # masks and size before loading the network
         sinks = []
-        if args.overlay:
-            sinks.append(OverlaySink(lambda v: Path(args.overlay)))
-        if args.binary_masks:
-            sinks.append(BinaryMaskSink(lambda v: Path(args.binary_masks)))
+        if overlay is not None:
+            sinks.append(OverlaySink(lambda v: overlay))
+        if binary is not None:
+            sinks.append(BinaryMaskSink(lambda v: binary.path, output=binary))
         core = build_core(args)
-        stats = run_dataset(core, [video], lambda v: Path(args.output), sinks=sinks)
+        with contextlib.ExitStack() as stack:
+            for folder in (out, binary):
+                if folder is not None:
+                    stack.enter_context(folder.writing())
+            stats = run_dataset(core, [video], lambda v: out.path, sinks=sinks, output=out)
         stats.print()
         return 0
 

@@ -31,6 +31,7 @@ from model.train_wrapper import STCNTrainWrapper
 from util.checkpoint import CheckpointError, atomic_save, load_state_dict_file
 from util.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
 from util.device import resolve_amp_dtype, synchronize
+from util.io import DataError
 from util.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -47,6 +48,7 @@ from util.distributed import (
 )
 from dataset.util import worker_init_fn
 from util.logger import TrainLogger, tensorboard_dir
+from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_line
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
@@ -55,6 +57,10 @@ NULL_ID = "NULL"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops without saving that state."""
+
+
+class SaveError(RuntimeError):
+    """Weights or a checkpoint could not be written (e.g. a full disk); the earlier files are kept."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -228,13 +234,32 @@ class Saver:
     def checkpoint_path(self) -> Path:
         return self.run_dir / f"{self.cfg.run_id}_checkpoint.pth"
 
+    def check_run_dir(self, inputs: list[str | None], resuming: bool) -> OutputDir | None:
+        """The run folder under the output contract (util/outputs.py): absent, empty, a previous run
+        of this project, or the folder of the resumed checkpoint; never inside a dataset root."""
+        if not self.cfg.logging_enabled:  # checked on every rank, so that all of them stop
+            return None
+        if resuming and self.run_dir.is_dir():  # the resumed checkpoint's folder: ours to continue
+            clean_stale(self.run_dir)
+            return OutputDir(self.run_dir, "--id", ours=True)
+        return prepare_output_dir(self.run_dir, "--save_dir/--id", inputs)
+
     def save_weights(self, net: STCN, it: int) -> None:
         if self.enabled:
-            atomic_save(net.state_dict(), self.weights_path(it))
+            note_kept(self._save(net.state_dict(), self.weights_path(it)))
 
     def save_checkpoint(self, state: dict) -> None:
         if self.enabled:
-            self.last_checkpoint = atomic_save(state, self.checkpoint_path)
+            self.last_checkpoint = self._save(state, self.checkpoint_path)
+            note_kept(self.last_checkpoint)
+
+    def _save(self, obj: dict, path: Path) -> Path:
+        try:
+            return atomic_save(obj, path)
+        except OSError as exc:
+            kept = (f"the last good checkpoint {self.last_checkpoint} is kept (resume with --load_model)"
+                    if self.last_checkpoint else "no checkpoint was written yet")
+            raise SaveError(f"{write_error_line(exc)}; training stopped, {kept}") from None
 
 
 # ------------------------------------------------------------------------------------- training
@@ -254,6 +279,7 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
     if cfg.logging_enabled and saver.checkpoint_path.exists() and saver.checkpoint_path.resolve() != resume_path:
         raise ConfigError(f"{saver.checkpoint_path}: a run named {cfg.run_id!r} already exists; "
                           f"resume it with --load_model {saver.checkpoint_path} or choose another --id")
+    run_dir = saver.check_run_dir([cfg.static_root, cfg.bl_root, cfg.yv_root, cfg.davis_root], resume_path is not None)
     if ctx.is_main:
         for line in describe(cfg, ctx.world_size):
             print(line, flush=True)
@@ -298,6 +324,8 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
     if cfg.load_model and ctx.is_main and "rng" in ckpt:
         set_rng_states(ckpt["rng"])
 
+    if run_dir is not None and saver.enabled:
+        run_dir.claim()  # marked as a result of this project before anything is written into it
     logger = None
     if ctx.is_main:
         log_dir = tensorboard_dir(cfg.save_dir, cfg.run_id) if cfg.logging_enabled else None
@@ -378,6 +406,7 @@ def train(cfg: TrainConfig, ctx: DistContext) -> int:
         if logger is not None:
             logger.close()
     if ctx.is_main and saver.enabled:
+        run_dir.finish()
         print(f"saved {saver.weights_path(it)} and {saver.checkpoint_path}", flush=True)
     barrier()  # no process leaves (e.g. to load these weights next) before rank 0 has written them
     return 0
@@ -399,19 +428,17 @@ def reduce_stats(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str,
     return {k: v / ctx.world_size if k in MEAN_KEYS else v for k, v in zip(keys, values)}
 
 
-USER_ERRORS = (ConfigError, CheckpointError, WeightsUnavailableError, NonFiniteLossError)
+USER_ERRORS = (ConfigError, CheckpointError, WeightsUnavailableError, NonFiniteLossError, SaveError, DataError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     ctx = init_distributed(args.local_rank)
+    where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
     try:
-        cfg = build_config(args, ctx)
-        return train(cfg, ctx)
-    except USER_ERRORS as exc:
-        where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
-        print(f"error: {where}" + " ".join(str(exc).split()), file=sys.stderr, flush=True)
-        return 1
+        return run_command(lambda: train(build_config(args, ctx), ctx), user_errors=USER_ERRORS,
+                           format_error=lambda exc: where + str(exc),
+                           resume_hint="resume from the kept <id>_checkpoint.pth with --load_model")
     finally:
         cleanup(ctx)
 

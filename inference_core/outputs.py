@@ -2,15 +2,14 @@
 
 A sink sees each written frame's label map as soon as it is produced (`add`), and makes its result
 visible only when the whole video is done (`commit`); on an error `abort` removes what it wrote,
-so an output that exists is complete.
+so an output that exists is complete. Where a finished output may go, and what it may replace,
+is the output contract of util/outputs.py (the scripts check it before any work).
 
     BinaryMaskSink   <root>/<video>/<label>/<frame>.png: 0/255 greyscale, one folder per object
     OverlaySink      <root>/<video>.mp4 (or one given file): the frames with the masks blended in
 """
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -20,9 +19,9 @@ from PIL import Image
 
 from dataset.test_datasets import TestVideo
 from util.io import atomic_save_image
+from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir
 from util.video import DEFAULT_FPS, VideoWriter, overlay
 
-PARTIAL_PREFIX = ".partial-"  # temporary folder of a video being written
 BINARY_FOREGROUND = 255
 
 
@@ -33,30 +32,12 @@ class FrameSink(Protocol):
     def abort(self) -> None: ...
 
 
-def partial_dir(final: Path) -> Path:
-    """A fresh hidden folder beside `final` to write into before `replace_dir`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{PARTIAL_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder `src` to `dst`, replacing an older result there."""
-    if dst.exists():
-        old = dst.parent / f"{PARTIAL_PREFIX}old-{dst.name}-{uuid.uuid4().hex[:8]}"
-        dst.rename(old)
-        src.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        src.rename(dst)
-
-
 class BinaryMaskSink:
     """One 0/255 PNG per object and frame: `<dir_of(video)>/<label>/<frame>.png`."""
 
-    def __init__(self, dir_of: Callable[[TestVideo], Path]) -> None:
+    def __init__(self, dir_of: Callable[[TestVideo], Path], output: OutputDir | None = None) -> None:
         self.dir_of = dir_of
+        self.output = output  # the checked --binary_masks folder: how an existing result is replaced
         self._video: TestVideo | None = None
         self._tmp: Path | None = None
 
@@ -71,16 +52,19 @@ class BinaryMaskSink:
         name = self._video.frames[index].name
         for label in self._video.object_labels:
             binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
-            atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+            try:
+                atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+            except OSError as exc:  # name the file's final place
+                raise as_final(exc, self._tmp, Path(self.dir_of(self._video))) from None
 
     def commit(self) -> None:
         assert self._video is not None and self._tmp is not None
-        replace_dir(self._tmp, Path(self.dir_of(self._video)))
+        (self.output.replace if self.output is not None else replace_dir)(self._tmp, Path(self.dir_of(self._video)))
         self._tmp = None
 
     def abort(self) -> None:
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            remove_partial(self._tmp)
             self._tmp = None
 
 

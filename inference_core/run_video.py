@@ -14,7 +14,6 @@ total number of processed frames over the total time, whatever the number of obj
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +25,12 @@ import torch
 
 from dataset.test_datasets import EVAL_SHORT_SIDE, TestVideo
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
-from inference_core.outputs import FrameSink, partial_dir, replace_dir
+from inference_core.outputs import FrameSink
 from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
 from util.device import prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
 from util.io import DataError, write_mask
+from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
 
 NATIVE_SIZE = -1  # `--size -1`: frames at their own size
@@ -76,10 +76,12 @@ def run_video(
     stats: RunStats,
     sinks: Sequence[FrameSink] = (),
     on_frame: Callable[[], None] | None = None,
+    output: OutputDir | None = None,
 ) -> None:
     """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
-    Frames after the last required or annotated frame are not processed; frames that are neither
+    output: the checked output folder `out_dir` is (in), which decides how an existing `out_dir`
+    is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated frame are not processed; frames that are neither
     required nor memory (see `InferenceCore.needs_frame`) are skipped. `on_frame` is called after
     every frame (processed or skipped), e.g. to advance a progress bar.
     """
@@ -127,11 +129,13 @@ def run_video(
                 on_frame()
         for sink in sinks:
             sink.commit()
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (output.replace if output is not None else replace_dir)(tmp, out_dir)
+    except BaseException as exc:
+        remove_partial(tmp)
         for sink in started:
             sink.abort()
+        if isinstance(exc, OSError):  # e.g. a full disk: name the mask's place, not the temporary's
+            raise as_final(exc, tmp, out_dir) from None
         raise
 
 
@@ -175,6 +179,7 @@ def run_dataset(
     out_dir_of: Callable[[TestVideo], Path],
     quiet: bool = False,
     sinks: Sequence[FrameSink] = (),
+    output: OutputDir | None = None,
 ) -> RunStats:
     """Run every video with a progress bar over all frames; returns the totals for the timing lines.
 
@@ -186,7 +191,7 @@ def run_dataset(
     stats = RunStats()
     if quiet:
         for video in videos:
-            run_video(core, video, out_dir_of(video), stats, sinks)
+            run_video(core, video, out_dir_of(video), stats, sinks, output=output)
         return stats
 
     status = progressbar.FormatCustomText(
@@ -209,7 +214,7 @@ def run_dataset(
     try:
         for video in videos:
             status.update_mapping(video=video.name)
-            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance)
+            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output)
     finally:
         bar.finish(dirty=True)
     return stats
@@ -220,6 +225,9 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     """The flags every evaluation script shares (names as in the original STCN scripts)."""
     parser.add_argument("--model", default=model_default, help="network weights (released format)")
     parser.add_argument("--output", required=True, help="folder for the result masks")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into existing folders that are not a previous result (replacing only the "
+                             "files written) and replace existing files; never an input")
     parser.add_argument("--top", type=int, default=TOP_K, help="top-k memory entries read (section 3.3)")
     parser.add_argument("--amp", action="store_true", help="run the network under autocast (mixed precision)")
     parser.add_argument("--amp_dtype", choices=("float16", "bfloat16"), default=None,
@@ -328,12 +336,7 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
 
 
 def report_errors(fn: Callable[[], int]) -> int:
-    """Run a script body; a user mistake becomes one `error:` line on stderr and exit code 1."""
-    try:
-        return fn()
-    except (DataError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    except OSError as exc:  # e.g. an output folder that cannot be written
-        where = exc.filename or "output"
-        print(f"error: {where}: {exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
-    return 1
+    """Run a script body: a user mistake or a write error becomes one `error:` line on stderr and exit
+    code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (util/outputs.py run_command)."""
+    return run_command(fn, user_errors=(DataError, CheckpointError),
+                       resume_hint="rerun the same command to redo the unfinished videos")

@@ -20,6 +20,12 @@ from pathlib import Path
 
 from PIL import Image
 
+if __package__ in (None, ''):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from util.io import DataError  # noqa: E402
+from util.outputs import check_not_input, probe_writable, run_command  # noqa: E402
+
 DEFAULT_SIZE = 480  # evaluation and main training run at 480p
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 MASK_FOLDER = 'Annotations'
@@ -95,7 +101,7 @@ def run_parallel(func: Callable, tasks: Sequence, workers: int, progress: bool) 
         results: Iterable = map(func, tasks)
         pool = None
     else:
-        pool = Pool(min(workers, len(tasks)))
+        pool = Pool(min(workers, len(tasks)), initializer=ignore_sigint)
         results = pool.imap_unordered(func, tasks)
     try:
         for done, _ in enumerate(results, 1):
@@ -109,14 +115,31 @@ def run_parallel(func: Callable, tasks: Sequence, workers: int, progress: bool) 
             bar.finish()
 
 
+def ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C (sent to the whole process group) to the main process, which stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def check_destination(src: Path, dst: Path, flag: str) -> None:
+    """The output contract (util/outputs.py) for a mirrored tree: never an input, never a file, writable.
+
+    Nothing already in ``dst`` is replaced (finished files are skipped), so an existing ``dst`` is fine.
+    """
+    if dst.exists() and not dst.is_dir():
+        raise DataError(dst, 'exists and is a file, not a folder', f'choose another {flag}')
+    check_not_input(dst, flag, [src])
+    probe_writable(dst, flag)
+
+
 def resize_folder(src: Path, dst: Path, size: int = DEFAULT_SIZE, workers: int = DEFAULT_WORKERS,
                   progress: bool = True) -> int:
     """Mirror ``src`` into ``dst`` with every image resized; returns the number of files written."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise ResizeError(f'{src} is not a folder')
-    if dst.resolve() == src.resolve() or dst.resolve().is_relative_to(src.resolve()):
-        raise ResizeError(f'the output {dst} must not be inside the input {src}')
+    check_destination(src, dst, 'dst')
     tasks = []
     for path in sorted(src.rglob('*')):
         if path.is_file() and not path.name.startswith(PARTIAL_PREFIX):
@@ -145,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size <= 0:
         parser.error('--size must be positive')
-    try:
+
+    def body() -> int:
         count = resize_folder(args.src, args.dst, args.size, args.workers, not args.quiet)
-    except (ResizeError, OSError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(f'resized {count} files from {args.src} into {args.dst} (shorter side {args.size})')
-    return 0
+        print(f'resized {count} files from {args.src} into {args.dst} (shorter side {args.size})')
+        return 0
+
+    return run_command(body, user_errors=(ResizeError, DataError),
+                       resume_hint='rerun the same command to continue (finished files are kept and skipped)')
 
 
 if __name__ == '__main__':

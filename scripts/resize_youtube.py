@@ -20,8 +20,10 @@ from pathlib import Path
 if __package__ in (None, ''):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.resize_length import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError,
-                                   resize_file, run_parallel)
+from scripts.resize_length import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError,  # noqa: E402
+                                   check_destination, resize_file, run_parallel)
+from util.io import DataError  # noqa: E402
+from util.outputs import run_command  # noqa: E402
 
 FRAMES = 'JPEGImages'
 MASKS = 'Annotations'
@@ -53,8 +55,7 @@ def resize_youtube(src: Path = DEFAULT_SRC, dst: Path = DEFAULT_DST, size: int =
     src, dst = Path(src), Path(dst)
     if not (src / FRAMES).is_dir():
         raise ResizeError(f'{src / FRAMES} not found; point --src at a YouTube-VOS split folder')
-    if dst.resolve() == src.resolve():
-        raise ResizeError(f'--dst {dst} must differ from --src')
+    check_destination(src, dst, '--dst')
     videos = sorted(p.name for p in (src / FRAMES).iterdir()
                     if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX))
     pending = [v for v in videos if not (dst / FRAMES / v).is_dir()]
@@ -86,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size <= 0:
         parser.error('--size must be positive')
-    try:
+
+    def body() -> int:
         resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
-    except (ResizeError, OSError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(f'done: {args.dst}')
-    return 0
+        print(f'done: {args.dst}')
+        return 0
+
+    return run_command(body, user_errors=(ResizeError, DataError),
+                       resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
 
 
 if __name__ == '__main__':

@@ -175,7 +175,7 @@ def test_resize_clis_report_mistakes_in_one_line(tmp_path, capsys):
     assert err.startswith('error: ') and 'missing' in err and '\n' not in err
     (tmp_path / 'in').mkdir()
     assert resize_length.main([str(tmp_path / 'in'), str(tmp_path / 'in' / 'out')]) == 1
-    assert 'must not be inside' in capsys.readouterr().err
+    assert 'is inside the input' in capsys.readouterr().err
     broken = tmp_path / 'broken'
     broken.mkdir()
     (broken / 'x.jpg').write_bytes(b'not an image')

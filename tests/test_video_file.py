@@ -14,6 +14,7 @@ import eval_generic
 import segment_video
 from inference_core.run_video import add_common_args
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, generic_template, render, save_indexed  # noqa: F401
+from util.outputs import MARKER
 from util.video import VideoReader, VideoWriter
 
 torch.set_num_threads(1)
@@ -76,7 +77,7 @@ def test_video_round_trip_masks_align_with_frames(clip, released_checkpoint, tmp
     ], capsys)
     assert rc == 0, err
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"{i:05d}.png" for i in range(SPEC.frames)]
+    assert names == [MARKER] + [f"{i:05d}.png" for i in range(SPEC.frames)]  # marked as a result (util/outputs.py)
     # annotated frames come back as given: a mask landing on the wrong frame would not match
     np.testing.assert_array_equal(read_labels(out / "00000.png"), np.where(labels[0] == 1, 1, 0))
     fourth = read_labels(out / "00004.png")
@@ -96,13 +97,13 @@ def test_video_round_trip_masks_align_with_frames(clip, released_checkpoint, tmp
     assert np.abs(first[inside] - (original[inside] + colour) / 2).mean() < 12
 
     # binary masks: one folder per object, 0/255, equal to the palette masks
-    assert sorted(p.name for p in binary.iterdir()) == ["1", "3"]
+    assert sorted(p.name for p in binary.iterdir()) == [MARKER, "1", "3"]
     for label in (1, 3):
         with Image.open(binary / str(label) / "00004.png") as img:
             b = np.asarray(img)
         assert set(np.unique(b)) <= {0, 255}
         np.testing.assert_array_equal(b == 255, fourth == label)
-    assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))
+    assert not any(p.name.startswith(".") and p.name != MARKER for p in tmp_path.rglob("*"))  # no temporary left
 
 
 def test_first_frame_mask_and_processing_size(clip, released_checkpoint, tmp_path, capsys):
@@ -169,7 +170,7 @@ def test_generic_folder_overlay_and_binary_masks(generic_template, released_chec
         "--overlay", overlays, "--binary_masks", binary, "--max_mem_mb", "0.5", "--chunk_size", "auto",
     ], capsys)
     assert rc == 0, err
-    for video in (p.name for p in out.iterdir()):
+    for video in (p.name for p in out.iterdir() if p.is_dir()):  # not the result marker
         frames = sorted(out.glob(f"{video}/*.png"))
         assert VideoReader(overlays / f"{video}.mp4").num_frames == len(frames)
         for obj in (binary / video).iterdir():

@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
 A reader (or a rerun after a crash) sees either the old file or the complete new one, never a
-truncated file under the final name.
+truncated file under the final name. The temporary is named `.<name>.<pid>.<random>.tmp<suffix>`:
+the writer's process id lets a later run recognise (and remove) one left by a killed process
+(util/outputs.py, `clean_stale`).
 """
 from __future__ import annotations
 
@@ -19,15 +21,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder; on success it replaces `path`, on error it is removed.
 
     suffix: appended to the temporary name (for writers that pick the format from the extension).
+    An OSError while writing (a full disk, ...) is re-raised naming `path`, not the temporary.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename in (None, tmp, str(tmp)):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

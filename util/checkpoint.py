@@ -6,7 +6,9 @@ checkpoint file can be wrong into one `CheckpointError` that names the file and 
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,17 +20,42 @@ from model.network import STCN, CheckpointMismatchError
 from util.atomic import atomic_path
 
 
+# torch's zip writer (caffe2 inline_container.cc) when a write fails, e.g. on a full disk:
+# "... PytorchStreamWriter failed writing file ..." or "... unexpected pos 704 vs 598"
+WRITER_FAILURE = ("PytorchStreamWriter failed", "inline_container")
+NEARLY_FULL_BYTES = 16 * 2**20  # below this much free space a failed write is taken for a full disk
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable or not an STCN state dict."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk."""
+    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk.
+
+    A failed write (a full disk, ...) raises OSError naming `path`; the file there before is kept.
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write as RuntimeError
+            if not any(sign in str(exc) for sign in WRITER_FAILURE):
+                raise
+            raise write_failure(Path(path)) from None
         f.flush()
         os.fsync(f.fileno())
     return Path(path)
+
+
+def write_failure(path: Path) -> OSError:
+    """The OSError for a torch.save that failed while writing `path` (torch gives no errno)."""
+    try:
+        full = shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, "torch could not write the file (is the disk full?)", str(path))
 
 
 def load_state_dict_file(

@@ -400,7 +400,7 @@ def _fmt(value: float) -> str:
 
 
 def _write_csv_tmp(directory: Path, name: str, rows: list[Sequence[str]]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")

@@ -15,6 +15,7 @@ import numpy as np
 
 from util.atomic import atomic_path
 from util.io import DataError, full_palette
+from util.outputs import note_removed
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 DEFAULT_FPS = 24.0  # frame rate of overlays made from frame folders, which have none
@@ -151,6 +152,7 @@ class VideoWriter:
             pass
         err = RuntimeError("overlay aborted")
         self._atomic.__exit__(RuntimeError, err, None)  # removes the temporary file
+        note_removed(self._tmp)
 
     def __enter__(self) -> VideoWriter:
         return self

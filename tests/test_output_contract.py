@@ -1,0 +1,314 @@
+"""The output contract (util/outputs.py) through the commands: what may be replaced, what is never touched,
+and one `error:` line for a write that fails (a full disk), with the earlier good output kept."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import eval_generic
+import eval_youtube
+import segment_video
+import train
+from tests.eval_fixtures import VideoSpec, generic_template, render, save_indexed, youtube_template  # noqa: F401
+from tests.test_training import TINY, _load, fake_data  # noqa: F401 (fixture)
+from util import outputs
+from util.outputs import MARKER, check_not_input, overlaps, read_marker
+from util.video import VideoWriter
+
+torch.set_num_threads(1)
+
+SPEC = VideoSpec("clip", height=32, width=48, frames=4, starts={1: 0})
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """clip.mp4 (4 frames, one object) and first.png."""
+    root = tmp_path_factory.mktemp("contract")
+    images, labels = render(SPEC)
+    with VideoWriter(root / "clip.mp4", fps=10) as writer:
+        for f in images:
+            writer.write(f)
+    save_indexed(root / "first.png", labels[0])
+    return root
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (the user's data before and after a command)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def user_files(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "sub").mkdir(exist_ok=True)
+    (folder / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    return tree_hashes(folder)
+
+
+def run(main, argv, capsys):
+    rc = main([*map(str, argv), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def segment(clip: Path, ckpt: Path, *extra) -> list:
+    return ["--video", clip / "clip.mp4", "--mask", clip / "first.png", "--model", ckpt, "--size", "-1", *extra]
+
+
+def one_error(rc: int, err: str, *names: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip() and "%" not in line and not line.startswith("note:")]
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+def no_partial_left(root: Path) -> bool:
+    return not [p for p in Path(root).rglob("*")
+                if p.name.startswith(".partial") or ".tmp" in p.name or p.name.startswith(".stcn-probe")]
+
+
+# ------------------------------------------------------------------------------------ pure rules
+def test_overlap_rules(tmp_path):
+    data = tmp_path / "data"
+    assert overlaps(data, data) and overlaps(data / "a", data) and overlaps(tmp_path, data)
+    assert not overlaps(tmp_path / "data2", data) and not overlaps(tmp_path / "out", data)
+    with pytest.raises(outputs.DataError, match="contains the input"):
+        check_not_input(tmp_path, "--output", [None, data / "clip.mp4"])
+    check_not_input(tmp_path / "out", "--output", [data, None, ""])  # a sibling is fine
+
+
+# -------------------------------------------------------------------- folders that are not ours
+def test_folder_of_user_files_is_refused_before_any_work(clip, released_checkpoint, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    before = user_files(mine)
+    for flag in ("--output", "--binary_masks"):
+        argv = segment(clip, released_checkpoint, "--output", mine if flag == "--output" else tmp_path / "o")
+        if flag != "--output":
+            argv += [flag, mine]
+        rc, stdout, err = run(segment_video.main, argv, capsys)
+        line = one_error(rc, err, str(mine), "--overwrite")
+        assert "not a result" in line and "Total processing" not in stdout
+        assert tree_hashes(mine) == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_writes_beside_user_files_and_deletes_nothing(clip, released_checkpoint, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    before = user_files(mine)
+    rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", mine, "--overwrite"), capsys)
+    assert rc == 0, err
+    after = tree_hashes(mine)
+    assert {k: after[k] for k in before} == before  # the user's files are untouched
+    assert sorted(set(after) - set(before)) == [f"{i:05d}.png" for i in range(SPEC.frames)]
+    assert not (mine / MARKER).exists()  # still the user's folder, not a result to replace next time
+    assert no_partial_left(tmp_path)
+
+
+def test_folder_holding_the_inputs_is_refused_even_with_overwrite(clip, released_checkpoint, tmp_path, capsys):
+    data = Path(shutil.copytree(clip, tmp_path / "data"))
+    (data / "masks").mkdir()
+    shutil.copy(data / "first.png", data / "masks" / "00000.png")
+    before = tree_hashes(data)
+    argv = ["--video", data / "clip.mp4", "--mask", data / "first.png", "--model", released_checkpoint]
+    # the folder of the input video (it contains the video), an input folder and a folder inside it
+    for out, inputs in ((data, ()), (data / "masks", ("--mask_dir", data / "masks")),
+                        (data / "masks" / "inner", ("--mask_dir", data / "masks"))):
+        rc, _, err = run(segment_video.main, [*argv[:2], *(inputs or argv[2:4]), *argv[4:], "--output", out,
+                                              "--overwrite"], capsys)
+        one_error(rc, err, str(out), "input")
+    rc, _, err = run(segment_video.main, [*argv, "--output", tmp_path / "o", "--overlay", data / "clip.mp4",
+                                          "--overwrite"], capsys)
+    one_error(rc, err, "clip.mp4", "--overlay")
+    assert tree_hashes(data) == before and not (tmp_path / "o").exists()
+
+
+def test_existing_file_where_a_folder_goes_is_refused(clip, released_checkpoint, tmp_path, capsys):
+    target = tmp_path / "some_file.txt"
+    target.write_text("keep me")
+    for extra in ((), ("--overwrite",)):
+        rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", target, *extra), capsys)
+        one_error(rc, err, str(target), "is a file")
+    rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", target / "below"), capsys)
+    one_error(rc, err, "is a file")
+    assert target.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["some_file.txt"]  # no .partial-old-* entry
+
+
+def test_generic_output_inside_its_data_is_refused(generic_template, released_checkpoint, tmp_path, capsys):
+    data = Path(shutil.copytree(generic_template, tmp_path / "data"))
+    before = tree_hashes(data)
+    for out in (data / "Annotations", data / "JPEGImages", data / "Annotations" / "clip", data):
+        rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output", out,
+                                             "--overwrite"], capsys)
+        one_error(rc, err, str(out), "input")
+    for binary in (tmp_path / "o", tmp_path / "o" / "clip"):  # the same folder, or where a video's masks go
+        rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output",
+                                             tmp_path / "o", "--binary_masks", binary], capsys)
+        one_error(rc, err, "--binary_masks")
+    assert tree_hashes(data) == before and not (tmp_path / "o").exists()
+
+
+def test_demo_layout_overlays_inside_the_output(generic_template, released_checkpoint, tmp_path, capsys):
+    out = tmp_path / "demo_output"
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--output", out,
+            "--overlay", out / "overlays", "--size", "32"]
+    for _ in range(2):  # the rerun replaces the previous result
+        rc, _, err = run(eval_generic.main, argv, capsys)
+        assert rc == 0, err
+    assert (out / "overlays" / "clip.mp4").is_file() and (out / "overlays" / MARKER).is_file()
+    assert len(list((out / "clip").glob("*.png"))) == 8 and no_partial_left(tmp_path)
+
+
+def test_output_dot_holding_the_inputs_is_refused_up_front(clip, released_checkpoint, tmp_path, capsys, monkeypatch):
+    work = Path(shutil.copytree(clip, tmp_path / "work"))
+    monkeypatch.chdir(work)
+    rc, stdout, err = run(segment_video.main, ["--video", "clip.mp4", "--mask", "first.png", "--output", ".",
+                                               "--model", released_checkpoint], capsys)
+    one_error(rc, err, "contains the input")
+    assert "Total processing" not in stdout
+
+
+def test_unwritable_destination_is_refused_before_any_work(clip, released_checkpoint, tmp_path, capsys, monkeypatch):
+    def no_permission(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", no_permission)
+    rc, stdout, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", tmp_path / "o"), capsys)
+    one_error(rc, err, str(tmp_path / "o"), "Permission denied")
+    assert "Total processing" not in stdout and not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- previous results
+def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpoint, tmp_path, capsys):
+    out, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
+    argv = segment(clip, released_checkpoint, "--output", out, "--overlay", overlay)
+    assert run(segment_video.main, argv, capsys)[0] == 0
+    marker = read_marker(out)
+    assert marker["complete"] and str(overlay.resolve()) in marker["companions"]
+    (out / "00099.png").write_bytes(b"a stale frame of the earlier result")
+    rc, _, err = run(segment_video.main, argv, capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(SPEC.frames)]
+    assert no_partial_left(tmp_path)
+
+
+def test_existing_overlay_file_needs_overwrite(clip, released_checkpoint, tmp_path, capsys):
+    overlay = tmp_path / "holiday.mp4"
+    overlay.write_bytes(b"the user's own film")
+    argv = segment(clip, released_checkpoint, "--output", tmp_path / "o", "--overlay", overlay)
+    rc, _, err = run(segment_video.main, argv, capsys)
+    one_error(rc, err, str(overlay), "--overwrite")
+    assert overlay.read_bytes() == b"the user's own film" and not (tmp_path / "o").exists()
+    rc, _, err = run(segment_video.main, [*argv, "--overwrite"], capsys)
+    assert rc == 0, err
+    assert overlay.read_bytes() != b"the user's own film"
+
+
+def test_youtube_zip_of_someone_else_is_refused(youtube_template, released_checkpoint, tmp_path, capsys):
+    (tmp_path / "yv.zip").write_bytes(b"not ours")
+    rc, stdout, err = run(eval_youtube.main, ["--yv_path", youtube_template, "--model", released_checkpoint,
+                                              "--output", tmp_path / "yv", "--size", "32"], capsys)
+    one_error(rc, err, "yv.zip", "--overwrite")
+    assert (tmp_path / "yv.zip").read_bytes() == b"not ours" and not (tmp_path / "yv").exists()
+
+
+def test_stale_partials_of_a_killed_run_are_removed(clip, released_checkpoint, tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+    out = tmp_path / "masks"
+    stale_dir = tmp_path / f".partial-masks-{gone.pid}-0123abcd"
+    stale_dir.mkdir()
+    (stale_dir / "00000.png").write_bytes(b"half")
+    stale_tmp = tmp_path / f".ov.mp4.{gone.pid}.k2j4h5g6.tmp.mp4"
+    stale_tmp.write_bytes(b"half")
+    other = tmp_path / ".partial-someone-else"  # not named by this project: left alone
+    other.mkdir()
+    rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", out,
+                                                 "--overlay", tmp_path / "ov.mp4"), capsys)
+    assert rc == 0, err
+    assert not stale_dir.exists() and not stale_tmp.exists() and other.is_dir()
+    assert "note: removed" in err and str(stale_dir) in err
+
+
+# ------------------------------------------------------------------------- write errors (disk full)
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_during_a_mask_keeps_the_previous_result(generic_template, released_checkpoint, tmp_path,
+                                                           capsys, monkeypatch):
+    out = tmp_path / "gen"
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--output", out, "--size", "32"]
+    assert run(eval_generic.main, argv, capsys)[0] == 0
+    before = tree_hashes(out)
+    del before[MARKER]  # rewritten (not complete) when the rerun starts
+    calls = {"n": 0}
+    import util.io
+
+    original = util.io.Image.Image.save
+
+    def fail_third(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            enospc()
+        return original(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(util.io.Image.Image, "save", fail_third)
+    rc, _, err = run(eval_generic.main, argv, capsys)
+    line = one_error(rc, err, "No space left on device", "gen/clip/")
+    assert ".tmp" not in line and "00002.png" in line  # the mask's name, not its temporary's
+    after = tree_hashes(out)
+    assert {k: after[k] for k in before} == before and not read_marker(out)["complete"]
+    assert no_partial_left(tmp_path)
+
+
+def test_disk_full_during_the_zip_keeps_the_previous_zip(youtube_template, released_checkpoint, tmp_path,
+                                                         capsys, monkeypatch):
+    argv = ["--yv_path", youtube_template, "--model", released_checkpoint, "--output", tmp_path / "yv", "--size", "32"]
+    assert run(eval_youtube.main, argv, capsys)[0] == 0
+    good = (tmp_path / "yv.zip").read_bytes()
+    monkeypatch.setattr(zipfile.ZipFile, "write", enospc)
+    rc, _, err = run(eval_youtube.main, argv, capsys)
+    one_error(rc, err, "yv.zip", "No space left on device")
+    assert (tmp_path / "yv.zip").read_bytes() == good and no_partial_left(tmp_path)
+
+
+def test_disk_full_during_the_overlay(clip, released_checkpoint, tmp_path, capsys, monkeypatch):
+    overlay = tmp_path / "ov.mp4"
+    monkeypatch.setattr(VideoWriter, "write", enospc)
+    rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", tmp_path / "o",
+                                                 "--overlay", overlay), capsys)
+    one_error(rc, err, "No space left on device")
+    assert not overlay.exists() and not (tmp_path / "o").exists() and no_partial_left(tmp_path)
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_last_one(tmp_path, fake_data, capsys, monkeypatch):
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save_then_fill(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the first checkpoint is written, the second finds the disk full
+            raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing "
+                               "file data/3: file write failed")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_fill)
+    args = ["--stage", "0", "--id", "full", "--save_dir", str(tmp_path), "--iterations", "4",
+            "--checkpoint_every", "2", "--save_every", "100", *TINY]
+    rc = train.main(args)
+    err = capsys.readouterr().err
+    line = one_error(rc, err, "full_checkpoint.pth", "disk full")
+    assert "kept" in line and "--load_model" in line
+    assert _load(tmp_path / "full" / "full_checkpoint.pth")["iteration"] == 2
+    assert no_partial_left(tmp_path)
