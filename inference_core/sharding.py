@@ -25,7 +25,6 @@ import contextlib
 import io
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,9 +36,14 @@ import torch.distributed as dist
 
 from dataset.test_datasets import TestVideo
 from inference_core.core import InferenceCore
-from inference_core.run_video import RunStats, frames_to_process, report_errors, run_dataset
-from util.io import DataError
+from inference_core.run_video import (
+    RunStats,
+    frames_to_process,
+    report_errors,
+    run_dataset,
+)
 from util.checkpoint import CheckpointError
+from util.io import DataError
 from util.outputs import OutputDir, write_error_line
 
 T = TypeVar("T")
@@ -190,7 +194,7 @@ class Shard:
         try:
             stats = run_dataset(core, shard_videos(videos, self.world, self.rank), tracked,
                                 quiet=not self.is_main, **kwargs)
-        except Exception as exc:  # an interrupt is not caught: every rank gets the signal
+        except Exception as exc:  # noqa: BLE001 - told to every rank, then raised again; an interrupt is not caught
             error, failure = exc, failure_line(exc, current[0])
         gathered = self.meet(VIDEOS_DONE, (stats, failure))
         if error is not None:
@@ -277,7 +281,7 @@ def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None)
                     stack.enter_context(contextlib.redirect_stdout(held))
                     stack.enter_context(contextlib.redirect_stderr(held))
                 status = report_errors(lambda: _silent_peer(body, shard))
-        except Exception as exc:  # a bug: its traceback is shown after the others are told
+        except Exception as exc:  # noqa: BLE001 - a bug: raised again (traceback) once the others are told
             raised = exc
         interrupted = status >= 128 and raised is None  # every rank got the signal: nobody waits
         if not interrupted:
