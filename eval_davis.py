@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from dataset.test_datasets import DAVISTestDataset
-from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
+from inference_core.run_video import add_common_args, build_core, check_videos
+from inference_core.sharding import Shard, run_sharded
 from util.davis_scoring import evaluate_davis
 from util.io import DataError
 from util.outputs import prepare_output_dir
@@ -62,22 +63,24 @@ def score(output: Path, davis_root: Path, split: str, year: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
-    def body() -> int:
+    def body(shard: Shard) -> int:
         folder, imset = SPLITS[args.split]
         davis_root = Path(args.davis_path) / folder
-        out = prepare_output_dir(args.output, "--output", [args.davis_path, args.model], args.overwrite)
+        out = shard.on_main(prepare_output_dir, args.output, "--output", [args.davis_path, args.model], args.overwrite)
         dataset = DAVISTestDataset(davis_root, imset=imset)  # layout errors before loading the network
         check_videos(dataset.videos)  # and every first-frame annotation
         core = build_core(args)
-        output = out.path
-        with out.writing():
-            stats = run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
+        with shard.writing(out) as out:
+            output = out.path
+            stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
+        if not shard.is_main:  # rank 0 reports and scores for every rank
+            return 0
         stats.print()
         if args.split == "val" and not args.no_score:
             score(output, davis_root, "val", year="2017")
         return 0
 
-    return report_errors(body)
+    return run_sharded(body, args.local_rank)
 
 
 if __name__ == "__main__":

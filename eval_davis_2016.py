@@ -17,7 +17,8 @@ from pathlib import Path
 
 from dataset.test_datasets import DAVISTestDataset
 from eval_davis import score
-from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
+from inference_core.run_video import add_common_args, build_core, check_videos
+from inference_core.sharding import Shard, run_sharded
 from util.io import DataError
 from util.outputs import prepare_output_dir
 
@@ -51,23 +52,25 @@ def find_video_list(davis_path: Path, davis17_path: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
-    def body() -> int:
+    def body(shard: Shard) -> int:
         davis_root = Path(args.davis_path)
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
-        out = prepare_output_dir(args.output, "--output", [davis_root, args.davis17_path, imset, args.model],
-                                 args.overwrite)
+        out = shard.on_main(prepare_output_dir, args.output, "--output",
+                            [davis_root, args.davis17_path, imset, args.model], args.overwrite)
         dataset = DAVISTestDataset(davis_root, imset=imset.resolve(), single_object=True)
         check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)
-        output = out.path
-        with out.writing():
-            stats = run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
+        with shard.writing(out) as out:
+            output = out.path
+            stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
+        if not shard.is_main:  # rank 0 reports and scores for every rank
+            return 0
         stats.print()
         if not args.no_score:
             score(output, davis_root, "val", year="2016")
         return 0
 
-    return report_errors(body)
+    return run_sharded(body, args.local_rank)
 
 
 if __name__ == "__main__":

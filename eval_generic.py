@@ -12,7 +12,6 @@ writes <dir>/<video>/<object label>/<frame>.png (0/255). Video files: segment_vi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -23,10 +22,9 @@ from inference_core.run_video import (
     add_size_arg,
     build_core,
     check_videos,
-    report_errors,
-    run_dataset,
     short_side,
 )
+from inference_core.sharding import Shard, run_sharded
 from util.io import DataError
 from util.outputs import check_distinct, prepare_output_dir
 
@@ -45,32 +43,33 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
-    def body() -> int:
+    def body(shard: Shard) -> int:
         if args.overlay_fps is not None and not args.overlay_fps > 0:
             raise DataError("--overlay_fps", f"{args.overlay_fps} frames per second", "pass a positive frame rate")
         inputs = [args.data_path, args.model]
         outputs = [(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")]
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
-        folders = {flag: prepare_output_dir(path, flag, inputs, args.overwrite) for path, flag in outputs if path}
+        folders = shard.on_main(lambda: {flag: prepare_output_dir(path, flag, inputs, args.overwrite)
+                                         for path, flag in outputs if path})
         dataset = GenericTestDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
         check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
-        out = folders["--output"]
-        sinks = []
-        if "--overlay" in folders:
-            overlays = folders["--overlay"].path
-            sinks.append(OverlaySink(lambda v: overlays / f"{v.name}.mp4", fps=args.overlay_fps))
-        if "--binary_masks" in folders:
-            binary = folders["--binary_masks"]
-            sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
-        with contextlib.ExitStack() as stack:
-            for folder in folders.values():
-                stack.enter_context(folder.writing())
-            stats = run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out)
+        with shard.writing(folders) as folders:
+            out = folders["--output"]
+            sinks = []
+            if "--overlay" in folders:
+                overlays = folders["--overlay"].path
+                sinks.append(OverlaySink(lambda v: overlays / f"{v.name}.mp4", fps=args.overlay_fps))
+            if "--binary_masks" in folders:
+                binary = folders["--binary_masks"]
+                sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
+            stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out)
+        if not shard.is_main:  # rank 0 reports for every rank
+            return 0
         stats.print()
         return 0
 
-    return report_errors(body)
+    return run_sharded(body, args.local_rank)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ from inference_core.run_video import (
     add_size_arg,
     build_core,
     check_videos,
-    report_errors,
-    run_dataset,
     short_side,
 )
+from inference_core.sharding import Shard, run_sharded
 from util.atomic import atomic_path
-from util.outputs import prepare_output_dir, prepare_output_file
+from util.outputs import OutputDir, prepare_output_dir, prepare_output_file
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
@@ -62,10 +61,17 @@ def make_zip(output: Path) -> Path:
     return target
 
 
+def prepare_outputs(args: argparse.Namespace, inputs: list) -> OutputDir:
+    """The checked output folder, and its zip (listed in the folder's marker)."""
+    out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
+    prepare_output_file(zip_path(out.path), "--output (its .zip)", inputs, args.overwrite, owner=out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
-    def body() -> int:
+    def body(shard: Shard) -> int:
         dataset = YouTubeVOSTestDataset(
             args.yv_path, split=args.split, short_side=short_side(args), output_all=args.output_all,
             antialias=args.antialias,
@@ -75,18 +81,19 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         check_videos(dataset.videos)  # every annotation before loading the network
         inputs = [args.yv_path, args.model]
-        out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
-        prepare_output_file(zip_path(out.path), "--output (its .zip)", inputs, args.overwrite, owner=out)
+        out = shard.on_main(prepare_outputs, args, inputs)
         core = build_core(args)
-        output = out.path
-        with out.writing():
-            stats = run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out)
+        with shard.writing(out) as out:
+            output = out.path
+            stats = shard.run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out)
+            if not shard.is_main:  # rank 0 zips and reports for every rank
+                return 0
             zipped = make_zip(output)
         stats.print()
         print(f"Zip for the evaluation server: {zipped}")
         return 0
 
-    return report_errors(body)
+    return run_sharded(body, args.local_rank)
 
 
 if __name__ == "__main__":

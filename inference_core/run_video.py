@@ -236,6 +236,8 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
     parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
+    # passed by the old `python -m torch.distributed.launch` (inference_core/sharding.py)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     long = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
     long.add_argument("--max_mem_frames", type=int, default=None,
                       help="keep at most this many memory frames: the annotated frames always, then the most recent")

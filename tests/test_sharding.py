@@ -1,0 +1,193 @@
+"""Evaluation sharded over processes: the balanced split, and eval_davis / eval_youtube under torchrun.
+
+The torchrun runs (2 processes, Gloo on CPU, a random network) must give the masks, the zip's list
+of files and the scores of a single-process run, byte for byte; a failing rank fails the whole run.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import eval_davis
+import eval_youtube
+from inference_core.run_video import RunStats
+from inference_core.sharding import (
+    ShardedStats,
+    balanced_split,
+    failure_line,
+    shard_videos,
+)
+from tests.eval_fixtures import (  # noqa: F401
+    DAVIS_VIDEOS,
+    YT_VIDEOS,
+    davis_template,
+    youtube_template,
+)
+from util.io import DataError
+from util.outputs import MARKER, read_marker
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1), so the float work is the same
+
+
+# ------------------------------------------------------------------------------ the split
+def test_balanced_split_longest_first_into_the_least_loaded_rank():
+    # 9 -> r0, 7 -> r1, 5 -> r1 (7 < 9), 4 -> r0 (12 > 9), 2 -> r1 (12 < 13), 1 -> r0 (13 < 14)
+    assert balanced_split([5, 9, 1, 7, 4, 2], 2) == [[1, 2, 4], [0, 3, 5]]
+    assert balanced_split([3, 3, 3], 2) == [[0, 2], [1]]  # ties: earlier item, lower rank
+
+
+def test_balanced_split_covers_every_item_once_and_stays_close_to_balanced():
+    weights = [(37 * i) % 101 + 1 for i in range(50)]
+    for world in (1, 2, 3, 8):
+        shares = balanced_split(weights, world)
+        assert sorted(i for s in shares for i in s) == list(range(len(weights)))
+        assert all(s == sorted(s) for s in shares)  # each rank keeps the list's order
+        loads = [sum(weights[i] for i in s) for s in shares]
+        assert max(loads) - min(loads) <= max(weights)  # greedy bound: at most one item apart
+        assert shares == balanced_split(weights, world)  # every rank computes the same split
+
+
+def test_balanced_split_edge_cases():
+    assert balanced_split([4, 2], 1) == [[0, 1]]
+    assert balanced_split([4], 3) == [[0], [], []]  # more ranks than videos: some run none
+    assert balanced_split([], 2) == [[], []]
+    with pytest.raises(ValueError):
+        balanced_split([1], 0)
+
+
+def _video(name: str, frames: int) -> SimpleNamespace:
+    first = [SimpleNamespace(required=True, mask_path="m.png")]
+    return SimpleNamespace(name=name, frames=first + [SimpleNamespace(required=True, mask_path=None)] * (frames - 1))
+
+
+def test_shard_videos_weighs_by_the_frames_processed():
+    videos = [_video("a", 10), _video("b", 40), _video("c", 25), _video("d", 20)]
+    # b 40 -> r0, c 25 -> r1, d 20 -> r1 (25 < 40), a 10 -> r0 (40 < 45); each rank in the list's order
+    assert [v.name for v in shard_videos(videos, 2, 0)] == ["a", "b"]
+    assert [v.name for v in shard_videos(videos, 2, 1)] == ["c", "d"]
+    assert [v.name for v in shard_videos(videos, 1, 0)] == ["a", "b", "c", "d"]
+
+
+def test_failure_line_names_the_video():
+    odd = SimpleNamespace(name="odd")
+    assert failure_line(RuntimeError("boom"), odd) == "video odd: RuntimeError: boom"
+    bad = DataError("D/JPEGImages/odd/00003.jpg", "unreadable image", "replace it")
+    assert failure_line(bad, odd) == str(bad)  # the file already names the video
+    full = OSError(errno.ENOSPC, "No space left on device", "out/odd/00001.png")
+    assert failure_line(full, odd).startswith("out/odd/00001.png: No space left on device; free some space")
+
+
+def test_sharded_stats_lines_per_rank_and_in_total():
+    stats = ShardedStats([RunStats(frames=30, seconds=2.0), RunStats(frames=10, seconds=1.0)])
+    text = io.StringIO()
+    stats.print(text)
+    assert text.getvalue().splitlines() == [
+        "Rank 0: processing time 2.0, processed frames 30, FPS 15.0",
+        "Rank 1: processing time 1.0, processed frames 10, FPS 10.0",
+        "Total processing time: 2.0",  # the slowest rank: the ranks run side by side
+        "Total processed frames: 40",
+        "FPS: 20.0",
+        "FPS per process: 13.333333333333334",  # 40 frames over 3 s of processing: the per-GPU rate
+    ]
+
+
+# ------------------------------------------------------------------------------- torchrun
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(script: str, args: list) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(ROOT / script),
+           *map(str, args), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def single(main, args: list, capsys) -> tuple[int, str, str]:
+    rc = main([*map(str, args), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def files(folder: Path, pattern: str) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.glob(pattern))}
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture()
+def davis(tmp_path, davis_template):
+    return Path(shutil.copytree(davis_template, tmp_path / "DAVIS"))
+
+
+def test_davis_under_torchrun_matches_a_single_process(davis, released_checkpoint, tmp_path, capsys):
+    args = ["--model", released_checkpoint, "--davis_path", davis / "2017"]
+    rc, one_out, err = single(eval_davis.main, [*args, "--output", tmp_path / "one"], capsys)
+    assert rc == 0, err
+    proc = torchrun("eval_davis.py", [*args, "--output", tmp_path / "two"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one, two = tmp_path / "one", tmp_path / "two"
+    masks = files(two, "*/*.png")
+    assert len(masks) == sum(s.frames for s in DAVIS_VIDEOS) and masks == files(one, "*/*.png")
+    csvs = files(two, "*.csv")
+    assert len(csvs) == 2 and csvs == files(one, "*.csv")
+    assert read_marker(two)["complete"] is True
+    # rank 0 prints for the run: each rank's timing, the totals and the scores, once
+    out = proc.stdout
+    assert out.count("Rank 0: processing time") == 1 and out.count("Rank 1: processing time") == 1
+    assert out.count("Total processed frames: ") == 1 and out.count("\nJ&F-Mean: ") == 1
+    total = int(out.split("Total processed frames: ")[1].split()[0])
+    assert total == int(one_out.split("Total processed frames: ")[1].split()[0])
+    scores = [line for line in one_out.splitlines() if line.startswith(("J&F", "J-", "F-"))]
+    assert scores and all(line in out.splitlines() for line in scores)
+
+
+def test_youtube_under_torchrun_matches_a_single_process(youtube_template, released_checkpoint, tmp_path, capsys):
+    args = ["--model", released_checkpoint, "--yv_path", youtube_template, "--size", "32"]
+    rc, _, err = single(eval_youtube.main, [*args, "--output", tmp_path / "one"], capsys)
+    assert rc == 0, err
+    proc = torchrun("eval_youtube.py", [*args, "--output", tmp_path / "two"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    masks = files(tmp_path / "two", "Annotations/*/*.png")
+    assert {Path(k).parent.name for k in masks} == {s.name for s in YT_VIDEOS}
+    assert masks == files(tmp_path / "one", "Annotations/*/*.png")
+    with zipfile.ZipFile(tmp_path / "one.zip") as a, zipfile.ZipFile(tmp_path / "two.zip") as b:
+        assert b.namelist() == a.namelist() and len(a.namelist()) == len(masks)
+    assert proc.stdout.count("Zip for the evaluation server") == 1
+    assert read_marker(tmp_path / "two")["complete"] is True
+
+
+def test_a_failing_rank_fails_the_run_with_one_line(davis, released_checkpoint, tmp_path, capsys):
+    # "odd" (6 frames) runs on rank 1, "cat" (7) on rank 0; a later frame of "odd" is corrupt
+    (davis / "2017" / "trainval" / "JPEGImages" / "480p" / "odd" / "00003.jpg").write_bytes(b"\xff\xd8garbage")
+    args = ["--model", released_checkpoint, "--davis_path", davis / "2017"]
+    rc, _, err = single(eval_davis.main, [*args, "--output", tmp_path / "one"], capsys)
+    assert rc == 1 and len(error_lines(err)) == 1
+    proc = torchrun("eval_davis.py", [*args, "--output", tmp_path / "two"])
+    assert proc.returncode != 0
+    lines = error_lines(proc.stdout + proc.stderr)
+    assert lines == error_lines(err), proc.stderr[-3000:]  # the single run's line, once
+    assert "odd/00003.jpg" in lines[0]
+    assert f'File "{ROOT}' not in proc.stderr  # torchrun's own summary follows, but no traceback of ours
+    two = tmp_path / "two"
+    assert not list(two.glob("*.csv")) and not (two / "odd").exists()
+    assert read_marker(two)["complete"] is False and (two / MARKER).is_file()
+    assert len(list((two / "cat").glob("*.png"))) == DAVIS_VIDEOS[0].frames  # rank 0's video is kept
+    assert "Total processed frames" not in proc.stdout
