@@ -131,7 +131,7 @@ def cached_export(net: STCN, root: Path | None = None) -> Path:
     root = cache_root() if root is None else root
     digest = weights_digest(net.state_dict())
     folder = root / f"{digest}-{'single' if net.single_object else 'multi'}-v{EXPORT_VERSION}"
-    if _usable(folder, digest, net.single_object) is None:
+    if _usable(folder, digest, net.single_object) is not None:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
         try:

@@ -144,7 +144,7 @@ def test_eval_generic_backend_same_masks(tmp_path, generic_template, released_ch
     expected, got = png_labels(tmp_path / "pt" / "clip"), png_labels(tmp_path / "ex" / "clip")
     assert list(got) == list(expected) and len(got) == 8
     agreement = np.mean([(got[n] == expected[n]).mean() for n in expected])
-    print(agreement)
+    # random weights: near ties flip under float rounding (see assert_same_masks); here at most 1 in 10^4
     assert agreement >= 0.9999, agreement
 
 
