@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_core import InferenceCore  # noqa: E402
+from inference_core.backends import BACKENDS, compile_network, exported_network  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
 from util.checkpoint import load_network  # noqa: E402
@@ -45,6 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", choices=["fp32", "amp"], default=["fp32", "amp"])
     p.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
                    help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="encoders and decoder in PyTorch or exported (CPU); amp = OpenVINO bf16, not for onnxruntime")
+    p.add_argument("--onnx_dir", default=None, help="exports from scripts/export.py (default: the export cache)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoder (pytorch backend)")
     p.add_argument("--baseline", action="store_true", help="also time the dense reference propagation (fp32)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--mem_every", type=int, default=5)
@@ -163,7 +168,8 @@ def run_once(
         if baseline:
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
         return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
-                             amp=precision == "amp", amp_dtype=amp_dtype, max_mem_frames=budget)
+                             amp=precision == "amp" and args.backend == "pytorch", amp_dtype=amp_dtype,
+                             max_mem_frames=budget)
 
     warm = make()  # warm-up: allocator, kernels, autotuning
     for t in range(min(args.warmup, length)):
@@ -204,8 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)  # random weights: the same every run (one cached export for --backend)
     net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device)
     net = prepare_for_inference(net)
+    if args.compile:
+        net = compile_network(net)
+    if args.backend == "onnxruntime" and "amp" in args.precision:
+        sys.exit("error: --precision amp: onnxruntime runs the exported networks in fp32 only; pass --precision fp32")
+    nets = {p: net if args.backend == "pytorch" else
+            exported_network(net, args.backend, args.onnx_dir, precision="bf16" if p == "amp" else "fp32")
+            for p in args.precision}
     width = round(args.height * ASPECT)
     width += (-width) % 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -213,12 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames | memory (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
-    runs = [("core", p, b) for p in args.precision for b in budgets]
+    core_path = "core" if args.backend == "pytorch" and not args.compile else (
+        f"core ({args.backend}{', compiled' if args.compile else ''})")
+    runs = [(core_path, p, b) for p in args.precision for b in budgets]
     runs += [("dense reference", "fp32", None)] if args.baseline else []
     for length in args.lengths:
         for objects in args.objects:
             for path, precision, budget in runs:
-                rows = run_once(net, args, device, length, objects, precision, path != "core", budget)
+                baseline = path == "dense reference"
+                rows = run_once(net if baseline else nets[precision], args, device, length, objects, precision,
+                                baseline, budget)
                 for r in rows:
                     bound = "none" if budget is None else f"{budget} frames"
                     print(f"| {path} | {precision} | {objects} | {bound} | {r['frames']} | {r['fps']:.2f} | "
