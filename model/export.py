@@ -186,7 +186,7 @@ def export_network(net: STCN, folder: str | os.PathLike, exporter: str = "auto")
     """
     folder = Path(folder)
     cpu = copy.deepcopy(net).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
-    used = "dynamo" if exporter == "auto" and dynamo_available() else ("torchscript" if exporter == "auto" else exporter)
+    used = exporter if exporter != "auto" else ("dynamo" if dynamo_available() else "torchscript")
     for part, name in PART_FILES.items():
         export_part(part, cpu, folder / name, used)
     manifest = {"export_version": EXPORT_VERSION, "weights": weights_digest(cpu.state_dict()),

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return make
 
     variants += [
-        ("onnxruntime, optimisation basic", "fp32", exported(ort_level(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)), False),
+        ("onnxruntime, optimisation basic", "fp32",
+         exported(ort_level(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)), False),
         ("onnxruntime, optimisation all", "fp32", exported(lambda p: onnxruntime_runner(p, args.threads)), False),
         ("OpenVINO, latency hint", "fp32", exported(lambda p: openvino_runner(p, args.threads, "fp32")), False),
         ("OpenVINO, latency hint", "bf16", exported(lambda p: openvino_runner(p, args.threads, "bf16")), False),

@@ -16,13 +16,17 @@ import torch
 from PIL import Image
 
 import eval_generic
-from inference_core import InferenceCore
-from inference_core import backends
-from inference_core.backends import ExportedNetwork, compile_network, exported_network, onnxruntime_runner
+from inference_core import InferenceCore, backends
+from inference_core.backends import (
+    ExportedNetwork,
+    compile_network,
+    exported_network,
+    onnxruntime_runner,
+)
 from inference_core.core import probabilities_to_labels
 from model.export import PART_FILES, example_inputs, export_part, read_manifest
-from tests.eval_fixtures import generic_template  # noqa: F401
 from scripts import export as export_script
+from tests.eval_fixtures import generic_template  # noqa: F401
 from tests.test_inference_core import moving_squares
 
 PARITY = dict(atol=1e-4, rtol=1e-4)  # exported part vs PyTorch, fp32 (issue 16)
@@ -47,7 +51,8 @@ def part_inputs(size: tuple[int, int], k: int, seed: int = 0) -> dict[str, dict[
     masks = torch.rand(1, k, *size, generator=g)
     return {
         "key_encoder": {"frame": torch.randn(1, 3, *size, generator=g)},
-        "value_encoder": {"frame": torch.randn(1, 3, *size, generator=g), "f16": torch.randn(1, 1024, h, w, generator=g),
+        "value_encoder": {"frame": torch.randn(1, 3, *size, generator=g),
+                          "f16": torch.randn(1, 1024, h, w, generator=g),
                           "masks": masks, "others": masks.sum(1, keepdim=True) - masks},
         "decoder": {"readout16": torch.randn(k, 512, h, w, generator=g), "qv16": torch.randn(1, 512, h, w, generator=g),
                     "f8": torch.randn(1, 512, 2 * h, 2 * w, generator=g),
