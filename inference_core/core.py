@@ -37,7 +37,8 @@ MASK_THRESHOLD = 0.5  # an annotated pixel belongs to the given objects above th
 class InferenceCore:
     """Propagates object masks through a video, one `step` per frame.
 
-    network: an STCN in eval mode (its device is used for all work).
+    network: an STCN in eval mode (its device is used for all work), or an object with the same
+        encode_key / encode_value / decode and a `device` (inference_core/backends.py).
     top_k: memory entries read per query position (20 in the paper).
     mem_every: a frame becomes memory this many frames after the previous memory frame.
     include_last: also keep the previous frame as a temporary memory frame (off in the paper).
@@ -68,7 +69,8 @@ class InferenceCore:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.network = network.eval()
-        self.device = next(network.parameters()).device
+        # an exported backend (inference_core/backends.py) has no parameters and names its device
+        self.device = getattr(network, "device", None) or next(network.parameters()).device
         self.top_k = top_k
         self.mem_every = mem_every
         self.include_last = include_last

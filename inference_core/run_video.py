@@ -24,11 +24,12 @@ import progressbar
 import torch
 
 from dataset.test_datasets import EVAL_SHORT_SIDE, TestVideo
+from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from inference_core.outputs import FrameSink
 from model.memory_util import TOP_K
 from util.checkpoint import CheckpointError, load_network
-from util.device import prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
+from util.device import precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
 from util.io import DataError, write_mask
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
@@ -249,6 +250,15 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                            "Same result")
     long.add_argument("--object_batch", type=int, default=None,
                       help="objects value-encoded and decoded per batch (default: all at once), same result")
+    speed = parser.add_argument_group("backends (default: PyTorch fp32; README, 'Speed')")
+    speed.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                       help="run the encoders and decoder with PyTorch, or exported to ONNX with onnxruntime or "
+                            "OpenVINO (CPU, fp32; --amp: OpenVINO in bf16), same masks within float rounding")
+    speed.add_argument("--onnx_dir", default=None,
+                       help="exports of --model from scripts/export.py (default: exported on first use into "
+                            f"the cache, ${CACHE_ENV} or ~/.cache/stcn/onnx)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the encoders and decoder (pytorch backend; slow first frames)")
 
 
 def add_size_arg(parser: argparse.ArgumentParser) -> None:
@@ -325,16 +335,43 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
     if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
+    device = check_backend_args(args, device)
     amp_dtype, note = resolve_amp_dtype(device, args.amp, args.amp_dtype)
     if note:
         print(note, file=sys.stderr)
     network = prepare_for_inference(load_network(args.model, device=device))
+    if args.backend != "pytorch":
+        precision = precision_label(amp_dtype)  # OpenVINO's inference precision (amp: bf16 where native)
+        network = exported_network(network, args.backend, args.onnx_dir, precision=precision)
+    elif args.compile:
+        network = compile_network(network)
     return InferenceCore(
         network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
-        amp=amp_dtype is not None, amp_dtype=torch.float16 if amp_dtype is None else amp_dtype,
+        amp=amp_dtype is not None and args.backend == "pytorch",
+        amp_dtype=torch.float16 if amp_dtype is None else amp_dtype,
         max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
         chunk_size=args.chunk_size, object_batch=args.object_batch,
     )
+
+
+def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.device:
+    """The device for `--backend` (exported backends: the CPU, also under --device auto); DataError on conflicts."""
+    if args.backend == "pytorch":
+        if args.onnx_dir is not None:
+            raise DataError("--onnx_dir", "is read by the exported backends only",
+                            "add --backend onnxruntime or openvino, or leave --onnx_dir out")
+        return device
+    if args.compile:
+        raise DataError("--compile", f"applies to the pytorch backend, not {args.backend}",
+                        "leave --compile out or use --backend pytorch")
+    if args.amp and args.backend == "onnxruntime":
+        raise DataError("--amp", "onnxruntime runs the exported networks in fp32 only",
+                        "leave --amp out, or use --backend openvino (bf16) or pytorch")
+    if args.device in (None, "", "auto"):
+        return torch.device("cpu")
+    if device.type != "cpu":
+        raise DataError("--device", f"--backend {args.backend} runs on the CPU", "use --device cpu or auto")
+    return device
 
 
 def report_errors(fn: Callable[[], int]) -> int:

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_core import InferenceCore  # noqa: E402
+from inference_core.backends import BACKENDS, compile_network, exported_network  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
 from util.checkpoint import load_network  # noqa: E402
@@ -53,6 +54,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
                    help="autocast dtype (default as --amp in the evaluation scripts: float16 on CUDA, bfloat16 "
                         "on a CPU with native bf16, else fp32)")
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="encoders and decoder in PyTorch or exported (CPU); amp = OpenVINO bf16, not for onnxruntime")
+    p.add_argument("--onnx_dir", default=None, help="exports from scripts/export.py (default: the export cache)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoder (pytorch backend)")
     p.add_argument("--baseline", action="store_true", help="also time the dense reference propagation (fp32)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--mem_every", type=int, default=5)
@@ -169,7 +174,8 @@ def run_once(
     def make():
         if baseline:
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
-        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every, amp=amp_dtype is not None,
+        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
+                             amp=amp_dtype is not None and args.backend == "pytorch",
                              amp_dtype=torch.float16 if amp_dtype is None else amp_dtype, max_mem_frames=budget)
 
     warm = make()  # warm-up: allocator, kernels, autotuning
@@ -220,25 +226,37 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)  # random weights: the same every run (one cached export for --backend)
     net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device)
     net = prepare_for_inference(net)
+    if args.compile:
+        net = compile_network(net)
+    if args.backend == "onnxruntime" and "amp" in args.precision:
+        sys.exit("error: --precision amp: onnxruntime runs the exported networks in fp32 only; pass --precision fp32")
+    precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
+    nets = {p: net if args.backend == "pytorch" else
+            exported_network(net, args.backend, args.onnx_dir, precision=precision_label(precisions[p][1]))
+            for p in args.precision}
     width = round(args.height * ASPECT)
     width += (-width) % 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
           f"frames {width}x{args.height} (padded to multiples of 16)")
     print(f"cpu: {cpu_features().describe()}")
-    precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
     print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames | memory (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
-    runs = [("core", p, b) for p in args.precision for b in budgets]
+    core_path = "core" if args.backend == "pytorch" and not args.compile else (
+        f"core ({args.backend}{', compiled' if args.compile else ''})")
+    runs = [(core_path, p, b) for p in args.precision for b in budgets]
     runs += [("dense reference", "fp32", None)] if args.baseline else []
     for length in args.lengths:
         for objects in args.objects:
             for path, flag, budget in runs:
                 precision, amp_dtype = precisions[flag]
-                rows = run_once(net, args, device, length, objects, amp_dtype, path != "core", budget)
+                baseline = path == "dense reference"
+                rows = run_once(net if baseline else nets[flag], args, device, length, objects, amp_dtype,
+                                baseline, budget)
                 for r in rows:
                     bound = "none" if budget is None else f"{budget} frames"
                     print(f"| {path} | {precision} | {objects} | {bound} | {r['frames']} | {r['fps']:.2f} | "

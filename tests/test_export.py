@@ -1,0 +1,235 @@
+"""ONNX export (scripts/export.py) and the exported backends (onnxruntime, OpenVINO) against PyTorch.
+
+The export runs once for the module (it takes a while): the default exporter on the session's
+random network. Parts are compared at two frame sizes and two object counts (the dynamic axes);
+whole videos through InferenceCore and through eval_generic's --backend give the same masks.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import eval_generic
+from inference_core import InferenceCore, backends
+from inference_core.backends import (
+    ExportedNetwork,
+    compile_network,
+    exported_network,
+    onnxruntime_runner,
+)
+from inference_core.core import probabilities_to_labels
+from model.export import PART_FILES, example_inputs, export_part, read_manifest
+from scripts import export as export_script
+from tests.eval_fixtures import generic_template  # noqa: F401
+from tests.test_inference_core import moving_squares
+
+PARITY = dict(atol=1e-4, rtol=1e-4)  # exported part vs PyTorch, fp32 (issue 16)
+SIZES_AND_OBJECTS = [((48, 64), 1), ((32, 80), 3)]  # (H, W) padded frame, K objects
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory, released_checkpoint) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "stcn_onnx"
+    assert export_script.main(["--model", str(released_checkpoint), "--output", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def ort_net(onnx_dir, stcn_net) -> ExportedNetwork:
+    return exported_network(stcn_net, "onnxruntime", onnx_dir)
+
+
+def part_inputs(size: tuple[int, int], k: int, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    h, w = size[0] // 16, size[1] // 16
+    masks = torch.rand(1, k, *size, generator=g)
+    return {
+        "key_encoder": {"frame": torch.randn(1, 3, *size, generator=g)},
+        "value_encoder": {"frame": torch.randn(1, 3, *size, generator=g),
+                          "f16": torch.randn(1, 1024, h, w, generator=g),
+                          "masks": masks, "others": masks.sum(1, keepdim=True) - masks},
+        "decoder": {"readout16": torch.randn(k, 512, h, w, generator=g), "qv16": torch.randn(1, 512, h, w, generator=g),
+                    "f8": torch.randn(1, 512, 2 * h, 2 * w, generator=g),
+                    "f4": torch.randn(1, 256, 4 * h, 4 * w, generator=g)},
+    }
+
+
+def test_manifest_names_the_weights_and_exporter(onnx_dir):
+    manifest = read_manifest(onnx_dir)
+    assert manifest["exporter"] in ("dynamo", "torchscript") and not manifest["single_object"]
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted([*PART_FILES.values(), "manifest.json"])
+
+
+@pytest.mark.parametrize("size,k", SIZES_AND_OBJECTS)
+def test_each_part_matches_pytorch(ort_net, stcn_net, size, k):
+    inputs = part_inputs(size, k)
+    with torch.no_grad():
+        expected = {"key_encoder": stcn_net.encode_key(**inputs["key_encoder"]),
+                    "value_encoder": (stcn_net.encode_value(**inputs["value_encoder"]),),
+                    "decoder": (stcn_net.decode(**inputs["decoder"]),)}
+    got = {"key_encoder": ort_net.encode_key(**inputs["key_encoder"]),
+           "value_encoder": (ort_net.encode_value(**inputs["value_encoder"]),),
+           "decoder": (ort_net.decode(**inputs["decoder"]),)}
+    assert got["value_encoder"][0].shape == (1, k, 512, size[0] // 16, size[1] // 16)
+    assert got["decoder"][0].shape == (k, 1, *size)
+    for part in expected:
+        for e, g in zip(expected[part], got[part]):
+            torch.testing.assert_close(g, e, **PARITY, msg=lambda m, p=part: f"{p}: {m}")
+
+
+def test_torchscript_exporter_matches_pytorch(tmp_path, stcn_net):
+    path = export_part("decoder", stcn_net, tmp_path / "decoder.onnx", exporter="torchscript")
+    run, names = onnxruntime_runner(path)
+    for size, k in SIZES_AND_OBJECTS:
+        inputs = part_inputs(size, k, seed=1)["decoder"]
+        with torch.no_grad():
+            expected = stcn_net.decode(**inputs)
+        got = torch.from_numpy(run({n: inputs[n].numpy() for n in names})[0])
+        torch.testing.assert_close(got, expected, **PARITY)
+
+
+def video_run(network, frames: int = 11, objects: int = 2) -> tuple[torch.Tensor, np.ndarray]:
+    """Probabilities (T, K+1, H, W) and label maps (T, H, W) of a synthetic video through the core."""
+    images, labels = moving_squares(frames=frames, h=40, w=56, objects=objects)
+    core = InferenceCore(network)
+    probs, maps = [], []
+    for t, img in enumerate(images):
+        prob = core.step(img, labels[0] if t == 0 else None, end=t == frames - 1)
+        probs.append(prob)
+        maps.append(probabilities_to_labels(prob, (40, 56), core.label_map()))
+    return torch.stack(probs), np.stack(maps)
+
+
+def assert_same_masks(expected: tuple[torch.Tensor, np.ndarray], got: tuple[torch.Tensor, np.ndarray]) -> None:
+    """Probabilities within PARITY, and labels equal wherever they are not a float-rounding tie.
+
+    A random network's objects are near ties almost everywhere (median margin between the two most
+    likely labels ~2e-5 on this video), so its label maps cannot be compared bit for bit: a label may
+    differ only where PyTorch's margin is within twice the largest probability difference.
+    """
+    (expected_prob, expected_labels), (got_prob, got_labels) = expected, got
+    torch.testing.assert_close(got_prob, expected_prob, **PARITY)
+    top2 = expected_prob.topk(2, dim=1).values
+    margin = (top2[:, 0] - top2[:, 1]).numpy()
+    slack = 2 * float((got_prob - expected_prob).abs().max()) + 1e-7
+    differ = got_labels != expected_labels
+    assert (margin[differ] <= slack).all(), (margin[differ].max(), slack)
+    assert (got_labels[0] == expected_labels[0]).all()  # the annotated frame
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_whole_video_same_masks_as_pytorch(onnx_dir, stcn_net, backend):
+    assert_same_masks(video_run(stcn_net), video_run(exported_network(stcn_net, backend, onnx_dir)))
+
+
+def test_compiled_network_same_masks_as_eager(stcn_net):
+    # aot_eager: torch.compile's graph capture and decompositions without inductor's C++ build (fast)
+    compiled = compile_network(copy.deepcopy(stcn_net), backend="aot_eager", dynamic=False)
+    assert compiled.encode_key is not stcn_net.encode_key
+    assert_same_masks(video_run(stcn_net, frames=6), video_run(compiled, frames=6))
+
+
+def png_labels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.array(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_eval_generic_backend_same_masks(tmp_path, generic_template, released_checkpoint, onnx_dir, backend):  # noqa: F811
+    args = ["--model", str(released_checkpoint), "--data_path", str(generic_template), "--size", "32",
+            "--device", "cpu"]
+    assert eval_generic.main([*args, "--output", str(tmp_path / "pt")]) == 0
+    assert eval_generic.main([*args, "--output", str(tmp_path / "ex"), "--backend", backend,
+                              "--onnx_dir", str(onnx_dir)]) == 0
+    expected, got = png_labels(tmp_path / "pt" / "clip"), png_labels(tmp_path / "ex" / "clip")
+    assert list(got) == list(expected) and len(got) == 8
+    agreement = np.mean([(got[n] == expected[n]).mean() for n in expected])
+    # random weights: near ties flip under float rounding (see assert_same_masks); here at most 1 in 10^4
+    assert agreement >= 0.9999, agreement
+
+
+def test_backend_exports_into_its_cache_once(tmp_path, monkeypatch, generic_template, released_checkpoint,  # noqa: F811
+                                             onnx_dir, capsys):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("STCN_ONNX_CACHE", str(cache))
+    # seed the cache as a previous run would have left it (the export itself is tested above)
+    digest = read_manifest(onnx_dir)["weights"]
+    shutil.copytree(onnx_dir, cache / f"{digest}-multi-v1")
+    data = tmp_path / "data"
+    shutil.copytree(generic_template, data)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert eval_generic.main(["--model", str(released_checkpoint), "--data_path", str(data), "--size", "32",
+                              "--output", str(tmp_path / "out"), "--backend", "onnxruntime"]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == [f"{digest}-multi-v1"]  # reused, nothing else written
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_cached_export_made_once_atomically(tmp_path, monkeypatch, stcn_net, onnx_dir):
+    calls = []
+
+    def fake_export(net, folder):  # the real export is tested above; here only the cache's bookkeeping
+        calls.append(Path(folder))
+        for name in [*PART_FILES.values(), "manifest.json"]:
+            shutil.copy(onnx_dir / name, Path(folder) / name)
+
+    monkeypatch.setattr(backends, "export_network", fake_export)
+    first = backends.cached_export(stcn_net, tmp_path / "cache")
+    assert calls and calls[0].parent == tmp_path / "cache" and calls[0] != first  # made beside, renamed in
+    assert backends.cached_export(stcn_net, tmp_path / "cache") == first and len(calls) == 1
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
+    (first / "decoder.onnx").unlink()  # an incomplete folder in the cache is made again
+    assert backends.cached_export(stcn_net, tmp_path / "cache") == first and len(calls) == 2
+    assert (first / "decoder.onnx").is_file()
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_onnx_dir_of_other_weights_is_one_error(tmp_path, generic_template, onnx_dir, capsys):  # noqa: F811
+    torch.manual_seed(1)
+    from model import STCN
+
+    other = tmp_path / "other.pth"
+    torch.save(STCN(pretrained=False).state_dict(), other)
+    rc = eval_generic.main(["--model", str(other), "--data_path", str(generic_template), "--output",
+                            str(tmp_path / "out"), "--backend", "onnxruntime", "--onnx_dir", str(onnx_dir),
+                            "--device", "cpu"])
+    line = one_error(capsys)
+    assert rc == 1 and "--onnx_dir" in line and "other weights" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags,names", [
+    (["--backend", "onnxruntime", "--amp"], "--amp"),
+    (["--backend", "openvino", "--compile"], "--compile"),
+    (["--onnx_dir", "somewhere"], "--onnx_dir"),
+])
+def test_conflicting_backend_flags_are_one_error(tmp_path, generic_template, released_checkpoint, capsys,  # noqa: F811
+                                                 flags, names):
+    rc = eval_generic.main(["--model", str(released_checkpoint), "--data_path", str(generic_template),
+                            "--output", str(tmp_path / "out"), "--device", "cpu", *flags])
+    assert rc == 1 and names in one_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_a_folder_with_other_files(tmp_path, released_checkpoint, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    rc = export_script.main(["--model", str(released_checkpoint), "--output", str(out)])
+    assert rc == 1 and "not empty" in one_error(capsys)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_example_inputs_cover_every_part():
+    for part in PART_FILES:
+        assert example_inputs(part)
+    assert "others" not in example_inputs("value_encoder", single_object=True)
