@@ -29,9 +29,9 @@ from model.network import STCN, CheckpointMismatchError
 from model.resnet import WeightsUnavailableError
 from model.train_wrapper import STCNTrainWrapper
 from util.checkpoint import CheckpointError, atomic_save, load_state_dict_file
+from util.errors import UserError
 from util.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
 from util.device import resolve_amp_dtype, synchronize
-from util.io import DataError
 from util.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -48,18 +48,18 @@ from util.distributed import (
 )
 from dataset.util import worker_init_fn
 from util.logger import TrainLogger, tensorboard_dir
-from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_line
+from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
 NULL_ID = "NULL"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; training stops without saving that state."""
 
 
-class SaveError(RuntimeError):
+class SaveError(UserError, RuntimeError):
     """Weights or a checkpoint could not be written (e.g. a full disk); the earlier files are kept."""
 
 
@@ -100,15 +100,18 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
     stage = resolve_stage(args.stage, {"iterations": args.iterations, "steps": args.steps,
                                        "batch_size": args.batch_size, "lr": args.lr, "gamma": args.gamma})
     if args.crop_size < 16 or args.crop_size % 16:
-        raise ConfigError(f"--crop_size {args.crop_size}: must be a positive multiple of 16")
+        raise ConfigError(f"--crop_size {args.crop_size}", "must be a positive multiple of 16")
     if args.num_workers < 0:
-        raise ConfigError(f"--num_workers {args.num_workers}: must be 0 (load in the main process) or more")
+        raise ConfigError(f"--num_workers {args.num_workers}", "must be 0 (load in the main process) or more")
     for name in ("save_every", "checkpoint_every", "log_every", "log_image_every"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} {getattr(args, name)}: must be at least 1")
+            raise ConfigError(f"--{name} {getattr(args, name)}", "must be at least 1")
     if args.load_network and args.load_model:
-        raise ConfigError(f"--load_network {args.load_network} --load_model {args.load_model}: pass one; "
-                          "--load_model resumes a run (network included), --load_network starts a new one")
+        raise ConfigError(
+            f"--load_network {args.load_network} --load_model {args.load_model}",
+            "pass one",
+            "--load_model resumes a run (network included), --load_network starts a new one",
+        )
     debug = args.debug
     return TrainConfig(
         stage=stage, run_id=args.id, save_dir=args.save_dir,
@@ -131,21 +134,18 @@ class TrainData:
 def build_datasets(cfg: TrainConfig) -> TrainData:
     """The stage's training set. Roots are checked (path + expected layout) before any worker starts."""
     from dataset.static_dataset import static_datasets
-    from dataset.util import DatasetLayoutError, check_dataset_root
+    from dataset.util import check_dataset_root
     from dataset.vos_dataset import bl30k_dataset, main_training_datasets, set_max_skip
 
     s, crop = cfg.stage, cfg.crop_size
-    try:
-        if s.data == "static":
-            check_dataset_root(cfg.static_root, "static")
-            return TrainData(static_datasets(cfg.static_root, crop))
-        first_skip = s.skip_values[0]  # the curriculum's first maximum skip
-        if s.data == "bl30k":
-            data = bl30k_dataset(cfg.bl_root, first_skip, crop)
-        else:  # DAVIS x5 + YouTube-VOS (skip divided by its annotation stride inside)
-            data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, crop_size=crop)
-    except DatasetLayoutError as exc:
-        raise ConfigError(str(exc)) from None
+    if s.data == "static":
+        check_dataset_root(cfg.static_root, "static")
+        return TrainData(static_datasets(cfg.static_root, crop))
+    first_skip = s.skip_values[0]  # the curriculum's first maximum skip
+    if s.data == "bl30k":
+        data = bl30k_dataset(cfg.bl_root, first_skip, crop)
+    else:  # DAVIS x5 + YouTube-VOS (skip divided by its annotation stride inside)
+        data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, crop_size=crop)
     return TrainData(data, lambda skip: set_max_skip(data, skip))
 
 
@@ -154,8 +154,9 @@ def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[D
     batch = cfg.stage.batch_size
     if sampler.num_samples < batch:
         raise ConfigError(
-            f"training set: {len(data.dataset)} samples give {sampler.num_samples} per process, fewer than "
-            f"--batch_size {batch}; lower --batch_size or check the dataset roots"
+            "training set",
+            f"{len(data.dataset)} samples give {sampler.num_samples} per process, fewer than --batch_size {batch}",
+            "lower --batch_size or check the dataset roots",
         )
     loader = DataLoader(
         SeededSamples(data.dataset), batch_size=batch, sampler=sampler, num_workers=cfg.num_workers,
@@ -173,8 +174,8 @@ def build_network(cfg: TrainConfig) -> STCN:
     try:
         net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading)
     except WeightsUnavailableError as exc:
-        raise WeightsUnavailableError(f"{exc}; --no_pretrained starts from random backbones instead "
-                                      "(not the paper's recipe)") from None
+        raise WeightsUnavailableError(exc.where, exc.problem, f"{exc.fix}; --no_pretrained starts from random "
+                                      "backbones instead (not the paper's recipe)") from None
     if cfg.load_network is not None:
         load_weights_from(net, cfg.load_network)
     return net
@@ -182,14 +183,17 @@ def build_network(cfg: TrainConfig) -> STCN:
 
 def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
     if state is None and not Path(path).is_file():
-        raise CheckpointError(f"{path}: no such file; --load_network takes weights saved by train.py "
-                              "(<id>_<iteration>.pth) or a released STCN checkpoint")
+        raise CheckpointError(
+            path,
+            "no such file",
+            "--load_network takes weights saved by train.py (<id>_<iteration>.pth) or a released STCN checkpoint",
+        )
     try:
         net.load_weights(state if state is not None else load_state_dict_file(path, flag="--load_network"), for_training=True)
     except CheckpointMismatchError as exc:
         hint = ("stage 0 trains the single-object network: start it from ImageNet, not from multi-object weights"
                 if net.single_object else "use weights saved by train.py or a released STCN checkpoint")
-        raise CheckpointError(f"{path}: {exc}; {hint}") from None
+        raise CheckpointError(path, exc.problem, hint) from None
 
 
 def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScaler":
@@ -203,17 +207,23 @@ def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScal
 def read_training_checkpoint(path: str, device: torch.device) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint; --load_model takes a <id>_checkpoint.pth written by train.py")
+        raise CheckpointError(p, "no such checkpoint", "--load_model takes a <id>_checkpoint.pth written by train.py")
     try:
         # weights_only=False: the file holds numpy/python RNG states; only load checkpoints you wrote.
         obj = torch.load(p, map_location=device, weights_only=False)
     except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
-        raise CheckpointError(f"{p}: cannot be read as a training checkpoint ({type(exc).__name__}); "
-                              "use another <id>_checkpoint.pth") from None
+        raise CheckpointError(
+            p,
+            f"cannot be read as a training checkpoint ({type(exc).__name__})",
+            "use another <id>_checkpoint.pth",
+        ) from None
     needed = ("network", "optimizer", "scheduler", "iteration", "epoch", "epoch_step", "config")
     if not isinstance(obj, dict) or any(k not in obj for k in needed):
-        raise CheckpointError(f"{p}: not a training checkpoint (network-only weights?); "
-                              "use --load_network for weights, --load_model for <id>_checkpoint.pth")
+        raise CheckpointError(
+            p,
+            "not a training checkpoint (network-only weights?)",
+            "use --load_network for weights, --load_model for <id>_checkpoint.pth",
+        )
     return obj
 
 
@@ -259,7 +269,8 @@ class Saver:
         except OSError as exc:
             kept = (f"the last good checkpoint {self.last_checkpoint} is kept (resume with --load_model)"
                     if self.last_checkpoint else "no checkpoint was written yet")
-            raise SaveError(f"{write_error_line(exc)}; training stopped, {kept}") from None
+            where, reason, fix = write_error_parts(exc)
+            raise SaveError(where, reason, f"{fix}; training stopped, {kept}") from None
 
 
 # ------------------------------------------------------------------------------------- training
@@ -283,8 +294,11 @@ class Trainer:
         checkpoint = self.saver.checkpoint_path
         # checked on every rank, so that all of them stop (none is left waiting in a collective)
         if cfg.logging_enabled and checkpoint.exists() and checkpoint.resolve() != resume_path:
-            raise ConfigError(f"{checkpoint}: a run named {cfg.run_id!r} already exists; "
-                              f"resume it with --load_model {checkpoint} or choose another --id")
+            raise ConfigError(
+                checkpoint,
+                f"a run named {cfg.run_id!r} already exists",
+                f"resume it with --load_model {checkpoint} or choose another --id",
+            )
         self.run_dir = self.saver.check_run_dir([cfg.static_root, cfg.bl_root, cfg.yv_root, cfg.davis_root],
                                                 resume_path is not None)
         if ctx.is_main:
@@ -334,7 +348,7 @@ class Trainer:
         ckpt = read_training_checkpoint(path, ctx.device)
         saved_stage = ckpt["config"]["stage"]["stage"]
         if saved_stage != s.stage:
-            raise ConfigError(f"{path}: saved by a stage {saved_stage} run; resume it with --stage {saved_stage}")
+            raise ConfigError(path, f"saved by a stage {saved_stage} run", f"resume it with --stage {saved_stage}")
         load_weights_from(self.net, path, ckpt["network"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -360,7 +374,7 @@ class Trainer:
             losses = compute_loss(batch, out, self.it, self.bce)
         stats = reduce_stats(losses, ctx)
         if not math.isfinite(stats["total_loss"]):
-            raise NonFiniteLossError(f"loss is {stats['total_loss']} at iteration {self.it + 1}")
+            raise NonFiniteLossError(self.saver.run_dir, f"loss is {stats['total_loss']} at iteration {self.it + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total_loss"]).backward()  # outside autocast
         self.scaler.step(self.optimizer)
@@ -407,8 +421,8 @@ class Trainer:
             kept = (f"the last good checkpoint is {saver.last_checkpoint}" if saver.last_checkpoint
                     else "no checkpoint was written" if saver.enabled else "nothing is saved with --id NULL")
             raise NonFiniteLossError(
-                f"{saver.run_dir}: {exc}; training stopped and this state was not saved, {kept} "
-                "(resume with --load_model, e.g. with --no_amp or a lower --lr)"
+                exc.where, exc.problem, f"training stopped and this state was not saved, {kept} "
+                "(resume with --load_model, e.g. with --no_amp or a lower --lr)",
             ) from None
         finally:
             if self.logger is not None:
@@ -479,16 +493,12 @@ def reduce_stats(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str,
     return {k: v / ctx.world_size if k in MEAN_KEYS else v for k, v in zip(keys, values)}
 
 
-USER_ERRORS = (ConfigError, CheckpointError, WeightsUnavailableError, NonFiniteLossError, SaveError, DataError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     ctx = init_distributed(args.local_rank)
     where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
     try:
-        return run_command(lambda: train(build_config(args, ctx), ctx), user_errors=USER_ERRORS,
-                           format_error=lambda exc: where + str(exc),
+        return run_command(lambda: train(build_config(args, ctx), ctx), prefix=where,
                            resume_hint="resume from the kept <id>_checkpoint.pth with --load_model")
     finally:
         cleanup(ctx)

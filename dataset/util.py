@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from util.errors import UserError
+
 __all__ = [
     "DatasetLayoutError",
     "DatasetRoot",
@@ -52,11 +54,9 @@ STATIC_SUBSETS: tuple[tuple[str, bool], ...] = (
 )
 
 
-class DatasetLayoutError(RuntimeError):
-    """A dataset root that is missing or not laid out as the loaders expect.
-
-    The message is one line: `<path>: <what is wrong>; <expected layout / how to fix>`.
-    """
+class DatasetLayoutError(UserError, RuntimeError):
+    """A dataset root that is missing or not laid out as the loaders expect: `where` is the path,
+    `fix` the expected layout."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             return np.array(im.convert("RGB"))
     except (OSError, ValueError) as exc:
-        raise DatasetLayoutError(f"{path}: cannot read image ({exc}); replace or remove the file") from None
+        raise DatasetLayoutError(path, f"cannot read image ({exc})", "replace or remove the file") from None
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -93,12 +93,13 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "1", "I;16", "I"):
                 raise DatasetLayoutError(
-                    f"{path}: mask has mode {im.mode}; expected a palette (P) or grey (L) PNG holding "
-                    "label indices (0 = background, 1..K objects)"
+                    path,
+                    f"mask has mode {im.mode}",
+                    "expected a palette (P) or grey (L) PNG holding label indices (0 = background, 1..K objects)",
                 )
             arr = np.array(im.convert("L") if im.mode == "1" else im)
     except OSError as exc:
-        raise DatasetLayoutError(f"{path}: cannot read mask ({exc}); replace or remove the file") from None
+        raise DatasetLayoutError(path, f"cannot read mask ({exc})", "replace or remove the file") from None
     if arr.dtype != np.uint8:
         arr = arr.astype(np.uint8)
     return arr
@@ -114,7 +115,7 @@ def read_binary_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarra
         with Image.open(path) as im:
             grey = np.array(im.convert("L"))
     except OSError as exc:
-        raise DatasetLayoutError(f"{path}: cannot read mask ({exc}); replace or remove the file") from None
+        raise DatasetLayoutError(path, f"cannot read mask ({exc})", "replace or remove the file") from None
     return (grey >= threshold).astype(np.uint8)
 
 
@@ -129,7 +130,7 @@ def load_subset(path: str | os.PathLike) -> set[str]:
     try:
         text = path.read_text()
     except OSError:
-        raise DatasetLayoutError(f"{path}: cannot read the video list; pass an existing subset file") from None
+        raise DatasetLayoutError(path, "cannot read the video list", "pass an existing subset file") from None
     return {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
 
 
@@ -149,13 +150,13 @@ def _expected(layout: str, root: Path) -> str:
 
 def _check_image_mask_folder(folder: Path, layout: str, root: Path) -> None:
     if not folder.is_dir():
-        raise DatasetLayoutError(f"{folder}: no such folder; {_expected(layout, root)}")
+        raise DatasetLayoutError(folder, "no such folder", _expected(layout, root))
     images = list_frames(folder)
     if not images:
-        raise DatasetLayoutError(f"{folder}: no .jpg images; {_expected(layout, root)}")
+        raise DatasetLayoutError(folder, "no .jpg images", _expected(layout, root))
     mask = folder / (Path(images[0]).stem + MASK_EXTENSION)
     if not mask.is_file():
-        raise DatasetLayoutError(f"{mask}: missing mask for {images[0]}; {_expected(layout, root)}")
+        raise DatasetLayoutError(mask, f"missing mask for {images[0]}", _expected(layout, root))
 
 
 def check_dataset_root(path: str | os.PathLike, layout_name: str) -> DatasetRoot:
@@ -170,16 +171,16 @@ def check_dataset_root(path: str | os.PathLike, layout_name: str) -> DatasetRoot
         raise ValueError(f"unknown dataset layout {layout_name!r}; expected one of {sorted(LAYOUTS)}")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DatasetLayoutError(f"{root}: no such folder; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(root, "no such folder", _expected(layout_name, root))
     if layout_name == "static":
         for name, nested in STATIC_SUBSETS:
             folder = root / name
             if nested:
                 if not folder.is_dir():
-                    raise DatasetLayoutError(f"{folder}: no such folder; {_expected(layout_name, root)}")
+                    raise DatasetLayoutError(folder, "no such folder", _expected(layout_name, root))
                 classes = sorted(d for d in os.listdir(folder) if (folder / d).is_dir())
                 if not classes:
-                    raise DatasetLayoutError(f"{folder}: no class folders; {_expected(layout_name, root)}")
+                    raise DatasetLayoutError(folder, "no class folders", _expected(layout_name, root))
                 folder = folder / classes[0]
             _check_image_mask_folder(folder, layout_name, root)
         return DatasetRoot(layout_name, root, root, root)
@@ -188,16 +189,16 @@ def check_dataset_root(path: str | os.PathLike, layout_name: str) -> DatasetRoot
     im_root, gt_root = root / im_rel, root / gt_rel
     for folder in (im_root, gt_root):
         if not folder.is_dir():
-            raise DatasetLayoutError(f"{folder}: no such folder; {_expected(layout_name, root)}")
+            raise DatasetLayoutError(folder, "no such folder", _expected(layout_name, root))
     videos = sorted(d for d in os.listdir(im_root) if (im_root / d).is_dir())
     if not videos:
-        raise DatasetLayoutError(f"{im_root}: no video folders; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(im_root, "no video folders", _expected(layout_name, root))
     frames = list_frames(im_root / videos[0])
     if not frames:
-        raise DatasetLayoutError(f"{im_root / videos[0]}: no .jpg frames; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(im_root / videos[0], "no .jpg frames", _expected(layout_name, root))
     mask = gt_root / videos[0] / (Path(frames[0]).stem + MASK_EXTENSION)
     if not mask.is_file():
-        raise DatasetLayoutError(f"{mask}: missing annotation; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(mask, "missing annotation", _expected(layout_name, root))
     return DatasetRoot(layout_name, root, im_root, gt_root)
 
 

@@ -106,7 +106,7 @@ class VOSDataset(Dataset):
         self.set_max_skip(max_skip)
 
         if not self.im_root.is_dir():
-            raise DatasetLayoutError(f"{self.im_root}: no such folder; expected {self.im_root}/<video>/00000.jpg")
+            raise DatasetLayoutError(self.im_root, "no such folder", f"expected {self.im_root}/<video>/00000.jpg")
         subset_source = None
         if subset is not None and isinstance(subset, (str, os.PathLike)):
             subset_source, subset = subset, load_subset(subset)
@@ -129,8 +129,9 @@ class VOSDataset(Dataset):
         if not self.videos:
             what = f"none of the {len(wanted)} videos of {subset_source or 'the subset'}" if wanted else "no video"
             raise DatasetLayoutError(
-                f"{self.im_root}: {what} with at least {NUM_FRAMES} frames found; "
-                f"expected {self.im_root}/<video>/00000.jpg"
+                self.im_root,
+                f"{what} with at least {NUM_FRAMES} frames found",
+                f"expected {self.im_root}/<video>/00000.jpg",
             )
         if wanted is not None and len(self.videos) + too_short < len(wanted):
             warnings.warn(
@@ -181,8 +182,9 @@ class VOSDataset(Dataset):
             gt_path = self.gt_root / video / (Path(name).stem + ".png")
             if not gt_path.is_file():
                 raise DatasetLayoutError(
-                    f"{gt_path}: missing annotation for {self.im_root / video / name}; "
-                    "every training frame needs a palette PNG of the same name"
+                    gt_path,
+                    f"missing annotation for {self.im_root / video / name}",
+                    "every training frame needs a palette PNG of the same name",
                 )
             masks.append(torch.from_numpy(read_mask(gt_path)))
         image = tv_tensors.Image(torch.stack(images, 0).permute(0, 3, 1, 2).contiguous())  # T, 3, H, W

@@ -27,8 +27,8 @@ from dataset.test_datasets import EVAL_SHORT_SIDE, TestVideo
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from inference_core.outputs import FrameSink
 from model.memory_util import TOP_K
-from util.checkpoint import CheckpointError, load_network
-from util.device import prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
+from util.checkpoint import load_network
+from util.device import DeviceError, prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
 from util.io import DataError, write_mask
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
@@ -308,11 +308,11 @@ def _chunk_size(text: str) -> int | str | None:
 
 
 def build_core(args: argparse.Namespace) -> InferenceCore:
-    """Device, network and core from the common flags; user mistakes become DataError/CheckpointError."""
+    """Device, network and core from the common flags; user mistakes raise UserError (util/errors.py)."""
     try:
         device = resolve_device(args.device)
-    except ValueError as exc:  # a CUDA device on a machine without CUDA
-        raise DataError("--device", str(exc).split(": ", 1)[-1].split(";")[0], "use --device cpu or auto") from None
+    except DeviceError as exc:  # a CUDA device on a machine without CUDA
+        raise DataError("--device", exc.problem, "use --device cpu or auto") from None
     except RuntimeError:  # a device string torch does not know
         raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
     for flag in ("top", "mem_every"):
@@ -338,5 +338,4 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
 def report_errors(fn: Callable[[], int]) -> int:
     """Run a script body: a user mistake or a write error becomes one `error:` line on stderr and exit
     code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (util/outputs.py run_command)."""
-    return run_command(fn, user_errors=(DataError, CheckpointError),
-                       resume_hint="rerun the same command to redo the unfinished videos")
+    return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos")

@@ -25,7 +25,7 @@ removes them (`clean_stale`).
 Interrupts: `run_command` turns SIGTERM into `Terminated` (a KeyboardInterrupt, so every
 `except BaseException` cleanup runs as for Ctrl-C) and ends the command with one line saying what was
 finished and kept and what unfinished output was removed, exit status 128 + signal number (130 for
-SIGINT, 143 for SIGTERM), no traceback. User errors (`DataError`-like) and write errors (`OSError`,
+SIGINT, 143 for SIGTERM), no traceback. User errors (`UserError`, util/errors.py) and write errors (`OSError`,
 e.g. a full disk) end with one `error:` line and exit status 1.
 
 This module imports nothing of the project above util/, so training, downloads and scripts use it too.
@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from util.atomic import atomic_path
+from util.errors import UserError, format_error
 from util.io import DataError
 
 MARKER = ".stcn-result"  # JSON written into every output folder this project creates
@@ -433,7 +434,12 @@ def interrupt_line(exc: KeyboardInterrupt, resume_hint: str = "") -> tuple[str, 
 
 def write_error_line(exc: OSError) -> str:
     """`<file>: <reason>; <fix>` for an OSError (a full disk, a missing permission ...)."""
-    where = exc.filename or "output"
+    return format_error(*write_error_parts(exc))
+
+
+def write_error_parts(exc: OSError) -> tuple[str, str, str]:
+    """(file, reason, fix) of an OSError (a full disk, a missing permission ...)."""
+    where = str(exc.filename or "output")
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space or write elsewhere; earlier finished outputs are kept"
@@ -441,13 +447,13 @@ def write_error_line(exc: OSError) -> str:
         fix = "check the path and its permissions, or write elsewhere"
     else:
         fix = "check the path and its permissions"
-    return f"{where}: {reason}; {fix}"
+    return where, reason, fix
 
 
-def run_command(fn: Callable[[], int], user_errors: tuple[type[BaseException], ...] = (DataError,),
-                resume_hint: str = "", format_error: Callable[[BaseException], str] = str) -> int:
-    """Run a command's body: user errors and write errors become one `error:` line (exit 1), SIGINT
-    and SIGTERM one `interrupted by ...` line (exit 130 / 143); never a traceback for these."""
+def run_command(fn: Callable[[], int], resume_hint: str = "", prefix: str = "") -> int:
+    """The one reporter of every entry point: runs a command's body; a `UserError` (util/errors.py)
+    and a write error become one `error: [prefix]where: problem; fix` line (exit 1), SIGINT and SIGTERM
+    one `interrupted by ...` line (exit 130 / 143); never a traceback for these."""
     LEDGER.reset()
     try:
         with terminate_as_interrupt():
@@ -456,8 +462,8 @@ def run_command(fn: Callable[[], int], user_errors: tuple[type[BaseException], .
         line, status = interrupt_line(exc, resume_hint)
         print(line, file=sys.stderr, flush=True)
         return status
-    except user_errors as exc:
-        print("error: " + " ".join(format_error(exc).split()), file=sys.stderr, flush=True)
+    except UserError as exc:
+        print("error: " + prefix + " ".join(str(exc).split()), file=sys.stderr, flush=True)
     except OSError as exc:
-        print(f"error: {write_error_line(exc)}", file=sys.stderr, flush=True)
+        print(f"error: {prefix}{write_error_line(exc)}", file=sys.stderr, flush=True)
     return 1
