@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from util import io
 from util.errors import UserError
 
 __all__ = [
@@ -79,12 +80,8 @@ LAYOUTS: dict[str, tuple[str, str, str]] = {
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an RGB image as uint8 (H, W, 3)."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise DatasetLayoutError(path, f"cannot read image ({exc})", "replace or remove the file") from None
+    """Read an RGB image as uint8 (H, W, 3) (util/io.py's reader: a bad file raises DataError)."""
+    return np.array(io.read_image(path))
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

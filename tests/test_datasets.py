@@ -467,8 +467,9 @@ def test_unreadable_files_are_reported(tmp_path):
     with pytest.raises(DatasetLayoutError, match=r"/gt/v/0000[0-2].png: mask has mode RGB"):
         dataset[0]
     from dataset.util import read_image
+    from util.io import DataError
 
-    with pytest.raises(DatasetLayoutError, match=r"00001.jpg: cannot read image"):
+    with pytest.raises(DataError, match=r"00001.jpg: unreadable image"):
         read_image(tmp_path / "im" / "v" / "00001.jpg")
 
 
