@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm, format_gb,
+from util.download import (GB, ArchiveJob, check_free_space, confirm, format_gb,
                            free_gb_arg, is_done, needed_bytes, run_archive_job)
 from util.outputs import run_command
 
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
-    return run_command(body, user_errors=(DownloadError,),
-                       resume_hint='rerun the same command to continue with the unfinished segment')
+    return run_command(body, resume_hint='rerun the same command to continue with the unfinished segment')
 
 
 if __name__ == '__main__':

@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from scripts.resize_length import DEFAULT_SIZE, DEFAULT_WORKERS, ResizeError
+from scripts.resize_length import DEFAULT_SIZE, DEFAULT_WORKERS
 from scripts.resize_youtube import resize_youtube
 from util.outputs import run_command
-from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm,
+from util.download import (GB, ArchiveJob, check_free_space, confirm,
                            format_gb, free_gb_arg, is_done, mark_done, needed_bytes, run_archive_job)
 
 FRAMES = ('JPEGImages',)
@@ -188,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # OSError (e.g. unwritable --root) and interrupts: one line (util/outputs.py)
-    return run_command(body, user_errors=(DownloadError, ResizeError),
-                       resume_hint='rerun the same command to continue where it stopped')
+    return run_command(body, resume_hint='rerun the same command to continue where it stopped')
 
 
 if __name__ == '__main__':

@@ -67,7 +67,7 @@ def stcn_problem(path: Path) -> str | None:
     try:
         check_state_dict(state, released_layout())
     except CheckpointMismatchError as exc:
-        return str(exc)
+        return exc.problem
     return None
 
 
@@ -78,12 +78,12 @@ def _check_checkpoint(path: Path, fix: str, expected_sha256: str | None = None, 
     """
     what = what or str(path)
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise DownloadError(f'{what} is not a PyTorch checkpoint (not a zip archive); {fix}')
+        raise DownloadError(what, 'not a PyTorch checkpoint (not a zip archive)', fix)
     problem = stcn_problem(path)
     if problem:
-        raise DownloadError(f'{what} is not the released STCN model ({problem}); {fix}')
+        raise DownloadError(what, f'not the released STCN model ({problem})', fix)
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise DownloadError(f'{what} does not have the published sha256 {expected_sha256}; {fix}')
+        raise DownloadError(what, f'does not have the published sha256 {expected_sha256}', fix)
 
 
 def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
@@ -95,7 +95,7 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
     Raises `DownloadError` with a message fit for the user.
     """
     if model not in MODELS:
-        raise DownloadError(f'unknown model {model!r}; choose one of {", ".join(MODELS)}')
+        raise DownloadError('--model', f'unknown model {model!r}', f'choose one of {", ".join(MODELS)}')
     spec = MODELS[model]
     path = Path(path or spec.default_path)
     url = source_url(source or spec.gdrive_id)
@@ -103,10 +103,9 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
     if path.is_file() and not force:
         intact = verify_file(path)
         if intact is False:
-            raise DownloadError(
-                f'{path} does not match the checksum recorded in {sidecar_path(path)} (damaged or '
-                'replaced); rerun with --force to download it again (the current file is kept '
-                'until the new one is complete)')
+            raise DownloadError(path, f'does not match the checksum recorded in {sidecar_path(path)} (damaged '
+                                'or replaced)', 'rerun with --force to download it again (the current file is '
+                                'kept until the new one is complete)')
         # even a recorded hash proves nothing: older versions recorded any file they found
         _check_checkpoint(path, f'move it away, or rerun with --force to replace it with {url}', spec.sha256)
         if intact is None:  # placed by hand or by an older script: checked above, record it
@@ -116,7 +115,7 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
             print(f'{path} is present and intact; nothing to download')
         return path
     if path.exists() and not path.is_file():
-        raise DownloadError(f'{path} exists and is not a file; move it away or choose --output')
+        raise DownloadError(path, 'exists and is not a file', 'move it away or choose --output')
 
     check_free_space(path.parent, MODEL_NEEDED_BYTES, 'choose another --output')
     expected = spec.sha256 if source is None else None  # a mirror may hold another build
@@ -157,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
-    return run_command(body, user_errors=(DownloadError,),
-                       resume_hint='rerun the same command to continue (a partial download is kept as .part)')
+    return run_command(body, resume_hint='rerun the same command to continue (a partial download is kept as .part)')
 
 
 if __name__ == '__main__':

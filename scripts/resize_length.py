@@ -23,6 +23,7 @@ from PIL import Image
 if __package__ in (None, ''):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from util.errors import UserError  # noqa: E402
 from util.io import DataError  # noqa: E402
 from util.outputs import check_not_input, probe_writable, run_command  # noqa: E402
 
@@ -34,8 +35,8 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 PARTIAL_PREFIX = '.partial_'
 
 
-class ResizeError(RuntimeError):
-    """An input that cannot be resized; the message names it."""
+class ResizeError(UserError, RuntimeError):
+    """An input that cannot be resized (`where` names it)."""
 
 
 def target_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -84,7 +85,7 @@ def resize_file(src: Path, dst: Path, size: int, jpeg_quality: int | None = JPEG
         out.save(tmp, format=file_format, **options)
     except (OSError, ValueError, KeyError) as e:
         tmp.unlink(missing_ok=True)
-        raise ResizeError(f'could not resize {src}: {e}') from None
+        raise ResizeError(src, f'could not resize ({e})', 'replace or remove the file') from None
     os.replace(tmp, dst)
 
 
@@ -138,7 +139,7 @@ def resize_folder(src: Path, dst: Path, size: int = DEFAULT_SIZE, workers: int =
     """Mirror ``src`` into ``dst`` with every image resized; returns the number of files written."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
-        raise ResizeError(f'{src} is not a folder')
+        raise ResizeError(src, 'not a folder', 'pass the folder to resize')
     check_destination(src, dst, 'dst')
     tasks = []
     for path in sorted(src.rglob('*')):
@@ -174,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'resized {count} files from {args.src} into {args.dst} (shorter side {args.size})')
         return 0
 
-    return run_command(body, user_errors=(ResizeError, DataError),
-                       resume_hint='rerun the same command to continue (finished files are kept and skipped)')
+    return run_command(body, resume_hint='rerun the same command to continue (finished files are kept and skipped)')
 
 
 if __name__ == '__main__':

@@ -22,7 +22,6 @@ if __package__ in (None, ''):  # run as a file: make the repository root importa
 
 from scripts.resize_length import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError,  # noqa: E402
                                    check_destination, resize_file, run_parallel)
-from util.io import DataError  # noqa: E402
 from util.outputs import run_command  # noqa: E402
 
 FRAMES = 'JPEGImages'
@@ -54,7 +53,7 @@ def resize_youtube(src: Path = DEFAULT_SRC, dst: Path = DEFAULT_DST, size: int =
     """Resize every video not yet in ``dst``; returns how many videos were processed."""
     src, dst = Path(src), Path(dst)
     if not (src / FRAMES).is_dir():
-        raise ResizeError(f'{src / FRAMES} not found; point --src at a YouTube-VOS split folder')
+        raise ResizeError(src / FRAMES, 'not found', 'point --src at a YouTube-VOS split folder')
     check_destination(src, dst, '--dst')
     videos = sorted(p.name for p in (src / FRAMES).iterdir()
                     if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX))
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'done: {args.dst}')
         return 0
 
-    return run_command(body, user_errors=(ResizeError, DataError),
-                       resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
+    return run_command(body, resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
 
 
 if __name__ == '__main__':

@@ -17,9 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/score_davis.py` puts scripts/ first on the path
     sys.path.insert(0, str(ROOT))
 
-from util.davis_scoring import (GLOBAL_COLUMNS, SEQUENCE_COLUMNS, ScoringError, evaluate_davis,  # noqa: E402
+from util.davis_scoring import (GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis,  # noqa: E402
                                  sequences_in_results)
-from util.io import DataError  # noqa: E402
 from util.outputs import prepare_output_dir, prepare_output_file, run_command  # noqa: E402
 
 DEFAULT_DAVIS_PATH = {"2017": "../DAVIS/2017/trainval", "2016": "../DAVIS/2016"}  # STCN README layout
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 _print_warnings(caught)
         return 0
 
-    return run_command(body, user_errors=(ScoringError, DataError))
+    return run_command(body)
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:

@@ -532,7 +532,7 @@ def test_ensure_model_refuses_a_file_at_the_target_that_is_not_stcn(tmp_path, ca
     before = path.read_bytes()
     assert download_model.main(['--output', str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f'error: {path} is not the released STCN model') and err.count('\n') == 1
+    assert err.startswith(f'error: {path}: not the released STCN model') and err.count('\n') == 1
     assert problem in err and '--force' in err and 'move it away' in err
     assert path.read_bytes() == before and not dl.sidecar_path(path).exists()  # kept, and not trusted
 
@@ -550,7 +550,7 @@ def test_ensure_model_refuses_a_downloaded_file_that_is_not_stcn(server, tmp_pat
     url = f'{server.url}/other.pth'
     assert download_model.main(['--source', url, '--output', str(path)]) == 1
     err = capsys.readouterr().err
-    assert f'error: the file sent by {url} is not the released STCN model' in err and 'check --source' in err
+    assert f'error: the file sent by {url}: not the released STCN model' in err and 'check --source' in err
     assert files_under(tmp_path) == []  # neither the file nor a hash was kept
 
 

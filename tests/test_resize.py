@@ -181,7 +181,7 @@ def test_resize_clis_report_mistakes_in_one_line(tmp_path, capsys):
     (broken / 'x.jpg').write_bytes(b'not an image')
     assert resize_length.main([str(broken), str(tmp_path / 'o'), '--workers', '1', '--quiet']) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith('error: could not resize') and '\n' not in err
+    assert err.startswith(f"error: {broken / 'x.jpg'}: could not resize") and '\n' not in err
     assert not (tmp_path / 'o' / 'x.jpg').exists()
 
 
