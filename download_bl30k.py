@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (GB, ArchiveJob, check_free_space, confirm, format_gb,
+from downloads.fetch import (GB, ArchiveJob, check_free_space, confirm, format_gb,
                            free_gb_arg, is_done, needed_bytes, run_archive_job)
 from util.outputs import run_command
 

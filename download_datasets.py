@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from scripts.resize_length import DEFAULT_SIZE, DEFAULT_WORKERS
-from scripts.resize_youtube import resize_youtube
+from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS
+from downloads.resize_youtube import resize_youtube
 from util.outputs import run_command
-from util.download import (GB, ArchiveJob, check_free_space, confirm,
+from downloads.fetch import (GB, ArchiveJob, check_free_space, confirm,
                            format_gb, free_gb_arg, is_done, mark_done, needed_bytes, run_archive_job)
 
 FRAMES = ('JPEGImages',)

@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataset.test_datasets import DAVISTestDataset
-from eval_davis import score
-from inference_core.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
+from evaluation.datasets import DAVISTestDataset
+from evaluation.davis_scoring import score
+from evaluation.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from util.io import DataError
 from util.outputs import prepare_output_dir
 

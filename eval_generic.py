@@ -16,9 +16,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from dataset.test_datasets import GenericTestDataset
-from inference_core.outputs import BinaryMaskSink, OverlaySink
-from inference_core.run_video import (
+from evaluation.datasets import GenericTestDataset
+from evaluation.sinks import BinaryMaskSink, OverlaySink
+from evaluation.run_video import (
     add_common_args,
     add_size_arg,
     build_core,

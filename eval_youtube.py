@@ -17,8 +17,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from dataset.test_datasets import YouTubeVOSTestDataset
-from inference_core.run_video import (
+from evaluation.datasets import YouTubeVOSTestDataset
+from evaluation.run_video import (
     add_common_args,
     add_size_arg,
     build_core,

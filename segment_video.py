@@ -18,9 +18,9 @@ import argparse
 import contextlib
 import sys
 
-from dataset.video_file import VideoFileVideo, annotations_by_frame
-from inference_core.outputs import BinaryMaskSink, OverlaySink
-from inference_core.run_video import (
+from evaluation.video_file import VideoFileVideo, annotations_by_frame
+from evaluation.sinks import BinaryMaskSink, OverlaySink
+from evaluation.run_video import (
     add_common_args,
     add_size_arg,
     build_core,

@@ -24,15 +24,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from model.losses import BootstrappedCE, compute_loss
+from training.losses import BootstrappedCE, compute_loss
 from model.network import STCN, CheckpointMismatchError
 from model.resnet import WeightsUnavailableError
-from model.train_wrapper import STCNTrainWrapper
-from util.checkpoint import CheckpointError, atomic_save, load_state_dict_file
-from util.errors import UserError
-from util.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
+from training.train_wrapper import STCNTrainWrapper
+from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
+from training.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
 from util.device import resolve_amp_dtype, synchronize
-from util.distributed import (
+from util.errors import UserError
+from training.distributed import (
     DistContext,
     ResumableDistributedSampler,
     SeededSamples,
@@ -47,7 +47,7 @@ from util.distributed import (
     set_rng_states,
 )
 from dataset.util import worker_init_fn
-from util.logger import TrainLogger, tensorboard_dir
+from training.logger import TrainLogger, tensorboard_dir
 from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
 
 REPO_ROOT = Path(__file__).resolve().parent

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference_core import InferenceCore  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
-from util.checkpoint import load_network  # noqa: E402
+from model.checkpoint import load_network  # noqa: E402
 from util.device import (  # noqa: E402
     cpu_features,
     precision_label,

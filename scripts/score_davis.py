@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/score_davis.py` puts scripts/ first on the path
     sys.path.insert(0, str(ROOT))
 
-from util.davis_scoring import (GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis,  # noqa: E402
+from evaluation.davis_scoring import (GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis,  # noqa: E402
                                  sequences_in_results)
 from util.outputs import prepare_output_dir, prepare_output_file, run_command  # noqa: E402
 

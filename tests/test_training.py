@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 import train
 from model.network import STCN
-from model.train_wrapper import STCNTrainWrapper
+from training.train_wrapper import STCNTrainWrapper
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ RUNNER = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import train, test_training
-from util.distributed import cleanup, init_distributed
+from training.distributed import cleanup, init_distributed
 train.build_datasets = test_training.fake_build_datasets
 ctx = init_distributed()  # from torchrun's environment; main() reuses this group for every stage
 save = {save!r}

@@ -23,11 +23,11 @@ from pathlib import Path
 import progressbar
 import torch
 
-from dataset.test_datasets import EVAL_SHORT_SIDE, TestVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
-from inference_core.outputs import FrameSink
+from evaluation.sinks import FrameSink
 from model.memory_util import TOP_K
-from util.checkpoint import load_network
+from model.checkpoint import load_network
 from util.device import DeviceError, prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
 from util.io import DataError, write_mask
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
@@ -253,7 +253,7 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
 
     `--antialias`: resize with antialiasing, as the original code does under torchvision >= 0.17
-    (the default is the paper's plain bicubic; see `dataset.test_datasets.resize_frame`).
+    (the default is the paper's plain bicubic; see `evaluation.datasets.resize_frame`).
     """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset.test_datasets import (
+from evaluation.datasets import (
     DAVISTestDataset,
     GenericTestDataset,
     YouTubeVOSTestDataset,

@@ -10,8 +10,8 @@ Semi-supervised protocol (toolkit `DAVISEvaluation._evaluate_semisupervised`):
   background in DAVIS 2017 GT); in DAVIS 2016 mode there is one object: any non-zero pixel, in
   GT (0/255) and in the prediction alike;
 - the first and the last frame of every video are not scored (the first is given as input);
-- every object is one row `<video>_<id>`; J and F per frame come from `util.metrics`, and their
-  Mean/Recall/Decay per object from `util.metrics.sequence_statistics`;
+- every object is one row `<video>_<id>`; J and F per frame come from `evaluation.metrics`, and their
+  Mean/Recall/Decay per object from `evaluation.metrics.sequence_statistics`;
 - the global J-Mean is the mean of all objects' J-Means (F likewise, so a video with more objects
   weighs more) and J&F-Mean = (J-Mean + F-Mean) / 2.
 
@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from evaluation.metrics import boundary_f_measure, region_similarity, sequence_statistics
 from util.atomic import atomic_path
 from util.errors import UserError
-from util.io import single_object_mask
-from util.metrics import boundary_f_measure, region_similarity, sequence_statistics
+from util.io import DataError, single_object_mask
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -485,3 +485,32 @@ def evaluate_davis(
     if print_table:
         print(format_table(scores, per_sequence=per_sequence), flush=True)
     return scores.global_results()
+
+
+SCORE_KEYS = ("J&F-Mean", "J-Mean", "F-Mean")  # printed by the evaluation commands after scoring
+
+
+def find_score(result: dict, key: str):
+    """`key` in the scorer's result, at the top level or one level down."""
+    if key in result:
+        return result[key]
+    for value in result.values():
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return None
+
+
+def score(output: Path, davis_root: Path, split: str, year: str) -> None:
+    """Score finished results against the ground truth and print the means."""
+    print(f"Scoring {output} against {davis_root} ...")
+    try:
+        result = evaluate_davis(output, davis_root, split, year=year, out_dir=output)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DataError(
+            output, f"scoring failed ({type(exc).__name__}: {exc})",
+            "the masks are complete; fix the ground truth and run python scripts/score_davis.py",
+        ) from None
+    for key in SCORE_KEYS:
+        value = find_score(result, key)
+        if value is not None:
+            print(f"{key}: {float(value):.4f}")
