@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from util.atomic import atomic_write_text
 from util.errors import UserError
 
 GDRIVE_URL = 'https://drive.google.com/uc?id={}'
@@ -134,7 +135,7 @@ def write_sidecar(path: Path, digest: str | None = None) -> str:
     path = Path(path)
     digest = digest or sha256_file(path)
     text = f'# size {path.stat().st_size}\n{digest}  {path.name}\n'
-    _write_text_atomic(sidecar_path(path), text)
+    atomic_write_text(sidecar_path(path), text)
     return digest
 
 
@@ -176,13 +177,7 @@ def is_done(folder: Path, name: str) -> bool:
 def mark_done(folder: Path, name: str) -> None:
     """Write the marker that lets a rerun skip this finished step."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(marker_path(folder, name), f'{name} finished\n')
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + PART_SUFFIX)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(marker_path(folder, name), f'{name} finished\n')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from util.atomic import atomic_path
 from util.errors import UserError
-from util.io import DataError
+from util.io import DataError, resized_shape
 from util.outputs import check_not_input, probe_writable
 
 DEFAULT_SIZE = 480  # evaluation and main training run at 480p
@@ -37,14 +38,12 @@ class ResizeError(UserError, RuntimeError):
 def target_size(width: int, height: int, size: int) -> tuple[int, int]:
     """(width, height) with the shorter side equal to ``size``, the longer one ``int(size * long / short)``.
 
-    Truncated as torchvision's Resize and `evaluation.datasets.resized_shape` (kept torch-free
-    here; a test pins the two together) and as the original STCN's resize_youtube.py, whose
-    ``int(w * 480 / min(w, h))`` gives the same sizes wherever its float ratio does not drop the
-    shorter side to 479.
+    The evaluation's rule (`util.io.resized_shape`, truncated as torchvision's Resize), which is also
+    the original STCN's resize_youtube.py: its ``int(w * 480 / min(w, h))`` gives the same sizes
+    wherever its float ratio does not drop the shorter side to 479.
     """
-    if width <= height:
-        return size, int(size * height / width)
-    return int(size * width / height), size
+    h, w = resized_shape(height, width, size)
+    return w, h
 
 
 def is_mask(path: Path, image: Image.Image) -> bool:
@@ -65,23 +64,20 @@ def resize_file(src: Path, dst: Path, size: int, jpeg_quality: int | None = JPEG
     jpeg_quality: of JPEG outputs; None saves with PIL's defaults (quality 75).
     """
     src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(PARTIAL_PREFIX + dst.name)
     if src.suffix.lower() not in IMAGE_EXTENSIONS:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
         return
     try:
         with Image.open(src) as image:
             image.load()
             out = resize_image(image, size, is_mask(src, image))
             file_format = image.format or Image.registered_extensions()[src.suffix.lower()]
-        options = {'quality': jpeg_quality} if file_format == 'JPEG' and jpeg_quality is not None else {}
-        out.save(tmp, format=file_format, **options)
     except (OSError, ValueError, KeyError) as e:
-        tmp.unlink(missing_ok=True)
         raise ResizeError(src, f'could not resize ({e})', 'replace or remove the file') from None
-    os.replace(tmp, dst)
+    options = {'quality': jpeg_quality} if file_format == 'JPEG' and jpeg_quality is not None else {}
+    with atomic_path(dst) as tmp:
+        out.save(tmp, format=file_format, **options)
 
 
 def _resize_pair(task: tuple[Path, Path, int]) -> None:

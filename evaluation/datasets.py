@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from dataset.transforms import im_normalization
-from util.io import DataError, MaskReader, image_size, read_image
+from util.io import DataError, MaskReader, image_size, read_image, resized_shape
 
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -52,15 +52,6 @@ class Frame:
     mask_path: Path | None = None
     start_labels: tuple[int, ...] | None = None
     required: bool = True
-
-
-def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
-    """(H, W) with the shorter side `short_side` (None: unchanged), the longer one truncated as torchvision."""
-    if short_side is None or min(h, w) == short_side:
-        return h, w
-    if h <= w:
-        return short_side, int(short_side * w / h)
-    return int(short_side * h / w), short_side
 
 
 def normalise(img: Image.Image) -> Tensor:

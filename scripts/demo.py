@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from downloads.fetch import DownloadError  # noqa: E402
 from downloads.model import ensure_model  # noqa: E402
 from evaluation.sample_video import write_sample  # noqa: E402
+from util.outputs import run_command  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -52,13 +52,13 @@ def run_command_line(cmd: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    return run_command(lambda: demo(args))
+
+
+def demo(args: argparse.Namespace) -> int:
     data = write_sample(Path(args.data))
     print(f"sample video written to {data}")
-    try:
-        model = ensure_model(args.model)
-    except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model = ensure_model(args.model)  # a DownloadError becomes the one `error:` line of run_command
     code = run_command_line(  # a command of its own: entry points do not import each other
         [sys.executable, str(ROOT / "eval_generic.py"),
          "--model", str(model), "--data_path", str(data), "--output", args.output, "--device", args.device,

@@ -61,6 +61,17 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise DataError(path, f"unreadable image ({reason})", "replace or re-extract this file") from None
 
 
+def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
+    """(H, W) with the shorter side `short_side` (None: unchanged) and the longer one truncated,
+    `int(short_side * long / short)`, as torchvision's Resize: the one resize rule of the evaluation
+    and the dataset resize commands."""
+    if short_side is None or min(h, w) == short_side:
+        return h, w
+    if h <= w:
+        return short_side, int(short_side * w / h)
+    return int(short_side * h / w), short_side
+
+
 # -------------------------------------------------------------------------------------- masks
 def grey_palette() -> list[int]:
     """Palette mapping index i to grey (i, i, i): an indexed PNG that looks like a greyscale one."""

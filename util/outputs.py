@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from util.atomic import atomic_path
+from util.atomic import atomic_write_text
 from util.errors import UserError, format_error
 from util.io import DataError
 
@@ -149,8 +149,7 @@ def write_marker(folder: Path, command: str, complete: bool, companions: Sequenc
     """Mark `folder` as a result of this project (atomically; see util/atomic.py)."""
     data = {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": complete,
             "companions": sorted({str(_resolved(p)) for p in companions})}
-    with atomic_path(Path(folder) / MARKER) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write_text(Path(folder) / MARKER, json.dumps(data, indent=1) + "\n")
 
 
 def command_line() -> str:
