@@ -38,6 +38,7 @@ from PIL import Image
 
 from evaluation.metrics import boundary_f_measure, region_similarity, sequence_statistics
 from util.io import DataError
+from util import layouts
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -369,7 +370,8 @@ def score_results(
         raise ScoringError(f"{results_dir}: no such results folder; pass the folder holding <video>/<frame>.png")
     if not Path(davis_root).is_dir():
         raise ScoringError(
-            f"{davis_root}: no such dataset folder; pass --davis_path (e.g. ../DAVIS/2017/trainval or ../DAVIS/2016)"
+            f"{davis_root}: no such dataset folder; pass --davis_path (e.g. {layouts.default_path('davis17_trainval')} "
+            f"or {layouts.default_path('davis16')})"
         )
     videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset)
     if not videos:
