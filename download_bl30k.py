@@ -16,8 +16,9 @@ from pathlib import Path
 from downloads.fetch import (GB, ArchiveJob, check_free_space, confirm, format_gb,
                            free_gb_arg, is_done, needed_bytes, run_archive_job)
 from util.outputs import run_command
+from util import layouts
 
-TARGET = 'BL30K'
+TARGET = layouts.folder('bl30k')
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
 SEGMENT_IDS = {
     'a': '1z9V5zxLOJLNt1Uj7RFqaP2FZWKzyXvVc',
@@ -41,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Download BL30K segment by segment (download, extract, delete); reruns '
                     'continue after the last finished segment.')
-    parser.add_argument('--root', type=Path, default=Path('..'),
+    parser.add_argument('--root', type=Path, default=layouts.DATA_ROOT,
                         help=f'folder that receives {TARGET}/ (default: .., next to the code, '
                              'as the loaders expect)')
     parser.add_argument('--only', nargs='+', choices=list(SEGMENTS), metavar='SEGMENT',

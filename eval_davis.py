@@ -15,16 +15,18 @@ from evaluation.datasets import DAVISTestDataset
 from evaluation.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from evaluation.davis_scoring import score
 from util.outputs import prepare_output_dir
+from util import layouts
 
 SPLITS = {  # split -> (folder under --davis_path, video list under ImageSets)
-    "val": ("trainval", "2017/val.txt"),
-    "testdev": ("test-dev", "2017/test-dev.txt"),
+    "val": (layouts.sub_path("davis17_trainval", "davis17"), "2017/val.txt"),
+    "testdev": (layouts.sub_path("davis17_testdev", "davis17"), "2017/test-dev.txt"),
 }
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN evaluation on DAVIS 2017", add_help=True)
-    parser.add_argument("--davis_path", default="../DAVIS/2017", help="folder holding trainval/ and test-dev/")
+    parser.add_argument("--davis_path", default=layouts.default_path("davis17"),
+                        help=f"folder holding {SPLITS['val'][0]}/ and {SPLITS['testdev'][0]}/")
     parser.add_argument("--split", choices=tuple(SPLITS), default="val")
     parser.add_argument("--no_score", action="store_true", help="do not score the val results")
     add_common_args(parser)

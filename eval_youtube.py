@@ -29,13 +29,16 @@ from evaluation.run_video import (
 )
 from util.atomic import atomic_path
 from util.outputs import prepare_output_dir, prepare_output_file
+from util import layouts
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN evaluation on YouTube-VOS")
-    parser.add_argument("--yv_path", default="../YouTube", help="YouTube-VOS 2019 (../YouTube) or 2018 (../YouTube2018) folder")
+    parser.add_argument("--yv_path", default=layouts.default_path("youtube"),
+                        help=f"YouTube-VOS 2019 ({layouts.default_path('youtube')}) "
+                             f"or 2018 ({layouts.default_path('youtube18')}) folder")
     parser.add_argument("--split", choices=("valid", "test"), default="valid")
     parser.add_argument("--output_all", action="store_true", help="write every frame, not only those in meta.json")
     add_size_arg(parser)

@@ -49,6 +49,7 @@ from training.distributed import (
 from dataset.util import worker_init_fn
 from training.logger import TrainLogger, tensorboard_dir
 from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
+from util import layouts
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
@@ -70,10 +71,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default=NULL_ID, help="run name; NULL disables logging and saving")
     p.add_argument("--load_network", default=None, help="start from these weights (stage-0 weights are converted)")
     p.add_argument("--load_model", default=None, help="resume from a <id>_checkpoint.pth")
-    p.add_argument("--static_root", default="../static")
-    p.add_argument("--bl_root", default="../BL30K")
-    p.add_argument("--yv_root", default="../YouTube", help="read as <yv_root>/train_480p")
-    p.add_argument("--davis_root", default="../DAVIS", help="read as <davis_root>/2017/trainval")
+    p.add_argument("--static_root", default=layouts.default_path("static"))
+    p.add_argument("--bl_root", default=layouts.default_path("bl30k"))
+    p.add_argument("--yv_root", default=layouts.default_path("youtube"),
+                   help=f"read as <yv_root>/{layouts.sub_path('youtube_train_480p', 'youtube')}")
+    p.add_argument("--davis_root", default=layouts.default_path("davis"),
+                   help=f"read as <davis_root>/{layouts.sub_path('davis17_trainval', 'davis')}")
     p.add_argument("--iterations", type=int, default=None, help="override the stage's iterations")
     p.add_argument("--batch_size", type=int, default=None, help="per process; override the stage's")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="iterations at which lr decays")

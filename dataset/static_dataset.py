@@ -23,6 +23,7 @@ from dataset.transforms import (
     tv_tensors,
 )
 from dataset.util import (
+    NUM_FRAMES,
     STATIC_SUBSETS,
     DatasetLayoutError,
     check_dataset_root,
@@ -31,9 +32,8 @@ from dataset.util import (
     read_image,
 )
 
-__all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT", "NUM_FRAMES"]
+__all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT"]
 
-NUM_FRAMES = 3  # frames per training sample (section 5)
 HIGH_QUALITY_REPEAT = 5  # BIG and HRSOD appear five times as often (supplementary F.3.1)
 HIGH_QUALITY_SETS = ("BIG_small", "HRSOD_small")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from util import layouts
 
 from util import io
 from util.errors import UserError
@@ -26,6 +27,7 @@ __all__ = [
     "DAVIS_SUBSET_FILE",
     "YOUTUBE_SUBSET_FILE",
     "IMAGE_EXTENSIONS",
+    "NUM_FRAMES",
     "read_image",
     "read_mask",
     "read_binary_mask",
@@ -35,6 +37,7 @@ __all__ = [
     "worker_init_fn",
 ]
 
+NUM_FRAMES = 3  # section 5: three temporally ordered frames per training sample
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 MASK_EXTENSION = ".png"
 
@@ -71,10 +74,13 @@ class DatasetRoot:
 
 
 # layout name -> (images relative to the root, annotations relative to the root, flag of train.py)
+_DAVIS_TRAIN = layouts.sub_path("davis17_trainval", "davis")  # 2017/trainval
+_YOUTUBE_TRAIN = layouts.sub_path("youtube_train_480p", "youtube")  # train_480p
 LAYOUTS: dict[str, tuple[str, str, str]] = {
-    "davis": ("2017/trainval/JPEGImages/480p", "2017/trainval/Annotations/480p", "--davis_root"),
-    "youtube": ("train_480p/JPEGImages", "train_480p/Annotations", "--yv_root"),
-    "bl30k": ("JPEGImages", "Annotations", "--bl_root"),
+    "davis": (f"{_DAVIS_TRAIN}/{layouts.FRAMES}/{layouts.RESOLUTION}",
+              f"{_DAVIS_TRAIN}/{layouts.MASKS}/{layouts.RESOLUTION}", "--davis_root"),
+    "youtube": (f"{_YOUTUBE_TRAIN}/{layouts.FRAMES}", f"{_YOUTUBE_TRAIN}/{layouts.MASKS}", "--yv_root"),
+    "bl30k": (layouts.FRAMES, layouts.MASKS, "--bl_root"),
     "static": ("", "", "--static_root"),
 }
 

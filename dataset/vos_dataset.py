@@ -31,6 +31,7 @@ from dataset.transforms import (
     vos_frame_transform,
 )
 from dataset.util import (
+    NUM_FRAMES,
     DAVIS_SUBSET_FILE,
     YOUTUBE_SUBSET_FILE,
     DatasetLayoutError,
@@ -50,7 +51,6 @@ __all__ = [
     "DAVIS_REPEAT",
 ]
 
-NUM_FRAMES = 3  # section 5: three frames per training sample
 MAX_OBJECTS = 2  # supplementary F.3.2: at most two target objects
 BL30K_MIN_OBJECT_PIXELS = 100  # supplementary F.3.3: smaller objects in the first frame are discarded
 YOUTUBE_FRAME_STRIDE = 5  # YouTube-VOS train frames/annotations are every 5th frame of the video

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from downloads.resize import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError, check_destination,
                               resize_file, run_parallel)
+from util import layouts
 
-FRAMES = 'JPEGImages'
-MASKS = 'Annotations'
-DEFAULT_SRC = Path('../YouTube/train')
-DEFAULT_DST = Path('../YouTube/train_480p')
+FRAMES = layouts.FRAMES
+MASKS = layouts.MASKS
+DEFAULT_SRC = Path(layouts.default_path('youtube_train'))
+DEFAULT_DST = Path(layouts.default_path('youtube_train_480p'))
 JPEG_QUALITY = None  # PIL's defaults (quality 75): the original saved its frames without options
 
 

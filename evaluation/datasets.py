@@ -31,6 +31,7 @@ from torch import Tensor
 
 from dataset.transforms import im_normalization
 from util.io import DataError, MaskReader, image_size, read_image, resized_shape
+from util import layouts
 
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -315,7 +316,7 @@ class YouTubeVOSTestDataset:
         output_all: bool = False, antialias: bool = False,
     ) -> None:
         self.root = Path(root)
-        _require_dir(self.root, "YouTube-VOS root", "point --yv_path at the YouTube-VOS folder (e.g. ../YouTube)")
+        _require_dir(self.root, "YouTube-VOS root", f"point --yv_path at the YouTube-VOS folder (e.g. {layouts.default_path('youtube')})")
         split_dir = _require_dir(self.root / split, f"YouTube-VOS {split} split", "check --yv_path and --split")
         self.mask_dir = _require_dir(split_dir / "Annotations", "YouTube-VOS annotations", "check --yv_path")
         all_frames = self.root / "all_frames" / f"{split}_all_frames" / "JPEGImages"

@@ -39,6 +39,7 @@ from evaluation.metrics import boundary_f_measure, region_similarity, sequence_s
 from util.atomic import atomic_path
 from util.errors import UserError
 from util.io import DataError, single_object_mask
+from util import layouts
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -380,7 +381,7 @@ def score_results(
         raise ScoringError(
             davis_root,
             "no such dataset folder",
-            "pass --davis_path (e.g. ../DAVIS/2017/trainval or ../DAVIS/2016)",
+            f"pass --davis_path (e.g. {layouts.default_path('davis17_trainval')} or {layouts.default_path('davis16')})",
         )
     videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset)
     if not videos:
