@@ -164,7 +164,8 @@ def test_grey_masks(tmp_path):
     with pytest.raises(DataError, match="thin edges"):
         MaskReader().read(tmp_path / "b.png")
     single = MaskReader(single_object=True).read(tmp_path / "b.png")
-    assert set(np.unique(single)) == {0, 255}  # DAVIS 2016: thresholded, no phantom object
+    assert set(np.unique(single)) == {0, 255}  # DAVIS 2016: one object, no phantom object
+    assert (single[2, 4:12] == 255).all()  # every non-zero pixel, the rule of the scorer and the official toolkit
 
 
 def test_unreadable_image(tmp_path):
