@@ -339,7 +339,8 @@ def download(source: str, dest: Path, *, fetcher: Fetcher | None = None,
     try:
         if _looks_like_html(part):
             raise DownloadError(url, 'sent a web page instead of the file (Google Drive does this when its '
-                                'download quota is exceeded)', f'open it in a browser, save the file as {dest} and rerun')
+                                'download quota is exceeded)',
+                                f'open it in a browser, save the file as {dest} and rerun')
         if validate is not None:
             validate(part)
     except DownloadError:

@@ -201,7 +201,8 @@ def _gt_frames(davis_root: Path, video: str) -> tuple[Path, list[str]]:
         raise ScoringError(
             gt_dir,
             f"{len(frames)} annotated frame(s) for {n_images} image(s)",
-            "scoring needs every frame annotated and at least 3 (the first and last are not scored): use a split with full ground truth (train/val), test-dev is scored by the DAVIS server",
+            "scoring needs every frame annotated and at least 3 (the first and last are not scored): use a split "
+            "with full ground truth (train/val), test-dev is scored by the DAVIS server",
         )
     return gt_dir, frames
 
@@ -317,7 +318,8 @@ def _score_video(task: _VideoTask) -> _VideoResult:
         if pred.shape != gt.shape:
             raise ScoringError(
                 res_path,
-                f"result is {pred.shape[1]}x{pred.shape[0]} but the ground truth {gt_path} is {gt.shape[1]}x{gt.shape[0]} (width x height)",
+                f"result is {pred.shape[1]}x{pred.shape[0]} but the ground truth {gt_path} is "
+                f"{gt.shape[1]}x{gt.shape[0]} (width x height)",
                 "write masks at the annotation's resolution",
             )
         ids = np.unique(pred)
