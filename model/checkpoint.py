@@ -19,7 +19,6 @@ from torch import Tensor
 from model.network import STCN, CheckpointMismatchError
 from util.atomic import atomic_path
 
-
 # torch's zip writer (caffe2 inline_container.cc) when a write fails, e.g. on a full disk:
 # "... PytorchStreamWriter failed writing file ..." or "... unexpected pos 704 vs 598"
 WRITER_FAILURE = ("PytorchStreamWriter failed", "inline_container")
