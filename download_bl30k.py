@@ -13,10 +13,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from downloads.fetch import (GB, ArchiveJob, check_free_space, confirm, format_gb,
-                           free_gb_arg, is_done, needed_bytes, run_archive_job)
-from util.outputs import run_command
+from downloads.fetch import (
+    GB,
+    ArchiveJob,
+    check_free_space,
+    confirm,
+    format_gb,
+    free_gb_arg,
+    is_done,
+    needed_bytes,
+    run_archive_job,
+)
 from util import layouts
+from util.outputs import run_command
 
 TARGET = layouts.folder('bl30k')
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"

@@ -13,12 +13,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from downloads.fetch import (
+    GB,
+    ArchiveJob,
+    check_free_space,
+    confirm,
+    format_gb,
+    free_gb_arg,
+    is_done,
+    mark_done,
+    needed_bytes,
+    run_archive_job,
+)
 from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS
 from downloads.resize_youtube import resize_youtube
-from util.outputs import run_command
-from downloads.fetch import (GB, ArchiveJob, check_free_space, confirm,
-                           format_gb, free_gb_arg, is_done, mark_done, needed_bytes, run_archive_job)
 from util import layouts
+from util.outputs import run_command
 
 FRAMES = (layouts.FRAMES,)
 FRAMES_MASKS = (layouts.FRAMES, layouts.MASKS)

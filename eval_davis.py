@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from evaluation.datasets import DAVISTestDataset
-from evaluation.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from evaluation.davis_scoring import score
-from util.outputs import prepare_output_dir
+from evaluation.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
 from util import layouts
+from util.outputs import prepare_output_dir
 
 SPLITS = {  # split -> (folder under --davis_path, video list under ImageSets)
     "val": (layouts.sub_path("davis17_trainval", "davis17"), "2017/val.txt"),

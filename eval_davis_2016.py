@@ -18,9 +18,9 @@ from pathlib import Path
 from evaluation.datasets import DAVISTestDataset
 from evaluation.davis_scoring import score
 from evaluation.run_video import add_common_args, build_core, check_videos, report_errors, run_dataset
+from util import layouts
 from util.io import DataError
 from util.outputs import prepare_output_dir
-from util import layouts
 
 VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
 DAVIS16_OWN_LIST = Path("ImageSets") / "480p" / "val.txt"
@@ -32,7 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--davis_path", default=layouts.default_path("davis16"),
                         help="DAVIS 2016 folder (JPEGImages/480p, Annotations/480p)")
     parser.add_argument("--davis17_path", default=None,
-                        help=f"DAVIS 2017 trainval folder holding ImageSets/2016/val.txt (default: <davis_path>/{DAVIS17_FROM_16})")
+                        help="DAVIS 2017 trainval folder holding ImageSets/2016/val.txt "
+                             f"(default: <davis_path>/{DAVIS17_FROM_16})")
     parser.add_argument("--no_score", action="store_true", help="do not score the results")
     add_common_args(parser)
     return parser

@@ -27,9 +27,9 @@ from evaluation.run_video import (
     run_dataset,
     short_side,
 )
+from util import layouts
 from util.atomic import atomic_path
 from util.outputs import prepare_output_dir, prepare_output_file
-from util import layouts
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             antialias=args.antialias,
         )
         if not dataset.uses_all_frames:
-            print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",
-                  file=sys.stderr)
+            print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; "
+                  "using the annotated subset of frames", file=sys.stderr)
         check_videos(dataset.videos)  # every annotation before loading the network
         inputs = [args.yv_path, args.model]
         out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)

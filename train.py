@@ -24,14 +24,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from training.losses import BootstrappedCE, compute_loss
+from dataset.util import worker_init_fn
+from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
 from model.network import STCN, CheckpointMismatchError
 from model.resnet import WeightsUnavailableError
-from training.train_wrapper import STCNTrainWrapper
-from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
 from training.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
-from util.device import resolve_amp_dtype, synchronize
-from util.errors import UserError
 from training.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -46,10 +43,13 @@ from training.distributed import (
     seed_process,
     set_rng_states,
 )
-from dataset.util import worker_init_fn
 from training.logger import TrainLogger, tensorboard_dir
-from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
+from training.losses import BootstrappedCE, compute_loss
+from training.train_wrapper import STCNTrainWrapper
 from util import layouts
+from util.device import resolve_amp_dtype, synchronize
+from util.errors import UserError
+from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
@@ -192,14 +192,15 @@ def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
             "--load_network takes weights saved by train.py (<id>_<iteration>.pth) or a released STCN checkpoint",
         )
     try:
-        net.load_weights(state if state is not None else load_state_dict_file(path, flag="--load_network"), for_training=True)
+        weights = state if state is not None else load_state_dict_file(path, flag="--load_network")
+        net.load_weights(weights, for_training=True)
     except CheckpointMismatchError as exc:
         hint = ("stage 0 trains the single-object network: start it from ImageNet, not from multi-object weights"
                 if net.single_object else "use weights saved by train.py or a released STCN checkpoint")
         raise CheckpointError(path, exc.problem, hint) from None
 
 
-def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScaler":
+def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """torch.amp.GradScaler (torch >= 2.3) or torch.cuda.amp.GradScaler (torch 2.1/2.2).
     A disabled scaler is a pass-through, so the step needs no if/else."""
     if hasattr(torch.amp, "GradScaler"):

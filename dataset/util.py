@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from util import layouts
 
-from util import io
+from util import io, layouts
 from util.errors import UserError
 
 __all__ = [

@@ -31,8 +31,8 @@ from dataset.transforms import (
     vos_frame_transform,
 )
 from dataset.util import (
-    NUM_FRAMES,
     DAVIS_SUBSET_FILE,
+    NUM_FRAMES,
     YOUTUBE_SUBSET_FILE,
     DatasetLayoutError,
     check_dataset_root,

@@ -13,8 +13,18 @@ from pathlib import Path
 
 import torch
 
-from downloads.fetch import (DownloadError, Fetcher, check_free_space, download, format_gb,
-                             sha256_file, sidecar_path, source_url, verify_file, write_sidecar)
+from downloads.fetch import (
+    DownloadError,
+    Fetcher,
+    check_free_space,
+    download,
+    format_gb,
+    sha256_file,
+    sidecar_path,
+    source_url,
+    verify_file,
+    write_sidecar,
+)
 from model.network import STCN, CheckpointMismatchError, check_state_dict
 
 

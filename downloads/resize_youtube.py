@@ -14,8 +14,15 @@ import os
 import shutil
 from pathlib import Path
 
-from downloads.resize import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError, check_destination,
-                              resize_file, run_parallel)
+from downloads.resize import (
+    DEFAULT_SIZE,
+    DEFAULT_WORKERS,
+    PARTIAL_PREFIX,
+    ResizeError,
+    check_destination,
+    resize_file,
+    run_parallel,
+)
 from util import layouts
 
 FRAMES = layouts.FRAMES

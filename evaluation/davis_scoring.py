@@ -36,10 +36,10 @@ import numpy as np
 from PIL import Image
 
 from evaluation.metrics import boundary_f_measure, region_similarity, sequence_statistics
+from util import layouts
 from util.atomic import atomic_path
 from util.errors import UserError
 from util.io import DataError, single_object_mask
-from util import layouts
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")

@@ -24,10 +24,10 @@ import progressbar
 import torch
 
 from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
-from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from evaluation.sinks import FrameSink
-from model.memory_util import TOP_K
+from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from model.checkpoint import load_network
+from model.memory_util import TOP_K
 from util.device import DeviceError, prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
 from util.io import DataError, write_mask
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
@@ -81,9 +81,10 @@ def run_video(
     """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
     output: the checked output folder `out_dir` is (in), which decides how an existing `out_dir`
-    is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated frame are not processed; frames that are neither
-    required nor memory (see `InferenceCore.needs_frame`) are skipped. `on_frame` is called after
-    every frame (processed or skipped), e.g. to advance a progress bar.
+    is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated
+    frame are not processed; frames that are neither required nor memory (see
+    `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
+    skipped), e.g. to advance a progress bar.
     """
     core.reset()
     video.prepare()  # reads every annotation: a bad one stops here, before anything is written

@@ -20,7 +20,6 @@ from model.network import STCN, CheckpointMismatchError
 from util.atomic import atomic_path
 from util.errors import UserError
 
-
 # torch's zip writer (caffe2 inline_container.cc) when a write fails, e.g. on a full disk:
 # "... PytorchStreamWriter failed writing file ..." or "... unexpected pos 704 vs 598"
 WRITER_FAILURE = ("PytorchStreamWriter failed", "inline_container")

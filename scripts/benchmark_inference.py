@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
           f"frames {width}x{args.height} (padded to multiples of 16)")
     print(f"cpu: {cpu_features().describe()}")
     precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
-    print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames | memory (MiB) |")
+    print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames "
+          "| memory (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
     runs = [("core", p, b) for p in args.precision for b in budgets]

@@ -132,7 +132,8 @@ def test_clip_transform_is_shared_by_the_frames():
     """One draw for the clip: identical input frames stay identical (flip, crop, jitter, grayscale)."""
     image, mask = _white_shape(1)
     torch.manual_seed(0)
-    im, m = vos_clip_transform(CROP)(tv_tensors.Image(image.expand(3, -1, -1, -1)), tv_tensors.Mask(mask.expand(3, -1, -1)))
+    im, m = vos_clip_transform(CROP)(tv_tensors.Image(image.expand(3, -1, -1, -1)),
+                                     tv_tensors.Mask(mask.expand(3, -1, -1)))
     assert torch.equal(im[0], im[1]) and torch.equal(im[0], im[2])
     assert torch.equal(m[0], m[1]) and torch.equal(m[0], m[2])
 
@@ -151,7 +152,8 @@ def test_masks_keep_their_labels_and_fill_is_background():
     from dataset.transforms import JOINT_FILL
 
     rot = v2.RandomAffine(degrees=(45, 45), fill=JOINT_FILL)
-    im, m = rot(tv_tensors.Image(torch.full((3, H, W), 255, dtype=torch.uint8)), tv_tensors.Mask(torch.ones(1, H, W, dtype=torch.uint8)))
+    im, m = rot(tv_tensors.Image(torch.full((3, H, W), 255, dtype=torch.uint8)),
+                tv_tensors.Mask(torch.ones(1, H, W, dtype=torch.uint8)))
     assert tuple(im[:, 0, 0].tolist()) == IMAGE_FILL and m[0, 0, 0] == 0
 
 

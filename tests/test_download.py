@@ -24,7 +24,6 @@ import download_model
 from downloads import fetch as dl
 from downloads import model as model_dl
 
-
 # ----------------------------------------------------------------------------------------------
 # fixtures: a local HTTP server (Range-capable; /truncated/<name> drops the connection midway)
 

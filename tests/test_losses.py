@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import BootstrappedCE, compute_loss
 from training.config import BootstrapSchedule
+from training.losses import BootstrappedCE, compute_loss
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 import download_datasets
+from downloads import fetch as dl
 from downloads import resize as resize_lib
 from downloads import resize_youtube as resize_youtube_lib
 from scripts import resize_length, resize_youtube
-from downloads import fetch as dl
 
 RNG = np.random.default_rng(0)
 PALETTE = RNG.integers(0, 256, 768, dtype=np.uint8).tolist()  # deliberately not DAVIS's

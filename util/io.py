@@ -157,7 +157,8 @@ class MaskReader:
         values = np.unique(arr)
         if values.min() < 0 or values.max() > MAX_OBJECTS:
             raise DataError(
-                path, f"mask labels outside 0..{MAX_OBJECTS}", f"use at most {MAX_OBJECTS} objects labelled 1..{MAX_OBJECTS}"
+                path, f"mask labels outside 0..{MAX_OBJECTS}",
+                f"use at most {MAX_OBJECTS} objects labelled 1..{MAX_OBJECTS}",
             )
         arr = arr.astype(np.uint8)
         thin = _labels_without_interior(arr)
@@ -291,7 +292,8 @@ def labels_from_colours_problem(colours: np.ndarray, index: np.ndarray) -> str |
 def write_mask(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[int]) -> Path:
     """Write an (H, W) label map as an indexed PNG with `palette`, atomically."""
     if labels.max(initial=0) > MAX_OBJECTS:
-        raise DataError(path, f"label {int(labels.max())} does not fit an indexed PNG", f"use at most {MAX_OBJECTS} objects")
+        raise DataError(path, f"label {int(labels.max())} does not fit an indexed PNG",
+                        f"use at most {MAX_OBJECTS} objects")
     arr = np.ascontiguousarray(labels, dtype=np.uint8)
     img = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.tobytes())
     img.putpalette(full_palette(palette))

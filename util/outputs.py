@@ -86,7 +86,9 @@ def check_not_input(path: Path, flag: str, inputs: Iterable[str | os.PathLike | 
                             f"choose another {flag} outside the inputs")
 
 
-def check_distinct(outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None) -> None:
+def check_distinct(
+    outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None
+) -> None:
     """Refuse two outputs of one command (path, flag) that are the same or nested: one would replace the other.
 
     entries: the names written inside each output folder (e.g. the videos). When given, nesting is
