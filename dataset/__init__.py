@@ -20,13 +20,7 @@ from dataset.util import (
     load_subset,
     worker_init_fn,
 )
-from dataset.vos_dataset import (
-    YOUTUBE_FRAME_STRIDE,
-    VOSDataset,
-    bl30k_dataset,
-    main_training_datasets,
-    set_max_skip,
-)
+from dataset.vos_dataset import YOUTUBE_FRAME_STRIDE, VOSDataset, bl30k_dataset, main_training_datasets, set_max_skip
 
 __all__ = [
     "DAVIS_SUBSET_FILE",

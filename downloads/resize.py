@@ -9,6 +9,7 @@ interrupted run can simply be restarted.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -140,3 +141,18 @@ def resize_folder(src: Path, dst: Path, size: int = DEFAULT_SIZE, workers: int =
                 tasks.append((path, out, size))
     run_parallel(_resize_pair, tasks, workers, progress)
     return len(tasks)
+
+
+def add_resize_args(parser: argparse.ArgumentParser) -> None:
+    """--size, --workers and --quiet, the options of both resize commands."""
+    parser.add_argument('--size', type=int, default=DEFAULT_SIZE, help='shorter side in pixels')
+    parser.add_argument('--workers', type=int, default=DEFAULT_WORKERS, help='parallel processes')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def parse_resize_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; a --size that is not positive ends as an argparse usage error (exit 2)."""
+    args = parser.parse_args(argv)
+    if args.size <= 0:
+        parser.error('--size must be positive')
+    return args

@@ -15,7 +15,7 @@ from pathlib import Path
 if __package__ in (None, ''):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS  # noqa: E402
+from downloads.resize import add_resize_args, parse_resize_args  # noqa: E402
 from downloads.resize_youtube import DEFAULT_DST, DEFAULT_SRC, resize_youtube  # noqa: E402
 from util.outputs import run_command  # noqa: E402
 
@@ -27,17 +27,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--src', type=Path, default=DEFAULT_SRC, help='input split folder')
     parser.add_argument('--dst', type=Path, default=DEFAULT_DST, help='output split folder')
-    parser.add_argument('--size', type=int, default=DEFAULT_SIZE, help='shorter side in pixels')
-    parser.add_argument('--workers', type=int, default=DEFAULT_WORKERS, help='parallel processes')
-    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    add_resize_args(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    if args.size <= 0:
-        parser.error('--size must be positive')
+    args = parse_resize_args(get_args_parser(), argv)
 
     def body() -> int:
         resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)

@@ -17,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/score_davis.py` puts scripts/ first on the path
     sys.path.insert(0, str(ROOT))
 
-from evaluation.davis_scoring import (  # noqa: E402
-    GLOBAL_COLUMNS,
-    SEQUENCE_COLUMNS,
-    evaluate_davis,
-    sequences_in_results,
-)
+from evaluation.davis_scoring import GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis, sequences_in_results  # noqa: E402
 from util import layouts  # noqa: E402
 from util.outputs import prepare_output_dir, prepare_output_file, run_command  # noqa: E402
 

@@ -8,12 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.datasets import (
-    DAVISTestDataset,
-    GenericTestDataset,
-    YouTubeVOSTestDataset,
-    resized_shape,
-)
+from evaluation.datasets import DAVISTestDataset, GenericTestDataset, YouTubeVOSTestDataset, resized_shape
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     TEST_PALETTE,
     VideoSpec,

@@ -21,13 +21,7 @@ import eval_generic
 import eval_youtube
 import segment_video
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
-from evaluation.datasets import (
-    EVAL_SHORT_SIDE,
-    YouTubeVOSTestDataset,
-    normalise,
-    resize_frame,
-    resized_shape,
-)
+from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSTestDataset, normalise, resize_frame, resized_shape
 from evaluation.video_file import VideoFileVideo
 from model.network import STCN
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
