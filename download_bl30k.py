@@ -13,11 +13,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm, format_gb,
-                           free_gb_arg, is_done, needed_bytes, run_archive_job)
+from downloads.fetch import (
+    GB,
+    ArchiveJob,
+    check_free_space,
+    confirm,
+    format_gb,
+    free_gb_arg,
+    is_done,
+    needed_bytes,
+    run_archive_job,
+)
+from util import layouts
 from util.outputs import run_command
 
-TARGET = 'BL30K'
+TARGET = layouts.folder('bl30k')
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
 SEGMENT_IDS = {
     'a': '1z9V5zxLOJLNt1Uj7RFqaP2FZWKzyXvVc',
@@ -41,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Download BL30K segment by segment (download, extract, delete); reruns '
                     'continue after the last finished segment.')
-    parser.add_argument('--root', type=Path, default=Path('..'),
+    parser.add_argument('--root', type=Path, default=layouts.DATA_ROOT,
                         help=f'folder that receives {TARGET}/ (default: .., next to the code, '
                              'as the loaders expect)')
     parser.add_argument('--only', nargs='+', choices=list(SEGMENTS), metavar='SEGMENT',
@@ -95,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
-    return run_command(body, user_errors=(DownloadError,),
-                       resume_hint='rerun the same command to continue with the unfinished segment')
+    return run_command(body, resume_hint='rerun the same command to continue with the unfinished segment')
 
 
 if __name__ == '__main__':

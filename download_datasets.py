@@ -13,48 +13,59 @@ import argparse
 import sys
 from pathlib import Path
 
-from scripts.resize_length import DEFAULT_SIZE, DEFAULT_WORKERS, ResizeError
-from scripts.resize_youtube import resize_youtube
+from downloads.fetch import (
+    GB,
+    ArchiveJob,
+    check_free_space,
+    confirm,
+    format_gb,
+    free_gb_arg,
+    is_done,
+    mark_done,
+    needed_bytes,
+    run_archive_job,
+)
+from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS
+from downloads.resize_youtube import resize_youtube
+from util import layouts
 from util.outputs import run_command
-from util.download import (GB, ArchiveJob, DownloadError, check_free_space, confirm,
-                           format_gb, free_gb_arg, is_done, mark_done, needed_bytes, run_archive_job)
 
-FRAMES = ('JPEGImages',)
-FRAMES_MASKS = ('JPEGImages', 'Annotations')
+FRAMES = (layouts.FRAMES,)
+FRAMES_MASKS = (layouts.FRAMES, layouts.MASKS)
 
 # Paths are relative to --root. download_gb: rough archive sizes, only for the free-space
 # estimate. Archive names are unique so that a --mirror can be one flat folder.
 PARTS: dict[str, ArchiveJob] = {job.name: job for job in (
     ArchiveJob('static', '1wUJq3HcLdN-z1t4CsUhjeZ9BVDb9YKLd',
                archive='static/static_data.zip',
-               target='static', download_gb=2.0, strip_top=False),
+               target=layouts.folder('static'), download_gb=2.0, strip_top=False),
     ArchiveJob('davis16', '198aRlh5CpAoFz0hfRgYbiNenn_K8DxWD',
                archive='DAVIS/DAVIS-data.zip',
-               target='DAVIS/2016', download_gb=2.0, expect=FRAMES_MASKS),
+               target=layouts.folder('davis16'), download_gb=2.0, expect=FRAMES_MASKS),
     ArchiveJob('davis17', '1kiaxrX_4GuW6NmiVuKGSGVoKGWjOdp6d',
                archive='DAVIS/2017/DAVIS-2017-trainval-480p.zip',
-               target='DAVIS/2017/trainval', download_gb=1.0, expect=FRAMES_MASKS),
+               target=layouts.folder('davis17_trainval'), download_gb=1.0, expect=FRAMES_MASKS),
     ArchiveJob('davis17_testdev', '1fmkxU2v9cQwyb62Tj1xFDdh2p4kDsUzD',
                archive='DAVIS/2017/DAVIS-2017-test-dev-480p.zip',
-               target='DAVIS/2017/test-dev', download_gb=0.5, expect=FRAMES_MASKS),
+               target=layouts.folder('davis17_testdev'), download_gb=0.5, expect=FRAMES_MASKS),
     ArchiveJob('davis17_scribbles', '1JzIQSu36h7dVM8q0VoE4oZJwBXvrZlkl',
                archive='DAVIS/2017/DAVIS-2017-scribbles-trainval.zip',
-               target='DAVIS/2017/trainval', download_gb=0.1),
+               target=layouts.folder('davis17_trainval'), download_gb=0.1),
     ArchiveJob('yv19_train', '13Eqw0gVK-AO5B-cqvJ203mZ2vzWck9s4',
                archive='YouTube/yv2019_train.zip',
-               target='YouTube/train', download_gb=15.0, expect=FRAMES_MASKS),
+               target=layouts.folder('youtube_train'), download_gb=15.0, expect=FRAMES_MASKS),
     ArchiveJob('yv19_valid', '1o586Wjya-f2ohxYf9C1RlRH-gkrzGS8t',
                archive='YouTube/yv2019_valid.zip',
-               target='YouTube/valid', download_gb=2.0, expect=FRAMES_MASKS),
+               target=layouts.folder('youtube_valid'), download_gb=2.0, expect=FRAMES_MASKS),
     ArchiveJob('yv19_valid_all', '1rWQzZcMskgpEQOZdJPJ7eTmLCBEIIpEN',
                archive='YouTube/all_frames/yv2019_valid_all_frames.zip',
-               target='YouTube/all_frames/valid_all_frames', download_gb=10.0, expect=FRAMES),
+               target=layouts.folder('youtube_valid_all'), download_gb=10.0, expect=FRAMES),
     ArchiveJob('yv18_valid', '1-QrceIl5sUNTKz7Iq0UsWC6NLZq7girr',
                archive='YouTube2018/yv2018_valid.zip',
-               target='YouTube2018/valid', download_gb=2.0, expect=FRAMES_MASKS),
+               target=layouts.folder('youtube18_valid'), download_gb=2.0, expect=FRAMES_MASKS),
     ArchiveJob('yv18_valid_all', '1yVoHM6zgdcL348cFpolFcEl4IC1gorbV',
                archive='YouTube2018/all_frames/yv2018_valid_all_frames.zip',
-               target='YouTube2018/all_frames/valid_all_frames', download_gb=10.0, expect=FRAMES),
+               target=layouts.folder('youtube18_valid_all'), download_gb=10.0, expect=FRAMES),
 )}
 DESCRIPTIONS = {
     'static': 'static image sets: FSS-1000, DUTS-TR/TE, ECSSD, BIG_small, HRSOD_small (stage 0)',
@@ -84,7 +95,7 @@ TERMS = {
           'organisers. Read the terms on the website.',
 }
 # yv19_train is only finished once resized; this marker (in train_480p) records that
-RESIZED_YV = ('yv19_train', 'YouTube/train_480p', 'resize')
+RESIZED_YV = ('yv19_train', layouts.folder('youtube_train_480p'), 'resize')
 RESIZED_YV_GB = 6.0  # train_480p
 
 
@@ -118,7 +129,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     'download_bl30k.py). Reruns skip finished parts.',
         epilog=f'parts:\n{parts}\ngroups:\n{groups}',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--root', type=Path, default=Path('..'),
+    parser.add_argument('--root', type=Path, default=layouts.DATA_ROOT,
                         help='folder that receives static/ DAVIS/ YouTube/ YouTube2018/ '
                              '(default: .., next to the code, as the loaders expect)')
     parser.add_argument('--only', nargs='+', metavar='PART',
@@ -188,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # OSError (e.g. unwritable --root) and interrupts: one line (util/outputs.py)
-    return run_command(body, user_errors=(DownloadError, ResizeError),
-                       resume_hint='rerun the same command to continue where it stopped')
+    return run_command(body, resume_hint='rerun the same command to continue where it stopped')
 
 
 if __name__ == '__main__':

@@ -15,22 +15,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataset.test_datasets import DAVISTestDataset
-from eval_davis import score
-from inference_core.run_video import add_common_args, build_core, check_videos
-from inference_core.sharding import Shard, run_sharded
+from evaluation.datasets import DAVISTestDataset
+from evaluation.davis_scoring import score
+from evaluation.run_video import add_common_args, build_core, check_videos
+from evaluation.sharding import Shard, run_sharded
+from util import layouts
 from util.io import DataError
 from util.outputs import prepare_output_dir
 
 VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
 DAVIS16_OWN_LIST = Path("ImageSets") / "480p" / "val.txt"
+DAVIS17_FROM_16 = layouts.sub_path("davis17_trainval", "davis16")  # ../2017/trainval
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN evaluation on DAVIS 2016 val")
-    parser.add_argument("--davis_path", default="../DAVIS/2016", help="DAVIS 2016 folder (JPEGImages/480p, Annotations/480p)")
+    parser.add_argument("--davis_path", default=layouts.default_path("davis16"),
+                        help="DAVIS 2016 folder (JPEGImages/480p, Annotations/480p)")
     parser.add_argument("--davis17_path", default=None,
-                        help="DAVIS 2017 trainval folder holding ImageSets/2016/val.txt (default: <davis_path>/../2017/trainval)")
+                        help="DAVIS 2017 trainval folder holding ImageSets/2016/val.txt "
+                             f"(default: <davis_path>/{DAVIS17_FROM_16})")
     parser.add_argument("--no_score", action="store_true", help="do not score the results")
     add_common_args(parser)
     return parser
@@ -40,7 +44,7 @@ def find_video_list(davis_path: Path, davis17_path: Path | None) -> Path:
     """The DAVIS 2016 val list (see the module docstring for the order)."""
     if not davis_path.is_dir():
         raise DataError(davis_path, "no such folder (DAVIS 2016 root)", "point --davis_path at the DAVIS 2016 folder")
-    primary = (davis17_path or davis_path / ".." / "2017" / "trainval") / VAL_LIST
+    primary = (davis17_path or davis_path / DAVIS17_FROM_16) / VAL_LIST
     candidates = [primary] if davis17_path else [primary, davis_path / VAL_LIST, davis_path / DAVIS16_OWN_LIST]
     for path in candidates:
         if path.is_file():

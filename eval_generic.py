@@ -15,16 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataset.test_datasets import GenericTestDataset
-from inference_core.outputs import BinaryMaskSink, OverlaySink
-from inference_core.run_video import (
-    add_common_args,
-    add_size_arg,
-    build_core,
-    check_videos,
-    short_side,
-)
-from inference_core.sharding import Shard, run_sharded
+from evaluation.datasets import GenericTestDataset
+from evaluation.run_video import add_common_args, add_size_arg, build_core, check_videos, short_side
+from evaluation.sharding import Shard, run_sharded
+from evaluation.sinks import BinaryMaskSink, OverlaySink
 from util.io import DataError
 from util.outputs import check_distinct, prepare_output_dir
 
@@ -35,7 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_size_arg(parser)
     parser.add_argument("--overlay", default=None, help="also write <dir>/<video>.mp4 with the masks over the frames")
     parser.add_argument("--overlay_fps", type=float, default=None, help="frame rate of the overlays (default 24)")
-    parser.add_argument("--binary_masks", default=None, help="also write <dir>/<video>/<object label>/<frame>.png (0/255)")
+    parser.add_argument("--binary_masks", default=None,
+                        help="also write <dir>/<video>/<object label>/<frame>.png (0/255)")
     add_common_args(parser)
     return parser
 

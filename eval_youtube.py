@@ -17,15 +17,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from dataset.test_datasets import YouTubeVOSTestDataset
-from inference_core.run_video import (
-    add_common_args,
-    add_size_arg,
-    build_core,
-    check_videos,
-    short_side,
-)
-from inference_core.sharding import Shard, run_sharded
+from evaluation.datasets import YouTubeVOSTestDataset
+from evaluation.run_video import add_common_args, add_size_arg, build_core, check_videos, short_side
+from evaluation.sharding import Shard, run_sharded
+from util import layouts
 from util.atomic import atomic_path
 from util.outputs import OutputDir, prepare_output_dir, prepare_output_file
 
@@ -34,7 +29,9 @@ RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN evaluation on YouTube-VOS")
-    parser.add_argument("--yv_path", default="../YouTube", help="YouTube-VOS 2019 (../YouTube) or 2018 (../YouTube2018) folder")
+    parser.add_argument("--yv_path", default=layouts.default_path("youtube"),
+                        help=f"YouTube-VOS 2019 ({layouts.default_path('youtube')}) "
+                             f"or 2018 ({layouts.default_path('youtube18')}) folder")
     parser.add_argument("--split", choices=("valid", "test"), default="valid")
     parser.add_argument("--output_all", action="store_true", help="write every frame, not only those in meta.json")
     add_size_arg(parser)
@@ -77,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             antialias=args.antialias,
         )
         if not dataset.uses_all_frames:
-            print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; using the annotated subset of frames",
-                  file=sys.stderr)
+            print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; "
+                  "using the annotated subset of frames", file=sys.stderr)
         check_videos(dataset.videos)  # every annotation before loading the network
         inputs = [args.yv_path, args.model]
         out = shard.on_main(prepare_outputs, args, inputs)

@@ -18,9 +18,7 @@ import argparse
 import contextlib
 import sys
 
-from dataset.video_file import VideoFileVideo, annotations_by_frame
-from inference_core.outputs import BinaryMaskSink, OverlaySink
-from inference_core.run_video import (
+from evaluation.run_video import (
     add_common_args,
     add_size_arg,
     build_core,
@@ -29,6 +27,8 @@ from inference_core.run_video import (
     run_dataset,
     short_side,
 )
+from evaluation.sinks import BinaryMaskSink, OverlaySink
+from evaluation.video_file import VideoFileVideo, annotations_by_frame
 from util.outputs import check_distinct, prepare_output_dir, prepare_output_file
 
 
@@ -39,7 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", default=None, help="indexed PNG of the first frame's objects")
     parser.add_argument("--mask_dir", default=None, help="folder of <frame index>.png where objects first appear")
     add_size_arg(parser)
-    parser.add_argument("--overlay", default=None, help="also write this video (.mp4, .mkv, ...) of masks over the frames")
+    parser.add_argument("--overlay", default=None,
+                        help="also write this video (.mp4, .mkv, ...) of masks over the frames")
     parser.add_argument("--binary_masks", default=None, help="also write <dir>/<object label>/<frame>.png (0/255)")
     add_common_args(parser)
     return parser
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [args.video, args.mask, args.mask_dir, args.model]
         check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
         out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
-        binary = prepare_output_dir(args.binary_masks, "--binary_masks", inputs, args.overwrite) if args.binary_masks else None
+        binary = (prepare_output_dir(args.binary_masks, "--binary_masks", inputs, args.overwrite)
+                  if args.binary_masks else None)
         overlay = (prepare_output_file(args.overlay, "--overlay", inputs, args.overwrite, owner=out)
                    if args.overlay else None)
         masks = annotations_by_frame(args.mask, args.mask_dir)

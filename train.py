@@ -24,15 +24,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from model.losses import BootstrappedCE, compute_loss
+from dataset.util import worker_init_fn
+from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
 from model.network import STCN, CheckpointMismatchError
 from model.resnet import WeightsUnavailableError
-from model.train_wrapper import STCNTrainWrapper
-from util.checkpoint import CheckpointError, atomic_save, load_state_dict_file
-from util.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
-from util.device import resolve_amp_dtype, synchronize
-from util.io import DataError
-from util.distributed import (
+from training.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
+from training.distributed import (
     DistContext,
     ResumableDistributedSampler,
     SeededSamples,
@@ -46,20 +43,24 @@ from util.distributed import (
     seed_process,
     set_rng_states,
 )
-from dataset.util import worker_init_fn
-from util.logger import TrainLogger, tensorboard_dir
-from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_line
+from training.logger import TrainLogger, tensorboard_dir
+from training.losses import BootstrappedCE, compute_loss
+from training.train_wrapper import STCNTrainWrapper
+from util import layouts
+from util.device import resolve_amp_dtype, synchronize
+from util.errors import UserError
+from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
 NULL_ID = "NULL"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; training stops without saving that state."""
 
 
-class SaveError(RuntimeError):
+class SaveError(UserError, RuntimeError):
     """Weights or a checkpoint could not be written (e.g. a full disk); the earlier files are kept."""
 
 
@@ -70,10 +71,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default=NULL_ID, help="run name; NULL disables logging and saving")
     p.add_argument("--load_network", default=None, help="start from these weights (stage-0 weights are converted)")
     p.add_argument("--load_model", default=None, help="resume from a <id>_checkpoint.pth")
-    p.add_argument("--static_root", default="../static")
-    p.add_argument("--bl_root", default="../BL30K")
-    p.add_argument("--yv_root", default="../YouTube", help="read as <yv_root>/train_480p")
-    p.add_argument("--davis_root", default="../DAVIS", help="read as <davis_root>/2017/trainval")
+    p.add_argument("--static_root", default=layouts.default_path("static"))
+    p.add_argument("--bl_root", default=layouts.default_path("bl30k"))
+    p.add_argument("--yv_root", default=layouts.default_path("youtube"),
+                   help=f"read as <yv_root>/{layouts.sub_path('youtube_train_480p', 'youtube')}")
+    p.add_argument("--davis_root", default=layouts.default_path("davis"),
+                   help=f"read as <davis_root>/{layouts.sub_path('davis17_trainval', 'davis')}")
     p.add_argument("--iterations", type=int, default=None, help="override the stage's iterations")
     p.add_argument("--batch_size", type=int, default=None, help="per process; override the stage's")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="iterations at which lr decays")
@@ -100,15 +103,18 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
     stage = resolve_stage(args.stage, {"iterations": args.iterations, "steps": args.steps,
                                        "batch_size": args.batch_size, "lr": args.lr, "gamma": args.gamma})
     if args.crop_size < 16 or args.crop_size % 16:
-        raise ConfigError(f"--crop_size {args.crop_size}: must be a positive multiple of 16")
+        raise ConfigError(f"--crop_size {args.crop_size}", "must be a positive multiple of 16")
     if args.num_workers < 0:
-        raise ConfigError(f"--num_workers {args.num_workers}: must be 0 (load in the main process) or more")
+        raise ConfigError(f"--num_workers {args.num_workers}", "must be 0 (load in the main process) or more")
     for name in ("save_every", "checkpoint_every", "log_every", "log_image_every"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} {getattr(args, name)}: must be at least 1")
+            raise ConfigError(f"--{name} {getattr(args, name)}", "must be at least 1")
     if args.load_network and args.load_model:
-        raise ConfigError(f"--load_network {args.load_network} --load_model {args.load_model}: pass one; "
-                          "--load_model resumes a run (network included), --load_network starts a new one")
+        raise ConfigError(
+            f"--load_network {args.load_network} --load_model {args.load_model}",
+            "pass one",
+            "--load_model resumes a run (network included), --load_network starts a new one",
+        )
     debug = args.debug
     return TrainConfig(
         stage=stage, run_id=args.id, save_dir=args.save_dir,
@@ -131,22 +137,19 @@ class TrainData:
 def build_datasets(cfg: TrainConfig) -> TrainData:
     """The stage's training set. Roots are checked (path + expected layout) before any worker starts."""
     from dataset.static_dataset import static_datasets
-    from dataset.util import DatasetLayoutError, check_dataset_root
-    from dataset.vos_dataset import bl30k_dataset, main_training_datasets, set_max_jump
+    from dataset.util import check_dataset_root
+    from dataset.vos_dataset import bl30k_dataset, main_training_datasets, set_max_skip
 
     s, crop = cfg.stage, cfg.crop_size
-    try:
-        if s.data == "static":
-            check_dataset_root(cfg.static_root, "static")
-            return TrainData(static_datasets(cfg.static_root, crop))
-        first_skip = s.skip_values[0]  # the curriculum's first maximum skip
-        if s.data == "bl30k":
-            data = bl30k_dataset(cfg.bl_root, first_skip, crop)
-        else:  # DAVIS x5 + YouTube-VOS (skip divided by its annotation stride inside)
-            data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, crop_size=crop)
-    except DatasetLayoutError as exc:
-        raise ConfigError(str(exc)) from None
-    return TrainData(data, lambda skip: set_max_jump(data, skip))
+    if s.data == "static":
+        check_dataset_root(cfg.static_root, "static")
+        return TrainData(static_datasets(cfg.static_root, crop))
+    first_skip = s.skip_values[0]  # the curriculum's first maximum skip
+    if s.data == "bl30k":
+        data = bl30k_dataset(cfg.bl_root, first_skip, crop)
+    else:  # DAVIS x5 + YouTube-VOS (skip divided by its annotation stride inside)
+        data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, crop_size=crop)
+    return TrainData(data, lambda skip: set_max_skip(data, skip))
 
 
 def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
@@ -154,8 +157,9 @@ def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[D
     batch = cfg.stage.batch_size
     if sampler.num_samples < batch:
         raise ConfigError(
-            f"training set: {len(data.dataset)} samples give {sampler.num_samples} per process, fewer than "
-            f"--batch_size {batch}; lower --batch_size or check the dataset roots"
+            "training set",
+            f"{len(data.dataset)} samples give {sampler.num_samples} per process, fewer than --batch_size {batch}",
+            "lower --batch_size or check the dataset roots",
         )
     loader = DataLoader(
         SeededSamples(data.dataset), batch_size=batch, sampler=sampler, num_workers=cfg.num_workers,
@@ -173,8 +177,8 @@ def build_network(cfg: TrainConfig) -> STCN:
     try:
         net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading)
     except WeightsUnavailableError as exc:
-        raise WeightsUnavailableError(f"{exc}; --no_pretrained starts from random backbones instead "
-                                      "(not the paper's recipe)") from None
+        raise WeightsUnavailableError(exc.where, exc.problem, f"{exc.fix}; --no_pretrained starts from random "
+                                      "backbones instead (not the paper's recipe)") from None
     if cfg.load_network is not None:
         load_weights_from(net, cfg.load_network)
     return net
@@ -182,17 +186,21 @@ def build_network(cfg: TrainConfig) -> STCN:
 
 def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
     if state is None and not Path(path).is_file():
-        raise CheckpointError(f"{path}: no such file; --load_network takes weights saved by train.py "
-                              "(<id>_<iteration>.pth) or a released STCN checkpoint")
+        raise CheckpointError(
+            path,
+            "no such file",
+            "--load_network takes weights saved by train.py (<id>_<iteration>.pth) or a released STCN checkpoint",
+        )
     try:
-        net.load_weights(state if state is not None else load_state_dict_file(path, flag="--load_network"), for_training=True)
+        weights = state if state is not None else load_state_dict_file(path, flag="--load_network")
+        net.load_weights(weights, for_training=True)
     except CheckpointMismatchError as exc:
         hint = ("stage 0 trains the single-object network: start it from ImageNet, not from multi-object weights"
                 if net.single_object else "use weights saved by train.py or a released STCN checkpoint")
-        raise CheckpointError(f"{path}: {exc}; {hint}") from None
+        raise CheckpointError(path, exc.problem, hint) from None
 
 
-def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScaler":
+def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """torch.amp.GradScaler (torch >= 2.3) or torch.cuda.amp.GradScaler (torch 2.1/2.2).
     A disabled scaler is a pass-through, so the step needs no if/else."""
     if hasattr(torch.amp, "GradScaler"):
@@ -203,17 +211,23 @@ def make_grad_scaler(device: torch.device, enabled: bool) -> "torch.amp.GradScal
 def read_training_checkpoint(path: str, device: torch.device) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint; --load_model takes a <id>_checkpoint.pth written by train.py")
+        raise CheckpointError(p, "no such checkpoint", "--load_model takes a <id>_checkpoint.pth written by train.py")
     try:
         # weights_only=False: the file holds numpy/python RNG states; only load checkpoints you wrote.
         obj = torch.load(p, map_location=device, weights_only=False)
     except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
-        raise CheckpointError(f"{p}: cannot be read as a training checkpoint ({type(exc).__name__}); "
-                              "use another <id>_checkpoint.pth") from None
+        raise CheckpointError(
+            p,
+            f"cannot be read as a training checkpoint ({type(exc).__name__})",
+            "use another <id>_checkpoint.pth",
+        ) from None
     needed = ("network", "optimizer", "scheduler", "iteration", "epoch", "epoch_step", "config")
     if not isinstance(obj, dict) or any(k not in obj for k in needed):
-        raise CheckpointError(f"{p}: not a training checkpoint (network-only weights?); "
-                              "use --load_network for weights, --load_model for <id>_checkpoint.pth")
+        raise CheckpointError(
+            p,
+            "not a training checkpoint (network-only weights?)",
+            "use --load_network for weights, --load_model for <id>_checkpoint.pth",
+        )
     return obj
 
 
@@ -259,7 +273,8 @@ class Saver:
         except OSError as exc:
             kept = (f"the last good checkpoint {self.last_checkpoint} is kept (resume with --load_model)"
                     if self.last_checkpoint else "no checkpoint was written yet")
-            raise SaveError(f"{write_error_line(exc)}; training stopped, {kept}") from None
+            where, reason, fix = write_error_parts(exc)
+            raise SaveError(where, reason, f"{fix}; training stopped, {kept}") from None
 
 
 # ------------------------------------------------------------------------------------- training
@@ -271,145 +286,199 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def train(cfg: TrainConfig, ctx: DistContext) -> int:
-    s = cfg.stage
-    saver = Saver(cfg, ctx)
-    resume_path = Path(cfg.load_model).resolve() if cfg.load_model else None
-    # checked on every rank, so that all of them stop (none is left waiting in a collective)
-    if cfg.logging_enabled and saver.checkpoint_path.exists() and saver.checkpoint_path.resolve() != resume_path:
-        raise ConfigError(f"{saver.checkpoint_path}: a run named {cfg.run_id!r} already exists; "
-                          f"resume it with --load_model {saver.checkpoint_path} or choose another --id")
-    run_dir = saver.check_run_dir([cfg.static_root, cfg.bl_root, cfg.yv_root, cfg.davis_root], resume_path is not None)
-    if ctx.is_main:
-        for line in describe(cfg, ctx.world_size):
-            print(line, flush=True)
-        if not cfg.logging_enabled:
-            print("--id NULL: logging and saving disabled (as the original); pass --id NAME to keep weights",
-                  flush=True)
+class Trainer:
+    """One training run in four parts: set-up (`__init__`), `resume`, `step` and `save`; `run` is
+    the loop that ties them together. The order of the set-up (seeding before the network, the
+    checkpoint's RNG states after `seed_process`) is what makes a resumed run exact."""
 
-    data = build_datasets(cfg)  # checks the roots before any worker starts
-    loader, sampler = build_loader(data, cfg, ctx)
+    def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
+        self.cfg, self.ctx, s = cfg, ctx, cfg.stage
+        self.saver = Saver(cfg, ctx)
+        resume_path = Path(cfg.load_model).resolve() if cfg.load_model else None
+        checkpoint = self.saver.checkpoint_path
+        # checked on every rank, so that all of them stop (none is left waiting in a collective)
+        if cfg.logging_enabled and checkpoint.exists() and checkpoint.resolve() != resume_path:
+            raise ConfigError(
+                checkpoint,
+                f"a run named {cfg.run_id!r} already exists",
+                f"resume it with --load_model {checkpoint} or choose another --id",
+            )
+        self.run_dir = self.saver.check_run_dir([cfg.static_root, cfg.bl_root, cfg.yv_root, cfg.davis_root],
+                                                resume_path is not None)
+        if ctx.is_main:
+            for line in describe(cfg, ctx.world_size):
+                print(line, flush=True)
+            if not cfg.logging_enabled:
+                print("--id NULL: logging and saving disabled (as the original); pass --id NAME to keep weights",
+                      flush=True)
 
-    seed_all(cfg.seed)  # identical initialisation on every rank
-    net = build_network(cfg).to(ctx.device)
-    wrapper = STCNTrainWrapper(net).train()
-    model = wrapper
-    if ctx.distributed:
-        model = DistributedDataParallel(wrapper, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.steps), s.gamma)
-    scaler = make_grad_scaler(ctx.device, cfg.amp)
-    bce = BootstrappedCE(s.bootstrap)
-    if cfg.benchmark:
-        torch.backends.cudnn.benchmark = True
+        self.data = build_datasets(cfg)  # checks the roots before any worker starts
+        self.loader, self.sampler = build_loader(self.data, cfg, ctx)
 
-    it, epoch, epoch_step = 0, 0, 0
-    if cfg.load_model:
-        ckpt = read_training_checkpoint(cfg.load_model, ctx.device)
-        if ckpt["config"]["stage"]["stage"] != s.stage:
-            raise ConfigError(f"{cfg.load_model}: saved by a stage {ckpt['config']['stage']['stage']} run; "
-                              f"resume it with --stage {ckpt['config']['stage']['stage']}")
-        load_weights_from(net, cfg.load_model, ckpt["network"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        seed_all(cfg.seed)  # identical initialisation on every rank
+        self.net = build_network(cfg).to(ctx.device)
+        wrapper = STCNTrainWrapper(self.net).train()
+        self.model: torch.nn.Module = wrapper
+        if ctx.distributed:
+            self.model = DistributedDataParallel(
+                wrapper, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(s.steps), s.gamma)
+        self.scaler = make_grad_scaler(ctx.device, cfg.amp)
+        self.bce = BootstrappedCE(s.bootstrap)
+        if cfg.benchmark:
+            torch.backends.cudnn.benchmark = True
+
+        self.it, self.epoch, self.epoch_step = 0, 0, 0
+        ckpt = self.resume(cfg.load_model) if cfg.load_model else None
+        seed_process(cfg.seed, ctx.rank, self.it)
+        if ckpt is not None and ctx.is_main and "rng" in ckpt:
+            set_rng_states(ckpt["rng"])
+
+        if self.run_dir is not None and self.saver.enabled:
+            self.run_dir.claim()  # marked as a result of this project before anything is written into it
+        self.logger: TrainLogger | None = None
+        if ctx.is_main:
+            log_dir = tensorboard_dir(cfg.save_dir, cfg.run_id) if cfg.logging_enabled else None
+            self.logger = TrainLogger(log_dir, cfg.log_every, cfg.log_image_every, s.iterations)
+            commit = self.logger.log_config(cfg.to_dict(), REPO_ROOT)
+            print(f"git commit: {commit}", flush=True)
+
+    # ------------------------------------------------------------------------------ resume
+    def resume(self, path: str) -> dict:
+        """Load network, optimizer, scheduler, scaler and position from a `<id>_checkpoint.pth`;
+        returns the checkpoint (its RNG states are restored after `seed_process`)."""
+        s, ctx = self.cfg.stage, self.ctx
+        ckpt = read_training_checkpoint(path, ctx.device)
+        saved_stage = ckpt["config"]["stage"]["stage"]
+        if saved_stage != s.stage:
+            raise ConfigError(path, f"saved by a stage {saved_stage} run", f"resume it with --stage {saved_stage}")
+        load_weights_from(self.net, path, ckpt["network"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        it, epoch, epoch_step = ckpt["iteration"], ckpt["epoch"], ckpt["epoch_step"]
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.it, self.epoch, self.epoch_step = ckpt["iteration"], ckpt["epoch"], ckpt["epoch_step"]
         if ckpt.get("world_size") != ctx.world_size or ckpt["config"]["stage"]["batch_size"] != s.batch_size:
             warnings.warn("resuming with another number of processes or batch size: the data order differs "
                           "from the interrupted run", stacklevel=1)
         if ctx.is_main:
-            print(f"resumed {cfg.load_model} at iteration {it}", flush=True)
-    seed_process(cfg.seed, ctx.rank, it)
-    if cfg.load_model and ctx.is_main and "rng" in ckpt:
-        set_rng_states(ckpt["rng"])
+            print(f"resumed {path} at iteration {self.it}", flush=True)
+        return ckpt
 
-    if run_dir is not None and saver.enabled:
-        run_dir.claim()  # marked as a result of this project before anything is written into it
-    logger = None
-    if ctx.is_main:
-        log_dir = tensorboard_dir(cfg.save_dir, cfg.run_id) if cfg.logging_enabled else None
-        logger = TrainLogger(log_dir, cfg.log_every, cfg.log_image_every, s.iterations)
-        commit = logger.log_config(cfg.to_dict(), REPO_ROOT)
-        print(f"git commit: {commit}", flush=True)
+    # -------------------------------------------------------------------------------- step
+    def step(self, batch: dict) -> tuple[dict[str, float], dict]:
+        """One optimisation step on a device batch: forward and loss under autocast, one collective
+        for the statistics (a NaN on any rank stops every rank before the update), backward through
+        the scaler, then the lr schedule. Returns the reduced statistics (with the lr used) and the
+        network's outputs."""
+        ctx = self.ctx
+        with torch.autocast(device_type=ctx.device.type, dtype=amp_dtype(ctx.device), enabled=self.cfg.amp):
+            out = self.model(batch)
+            losses = compute_loss(batch, out, self.it, self.bce)
+        stats = reduce_stats(losses, ctx)
+        if not math.isfinite(stats["total_loss"]):
+            raise NonFiniteLossError(self.saver.run_dir, f"loss is {stats['total_loss']} at iteration {self.it + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total_loss"]).backward()  # outside autocast
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        synchronize(ctx.device)
+        return stats, out
 
-    def state() -> dict:
+    # -------------------------------------------------------------------------------- save
+    def state(self) -> dict:
+        """The resumable state written to `<id>_checkpoint.pth`."""
         return {
-            "network": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "iteration": it, "epoch": epoch, "epoch_step": epoch_step,
-            "max_skip": max_skip_at(s, it), "config": cfg.to_dict(), "rng": rng_states(),
-            "world_size": ctx.world_size,
+            "network": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "iteration": self.it, "epoch": self.epoch, "epoch_step": self.epoch_step,
+            "max_skip": max_skip_at(self.cfg.stage, self.it), "config": self.cfg.to_dict(), "rng": rng_states(),
+            "world_size": self.ctx.world_size,
         }
 
-    batches_per_epoch = sampler.num_samples // s.batch_size
-    saved_at = -1
-    try:
-        while it < s.iterations:
-            skip = max_skip_at(s, it)
-            if skip is not None and data.set_max_skip is not None:
-                data.set_max_skip(skip)
-            sampler.set_epoch(epoch)
-            sampler.set_start(epoch_step * s.batch_size)
+    def save(self) -> bool:
+        """Weights every `--save_every` and the checkpoint every `--checkpoint_every` iterations;
+        returns whether a checkpoint was written."""
+        if self.it % self.cfg.save_every == 0:
+            self.saver.save_weights(self.net, self.it)
+        if self.it % self.cfg.checkpoint_every == 0:
+            self.saver.save_checkpoint(self.state())
+            return True
+        return False
+
+    def save_final(self, checkpoint_current: bool) -> None:
+        """At the end of the run: the checkpoint and weights the last iteration has not written."""
+        if not checkpoint_current:
+            self.saver.save_checkpoint(self.state())
+        if self.it % self.cfg.save_every != 0:
+            self.saver.save_weights(self.net, self.it)
+
+    # --------------------------------------------------------------------------------- run
+    def run(self) -> int:
+        try:
+            self._loop()
+        except NonFiniteLossError as exc:
+            saver = self.saver
+            kept = (f"the last good checkpoint is {saver.last_checkpoint}" if saver.last_checkpoint
+                    else "no checkpoint was written" if saver.enabled else "nothing is saved with --id NULL")
+            raise NonFiniteLossError(
+                exc.where, exc.problem, f"training stopped and this state was not saved, {kept} "
+                "(resume with --load_model, e.g. with --no_amp or a lower --lr)",
+            ) from None
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+        if self.ctx.is_main and self.saver.enabled:
+            self.run_dir.finish()
+            print(f"saved {self.saver.weights_path(self.it)} and {self.saver.checkpoint_path}", flush=True)
+        barrier()  # no process leaves (e.g. to load these weights next) before rank 0 has written them
+        return 0
+
+    def _loop(self) -> None:
+        """Epochs of the sampler until the stage's iterations; a new epoch (and loader) starts
+        whenever the curriculum's maximum skip changes."""
+        s, ctx = self.cfg.stage, self.ctx
+        batches_per_epoch = self.sampler.num_samples // s.batch_size
+        saved_at = -1
+        while self.it < s.iterations:
+            skip = max_skip_at(s, self.it)
+            if skip is not None and self.data.set_max_skip is not None:
+                self.data.set_max_skip(skip)
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.set_start(self.epoch_step * s.batch_size)
             tick = time.perf_counter()
-            for batch in loader:
+            for batch in self.loader:
                 data_time = time.perf_counter() - tick
                 batch = to_device(batch, ctx.device)
-                with torch.autocast(device_type=ctx.device.type, dtype=amp_dtype(ctx.device), enabled=cfg.amp):
-                    out = model(batch)
-                    losses = compute_loss(batch, out, it, bce)
-                stats = reduce_stats(losses, ctx)
-                if not math.isfinite(stats["total_loss"]):
-                    raise NonFiniteLossError(f"loss is {stats['total_loss']} at iteration {it + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["total_loss"]).backward()  # outside autocast
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                synchronize(ctx.device)
+                stats, out = self.step(batch)
                 step_time = time.perf_counter() - tick
 
-                it += 1
-                epoch_step += 1
-                if epoch_step >= batches_per_epoch or max_skip_at(s, it) != skip:
-                    epoch, epoch_step = epoch + 1, 0  # a new epoch (and loader) for the next skip
+                self.it += 1
+                self.epoch_step += 1
+                if self.epoch_step >= batches_per_epoch or max_skip_at(s, self.it) != skip:
+                    self.epoch, self.epoch_step = self.epoch + 1, 0  # a new epoch (and loader) for the next skip
 
-                if logger is not None:
-                    stats.update(lr=lr, data_time=data_time, compute_time=step_time - data_time,
-                                 step_time=step_time)
+                if self.logger is not None:
+                    stats.update(data_time=data_time, compute_time=step_time - data_time, step_time=step_time)
                     if skip is not None:
                         stats["max_skip"] = skip
-                    logger.add_iteration(it, stats)
-                    if logger.wants_images(it):
-                        logger.add_images(it, batch, out)
-                if it % cfg.save_every == 0:
-                    saver.save_weights(net, it)
-                if it % cfg.checkpoint_every == 0:
-                    saver.save_checkpoint(state())
-                    saved_at = it
-                if it >= s.iterations or epoch_step == 0:
+                    self.logger.add_iteration(self.it, stats)
+                    if self.logger.wants_images(self.it):
+                        self.logger.add_images(self.it, batch, out)
+                if self.save():
+                    saved_at = self.it
+                if self.it >= s.iterations or self.epoch_step == 0:
                     break
                 tick = time.perf_counter()
-        if saved_at != it:
-            saver.save_checkpoint(state())
-        if it % cfg.save_every != 0:
-            saver.save_weights(net, it)
-    except NonFiniteLossError as exc:
-        kept = (f"the last good checkpoint is {saver.last_checkpoint}" if saver.last_checkpoint
-                else "no checkpoint was written" if saver.enabled else "nothing is saved with --id NULL")
-        raise NonFiniteLossError(
-            f"{saver.run_dir}: {exc}; training stopped and this state was not saved, {kept} "
-            "(resume with --load_model, e.g. with --no_amp or a lower --lr)"
-        ) from None
-    finally:
-        if logger is not None:
-            logger.close()
-    if ctx.is_main and saver.enabled:
-        run_dir.finish()
-        print(f"saved {saver.weights_path(it)} and {saver.checkpoint_path}", flush=True)
-    barrier()  # no process leaves (e.g. to load these weights next) before rank 0 has written them
-    return 0
+        self.save_final(saved_at == self.it)
+
+
+def train(cfg: TrainConfig, ctx: DistContext) -> int:
+    """Train one stage (the command's body)."""
+    return Trainer(cfg, ctx).run()
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -428,16 +497,12 @@ def reduce_stats(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str,
     return {k: v / ctx.world_size if k in MEAN_KEYS else v for k, v in zip(keys, values)}
 
 
-USER_ERRORS = (ConfigError, CheckpointError, WeightsUnavailableError, NonFiniteLossError, SaveError, DataError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     ctx = init_distributed(args.local_rank)
     where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
     try:
-        return run_command(lambda: train(build_config(args, ctx), ctx), user_errors=USER_ERRORS,
-                           format_error=lambda exc: where + str(exc),
+        return run_command(lambda: train(build_config(args, ctx), ctx), prefix=where,
                            resume_hint="resume from the kept <id>_checkpoint.pth with --load_model")
     finally:
         cleanup(ctx)

@@ -23,6 +23,7 @@ from dataset.transforms import (
     tv_tensors,
 )
 from dataset.util import (
+    NUM_FRAMES,
     STATIC_SUBSETS,
     DatasetLayoutError,
     check_dataset_root,
@@ -31,9 +32,8 @@ from dataset.util import (
     read_image,
 )
 
-__all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT", "NUM_FRAMES"]
+__all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT"]
 
-NUM_FRAMES = 3  # frames per training sample (section 5)
 HIGH_QUALITY_REPEAT = 5  # BIG and HRSOD appear five times as often (supplementary F.3.1)
 HIGH_QUALITY_SETS = ("BIG_small", "HRSOD_small")
 
@@ -54,20 +54,20 @@ class StaticTransformDataset(Dataset):
         folders = [self.root]
         if nested:
             if not self.root.is_dir():
-                raise DatasetLayoutError(f"{self.root}: no such folder; expected {self.root}/<class>/<n>.jpg + .png")
+                raise DatasetLayoutError(self.root, "no such folder", f"expected {self.root}/<class>/<n>.jpg + .png")
             folders = [self.root / d for d in sorted(os.listdir(self.root)) if (self.root / d).is_dir()]
         self.images: list[Path] = []
         for folder in folders:
             if not folder.is_dir():
-                raise DatasetLayoutError(f"{folder}: no such folder; expected {folder}/<n>.jpg + <n>.png")
+                raise DatasetLayoutError(folder, "no such folder", f"expected {folder}/<n>.jpg + <n>.png")
             names = set(os.listdir(folder))
             for im in list_frames(folder):
                 gt = Path(im).stem + ".png"
                 if gt not in names:
-                    raise DatasetLayoutError(f"{folder / gt}: missing mask for {im}; every <n>.jpg needs <n>.png")
+                    raise DatasetLayoutError(folder / gt, f"missing mask for {im}", "every <n>.jpg needs <n>.png")
                 self.images.append(folder / im)
         if not self.images:
-            raise DatasetLayoutError(f"{self.root}: no image + mask pairs; expected {self.root}/<n>.jpg + <n>.png")
+            raise DatasetLayoutError(self.root, "no image + mask pairs", f"expected {self.root}/<n>.jpg + <n>.png")
 
         self.base_transform = static_base_transform()
         self.frame_transform = static_frame_transform(crop_size)

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TPS_PROBABILITY", "TPS_NUM_POINTS", "TPS_SCALE", "ThinPlateSpline", "dense_map", "tps_warp", "RandomThinPlateSpline"]
+__all__ = [
+    "TPS_PROBABILITY", "TPS_NUM_POINTS", "TPS_SCALE", "ThinPlateSpline", "dense_map", "tps_warp",
+    "RandomThinPlateSpline",
+]
 
 # supplementary F.3.1: probability 33%, 12 control points, displacement std 0.02 x image size
 TPS_PROBABILITY = 1 / 3
@@ -53,7 +56,7 @@ class ThinPlateSpline:
     norm: float
 
     @classmethod
-    def fit(cls, centres: np.ndarray, targets: np.ndarray, norm: float = 1.0) -> "ThinPlateSpline":
+    def fit(cls, centres: np.ndarray, targets: np.ndarray, norm: float = 1.0) -> ThinPlateSpline:
         """Solve the TPS system above; `norm` (e.g. the image size) only improves conditioning."""
         c = np.asarray(centres, dtype=np.float64).reshape(-1, 2) / norm
         t = np.asarray(targets, dtype=np.float64).reshape(-1, 2) / norm

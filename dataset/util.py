@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from util import io, layouts
+from util.errors import UserError
+
 __all__ = [
     "DatasetLayoutError",
     "DatasetRoot",
@@ -23,6 +26,7 @@ __all__ = [
     "DAVIS_SUBSET_FILE",
     "YOUTUBE_SUBSET_FILE",
     "IMAGE_EXTENSIONS",
+    "NUM_FRAMES",
     "read_image",
     "read_mask",
     "read_binary_mask",
@@ -32,6 +36,7 @@ __all__ = [
     "worker_init_fn",
 ]
 
+NUM_FRAMES = 3  # section 5: three temporally ordered frames per training sample
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 MASK_EXTENSION = ".png"
 
@@ -52,11 +57,9 @@ STATIC_SUBSETS: tuple[tuple[str, bool], ...] = (
 )
 
 
-class DatasetLayoutError(RuntimeError):
-    """A dataset root that is missing or not laid out as the loaders expect.
-
-    The message is one line: `<path>: <what is wrong>; <expected layout / how to fix>`.
-    """
+class DatasetLayoutError(UserError, RuntimeError):
+    """A dataset root that is missing or not laid out as the loaders expect: `where` is the path,
+    `fix` the expected layout."""
 
 
 @dataclass(frozen=True)
@@ -70,21 +73,20 @@ class DatasetRoot:
 
 
 # layout name -> (images relative to the root, annotations relative to the root, flag of train.py)
+_DAVIS_TRAIN = layouts.sub_path("davis17_trainval", "davis")  # 2017/trainval
+_YOUTUBE_TRAIN = layouts.sub_path("youtube_train_480p", "youtube")  # train_480p
 LAYOUTS: dict[str, tuple[str, str, str]] = {
-    "davis": ("2017/trainval/JPEGImages/480p", "2017/trainval/Annotations/480p", "--davis_root"),
-    "youtube": ("train_480p/JPEGImages", "train_480p/Annotations", "--yv_root"),
-    "bl30k": ("JPEGImages", "Annotations", "--bl_root"),
+    "davis": (f"{_DAVIS_TRAIN}/{layouts.FRAMES}/{layouts.RESOLUTION}",
+              f"{_DAVIS_TRAIN}/{layouts.MASKS}/{layouts.RESOLUTION}", "--davis_root"),
+    "youtube": (f"{_YOUTUBE_TRAIN}/{layouts.FRAMES}", f"{_YOUTUBE_TRAIN}/{layouts.MASKS}", "--yv_root"),
+    "bl30k": (layouts.FRAMES, layouts.MASKS, "--bl_root"),
     "static": ("", "", "--static_root"),
 }
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an RGB image as uint8 (H, W, 3)."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise DatasetLayoutError(f"{path}: cannot read image ({exc}); replace or remove the file") from None
+    """Read an RGB image as uint8 (H, W, 3) (util/io.py's reader: a bad file raises DataError)."""
+    return np.array(io.read_image(path))
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -93,12 +95,13 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "1", "I;16", "I"):
                 raise DatasetLayoutError(
-                    f"{path}: mask has mode {im.mode}; expected a palette (P) or grey (L) PNG holding "
-                    "label indices (0 = background, 1..K objects)"
+                    path,
+                    f"mask has mode {im.mode}",
+                    "expected a palette (P) or grey (L) PNG holding label indices (0 = background, 1..K objects)",
                 )
             arr = np.array(im.convert("L") if im.mode == "1" else im)
     except OSError as exc:
-        raise DatasetLayoutError(f"{path}: cannot read mask ({exc}); replace or remove the file") from None
+        raise DatasetLayoutError(path, f"cannot read mask ({exc})", "replace or remove the file") from None
     if arr.dtype != np.uint8:
         arr = arr.astype(np.uint8)
     return arr
@@ -114,7 +117,7 @@ def read_binary_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarra
         with Image.open(path) as im:
             grey = np.array(im.convert("L"))
     except OSError as exc:
-        raise DatasetLayoutError(f"{path}: cannot read mask ({exc}); replace or remove the file") from None
+        raise DatasetLayoutError(path, f"cannot read mask ({exc})", "replace or remove the file") from None
     return (grey >= threshold).astype(np.uint8)
 
 
@@ -129,7 +132,7 @@ def load_subset(path: str | os.PathLike) -> set[str]:
     try:
         text = path.read_text()
     except OSError:
-        raise DatasetLayoutError(f"{path}: cannot read the video list; pass an existing subset file") from None
+        raise DatasetLayoutError(path, "cannot read the video list", "pass an existing subset file") from None
     return {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
 
 
@@ -149,13 +152,13 @@ def _expected(layout: str, root: Path) -> str:
 
 def _check_image_mask_folder(folder: Path, layout: str, root: Path) -> None:
     if not folder.is_dir():
-        raise DatasetLayoutError(f"{folder}: no such folder; {_expected(layout, root)}")
+        raise DatasetLayoutError(folder, "no such folder", _expected(layout, root))
     images = list_frames(folder)
     if not images:
-        raise DatasetLayoutError(f"{folder}: no .jpg images; {_expected(layout, root)}")
+        raise DatasetLayoutError(folder, "no .jpg images", _expected(layout, root))
     mask = folder / (Path(images[0]).stem + MASK_EXTENSION)
     if not mask.is_file():
-        raise DatasetLayoutError(f"{mask}: missing mask for {images[0]}; {_expected(layout, root)}")
+        raise DatasetLayoutError(mask, f"missing mask for {images[0]}", _expected(layout, root))
 
 
 def check_dataset_root(path: str | os.PathLike, layout_name: str) -> DatasetRoot:
@@ -170,16 +173,16 @@ def check_dataset_root(path: str | os.PathLike, layout_name: str) -> DatasetRoot
         raise ValueError(f"unknown dataset layout {layout_name!r}; expected one of {sorted(LAYOUTS)}")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DatasetLayoutError(f"{root}: no such folder; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(root, "no such folder", _expected(layout_name, root))
     if layout_name == "static":
         for name, nested in STATIC_SUBSETS:
             folder = root / name
             if nested:
                 if not folder.is_dir():
-                    raise DatasetLayoutError(f"{folder}: no such folder; {_expected(layout_name, root)}")
+                    raise DatasetLayoutError(folder, "no such folder", _expected(layout_name, root))
                 classes = sorted(d for d in os.listdir(folder) if (folder / d).is_dir())
                 if not classes:
-                    raise DatasetLayoutError(f"{folder}: no class folders; {_expected(layout_name, root)}")
+                    raise DatasetLayoutError(folder, "no class folders", _expected(layout_name, root))
                 folder = folder / classes[0]
             _check_image_mask_folder(folder, layout_name, root)
         return DatasetRoot(layout_name, root, root, root)
@@ -188,16 +191,16 @@ def check_dataset_root(path: str | os.PathLike, layout_name: str) -> DatasetRoot
     im_root, gt_root = root / im_rel, root / gt_rel
     for folder in (im_root, gt_root):
         if not folder.is_dir():
-            raise DatasetLayoutError(f"{folder}: no such folder; {_expected(layout_name, root)}")
+            raise DatasetLayoutError(folder, "no such folder", _expected(layout_name, root))
     videos = sorted(d for d in os.listdir(im_root) if (im_root / d).is_dir())
     if not videos:
-        raise DatasetLayoutError(f"{im_root}: no video folders; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(im_root, "no video folders", _expected(layout_name, root))
     frames = list_frames(im_root / videos[0])
     if not frames:
-        raise DatasetLayoutError(f"{im_root / videos[0]}: no .jpg frames; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(im_root / videos[0], "no .jpg frames", _expected(layout_name, root))
     mask = gt_root / videos[0] / (Path(frames[0]).stem + MASK_EXTENSION)
     if not mask.is_file():
-        raise DatasetLayoutError(f"{mask}: missing annotation; {_expected(layout_name, root)}")
+        raise DatasetLayoutError(mask, "missing annotation", _expected(layout_name, root))
     return DatasetRoot(layout_name, root, im_root, gt_root)
 
 

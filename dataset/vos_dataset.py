@@ -5,8 +5,8 @@ current maximum skip, augmented identically as a clip and then per frame, with a
 objects chosen among those visible in the (augmented) first frame.
 
 The maximum skip follows a curriculum during training. DataLoader workers hold copies of the dataset,
-so it lives in shared memory (`multiprocessing.Value`): `dataset.set_max_jump(n)` (or
-`set_max_jump(concat_dataset, n)`) in the main process is seen by running workers, including
+so it lives in shared memory (`multiprocessing.Value`): `dataset.set_max_skip(n)` (or
+`set_max_skip(concat_dataset, n)`) in the main process is seen by running workers, including
 persistent ones, from their next sample on; batches already prefetched keep the old value.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataset.transforms import (
 )
 from dataset.util import (
     DAVIS_SUBSET_FILE,
+    NUM_FRAMES,
     YOUTUBE_SUBSET_FILE,
     DatasetLayoutError,
     check_dataset_root,
@@ -43,14 +44,13 @@ from dataset.util import (
 
 __all__ = [
     "VOSDataset",
-    "set_max_jump",
+    "set_max_skip",
     "main_training_datasets",
     "bl30k_dataset",
     "YOUTUBE_FRAME_STRIDE",
     "DAVIS_REPEAT",
 ]
 
-NUM_FRAMES = 3  # section 5: three frames per training sample
 MAX_OBJECTS = 2  # supplementary F.3.2: at most two target objects
 BL30K_MIN_OBJECT_PIXELS = 100  # supplementary F.3.3: smaller objects in the first frame are discarded
 YOUTUBE_FRAME_STRIDE = 5  # YouTube-VOS train frames/annotations are every 5th frame of the video
@@ -64,8 +64,8 @@ class VOSDataset(Dataset):
     """Videos `<im_root>/<video>/<frame>.jpg` with palette masks `<gt_root>/<video>/<frame>.png`.
 
     Args:
-        max_jump: maximum temporal distance between consecutive sampled frames, in frames of the
-            original video (the curriculum's "skip"). Changeable with `set_max_jump`.
+        max_skip: maximum temporal distance between consecutive sampled frames, in frames of the
+            original video (the curriculum's "skip"). Changeable with `set_max_skip`.
         is_bl: BL30K mode (F.3.3): crop scale (0.25, 1) and objects under 100 pixels in the first
             frame ignored.
         subset: only these videos (a set of names, or the path of a one-name-per-line file, see
@@ -73,7 +73,7 @@ class VOSDataset(Dataset):
         crop_size: side of the square output crop (384 in the paper).
         frame_stride: how many video frames one listed frame stands for. YouTube-VOS train keeps every
             5th frame, so pass `YOUTUBE_FRAME_STRIDE`: the jump between listed frames is then
-            `max(1, max_jump // frame_stride)`, as the original's `max_skip // 5`.
+            `max(1, max_skip // frame_stride)`, as the original's `max_skip // 5`.
 
     Sample dict (S = crop_size):
       rgb       float32 (3, 3, S, S)  normalised frames
@@ -88,7 +88,7 @@ class VOSDataset(Dataset):
         self,
         im_root: str | os.PathLike,
         gt_root: str | os.PathLike,
-        max_jump: int,
+        max_skip: int,
         is_bl: bool = False,
         subset: Iterable[str] | str | os.PathLike | None = None,
         crop_size: int = DEFAULT_CROP_SIZE,
@@ -102,11 +102,11 @@ class VOSDataset(Dataset):
             raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
         self.frame_stride = frame_stride
         # shared with DataLoader workers (see module docstring); 'i' = C int
-        self._max_jump = multiprocessing.Value("i", 1, lock=False)
-        self.set_max_jump(max_jump)
+        self._max_skip = multiprocessing.Value("i", 1, lock=False)
+        self.set_max_skip(max_skip)
 
         if not self.im_root.is_dir():
-            raise DatasetLayoutError(f"{self.im_root}: no such folder; expected {self.im_root}/<video>/00000.jpg")
+            raise DatasetLayoutError(self.im_root, "no such folder", f"expected {self.im_root}/<video>/00000.jpg")
         subset_source = None
         if subset is not None and isinstance(subset, (str, os.PathLike)):
             subset_source, subset = subset, load_subset(subset)
@@ -129,8 +129,9 @@ class VOSDataset(Dataset):
         if not self.videos:
             what = f"none of the {len(wanted)} videos of {subset_source or 'the subset'}" if wanted else "no video"
             raise DatasetLayoutError(
-                f"{self.im_root}: {what} with at least {NUM_FRAMES} frames found; "
-                f"expected {self.im_root}/<video>/00000.jpg"
+                self.im_root,
+                f"{what} with at least {NUM_FRAMES} frames found",
+                f"expected {self.im_root}/<video>/00000.jpg",
             )
         if wanted is not None and len(self.videos) + too_short < len(wanted):
             warnings.warn(
@@ -145,19 +146,19 @@ class VOSDataset(Dataset):
 
     # -- curriculum ------------------------------------------------------------------------------------
     @property
-    def max_jump(self) -> int:
+    def max_skip(self) -> int:
         """Current maximum skip in video frames (shared with DataLoader workers)."""
-        return int(self._max_jump.value)
+        return int(self._max_skip.value)
 
-    def set_max_jump(self, max_jump: int) -> None:
-        if max_jump < 1:
-            raise ValueError(f"max_jump must be >= 1, got {max_jump}")
-        self._max_jump.value = int(max_jump)
+    def set_max_skip(self, max_skip: int) -> None:
+        if max_skip < 1:
+            raise ValueError(f"max_skip must be >= 1, got {max_skip}")
+        self._max_skip.value = int(max_skip)
 
     @property
     def index_jump(self) -> int:
         """Maximum gap between sampled frames, in listed frames."""
-        return max(1, self.max_jump // self.frame_stride)
+        return max(1, self.max_skip // self.frame_stride)
 
     # -- sampling --------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -181,8 +182,9 @@ class VOSDataset(Dataset):
             gt_path = self.gt_root / video / (Path(name).stem + ".png")
             if not gt_path.is_file():
                 raise DatasetLayoutError(
-                    f"{gt_path}: missing annotation for {self.im_root / video / name}; "
-                    "every training frame needs a palette PNG of the same name"
+                    gt_path,
+                    f"missing annotation for {self.im_root / video / name}",
+                    "every training frame needs a palette PNG of the same name",
                 )
             masks.append(torch.from_numpy(read_mask(gt_path)))
         image = tv_tensors.Image(torch.stack(images, 0).permute(0, 3, 1, 2).contiguous())  # T, 3, H, W
@@ -262,19 +264,19 @@ def _vos_datasets(dataset: Dataset) -> list[VOSDataset]:
     return []
 
 
-def set_max_jump(dataset: Dataset, max_jump: int) -> None:
+def set_max_skip(dataset: Dataset, max_skip: int) -> None:
     """Set the maximum skip of every VOSDataset in `dataset` (a VOSDataset, ConcatDataset or Subset)."""
     found = _vos_datasets(dataset)
     if not found:
         raise TypeError(f"{type(dataset).__name__} holds no VOSDataset")
     for d in found:
-        d.set_max_jump(max_jump)
+        d.set_max_skip(max_skip)
 
 
 def main_training_datasets(
     davis_root: str | os.PathLike,
     yv_root: str | os.PathLike,
-    max_jump: int,
+    max_skip: int,
     davis_subset: str | os.PathLike | Iterable[str] | None = DAVIS_SUBSET_FILE,
     yv_subset: str | os.PathLike | Iterable[str] | None = YOUTUBE_SUBSET_FILE,
     crop_size: int = DEFAULT_CROP_SIZE,
@@ -287,15 +289,15 @@ def main_training_datasets(
     """
     davis = check_dataset_root(davis_root, "davis")
     youtube = check_dataset_root(yv_root, "youtube")
-    davis_set = VOSDataset(davis.im_root, davis.gt_root, max_jump, subset=davis_subset, crop_size=crop_size)
+    davis_set = VOSDataset(davis.im_root, davis.gt_root, max_skip, subset=davis_subset, crop_size=crop_size)
     yv_set = VOSDataset(
-        youtube.im_root, youtube.gt_root, max_jump, subset=yv_subset, crop_size=crop_size,
+        youtube.im_root, youtube.gt_root, max_skip, subset=yv_subset, crop_size=crop_size,
         frame_stride=YOUTUBE_FRAME_STRIDE,
     )
     return ConcatDataset([davis_set] * DAVIS_REPEAT + [yv_set])
 
 
-def bl30k_dataset(bl_root: str | os.PathLike, max_jump: int, crop_size: int = DEFAULT_CROP_SIZE) -> VOSDataset:
+def bl30k_dataset(bl_root: str | os.PathLike, max_skip: int, crop_size: int = DEFAULT_CROP_SIZE) -> VOSDataset:
     """BL30K for stage 1 (F.3.3), read from `<bl_root>/{JPEGImages,Annotations}`."""
     bl = check_dataset_root(bl_root, "bl30k")
-    return VOSDataset(bl.im_root, bl.gt_root, max_jump, is_bl=True, crop_size=crop_size)
+    return VOSDataset(bl.im_root, bl.gt_root, max_skip, is_bl=True, crop_size=crop_size)

@@ -100,7 +100,7 @@ class KeyEncoder(nn.Module):
         self.layer3 = net.layer3
         freeze_batchnorm(self)
 
-    def train(self, mode: bool = True) -> "KeyEncoder":
+    def train(self, mode: bool = True) -> KeyEncoder:
         super().train(mode)
         freeze_batchnorm(self)
         return self
@@ -128,7 +128,7 @@ class ValueEncoder(ResNet18Trunk):
         self.fuser = FeatureFusionBlock(F16_DIM + VALUE_TRUNK_DIM, VALUE_DIM)
         freeze_batchnorm(self)
 
-    def train(self, mode: bool = True) -> "ValueEncoder":
+    def train(self, mode: bool = True) -> ValueEncoder:
         super().train(mode)
         freeze_batchnorm(self)
         return self

@@ -22,12 +22,14 @@ from model.aggregate import aggregate_logits
 from model.memory_util import l2_similarity, readout, softmax
 from model.modules import F16_DIM, KEY_DIM, VALUE_DIM, Decoder, KeyEncoder, KeyProjection, ValueEncoder
 from model.resnet import pad_input_channels
+from util.errors import UserError
 
 VALUE_CONV1 = "value_encoder.conv1.weight"
 
 
-class CheckpointMismatchError(ValueError):
-    """A state dict whose keys or shapes are not those of the STCN network."""
+class CheckpointMismatchError(UserError, ValueError):
+    """A state dict whose keys or shapes are not those of the STCN network (`where` is "state dict";
+    callers that know the file re-raise with its path and their fix)."""
 
 
 class STCN(nn.Module):
@@ -150,4 +152,4 @@ def check_state_dict(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> 
             if items:
                 more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
                 parts.append(f"{len(items)} {name}: {', '.join(items[:3])}{more}")
-        raise CheckpointMismatchError("not an STCN checkpoint: " + "; ".join(parts))
+        raise CheckpointMismatchError("state dict", "not an STCN checkpoint: " + "; ".join(parts))

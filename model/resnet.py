@@ -14,10 +14,12 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from util.errors import UserError
+
 RESNET18_BLOCKS = (2, 2, 2)  # BasicBlocks in layer1..layer3 of ResNet-18
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """ImageNet weights could not be fetched (offline machine, blocked host)."""
 
 
@@ -48,8 +50,8 @@ def imagenet_state_dict(weights: models.WeightsEnum) -> dict[str, Tensor]:
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise WeightsUnavailableError(
-            f"could not fetch ImageNet weights {weights.url} ({exc}); place that file at {cached} "
-            "or build the network with pretrained=False (e.g. when loading a checkpoint)"
+            cached, f"could not fetch ImageNet weights {weights.url} ({exc})",
+            "place that file there or build the network with pretrained=False (e.g. when loading a checkpoint)",
         ) from exc
 
 

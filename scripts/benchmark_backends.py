@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_core.backends import ExportedNetwork, cached_export, onnxruntime_runner, openvino_runner  # noqa: E402
 from model import STCN  # noqa: E402
+from model.checkpoint import load_network  # noqa: E402
 from model.export import PART_FILES  # noqa: E402
-from util.checkpoint import load_network  # noqa: E402
 from util.tensor_util import STRIDE  # noqa: E402
 
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # the ones the kernels pick from
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, precision, model, amp in variants:
         times, diff = [], 0.0
         for part in METHODS:
-            times.append(median_ms(lambda: call(model, part, inputs[part], amp), args.repeats))
+            times.append(median_ms(lambda m=model, p=part, a=amp: call(m, p, inputs[p], a), args.repeats))
             out = call(model, part, inputs[part], amp)
             diff = max(diff, *(float((o - r).abs().max()) for o, r in zip(out, reference[part])))
         print(f"| {name} | {precision} | {times[0]:.0f} | {times[1]:.0f} | {times[2]:.0f} | {sum(times):.0f} | "

@@ -31,7 +31,7 @@ from inference_core import InferenceCore  # noqa: E402
 from inference_core.backends import BACKENDS, compile_network, exported_network  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
-from util.checkpoint import load_network  # noqa: E402
+from model.checkpoint import load_network  # noqa: E402
 from util.device import (  # noqa: E402
     cpu_features,
     precision_label,
@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
           f"frames {width}x{args.height} (padded to multiples of 16)")
     print(f"cpu: {cpu_features().describe()}")
-    print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames | memory (MiB) |")
+    print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames "
+          "| memory (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
     core_path = "core" if args.backend == "pytorch" and not args.compile else (

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference_core.run_video import report_errors  # noqa: E402
+from evaluation.run_video import report_errors  # noqa: E402
+from model.checkpoint import load_network  # noqa: E402
 from model.export import EXPORTERS, MANIFEST, PART_FILES, export_network, read_manifest  # noqa: E402
-from util.checkpoint import load_network  # noqa: E402
 from util.io import DataError  # noqa: E402
 
 

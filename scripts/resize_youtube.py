@@ -2,71 +2,22 @@
 
     python scripts/resize_youtube.py --src ../YouTube/train --dst ../YouTube/train_480p
 
-Reads ``<src>/{JPEGImages,Annotations}/<video>/`` and writes the same tree under ``<dst>`` with the
-shorter side at --size (the longer one truncated): frames with PIL's bicubic, saved as JPEG with
-PIL's defaults (quality 75), palette masks nearest with their palette, as the original STCN's
-resize_youtube.py made the train_480p its models were trained on. Videos are
-processed in parallel; each is written to a temporary folder and renamed when finished, so a
-rerun skips the videos already done. Top-level files (meta.json) are copied.
+Writes the same JPEGImages/Annotations tree with the shorter side at --size, as the original STCN's
+resize_youtube.py made its train_480p; finished videos are skipped on a rerun
+(downloads/resize_youtube.py).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 
 if __package__ in (None, ''):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.resize_length import (DEFAULT_SIZE, DEFAULT_WORKERS, PARTIAL_PREFIX, ResizeError,  # noqa: E402
-                                   check_destination, resize_file, run_parallel)
-from util.io import DataError  # noqa: E402
+from downloads.resize import add_resize_args, parse_resize_args  # noqa: E402
+from downloads.resize_youtube import DEFAULT_DST, DEFAULT_SRC, resize_youtube  # noqa: E402
 from util.outputs import run_command  # noqa: E402
-
-FRAMES = 'JPEGImages'
-MASKS = 'Annotations'
-DEFAULT_SRC = Path('../YouTube/train')
-DEFAULT_DST = Path('../YouTube/train_480p')
-JPEG_QUALITY = None  # PIL's defaults (quality 75): the original saved its frames without options
-
-
-def _resize_video(task: tuple[Path, Path, str, int]) -> None:
-    """Resize one video's masks, then its frames; each folder appears only when complete."""
-    src, dst, video, size = task
-    for sub in (MASKS, FRAMES):  # frames last: their folder marks the video as done
-        in_dir, out_dir = src / sub / video, dst / sub / video
-        if not in_dir.is_dir() or out_dir.is_dir():
-            continue
-        tmp_dir = dst / sub / (PARTIAL_PREFIX + video)
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
-        tmp_dir.mkdir(parents=True)
-        for path in sorted(in_dir.iterdir()):
-            if path.is_file():
-                resize_file(path, tmp_dir / path.name, size, jpeg_quality=JPEG_QUALITY)
-        os.replace(tmp_dir, out_dir)
-
-
-def resize_youtube(src: Path = DEFAULT_SRC, dst: Path = DEFAULT_DST, size: int = DEFAULT_SIZE,
-                   workers: int = DEFAULT_WORKERS, progress: bool = True) -> int:
-    """Resize every video not yet in ``dst``; returns how many videos were processed."""
-    src, dst = Path(src), Path(dst)
-    if not (src / FRAMES).is_dir():
-        raise ResizeError(f'{src / FRAMES} not found; point --src at a YouTube-VOS split folder')
-    check_destination(src, dst, '--dst')
-    videos = sorted(p.name for p in (src / FRAMES).iterdir()
-                    if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX))
-    pending = [v for v in videos if not (dst / FRAMES / v).is_dir()]
-    print(f'{len(videos)} videos in {src}, {len(videos) - len(pending)} already in {dst}, '
-          f'resizing {len(pending)} with {workers} worker(s)', flush=True)
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in src.iterdir():  # meta.json and friends
-        if path.is_file() and not (dst / path.name).exists():
-            shutil.copyfile(path, dst / path.name)
-    run_parallel(_resize_video, [(src, dst, v, size) for v in pending], workers, progress)
-    return len(pending)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -76,25 +27,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--src', type=Path, default=DEFAULT_SRC, help='input split folder')
     parser.add_argument('--dst', type=Path, default=DEFAULT_DST, help='output split folder')
-    parser.add_argument('--size', type=int, default=DEFAULT_SIZE, help='shorter side in pixels')
-    parser.add_argument('--workers', type=int, default=DEFAULT_WORKERS, help='parallel processes')
-    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    add_resize_args(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    if args.size <= 0:
-        parser.error('--size must be positive')
+    args = parse_resize_args(get_args_parser(), argv)
 
     def body() -> int:
         resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
         print(f'done: {args.dst}')
         return 0
 
-    return run_command(body, user_errors=(ResizeError, DataError),
-                       resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
+    return run_command(body, resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
 
 
 if __name__ == '__main__':

@@ -17,12 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/score_davis.py` puts scripts/ first on the path
     sys.path.insert(0, str(ROOT))
 
-from util.davis_scoring import (GLOBAL_COLUMNS, SEQUENCE_COLUMNS, ScoringError, evaluate_davis,  # noqa: E402
-                                 sequences_in_results)
-from util.io import DataError  # noqa: E402
+from evaluation.davis_scoring import GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis, sequences_in_results  # noqa: E402
+from util import layouts  # noqa: E402
 from util.outputs import prepare_output_dir, prepare_output_file, run_command  # noqa: E402
 
-DEFAULT_DAVIS_PATH = {"2017": "../DAVIS/2017/trainval", "2016": "../DAVIS/2016"}  # STCN README layout
+DEFAULT_DAVIS_PATH = {"2017": layouts.default_path("davis17_trainval"), "2016": layouts.default_path("davis16")}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,7 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--davis_path",
         default=None,
-        help="dataset root with Annotations/480p (default ../DAVIS/2017/trainval, or ../DAVIS/2016 with --year 2016)",
+        help=f"dataset root with Annotations/480p (default {DEFAULT_DAVIS_PATH['2017']}, "
+             f"or {DEFAULT_DAVIS_PATH['2016']} with --year 2016)",
     )
     parser.add_argument("--split", default="val", help="split whose ImageSets list is scored (default val)")
     parser.add_argument(
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 _print_warnings(caught)
         return 0
 
-    return run_command(body, user_errors=(ScoringError, DataError))
+    return run_command(body)
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:

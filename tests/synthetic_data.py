@@ -215,7 +215,8 @@ def make_davis2016_root(
     root: str | Path, videos: int | Sequence[str] = 2, frames: int = 6, size: tuple[int, int] = DEFAULT_SIZE,
     seed: int = 0,
 ) -> Path:
-    """DAVIS/2016/{JPEGImages,Annotations}/480p (one object, masks 0/255), list in 2017/trainval/ImageSets/2016/val.txt."""
+    """DAVIS/2016/{JPEGImages,Annotations}/480p (one object, masks 0/255), list in
+    2017/trainval/ImageSets/2016/val.txt."""
     out = Path(root) / "DAVIS"
     names = _video_names(videos, DAVIS_NAMES)
     for i, video in enumerate(names):
@@ -305,7 +306,8 @@ def make_bl30k_root(
     out = Path(root) / "BL30K"
     for i in range(videos):
         video = f"a{i:04d}"
-        clip = render_clip(frames, size, _objects_for(i, num_objects), seed=seed * 1000 + 600 + i, tiny_last=tiny_object)
+        clip = render_clip(frames, size, _objects_for(i, num_objects), seed=seed * 1000 + 600 + i,
+                           tiny_last=tiny_object)
         _write_video(out / "JPEGImages" / video, out / "Annotations" / video, *clip,
                      [f"{t:05d}" for t in range(frames)])
     return out

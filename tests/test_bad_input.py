@@ -37,7 +37,7 @@ import eval_generic
 import eval_youtube
 import segment_video
 import train
-from inference_core.run_video import MIN_SHORT_SIDE
+from evaluation.run_video import MIN_SHORT_SIDE
 from scripts import make_sample_video, resize_length, resize_youtube, score_davis
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     VideoSpec,
@@ -576,7 +576,7 @@ def test_minimum_size_is_two_cells_of_the_coarsest_features():
 def test_size_flag_boundary(size, expected):
     from argparse import Namespace
 
-    from inference_core.run_video import short_side
+    from evaluation.run_video import short_side
     from util.io import DataError
 
     if expected == "error":
@@ -589,8 +589,8 @@ def test_size_flag_boundary(size, expected):
 @pytest.mark.parametrize("h, w, short, ok", [(32, 40, None, True), (40, 31, None, False), (20, 24, 32, True),
                                              (48, 64, None, True)])
 def test_check_videos_network_size_boundary(tmp_path, h, w, short, ok):
-    from dataset.test_datasets import Frame, TestVideo
-    from inference_core.run_video import check_videos
+    from evaluation.datasets import Frame, TestVideo
+    from evaluation.run_video import check_videos
     from util.io import DataError
 
     save_jpg(tmp_path / "00000.jpg", np.full((h, w, 3), 100, np.uint8))

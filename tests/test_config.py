@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from util.config import STAGES, ConfigError, max_skip_at, resolve_stage
+from training.config import STAGES, ConfigError, max_skip_at, resolve_stage
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from dataset import (
     check_dataset_root,
     load_subset,
     main_training_datasets,
-    set_max_jump,
+    set_max_skip,
     static_datasets,
     worker_init_fn,
 )
@@ -132,7 +132,8 @@ def test_clip_transform_is_shared_by_the_frames():
     """One draw for the clip: identical input frames stay identical (flip, crop, jitter, grayscale)."""
     image, mask = _white_shape(1)
     torch.manual_seed(0)
-    im, m = vos_clip_transform(CROP)(tv_tensors.Image(image.expand(3, -1, -1, -1)), tv_tensors.Mask(mask.expand(3, -1, -1)))
+    im, m = vos_clip_transform(CROP)(tv_tensors.Image(image.expand(3, -1, -1, -1)),
+                                     tv_tensors.Mask(mask.expand(3, -1, -1)))
     assert torch.equal(im[0], im[1]) and torch.equal(im[0], im[2])
     assert torch.equal(m[0], m[1]) and torch.equal(m[0], m[2])
 
@@ -151,7 +152,8 @@ def test_masks_keep_their_labels_and_fill_is_background():
     from dataset.transforms import JOINT_FILL
 
     rot = v2.RandomAffine(degrees=(45, 45), fill=JOINT_FILL)
-    im, m = rot(tv_tensors.Image(torch.full((3, H, W), 255, dtype=torch.uint8)), tv_tensors.Mask(torch.ones(1, H, W, dtype=torch.uint8)))
+    im, m = rot(tv_tensors.Image(torch.full((3, H, W), 255, dtype=torch.uint8)),
+                tv_tensors.Mask(torch.ones(1, H, W, dtype=torch.uint8)))
     assert tuple(im[:, 0, 0].tolist()) == IMAGE_FILL and m[0, 0, 0] == 0
 
 
@@ -225,7 +227,7 @@ def test_static_dataset_is_deterministic_under_a_seed(roots):
 
 # -- VOS dataset ----------------------------------------------------------------------------------------------
 def test_vos_sample_contract(roots):
-    dataset = _davis_set(roots, max_jump=3)
+    dataset = _davis_set(roots, max_skip=3)
     torch.manual_seed(0)
     for idx in range(len(dataset)):
         sample = dataset[idx]
@@ -253,7 +255,7 @@ def test_vos_sample_contract(roots):
 
 
 def test_one_object_video_has_selector_one_zero(roots):
-    dataset = _davis_set(roots, max_jump=5, subset={"bear"})  # video 0 of make_davis_root: one object
+    dataset = _davis_set(roots, max_skip=5, subset={"bear"})  # video 0 of make_davis_root: one object
     assert dataset.videos == ["bear"]
     for seed in range(3):
         torch.manual_seed(seed)
@@ -264,7 +266,7 @@ def test_one_object_video_has_selector_one_zero(roots):
 
 
 def test_two_objects_are_picked_when_present(roots):
-    dataset = _davis_set(roots, max_jump=5, subset={"camel"})  # three objects
+    dataset = _davis_set(roots, max_skip=5, subset={"camel"})  # three objects
     torch.manual_seed(0)
     selectors = {tuple(dataset[0]["selector"].tolist()) for _ in range(4)}
     assert (1.0, 1.0) in selectors
@@ -275,7 +277,7 @@ def test_vos_sample_aligned_end_to_end(tmp_path):
     for t in range(4):
         save_jpg(tmp_path / "im" / "v" / f"{t:05d}.jpg", image[t].permute(1, 2, 0).numpy())
         save_palette_png(tmp_path / "gt" / "v" / f"{t:05d}.png", mask[t].numpy())
-    dataset = VOSDataset(tmp_path / "im", tmp_path / "gt", max_jump=2, crop_size=CROP)
+    dataset = VOSDataset(tmp_path / "im", tmp_path / "gt", max_skip=2, crop_size=CROP)
     for seed in range(3):
         torch.manual_seed(seed)
         sample = dataset[0]
@@ -295,42 +297,42 @@ def _gaps(dataset: VOSDataset, video: int, draws: int = 200) -> set[int]:
     return gaps
 
 
-def test_frame_gaps_respect_max_jump(roots):
+def test_frame_gaps_respect_max_skip(roots):
     torch.manual_seed(0)
-    dataset = _davis_set(roots, max_jump=1)
+    dataset = _davis_set(roots, max_skip=1)
     assert _gaps(dataset, 0) == {1}
-    dataset.set_max_jump(3)
+    dataset.set_max_skip(3)
     assert _gaps(dataset, 0) == {1, 2, 3}
-    dataset.set_max_jump(25)  # longer than the 8-frame video: gaps fit into the video
+    dataset.set_max_skip(25)  # longer than the 8-frame video: gaps fit into the video
     assert max(_gaps(dataset, 0)) <= 6
 
 
 def test_youtube_frame_stride_divides_the_jump(roots):
     base = roots["youtube"] / "train_480p"
-    dataset = VOSDataset(base / "JPEGImages", base / "Annotations", max_jump=5, crop_size=CROP, frame_stride=5)
+    dataset = VOSDataset(base / "JPEGImages", base / "Annotations", max_skip=5, crop_size=CROP, frame_stride=5)
     torch.manual_seed(0)
     assert dataset.index_jump == 1 and _gaps(dataset, 0) == {1}
-    dataset.set_max_jump(10)
+    dataset.set_max_skip(10)
     assert dataset.index_jump == 2 and _gaps(dataset, 0) == {1, 2}
-    dataset.set_max_jump(3)  # never below one listed frame
+    dataset.set_max_skip(3)  # never below one listed frame
     assert dataset.index_jump == 1
 
 
-def test_main_training_datasets_and_shared_max_jump(roots):
-    dataset = main_training_datasets(roots["davis"], roots["youtube"], max_jump=5, davis_subset=None,
+def test_main_training_datasets_and_shared_max_skip(roots):
+    dataset = main_training_datasets(roots["davis"], roots["youtube"], max_skip=5, davis_subset=None,
                                      yv_subset=None, crop_size=CROP)
     davis, youtube = dataset.datasets[0], dataset.datasets[-1]
     assert all(d is davis for d in dataset.datasets[:5]) and len(dataset.datasets) == 6
     assert len(dataset) == 5 * 3 + 2
     assert youtube.frame_stride == 5 and davis.frame_stride == 1
-    set_max_jump(dataset, 15)
-    assert davis.max_jump == 15 and youtube.max_jump == 15 and youtube.index_jump == 3
+    set_max_skip(dataset, 15)
+    assert davis.max_skip == 15 and youtube.max_skip == 15 and youtube.index_jump == 3
     with pytest.raises(ValueError):
-        davis.set_max_jump(0)
+        davis.set_max_skip(0)
 
 
 class _JumpProbe(torch.utils.data.Dataset):
-    """Reports the max_jump that the wrapped VOSDataset sees inside a DataLoader worker."""
+    """Reports the max_skip that the wrapped VOSDataset sees inside a DataLoader worker."""
 
     def __init__(self, inner: VOSDataset):
         self.inner = inner
@@ -339,29 +341,29 @@ class _JumpProbe(torch.utils.data.Dataset):
         return 1000
 
     def __getitem__(self, idx):
-        return self.inner.max_jump
+        return self.inner.max_skip
 
 
-def test_set_max_jump_reaches_running_workers(roots):
-    vos = _davis_set(roots, max_jump=5)
+def test_set_max_skip_reaches_running_workers(roots):
+    vos = _davis_set(roots, max_skip=5)
     loader = DataLoader(_JumpProbe(vos), batch_size=1, num_workers=1, persistent_workers=True, prefetch_factor=1)
     it = iter(loader)
     assert next(it).item() == 5
-    set_max_jump(ConcatDataset([vos]), 20)
+    set_max_skip(ConcatDataset([vos]), 20)
     seen = [next(it).item() for _ in range(4)]  # already prefetched batches may still say 5
     assert seen[-1] == 20
     del it, loader
 
 
 def test_bl30k_drops_tiny_objects(roots):
-    bl = bl30k_dataset(roots["bl30k"], max_jump=5, crop_size=CROP)
+    bl = bl30k_dataset(roots["bl30k"], max_skip=5, crop_size=CROP)
     assert bl.is_bl
     mask = torch.zeros(32, 32, dtype=torch.uint8)
     mask[:10, :15] = 1  # 150 pixels
     mask[20:26, 20:26] = 2  # 36 pixels
     assert bl.candidate_objects(mask) == [1]
     base = roots["bl30k"]
-    plain = VOSDataset(base / "JPEGImages", base / "Annotations", max_jump=5, crop_size=CROP)
+    plain = VOSDataset(base / "JPEGImages", base / "Annotations", max_skip=5, crop_size=CROP)
     assert plain.candidate_objects(mask) == [1, 2]
     # make_bl30k_root: two objects per video, the second one 36 pixels
     torch.manual_seed(0)
@@ -374,7 +376,7 @@ def test_bl30k_drops_tiny_objects(roots):
 
 
 def test_vos_dataset_is_deterministic_under_a_seed(roots):
-    dataset = _davis_set(roots, max_jump=5)
+    dataset = _davis_set(roots, max_skip=5)
     torch.manual_seed(3)
     a = dataset[2]
     torch.manual_seed(3)
@@ -398,21 +400,21 @@ def test_load_subset_and_shipped_lists(tmp_path):
 def test_subset_file_is_honoured(roots, tmp_path):
     path = tmp_path / "subset.txt"
     path.write_text("bear\ncamel\n")
-    dataset = _davis_set(roots, max_jump=5, subset=path)
+    dataset = _davis_set(roots, max_skip=5, subset=path)
     assert dataset.videos == ["bear", "camel"]
     path.write_text("bear\nnot-a-video\n")
     with pytest.warns(UserWarning, match="1 of the 2 videos"):
-        assert _davis_set(roots, max_jump=5, subset=path).videos == ["bear"]
+        assert _davis_set(roots, max_skip=5, subset=path).videos == ["bear"]
     path.write_text("nothing-here\n")
     with pytest.raises(DatasetLayoutError, match="subset.txt"):
-        _davis_set(roots, max_jump=5, subset=path)
+        _davis_set(roots, max_skip=5, subset=path)
 
 
 def test_paper_subsets_are_the_default(roots):
     # synthetic DAVIS has 'bear' and 'bike-packing' (val) of the real names; YouTube ids match none
     with pytest.warns(UserWarning, match="59 of the 60 videos"), \
             pytest.raises(DatasetLayoutError, match="none of the 3464 videos of .*yv_subset.txt"):
-        main_training_datasets(roots["davis"], roots["youtube"], max_jump=5, crop_size=CROP)
+        main_training_datasets(roots["davis"], roots["youtube"], max_skip=5, crop_size=CROP)
 
 
 # -- layout checks ---------------------------------------------------------------------------------------------
@@ -463,12 +465,13 @@ def test_unreadable_files_are_reported(tmp_path):
     (tmp_path / "gt" / "v").mkdir(parents=True)
     for t in range(3):  # RGB masks instead of palette indices
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "gt" / "v" / f"{t:05d}.png")
-    dataset = VOSDataset(tmp_path / "im", tmp_path / "gt", max_jump=1, crop_size=8)
+    dataset = VOSDataset(tmp_path / "im", tmp_path / "gt", max_skip=1, crop_size=8)
     with pytest.raises(DatasetLayoutError, match=r"/gt/v/0000[0-2].png: mask has mode RGB"):
         dataset[0]
     from dataset.util import read_image
+    from util.io import DataError
 
-    with pytest.raises(DatasetLayoutError, match=r"00001.jpg: cannot read image"):
+    with pytest.raises(DataError, match=r"00001.jpg: unreadable image"):
         read_image(tmp_path / "im" / "v" / "00001.jpg")
 
 
@@ -488,7 +491,7 @@ def test_worker_init_fn_seeds_numpy_and_random_from_torch():
 
 
 def test_loader_with_seeded_generator_is_reproducible(roots):
-    dataset = _davis_set(roots, max_jump=5)
+    dataset = _davis_set(roots, max_skip=5)
 
     def first_batch(seed: int):
         loader = DataLoader(dataset, batch_size=3, num_workers=1, worker_init_fn=worker_init_fn,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.davis_scoring import (
+from evaluation.davis_scoring import (
     GLOBAL_COLUMNS,
     ScoringError,
     UnknownObjectWarning,

@@ -21,8 +21,8 @@ import pytest
 import download_bl30k
 import download_datasets
 import download_model
-from util import download as dl
-
+from downloads import fetch as dl
+from downloads import model as model_dl
 
 # ----------------------------------------------------------------------------------------------
 # fixtures: a local HTTP server (Range-capable; /truncated/<name> drops the connection midway)
@@ -372,25 +372,25 @@ def test_ensure_model_downloads_records_skips_and_verifies(server, tmp_path):
     fake_checkpoint(server.root / 'stcn.pth')
     url = f'{server.url}/stcn.pth'
     path = tmp_path / 'saves' / 'stcn.pth'
-    assert download_model.ensure_model(path, source=url) == path
+    assert model_dl.ensure_model(path, source=url) == path
     assert dl.verify_file(path) is True
     count = len(server.requests)
-    download_model.ensure_model(path, source=url)  # present and intact: no request
+    model_dl.ensure_model(path, source=url)  # present and intact: no request
     assert len(server.requests) == count
 
     damaged = path.read_bytes()[:-10] + b'0123456789'
     path.write_bytes(damaged)
     with pytest.raises(dl.DownloadError, match='--force'):
-        download_model.ensure_model(path, source=url)
+        model_dl.ensure_model(path, source=url)
     assert path.read_bytes() == damaged  # reported, never silently deleted
-    download_model.ensure_model(path, source=url, force=True)
+    model_dl.ensure_model(path, source=url, force=True)
     assert path.read_bytes() == (server.root / 'stcn.pth').read_bytes()
     assert dl.verify_file(path) is True
 
 
 def test_ensure_model_records_a_manually_placed_file(tmp_path):
     path = fake_checkpoint(tmp_path / 'stcn_s03.pth')
-    assert download_model.ensure_model(path, 's03', fetcher=None) == path
+    assert model_dl.ensure_model(path, 's03', fetcher=None) == path
     assert dl.verify_file(path) is True
 
 
@@ -398,7 +398,7 @@ def test_ensure_model_rejects_a_file_that_is_not_a_checkpoint(server, tmp_path):
     (server.root / 'bad.pth').write_bytes(b'not a zip at all')
     path = tmp_path / 'stcn.pth'
     with pytest.raises(dl.DownloadError, match='not a PyTorch checkpoint'):
-        download_model.ensure_model(path, source=f'{server.url}/bad.pth')
+        model_dl.ensure_model(path, source=f'{server.url}/bad.pth')
     assert files_under(tmp_path) == []
 
 
@@ -532,7 +532,7 @@ def test_ensure_model_refuses_a_file_at_the_target_that_is_not_stcn(tmp_path, ca
     before = path.read_bytes()
     assert download_model.main(['--output', str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f'error: {path} is not the released STCN model') and err.count('\n') == 1
+    assert err.startswith(f'error: {path}: not the released STCN model') and err.count('\n') == 1
     assert problem in err and '--force' in err and 'move it away' in err
     assert path.read_bytes() == before and not dl.sidecar_path(path).exists()  # kept, and not trusted
 
@@ -541,7 +541,7 @@ def test_ensure_model_rechecks_a_file_whose_hash_an_older_version_recorded(tmp_p
     path = fake_checkpoint(tmp_path / 'stcn.pth', resnet18_shapes())
     dl.write_sidecar(path)  # as the earlier download_model.py did for any file it found
     with pytest.raises(dl.DownloadError, match='not the released STCN model'):
-        download_model.ensure_model(path)
+        model_dl.ensure_model(path)
 
 
 def test_ensure_model_refuses_a_downloaded_file_that_is_not_stcn(server, tmp_path, capsys):
@@ -550,12 +550,12 @@ def test_ensure_model_refuses_a_downloaded_file_that_is_not_stcn(server, tmp_pat
     url = f'{server.url}/other.pth'
     assert download_model.main(['--source', url, '--output', str(path)]) == 1
     err = capsys.readouterr().err
-    assert f'error: the file sent by {url} is not the released STCN model' in err and 'check --source' in err
+    assert f'error: the file sent by {url}: not the released STCN model' in err and 'check --source' in err
     assert files_under(tmp_path) == []  # neither the file nor a hash was kept
 
 
 def test_force_replaces_a_file_that_is_not_stcn(server, tmp_path):
     fake_checkpoint(server.root / 'stcn.pth')
     path = fake_checkpoint(tmp_path / 'stcn.pth', resnet18_shapes())
-    download_model.ensure_model(path, source=f'{server.url}/stcn.pth', force=True)
+    model_dl.ensure_model(path, source=f'{server.url}/stcn.pth', force=True)
     assert path.read_bytes() == (server.root / 'stcn.pth').read_bytes() and dl.verify_file(path) is True

@@ -117,8 +117,9 @@ def test_davis_2016_finds_list_in_2017_folder(davis, released_checkpoint, tmp_pa
 
 
 def test_davis_2016_without_list_explains(tmp_path, davis, released_checkpoint, capsys):
-    rc, _, err = run(eval_davis_2016.main, ["--model", released_checkpoint, "--davis_path", davis / "2016",
-                                            "--davis17_path", tmp_path / "elsewhere", "--output", tmp_path / "o"], capsys)
+    args = ["--model", released_checkpoint, "--davis_path", davis / "2016", "--davis17_path", tmp_path / "elsewhere",
+            "--output", tmp_path / "o"]
+    rc, _, err = run(eval_davis_2016.main, args, capsys)
     assert_one_error(rc, err, "ImageSets/2016/val.txt")
     assert "--davis17_path" in err
 
@@ -268,7 +269,7 @@ def test_youtube_meta_json_unreadable(tmp_path, youtube_template, released_check
 
 
 def test_later_annotation_starts_only_new_objects():
-    from inference_core.run_video import starting_objects
+    from evaluation.run_video import starting_objects
 
     mask = torch.tensor([[0, 1, 1], [2, 2, 0], [3, 0, 1]])
     kept, start = starting_objects(mask, None, tracked=[1])

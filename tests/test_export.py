@@ -17,12 +17,7 @@ from PIL import Image
 
 import eval_generic
 from inference_core import InferenceCore, backends
-from inference_core.backends import (
-    ExportedNetwork,
-    compile_network,
-    exported_network,
-    onnxruntime_runner,
-)
+from inference_core.backends import ExportedNetwork, compile_network, exported_network, onnxruntime_runner
 from inference_core.core import probabilities_to_labels
 from model.export import PART_FILES, example_inputs, export_part, read_manifest
 from scripts import export as export_script

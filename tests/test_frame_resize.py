@@ -20,15 +20,9 @@ import eval_davis
 import eval_generic
 import eval_youtube
 import segment_video
-from dataset.test_datasets import (
-    EVAL_SHORT_SIDE,
-    YouTubeVOSTestDataset,
-    normalise,
-    resize_frame,
-    resized_shape,
-)
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
-from dataset.video_file import VideoFileVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSTestDataset, normalise, resize_frame, resized_shape
+from evaluation.video_file import VideoFileVideo
 from model.network import STCN
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     DAVIS_VIDEOS,

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import download_model
+import downloads.model
 import segment_video
 import train
 from tests.eval_fixtures import VideoSpec, render, save_indexed
@@ -152,7 +153,7 @@ def test_ctrl_c_during_a_download_is_one_line(tmp_path, capsys, monkeypatch):
         Path(f"{dest}.part").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(download_model, "download", interrupted)
+    monkeypatch.setattr(downloads.model, "download", interrupted)
     assert download_model.main(["--output", str(tmp_path / "stcn.pth")]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("interrupted by SIGINT: ") and ".part" in err

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.losses import BootstrappedCE, compute_loss
-from util.config import BootstrapSchedule
+from training.config import BootstrapSchedule
+from training.losses import BootstrappedCE, compute_loss
 
 
 @pytest.mark.parametrize(

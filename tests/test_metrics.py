@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from util.metrics import (
+from evaluation.metrics import (
     boundary_f_measure,
     boundary_precision_recall,
     boundary_radius,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model import STCN
+from model.checkpoint import CheckpointError, atomic_save, load_network, load_state_dict_file
 from model.network import CheckpointMismatchError
-from util.checkpoint import CheckpointError, atomic_save, load_network, load_state_dict_file
 from util.tensor_util import pad_divide_by, unpad
 
 CONTRACT = Path(__file__).parent / "fixtures" / "stcn-state-dict.tsv"

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 import download_datasets
+from downloads import fetch as dl
+from downloads import resize as resize_lib
+from downloads import resize_youtube as resize_youtube_lib
 from scripts import resize_length, resize_youtube
-from util import download as dl
 
 RNG = np.random.default_rng(0)
 PALETTE = RNG.integers(0, 256, 768, dtype=np.uint8).tolist()  # deliberately not DAVIS's
@@ -63,19 +65,19 @@ def make_youtube_split(root: Path) -> Path:
     (10, 10, 4, (4, 4)),
 ])
 def test_target_size_sets_the_shorter_side(width, height, size, expected):
-    assert resize_length.target_size(width, height, size) == expected
+    assert resize_lib.target_size(width, height, size) == expected
 
 
 def test_target_size_is_the_evaluation_rule_and_the_originals():
     """One size rule: the evaluation's `resized_shape`; and the original resize_youtube.py's
     (int(w * r), int(h * r)), r = 480 / min(w, h), wherever its float ratio keeps the shorter side 480."""
-    from dataset.test_datasets import resized_shape
+    from evaluation.datasets import resized_shape
 
     checked = 0
     for short in range(100, 1300, 13):
         for long in range(short, 2600, 11):
             for w, h in ((long, short), (short, long)):
-                ours = resize_length.target_size(w, h, 480)
+                ours = resize_lib.target_size(w, h, 480)
                 assert ours == resized_shape(h, w, 480)[::-1]
                 r = 480 / min(w, h)
                 original = (int(w * r), int(h * r))
@@ -89,7 +91,7 @@ def test_resize_youtube_writes_what_the_original_wrote(tmp_path):
     """Frames: PIL bicubic, saved with PIL's JPEG defaults; masks: PIL nearest, palette kept."""
     src = make_youtube_split(tmp_path / 'train')
     dst = tmp_path / 'train_480p'
-    resize_youtube.resize_youtube(src, dst, workers=1, progress=False)
+    resize_youtube_lib.resize_youtube(src, dst, workers=1, progress=False)
     for video in VIDEOS:
         for name in ('00000', '00010'):
             with Image.open(src / 'JPEGImages' / video / f'{name}.jpg') as frame:
@@ -107,7 +109,7 @@ def test_resize_youtube_writes_what_the_original_wrote(tmp_path):
 def test_resize_youtube_sizes_palettes_and_alignment(tmp_path):
     src = make_youtube_split(tmp_path / 'train')
     dst = tmp_path / 'train_480p'
-    assert resize_youtube.resize_youtube(src, dst, workers=2, progress=False) == len(VIDEOS)
+    assert resize_youtube_lib.resize_youtube(src, dst, workers=2, progress=False) == len(VIDEOS)
     assert json.loads((dst / 'meta.json').read_text()) == {'videos': sorted(VIDEOS)}
     for video in VIDEOS:
         frames = sorted((dst / 'JPEGImages' / video).iterdir())
@@ -130,16 +132,16 @@ def test_resize_youtube_sizes_palettes_and_alignment(tmp_path):
 def test_resize_youtube_skips_finished_videos_and_redoes_interrupted_ones(tmp_path):
     src = make_youtube_split(tmp_path / 'train')
     dst = tmp_path / 'train_480p'
-    resize_youtube.resize_youtube(src, dst, workers=1, progress=False)
-    assert resize_youtube.resize_youtube(src, dst, workers=1, progress=False) == 0
+    resize_youtube_lib.resize_youtube(src, dst, workers=1, progress=False)
+    assert resize_youtube_lib.resize_youtube(src, dst, workers=1, progress=False) == 0
 
     # an interrupted run: masks done, frames half-written in a temporary folder
     kept_mask = dst / 'Annotations' / 'portrait' / '00000.png'
     mask_mtime = kept_mask.stat().st_mtime_ns
     frames = dst / 'JPEGImages' / 'portrait'
-    frames.rename(frames.with_name(resize_length.PARTIAL_PREFIX + 'portrait'))
-    (frames.with_name(resize_length.PARTIAL_PREFIX + 'portrait') / '00010.jpg').unlink()
-    assert resize_youtube.resize_youtube(src, dst, workers=1, progress=False) == 1
+    frames.rename(frames.with_name(resize_lib.PARTIAL_PREFIX + 'portrait'))
+    (frames.with_name(resize_lib.PARTIAL_PREFIX + 'portrait') / '00010.jpg').unlink()
+    assert resize_youtube_lib.resize_youtube(src, dst, workers=1, progress=False) == 1
     assert len(list(frames.iterdir())) == FRAMES
     assert kept_mask.stat().st_mtime_ns == mask_mtime
     assert sorted(p.name for p in frames.parent.iterdir()) == sorted(VIDEOS)
@@ -166,7 +168,7 @@ def test_resize_length_detects_masks_by_mode_and_folder(tmp_path):
     assert palette.mode == 'P' and palette.getpalette() == PALETTE
     assert set(np.unique(np.asarray(palette))) == {0, 1, 2}
     assert (dst / 'notes.txt').read_text() == 'kept'
-    assert resize_length.resize_folder(src, dst, 40, workers=1, progress=False) == 0  # all done
+    assert resize_lib.resize_folder(src, dst, 40, workers=1, progress=False) == 0  # all done
 
 
 def test_resize_clis_report_mistakes_in_one_line(tmp_path, capsys):
@@ -181,7 +183,7 @@ def test_resize_clis_report_mistakes_in_one_line(tmp_path, capsys):
     (broken / 'x.jpg').write_bytes(b'not an image')
     assert resize_length.main([str(broken), str(tmp_path / 'o'), '--workers', '1', '--quiet']) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith('error: could not resize') and '\n' not in err
+    assert err.startswith(f"error: {broken / 'x.jpg'}: could not resize") and '\n' not in err
     assert not (tmp_path / 'o' / 'x.jpg').exists()
 
 

@@ -21,19 +21,9 @@ import torch
 
 import eval_davis
 import eval_youtube
-from inference_core.run_video import RunStats
-from inference_core.sharding import (
-    ShardedStats,
-    balanced_split,
-    failure_line,
-    shard_videos,
-)
-from tests.eval_fixtures import (  # noqa: F401
-    DAVIS_VIDEOS,
-    YT_VIDEOS,
-    davis_template,
-    youtube_template,
-)
+from evaluation.run_video import RunStats
+from evaluation.sharding import ShardedStats, balanced_split, failure_line, shard_videos
+from tests.eval_fixtures import DAVIS_VIDEOS, YT_VIDEOS, davis_template, youtube_template  # noqa: F401
 from util.io import DataError
 from util.outputs import MARKER, read_marker
 

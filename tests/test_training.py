@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 import train
-from model.network import STCN
-from model.train_wrapper import STCNTrainWrapper
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
+from model.network import STCN
+from training.train_wrapper import STCNTrainWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--no_pretrained", "--num_workers", "0", "--crop_size", "32", "--batch_size", "1"]
@@ -75,7 +75,7 @@ class FakeClips(Dataset):
 FAKE_OPTIONS: dict = {}  # keyword arguments for FakeClips, set by a test
 
 
-def fake_build_datasets(cfg) -> "train.TrainData":
+def fake_build_datasets(cfg) -> train.TrainData:
     options = {"n": 4, **FAKE_OPTIONS}
     ds = FakeClips(size=cfg.crop_size, two_objects=not cfg.stage.single_object, **options)
     return train.TrainData(ds, None if cfg.stage.data == "static" else ds.set_max_jump)
@@ -151,7 +151,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, fake_data):
     full, resumed = _load(tmp_path / "full" / "full_checkpoint.pth"), _load(tmp_path / "cut" / "cut_checkpoint.pth")
     assert full["iteration"] == resumed["iteration"] == 4
     assert full["scheduler"]["last_epoch"] == resumed["scheduler"]["last_epoch"] == 4
-    assert full["optimizer"]["param_groups"][0]["lr"] == resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-6)
+    lrs = [state["optimizer"]["param_groups"][0]["lr"] for state in (full, resumed)]
+    assert lrs[0] == lrs[1] == pytest.approx(1e-6)
     assert (full["epoch"], full["epoch_step"]) == (resumed["epoch"], resumed["epoch_step"])
     torch.testing.assert_close(full["network"], resumed["network"], rtol=0, atol=0)
     torch.testing.assert_close(_load(tmp_path / "full" / "full_4.pth"), _load(tmp_path / "cut" / "cut_4.pth"))
@@ -211,7 +212,7 @@ RUNNER = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import train, test_training
-from util.distributed import cleanup, init_distributed
+from training.distributed import cleanup, init_distributed
 train.build_datasets = test_training.fake_build_datasets
 ctx = init_distributed()  # from torchrun's environment; main() reuses this group for every stage
 save = {save!r}

@@ -12,7 +12,7 @@ from PIL import Image
 
 import eval_generic
 import segment_video
-from inference_core.run_video import add_common_args
+from evaluation.run_video import add_common_args
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, generic_template, render, save_indexed  # noqa: F401
 from util.outputs import MARKER
 from util.video import VideoReader, VideoWriter

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from util.errors import UserError
+
 
 def default_device() -> torch.device:
     if torch.cuda.is_available():
@@ -18,13 +20,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+class DeviceError(UserError, ValueError):
+    """A device that this machine does not have."""
+
+
 def resolve_device(name: str | None) -> torch.device:
     """`None`/"auto" -> default_device(); otherwise torch.device(name), checked to exist."""
     if name in (None, "", "auto"):
         return default_device()
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        raise DeviceError(f"--device {name}", "CUDA is not available on this machine", "use --device cpu")
     return device
 
 

@@ -19,20 +19,20 @@ import numpy as np
 from PIL import Image
 
 from util.atomic import atomic_path
+from util.errors import UserError
 
 PALETTE_ENTRIES = 256  # an 8-bit PNG palette
 MAX_OBJECTS = PALETTE_ENTRIES - 1  # labels 1..255 in an indexed PNG (0 = background)
 BLEND_TOLERANCE = 2.0  # colour levels: rounding slack when testing "c lies between a and b"
-SINGLE_OBJECT_THRESHOLD = 128  # DAVIS 2016 masks: object where the grey value is above this (as STCN)
 SINGLE_OBJECT_GREY_LABEL = 255  # DAVIS 2016 ground truth writes its object as 255
 
 
-class DataError(Exception):
-    """A problem with the user's data: one line naming the file, the problem and the fix."""
+class DataError(UserError):
+    """A problem with the user's data (or a flag): one line naming the file, the problem and the fix."""
 
     def __init__(self, path: str | os.PathLike, problem: str, fix: str) -> None:
         self.path = Path(path)
-        super().__init__(f"{path}: {problem}; {fix}")
+        super().__init__(path, problem, fix)
 
 
 # ------------------------------------------------------------------------------------- images
@@ -61,6 +61,17 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise DataError(path, f"unreadable image ({reason})", "replace or re-extract this file") from None
 
 
+def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
+    """(H, W) with the shorter side `short_side` (None: unchanged) and the longer one truncated,
+    `int(short_side * long / short)`, as torchvision's Resize: the one resize rule of the evaluation
+    and the dataset resize commands."""
+    if short_side is None or min(h, w) == short_side:
+        return h, w
+    if h <= w:
+        return short_side, int(short_side * w / h)
+    return int(short_side * h / w), short_side
+
+
 # -------------------------------------------------------------------------------------- masks
 def grey_palette() -> list[int]:
     """Palette mapping index i to grey (i, i, i): an indexed PNG that looks like a greyscale one."""
@@ -73,13 +84,22 @@ def full_palette(palette: Sequence[int] | None) -> list[int]:
     return pal + [0] * (3 * PALETTE_ENTRIES - len(pal))
 
 
+def single_object_mask(array: np.ndarray) -> np.ndarray:
+    """DAVIS 2016 (one object per video): the object is every pixel that is not zero in any colour
+    channel, as in the official DAVIS 2016 evaluation and the original STCN (`mask > 0.5` on the
+    uint8 mask). (H, W) or (H, W, C) -> bool (H, W)."""
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=-1)
+    return array > 0
+
+
 class MaskReader:
     """Reads the label masks of one video so that labels and palette agree across its files.
 
     Indexed PNGs give their indices and palette. Colour (RGB/RGBA) masks are mapped colour ->
     label once per video: a colour already in the palette (from an earlier file of the video)
     keeps that index, a new colour gets the next free label. Greyscale masks use the grey value
-    as the label. `single_object` (DAVIS 2016) thresholds the mask into one object instead.
+    as the label. `single_object` (DAVIS 2016) makes every non-zero pixel the one object instead.
     """
 
     def __init__(self, single_object: bool = False) -> None:
@@ -124,10 +144,10 @@ class MaskReader:
             if self.palette is None:
                 self.palette = full_palette(raw_palette)
             label = int(arr.max()) if arr.max() > 0 else 1
-            return np.where(arr > 0, label, 0).astype(np.uint8)
+            return np.where(single_object_mask(arr), label, 0).astype(np.uint8)
         if self.palette is None:
             self.palette = grey_palette()
-        return np.where(arr >= SINGLE_OBJECT_THRESHOLD, SINGLE_OBJECT_GREY_LABEL, 0).astype(np.uint8)
+        return np.where(single_object_mask(arr), SINGLE_OBJECT_GREY_LABEL, 0).astype(np.uint8)
 
     def _grey(self, path, arr: np.ndarray, mode: str) -> np.ndarray:
         if mode == "1":
@@ -137,7 +157,8 @@ class MaskReader:
         values = np.unique(arr)
         if values.min() < 0 or values.max() > MAX_OBJECTS:
             raise DataError(
-                path, f"mask labels outside 0..{MAX_OBJECTS}", f"use at most {MAX_OBJECTS} objects labelled 1..{MAX_OBJECTS}"
+                path, f"mask labels outside 0..{MAX_OBJECTS}",
+                f"use at most {MAX_OBJECTS} objects labelled 1..{MAX_OBJECTS}",
             )
         arr = arr.astype(np.uint8)
         thin = _labels_without_interior(arr)
@@ -271,7 +292,8 @@ def labels_from_colours_problem(colours: np.ndarray, index: np.ndarray) -> str |
 def write_mask(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[int]) -> Path:
     """Write an (H, W) label map as an indexed PNG with `palette`, atomically."""
     if labels.max(initial=0) > MAX_OBJECTS:
-        raise DataError(path, f"label {int(labels.max())} does not fit an indexed PNG", f"use at most {MAX_OBJECTS} objects")
+        raise DataError(path, f"label {int(labels.max())} does not fit an indexed PNG",
+                        f"use at most {MAX_OBJECTS} objects")
     arr = np.ascontiguousarray(labels, dtype=np.uint8)
     img = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.tobytes())
     img.putpalette(full_palette(palette))

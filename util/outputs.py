@@ -25,7 +25,7 @@ removes them (`clean_stale`).
 Interrupts: `run_command` turns SIGTERM into `Terminated` (a KeyboardInterrupt, so every
 `except BaseException` cleanup runs as for Ctrl-C) and ends the command with one line saying what was
 finished and kept and what unfinished output was removed, exit status 128 + signal number (130 for
-SIGINT, 143 for SIGTERM), no traceback. User errors (`DataError`-like) and write errors (`OSError`,
+SIGINT, 143 for SIGTERM), no traceback. User errors (`UserError`, util/errors.py) and write errors (`OSError`,
 e.g. a full disk) end with one `error:` line and exit status 1.
 
 This module imports nothing of the project above util/, so training, downloads and scripts use it too.
@@ -48,7 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from util.atomic import atomic_path
+from util.atomic import atomic_write_text
+from util.errors import UserError, format_error
 from util.io import DataError
 
 MARKER = ".stcn-result"  # JSON written into every output folder this project creates
@@ -85,7 +86,9 @@ def check_not_input(path: Path, flag: str, inputs: Iterable[str | os.PathLike | 
                             f"choose another {flag} outside the inputs")
 
 
-def check_distinct(outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None) -> None:
+def check_distinct(
+    outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None
+) -> None:
     """Refuse two outputs of one command (path, flag) that are the same or nested: one would replace the other.
 
     entries: the names written inside each output folder (e.g. the videos). When given, nesting is
@@ -148,8 +151,7 @@ def write_marker(folder: Path, command: str, complete: bool, companions: Sequenc
     """Mark `folder` as a result of this project (atomically; see util/atomic.py)."""
     data = {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": complete,
             "companions": sorted({str(_resolved(p)) for p in companions})}
-    with atomic_path(Path(folder) / MARKER) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write_text(Path(folder) / MARKER, json.dumps(data, indent=1) + "\n")
 
 
 def command_line() -> str:
@@ -433,7 +435,12 @@ def interrupt_line(exc: KeyboardInterrupt, resume_hint: str = "") -> tuple[str, 
 
 def write_error_line(exc: OSError) -> str:
     """`<file>: <reason>; <fix>` for an OSError (a full disk, a missing permission ...)."""
-    where = exc.filename or "output"
+    return format_error(*write_error_parts(exc))
+
+
+def write_error_parts(exc: OSError) -> tuple[str, str, str]:
+    """(file, reason, fix) of an OSError (a full disk, a missing permission ...)."""
+    where = str(exc.filename or "output")
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space or write elsewhere; earlier finished outputs are kept"
@@ -441,13 +448,13 @@ def write_error_line(exc: OSError) -> str:
         fix = "check the path and its permissions, or write elsewhere"
     else:
         fix = "check the path and its permissions"
-    return f"{where}: {reason}; {fix}"
+    return where, reason, fix
 
 
-def run_command(fn: Callable[[], int], user_errors: tuple[type[BaseException], ...] = (DataError,),
-                resume_hint: str = "", format_error: Callable[[BaseException], str] = str) -> int:
-    """Run a command's body: user errors and write errors become one `error:` line (exit 1), SIGINT
-    and SIGTERM one `interrupted by ...` line (exit 130 / 143); never a traceback for these."""
+def run_command(fn: Callable[[], int], resume_hint: str = "", prefix: str = "") -> int:
+    """The one reporter of every entry point: runs a command's body; a `UserError` (util/errors.py)
+    and a write error become one `error: [prefix]where: problem; fix` line (exit 1), SIGINT and SIGTERM
+    one `interrupted by ...` line (exit 130 / 143); never a traceback for these."""
     LEDGER.reset()
     try:
         with terminate_as_interrupt():
@@ -456,8 +463,8 @@ def run_command(fn: Callable[[], int], user_errors: tuple[type[BaseException], .
         line, status = interrupt_line(exc, resume_hint)
         print(line, file=sys.stderr, flush=True)
         return status
-    except user_errors as exc:
-        print("error: " + " ".join(format_error(exc).split()), file=sys.stderr, flush=True)
+    except UserError as exc:
+        print("error: " + prefix + " ".join(str(exc).split()), file=sys.stderr, flush=True)
     except OSError as exc:
-        print(f"error: {write_error_line(exc)}", file=sys.stderr, flush=True)
+        print(f"error: {prefix}{write_error_line(exc)}", file=sys.stderr, flush=True)
     return 1

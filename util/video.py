@@ -118,7 +118,8 @@ class VideoWriter:
         self.path = Path(path)
         fmt = CONTAINER_FORMATS.get(self.path.suffix.lower())
         if fmt is None:
-            raise DataError(self.path, "unknown video container", f"name the overlay with one of {sorted(CONTAINER_FORMATS)}")
+            raise DataError(self.path, "unknown video container",
+                            f"name the overlay with one of {sorted(CONTAINER_FORMATS)}")
         self._atomic = atomic_path(self.path, suffix=self.path.suffix)
         self._tmp = self._atomic.__enter__()
         self._container = av.open(str(self._tmp), mode="w", format=fmt)

@@ -8,21 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset.test_datasets import (
-    DAVISTestDataset,
-    GenericTestDataset,
-    YouTubeVOSTestDataset,
-    resized_shape,
-)
+from evaluation.datasets import DAVISTestDataset, GenericTestDataset, YouTubeVOSTestDataset, resized_shape
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     TEST_PALETTE,
+    VideoSpec,
     davis_template,
     generic_template,
     render,
     save_grey,
     save_indexed,
     save_rgb,
-    VideoSpec,
     youtube_template,
 )
 from util.io import DataError, MaskReader, read_image, write_mask
@@ -148,7 +143,8 @@ def test_thin_colours_and_partial_alpha_are_refused(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "thin.png")
     with pytest.raises(DataError, match="thin edges"):
         MaskReader().read(tmp_path / "thin.png")
-    rgba = np.concatenate([np.array(TEST_PALETTE, np.uint8).reshape(-1, 3)[lab], np.full((24, 32, 1), 255, np.uint8)], -1)
+    rgb = np.array(TEST_PALETTE, np.uint8).reshape(-1, 3)[lab]
+    rgba = np.concatenate([rgb, np.full((24, 32, 1), 255, np.uint8)], -1)
     rgba[3, 4:12, 3] = 128
     Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
     with pytest.raises(DataError, match="partially transparent"):
@@ -164,7 +160,8 @@ def test_grey_masks(tmp_path):
     with pytest.raises(DataError, match="thin edges"):
         MaskReader().read(tmp_path / "b.png")
     single = MaskReader(single_object=True).read(tmp_path / "b.png")
-    assert set(np.unique(single)) == {0, 255}  # DAVIS 2016: thresholded, no phantom object
+    assert set(np.unique(single)) == {0, 255}  # DAVIS 2016: one object, no phantom object
+    assert (single[2, 4:12] == 255).all()  # every non-zero pixel, the rule of the scorer and the official toolkit
 
 
 def test_unreadable_image(tmp_path):

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from util.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """An impossible combination of flags (reported as one error line)."""
 
 
@@ -106,22 +108,22 @@ OVERRIDABLE = ("iterations", "steps", "batch_size", "lr", "gamma", "weight_decay
 def resolve_stage(stage: int, overrides: Mapping[str, Any] | None = None) -> StageConfig:
     """The stage's defaults with every non-None override applied (and checked)."""
     if stage not in STAGES:
-        raise ConfigError(f"--stage {stage}: unknown stage; use one of {sorted(STAGES)}")
+        raise ConfigError(f"--stage {stage}", "unknown stage", f"use one of {sorted(STAGES)}")
     changes = {}
     for key, value in (overrides or {}).items():
         if key not in OVERRIDABLE:
-            raise ConfigError(f"{key}: not a per-stage setting (one of {', '.join(OVERRIDABLE)})")
+            raise ConfigError(key, f"not a per-stage setting (one of {', '.join(OVERRIDABLE)})")
         if value is not None:
             changes[key] = tuple(int(v) for v in value) if key == "steps" else value
     cfg = dataclasses.replace(STAGES[stage], **changes)
     if cfg.iterations < 1:
-        raise ConfigError(f"--iterations {cfg.iterations}: must be at least 1")
+        raise ConfigError(f"--iterations {cfg.iterations}", "must be at least 1")
     if cfg.batch_size < 1:
-        raise ConfigError(f"--batch_size {cfg.batch_size}: must be at least 1")
+        raise ConfigError(f"--batch_size {cfg.batch_size}", "must be at least 1")
     if cfg.lr <= 0:
-        raise ConfigError(f"--lr {cfg.lr}: must be positive")
+        raise ConfigError(f"--lr {cfg.lr}", "must be positive")
     if list(cfg.steps) != sorted(cfg.steps):
-        raise ConfigError(f"--steps {list(cfg.steps)}: milestones must be increasing")
+        raise ConfigError(f"--steps {list(cfg.steps)}", "milestones must be increasing")
     return cfg
 
 

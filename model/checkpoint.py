@@ -18,7 +18,7 @@ from torch import Tensor
 
 from model.network import STCN, CheckpointMismatchError
 from util.atomic import atomic_path
-
+from util.errors import UserError
 
 # torch's zip writer (caffe2 inline_container.cc) when a write fails, e.g. on a full disk:
 # "... PytorchStreamWriter failed writing file ..." or "... unexpected pos 704 vs 598"
@@ -26,7 +26,7 @@ WRITER_FAILURE = ("PytorchStreamWriter failed", "inline_container")
 NEARLY_FULL_BYTES = 16 * 2**20  # below this much free space a failed write is taken for a full disk
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file that is missing, unreadable or not an STCN state dict."""
 
 
@@ -69,19 +69,22 @@ def load_state_dict_file(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: no such checkpoint; run `python download_model.py` (saves/stcn.pth) or pass {flag} PATH"
+            path,
+            "no such checkpoint",
+            f"run `python download_model.py` (saves/stcn.pth) or pass {flag} PATH",
         )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
         raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}); "
-            f"re-download it (python download_model.py --force) or point {flag} at another file"
+            path,
+            f"cannot be read as a PyTorch checkpoint ({type(exc).__name__})",
+            f"re-download it (python download_model.py --force) or point {flag} at another file",
         ) from None
     if isinstance(obj, Mapping) and "network" in obj and isinstance(obj["network"], Mapping):
         obj = obj["network"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a network state dict (expected a dict of tensors as stcn.pth)")
+        raise CheckpointError(path, "not a network state dict (expected a dict of tensors as stcn.pth)")
     return dict(obj)
 
 
@@ -100,6 +103,6 @@ def load_network(
     try:
         net.load_weights(state, for_training=for_training)
     except CheckpointMismatchError as exc:
-        raise CheckpointError(f"{path}: {exc}; use a released STCN checkpoint (python download_model.py)") from None
+        raise CheckpointError(path, exc.problem, "use a released STCN checkpoint (python download_model.py)") from None
     net.train(for_training)
     return net.to(device)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dataset.util import NUM_FRAMES
 from model.network import STCN
 
-NUM_FRAMES = 3  # section 5: three temporally ordered frames per sample
 MAX_TRAIN_OBJECTS = 2  # supplementary F.3.2: at most two objects per sample
 
 

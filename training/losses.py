@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from util.config import BootstrapSchedule
+from training.config import BootstrapSchedule
 
 PREDICTED_FRAMES = (1, 2)  # frame 0 is given with its mask; frames 1 and 2 are segmented (section 5)
 MASK_THRESHOLD = 0.5  # probability -> binary mask for the IoU statistics

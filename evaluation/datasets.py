@@ -30,7 +30,8 @@ from PIL import Image
 from torch import Tensor
 
 from dataset.transforms import im_normalization
-from util.io import DataError, MaskReader, image_size, read_image
+from util import layouts
+from util.io import DataError, MaskReader, image_size, read_image, resized_shape
 
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -52,15 +53,6 @@ class Frame:
     mask_path: Path | None = None
     start_labels: tuple[int, ...] | None = None
     required: bool = True
-
-
-def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
-    """(H, W) with the shorter side `short_side` (None: unchanged), the longer one truncated as torchvision."""
-    if short_side is None or min(h, w) == short_side:
-        return h, w
-    if h <= w:
-        return short_side, int(short_side * w / h)
-    return int(short_side * h / w), short_side
 
 
 def normalise(img: Image.Image) -> Tensor:
@@ -191,7 +183,8 @@ class TestVideo:
         if (img.height, img.width) != self.size:
             raise DataError(
                 frame.image_path,
-                f"frame is {img.width}x{img.height} but the first frame of {self.name} is {self.size[1]}x{self.size[0]}",
+                f"frame is {img.width}x{img.height} but the first frame of {self.name} "
+                f"is {self.size[1]}x{self.size[0]}",
                 "all frames of a video must have the same size",
             )
         return img
@@ -248,7 +241,8 @@ def _require_dir(path: Path, what: str, fix: str) -> Path:
 
 
 def read_video_list(path: Path) -> list[str]:
-    """Video names from an ImageSets file: one name a line, or DAVIS 2016's `/JPEGImages/480p/<video>/00000.jpg ...` lines."""
+    """Video names from an ImageSets file: one name a line, or DAVIS 2016's
+    `/JPEGImages/480p/<video>/00000.jpg ...` lines."""
     if not path.is_file():
         raise DataError(path, "no such video list", "check --davis_path (the ImageSets folder is part of DAVIS)")
     names: list[str] = []
@@ -324,7 +318,8 @@ class YouTubeVOSTestDataset:
         output_all: bool = False, antialias: bool = False,
     ) -> None:
         self.root = Path(root)
-        _require_dir(self.root, "YouTube-VOS root", "point --yv_path at the YouTube-VOS folder (e.g. ../YouTube)")
+        _require_dir(self.root, "YouTube-VOS root",
+                     f"point --yv_path at the YouTube-VOS folder (e.g. {layouts.default_path('youtube')})")
         split_dir = _require_dir(self.root / split, f"YouTube-VOS {split} split", "check --yv_path and --split")
         self.mask_dir = _require_dir(split_dir / "Annotations", "YouTube-VOS annotations", "check --yv_path")
         all_frames = self.root / "all_frames" / f"{split}_all_frames" / "JPEGImages"
@@ -342,9 +337,11 @@ class YouTubeVOSTestDataset:
         try:
             meta = json.loads(self.meta_path.read_text())["videos"]
         except FileNotFoundError:
-            raise DataError(self.meta_path, "no such file", "it comes with the YouTube-VOS split; check --yv_path") from None
+            raise DataError(self.meta_path, "no such file",
+                            "it comes with the YouTube-VOS split; check --yv_path") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(self.meta_path, f"not a YouTube-VOS meta.json ({type(exc).__name__})", "restore it from the dataset") from None
+            raise DataError(self.meta_path, f"not a YouTube-VOS meta.json ({type(exc).__name__})",
+                            "restore it from the dataset") from None
         if not isinstance(meta, dict):
             raise DataError(self.meta_path, "'videos' is not a mapping", "restore it from the dataset")
         return meta
@@ -357,7 +354,8 @@ class YouTubeVOSTestDataset:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DataError(self.meta_path, f"video {name} has no valid 'objects' entry", "restore meta.json") from None
         if not objects:
-            raise DataError(self.meta_path, f"video {name} lists no object", "restore meta.json from the YouTube-VOS download")
+            raise DataError(self.meta_path, f"video {name} lists no object",
+                            "restore meta.json from the YouTube-VOS download")
         required: set[str] = set()
         starts: dict[str, list[int]] = {}
         expected: dict[int, Path] = {}
@@ -412,8 +410,10 @@ class GenericTestDataset:
     ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "data folder", "point --data_path at a folder with JPEGImages/ and Annotations/")
-        self.image_dir = _require_dir(self.root / "JPEGImages", "frames", "put each video's frames in JPEGImages/<video>/")
-        self.mask_dir = _require_dir(self.root / "Annotations", "annotations", "put first-appearance masks in Annotations/<video>/")
+        self.image_dir = _require_dir(self.root / "JPEGImages", "frames",
+                                      "put each video's frames in JPEGImages/<video>/")
+        self.mask_dir = _require_dir(self.root / "Annotations", "annotations",
+                                     "put first-appearance masks in Annotations/<video>/")
         self.short_side = short_side
         self.antialias = antialias
         names = sorted(p.name for p in self.image_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -440,7 +440,8 @@ class GenericTestDataset:
         stems = {p.stem for p in images}
         orphans = sorted(set(masks) - stems)
         if orphans:
-            raise DataError(masks[orphans[0]], "annotation without a frame of the same name", "rename it after its frame")
+            raise DataError(masks[orphans[0]], "annotation without a frame of the same name",
+                            "rename it after its frame")
         frames = [Frame(p.stem, p, masks.get(p.stem)) for p in images]
         return TestVideo(name, frames, short_side=self.short_side, antialias=self.antialias)
 

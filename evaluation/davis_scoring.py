@@ -10,8 +10,8 @@ Semi-supervised protocol (toolkit `DAVISEvaluation._evaluate_semisupervised`):
   background in DAVIS 2017 GT); in DAVIS 2016 mode there is one object: any non-zero pixel, in
   GT (0/255) and in the prediction alike;
 - the first and the last frame of every video are not scored (the first is given as input);
-- every object is one row `<video>_<id>`; J and F per frame come from `util.metrics`, and their
-  Mean/Recall/Decay per object from `util.metrics.sequence_statistics`;
+- every object is one row `<video>_<id>`; J and F per frame come from `evaluation.metrics`, and their
+  Mean/Recall/Decay per object from `evaluation.metrics.sequence_statistics`;
 - the global J-Mean is the mean of all objects' J-Means (F likewise, so a video with more objects
   weighs more) and J&F-Mean = (J-Mean + F-Mean) / 2.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from util.metrics import boundary_f_measure, region_similarity, sequence_statistics
+from evaluation.metrics import boundary_f_measure, region_similarity, sequence_statistics
+from util import layouts
+from util.atomic import atomic_path
+from util.errors import UserError
+from util.io import DataError, single_object_mask
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -47,8 +50,8 @@ YEARS = ("2016", "2017")
 SINGLE_OBJECT_ID = 1
 
 
-class ScoringError(RuntimeError):
-    """A results folder or dataset that cannot be scored; the message names the path and the fix."""
+class ScoringError(UserError, RuntimeError):
+    """A results folder or dataset that cannot be scored (`where` is the path)."""
 
 
 class UnknownObjectWarning(UserWarning):
@@ -84,7 +87,8 @@ class DavisScores:
     def global_results(self) -> dict[str, float]:
         """The toolkit's global row: means over all objects of each object's statistics."""
         if not self.objects:
-            raise ScoringError("no objects were scored; check that the ground-truth first frames contain objects")
+            raise ScoringError(f"split {self.split}", "no objects were scored",
+                               "check that the ground-truth first frames contain objects")
         j = np.array([o.j_stats for o in self.objects])  # objects, (M, R, D)
         f = np.array([o.f_stats for o in self.objects])
         j_mean, j_recall, j_decay = (float(v) for v in j.mean(axis=0))
@@ -104,7 +108,7 @@ class DavisScores:
 def _normalise_year(year: str | int) -> str:
     year = str(year)
     if year not in YEARS:
-        raise ScoringError(f"year {year}: unsupported DAVIS version; use 2017 or 2016")
+        raise ScoringError(f"year {year}", "unsupported DAVIS version", "use 2017 or 2016")
     return year
 
 
@@ -114,7 +118,7 @@ def _read_sequence_list(path: Path) -> list[str]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScoringError(f"{path}: cannot read the sequence list ({exc}); check the file") from None
+        raise ScoringError(path, f"cannot read the sequence list ({exc})", "check the file") from None
     for line in lines:
         token = line.strip().split()[0] if line.strip() else ""
         if not token:
@@ -125,7 +129,7 @@ def _read_sequence_list(path: Path) -> list[str]:
         if token not in names:
             names.append(token)
     if not names:
-        raise ScoringError(f"{path}: the sequence list is empty; give a list with one video name a line")
+        raise ScoringError(path, "the sequence list is empty", "give a list with one video name a line")
     return names
 
 
@@ -156,7 +160,7 @@ def list_sequences(
     if imset is not None:
         path = Path(imset)
         if not path.is_file():
-            raise ScoringError(f"{path}: no such sequence list; pass an existing file to --imset")
+            raise ScoringError(path, "no such sequence list", "pass an existing file to --imset")
         return _read_sequence_list(path)
     candidates = sequence_list_candidates(davis_root, split, year)
     for path in candidates:
@@ -165,8 +169,9 @@ def list_sequences(
     expected = " or ".join(str(p) for p in candidates)
     hint = "DAVIS/2017/trainval" if _normalise_year(year) == "2017" else "DAVIS/2016"
     raise ScoringError(
-        f"{candidates[0]}: no sequence list for split '{split}' (looked for {expected}); "
-        f"point --davis_path at {hint}, or pass --imset FILE / --from_results"
+        candidates[0],
+        f"no sequence list for split '{split}' (looked for {expected})",
+        f"point --davis_path at {hint}, or pass --imset FILE / --from_results",
     )
 
 
@@ -174,10 +179,10 @@ def sequences_in_results(results_dir: str | os.PathLike) -> list[str]:
     """The video folders present in a results folder, sorted."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise ScoringError(f"{root}: no such results folder; pass the folder holding <video>/<frame>.png")
+        raise ScoringError(root, "no such results folder", "pass the folder holding <video>/<frame>.png")
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
-        raise ScoringError(f"{root}: no video folders in the results folder; expected <results>/<video>/<frame>.png")
+        raise ScoringError(root, "no video folders in the results folder", "expected <results>/<video>/<frame>.png")
     return names
 
 
@@ -185,17 +190,19 @@ def _gt_frames(davis_root: Path, video: str) -> tuple[Path, list[str]]:
     gt_dir = davis_root / "Annotations" / RESOLUTION / video
     if not gt_dir.is_dir():
         raise ScoringError(
-            f"{gt_dir}: no ground truth for video '{video}'; point --davis_path at the dataset root "
-            f"(with Annotations/{RESOLUTION}) or drop the video from the list"
+            gt_dir,
+            f"no ground truth for video '{video}'",
+            f"point --davis_path at the dataset root (with Annotations/{RESOLUTION}) or drop the video from the list",
         )
     frames = sorted(p.stem for p in gt_dir.glob("*.png"))
     jpg_dir = davis_root / "JPEGImages" / RESOLUTION / video
     n_images = len(list(jpg_dir.glob("*.jpg"))) if jpg_dir.is_dir() else len(frames)
     if len(frames) < 3 or len(frames) != n_images:
         raise ScoringError(
-            f"{gt_dir}: {len(frames)} annotated frame(s) for {n_images} image(s); scoring needs every frame "
-            "annotated and at least 3 (the first and last are not scored): use a split with full ground "
-            "truth (train/val), test-dev is scored by the DAVIS server"
+            gt_dir,
+            f"{len(frames)} annotated frame(s) for {n_images} image(s)",
+            "scoring needs every frame annotated and at least 3 (the first and last are not scored): use a split "
+            "with full ground truth (train/val), test-dev is scored by the DAVIS server",
         )
     return gt_dir, frames
 
@@ -226,19 +233,19 @@ def _read_png(path: Path, what: str) -> np.ndarray:
         with Image.open(path) as image:
             array = np.array(image)
     except FileNotFoundError:
-        raise ScoringError(f"{path}: missing {what}; write every frame of the video") from None
+        raise ScoringError(path, f"missing {what}", "write every frame of the video") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ScoringError(
-            f"{path}: cannot be read as a PNG {what} ({type(exc).__name__}); re-write the file"
+            path,
+            f"cannot be read as a PNG {what} ({type(exc).__name__})",
+            "re-write the file",
         ) from None
     return array
 
 
 def _single_object(array: np.ndarray) -> np.ndarray:
-    """DAVIS 2016: any non-zero pixel (of any channel) is the one object."""
-    if array.ndim == 3:
-        array = array[..., :3].max(axis=-1)
-    return (array > 0).astype(np.uint8) * SINGLE_OBJECT_ID
+    """DAVIS 2016: any non-zero pixel (of any channel) is the one object (util/io.py's rule)."""
+    return single_object_mask(array).astype(np.uint8) * SINGLE_OBJECT_ID
 
 
 def _read_gt(path: Path, year: str) -> np.ndarray:
@@ -248,8 +255,9 @@ def _read_gt(path: Path, year: str) -> np.ndarray:
         return _single_object(array)
     if array.ndim == 3:
         raise ScoringError(
-            f"{path}: ground truth is a colour image, not an indexed PNG; use the DAVIS 2017 annotations "
-            "(palette PNGs with object ids)"
+            path,
+            "ground truth is a colour image, not an indexed PNG",
+            "use the DAVIS 2017 annotations (palette PNGs with object ids)",
         )
     array = array.astype(np.int64)
     array[array == TOOLKIT_VOID_LABEL] = 0
@@ -263,8 +271,9 @@ def _read_prediction(path: Path, year: str) -> np.ndarray:
         return _single_object(array)
     if array.ndim == 3:
         raise ScoringError(
-            f"{path}: result is a colour ({array.shape[-1]}-channel) image, not an indexed PNG; save masks "
-            "as palette or grayscale PNGs whose pixel values are the object ids"
+            path,
+            f"result is a colour ({array.shape[-1]}-channel) image, not an indexed PNG",
+            "save masks as palette or grayscale PNGs whose pixel values are the object ids",
         )
     return array.astype(np.int64)
 
@@ -308,8 +317,10 @@ def _score_video(task: _VideoTask) -> _VideoResult:
         pred = _read_prediction(res_path, task.year)
         if pred.shape != gt.shape:
             raise ScoringError(
-                f"{res_path}: result is {pred.shape[1]}x{pred.shape[0]} but the ground truth {gt_path} is "
-                f"{gt.shape[1]}x{gt.shape[0]} (width x height); write masks at the annotation's resolution"
+                res_path,
+                f"result is {pred.shape[1]}x{pred.shape[0]} but the ground truth {gt_path} is "
+                f"{gt.shape[1]}x{gt.shape[0]} (width x height)",
+                "write masks at the annotation's resolution",
             )
         ids = np.unique(pred)
         unknown.update(int(i) for i in ids if i != 0 and not 1 <= i <= n_objects)
@@ -336,16 +347,18 @@ def _plan(results_dir: Path, davis_root: Path, videos: Sequence[str], year: str)
         res_dir = results_dir / video
         if not res_dir.is_dir():
             raise ScoringError(
-                f"{res_dir}: no results for video '{video}' of the sequence list; run inference on every "
-                "video of the split, or score a subset with --sequences / --from_results"
+                res_dir,
+                f"no results for video '{video}' of the sequence list",
+                "run inference on every video of the split, or score a subset with --sequences / --from_results",
             )
         missing += [res_dir / f"{frame}.png" for frame in frames[1:-1] if not (res_dir / f"{frame}.png").is_file()]
         tasks.append(_VideoTask(video, gt_dir, res_dir, tuple(frames), year))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ScoringError(
-            f"{missing[0]}: missing result frame{more}; every annotated frame except the first and last "
-            "must have a result mask with the same name"
+            missing[0],
+            f"missing result frame{more}",
+            "every annotated frame except the first and last must have a result mask with the same name",
         )
     return tasks
 
@@ -365,14 +378,16 @@ def score_results(
     """
     year = _normalise_year(year)
     if not Path(results_dir).is_dir():
-        raise ScoringError(f"{results_dir}: no such results folder; pass the folder holding <video>/<frame>.png")
+        raise ScoringError(results_dir, "no such results folder", "pass the folder holding <video>/<frame>.png")
     if not Path(davis_root).is_dir():
         raise ScoringError(
-            f"{davis_root}: no such dataset folder; pass --davis_path (e.g. ../DAVIS/2017/trainval or ../DAVIS/2016)"
+            davis_root,
+            "no such dataset folder",
+            f"pass --davis_path (e.g. {layouts.default_path('davis17_trainval')} or {layouts.default_path('davis16')})",
         )
     videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset)
     if not videos:
-        raise ScoringError(f"{results_dir}: no videos to score; give a non-empty sequence list")
+        raise ScoringError(results_dir, "no videos to score", "give a non-empty sequence list")
     tasks = _plan(Path(results_dir), Path(davis_root), videos, year)
 
     results: Iterable[_VideoResult]
@@ -399,18 +414,11 @@ def _fmt(value: float) -> str:
     return f"{value:.{CSV_DECIMALS}f}"
 
 
-def _write_csv_tmp(directory: Path, name: str, rows: list[Sequence[str]]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
+def _write_csv(path: Path, rows: list[Sequence[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_csvs(scores: DavisScores, out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -422,22 +430,17 @@ def write_csvs(scores: DavisScores, out_dir: str | os.PathLike) -> tuple[Path, P
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ScoringError(f"{out}: cannot create the output folder ({exc}); choose a writable folder") from None
+        raise ScoringError(out, f"cannot create the output folder ({exc})", "choose a writable folder") from None
     global_row = scores.global_results()
     global_rows = [list(GLOBAL_COLUMNS), [_fmt(global_row[c]) for c in GLOBAL_COLUMNS]]
     seq_rows = [list(SEQUENCE_COLUMNS)] + [[n, _fmt(j), _fmt(f)] for n, j, f in scores.per_sequence_results()]
     targets = (out / f"global_results-{scores.split}.csv", out / f"per-sequence_results-{scores.split}.csv")
-    temps: list[Path] = []
-    try:
-        temps.append(_write_csv_tmp(out, targets[0].name, global_rows))
-        temps.append(_write_csv_tmp(out, targets[1].name, seq_rows))
-        for tmp, target in zip(temps, targets):
-            os.replace(tmp, target)
+    try:  # both written before either replaces its target
+        with atomic_path(targets[0]) as global_tmp, atomic_path(targets[1]) as seq_tmp:
+            _write_csv(global_tmp, global_rows)
+            _write_csv(seq_tmp, seq_rows)
     except OSError as exc:
-        raise ScoringError(f"{out}: cannot write the result csv files ({exc}); choose a writable folder") from None
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+        raise ScoringError(out, f"cannot write the result csv files ({exc})", "choose a writable folder") from None
     return targets
 
 
@@ -485,3 +488,32 @@ def evaluate_davis(
     if print_table:
         print(format_table(scores, per_sequence=per_sequence), flush=True)
     return scores.global_results()
+
+
+SCORE_KEYS = ("J&F-Mean", "J-Mean", "F-Mean")  # printed by the evaluation commands after scoring
+
+
+def find_score(result: dict, key: str):
+    """`key` in the scorer's result, at the top level or one level down."""
+    if key in result:
+        return result[key]
+    for value in result.values():
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return None
+
+
+def score(output: Path, davis_root: Path, split: str, year: str) -> None:
+    """Score finished results against the ground truth and print the means."""
+    print(f"Scoring {output} against {davis_root} ...")
+    try:
+        result = evaluate_davis(output, davis_root, split, year=year, out_dir=output)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DataError(
+            output, f"scoring failed ({type(exc).__name__}: {exc})",
+            "the masks are complete; fix the ground truth and run python scripts/score_davis.py",
+        ) from None
+    for key in SCORE_KEYS:
+        value = find_score(result, key)
+        if value is not None:
+            print(f"{key}: {float(value):.4f}")

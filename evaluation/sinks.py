@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from dataset.test_datasets import TestVideo
+from evaluation.datasets import TestVideo
 from util.io import atomic_save_image
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir
 from util.video import DEFAULT_FPS, VideoWriter, overlay

@@ -23,13 +23,20 @@ from pathlib import Path
 import progressbar
 import torch
 
-from dataset.test_datasets import EVAL_SHORT_SIDE, TestVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
+from evaluation.sinks import FrameSink
 from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
-from inference_core.outputs import FrameSink
+from model.checkpoint import load_network
 from model.memory_util import TOP_K
-from util.checkpoint import CheckpointError, load_network
-from util.device import precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device, synchronize
+from util.device import (
+    DeviceError,
+    precision_label,
+    prepare_for_inference,
+    resolve_amp_dtype,
+    resolve_device,
+    synchronize,
+)
 from util.io import DataError, write_mask
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
@@ -82,9 +89,10 @@ def run_video(
     """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
     output: the checked output folder `out_dir` is (in), which decides how an existing `out_dir`
-    is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated frame are not processed; frames that are neither
-    required nor memory (see `InferenceCore.needs_frame`) are skipped. `on_frame` is called after
-    every frame (processed or skipped), e.g. to advance a progress bar.
+    is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated
+    frame are not processed; frames that are neither required nor memory (see
+    `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
+    skipped), e.g. to advance a progress bar.
     """
     core.reset()
     video.prepare()  # reads every annotation: a bad one stops here, before anything is written
@@ -237,7 +245,7 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
     parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
-    # passed by the old `python -m torch.distributed.launch` (inference_core/sharding.py)
+    # passed by the old `python -m torch.distributed.launch` (evaluation/sharding.py)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     long = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
     long.add_argument("--max_mem_frames", type=int, default=None,
@@ -265,7 +273,7 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
 
     `--antialias`: resize with antialiasing, as the original code does under torchvision >= 0.17
-    (the default is the paper's plain bicubic; see `dataset.test_datasets.resize_frame`).
+    (the default is the paper's plain bicubic; see `evaluation.datasets.resize_frame`).
     """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "
@@ -320,11 +328,11 @@ def _chunk_size(text: str) -> int | str | None:
 
 
 def build_core(args: argparse.Namespace) -> InferenceCore:
-    """Device, network and core from the common flags; user mistakes become DataError/CheckpointError."""
+    """Device, network and core from the common flags; user mistakes raise UserError (util/errors.py)."""
     try:
         device = resolve_device(args.device)
-    except ValueError as exc:  # a CUDA device on a machine without CUDA
-        raise DataError("--device", str(exc).split(": ", 1)[-1].split(";")[0], "use --device cpu or auto") from None
+    except DeviceError as exc:  # a CUDA device on a machine without CUDA
+        raise DataError("--device", exc.problem, "use --device cpu or auto") from None
     except RuntimeError:  # a device string torch does not know
         raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
     for flag in ("top", "mem_every"):
@@ -377,5 +385,4 @@ def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.
 def report_errors(fn: Callable[[], int]) -> int:
     """Run a script body: a user mistake or a write error becomes one `error:` line on stderr and exit
     code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (util/outputs.py run_command)."""
-    return run_command(fn, user_errors=(DataError, CheckpointError),
-                       resume_hint="rerun the same command to redo the unfinished videos")
+    return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos")

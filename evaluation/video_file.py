@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dataset.test_datasets import EVAL_SHORT_SIDE, MASK_EXTENSION, Frame, TestVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, MASK_EXTENSION, Frame, TestVideo
 from util.io import DataError
 from util.video import VideoReader
 

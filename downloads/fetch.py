@@ -33,6 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from util.atomic import atomic_write_text
+from util.errors import UserError
+
 GDRIVE_URL = 'https://drive.google.com/uc?id={}'
 GDRIVE_HOST = ('drive.google.com', 443)
 CONNECT_TIMEOUT_S = 10.0  # offline machines fail within this, instead of hanging
@@ -49,8 +52,8 @@ USER_AGENT = 'stcn-downloader'
 Fetcher = Callable[[str, Path], None]
 
 
-class DownloadError(RuntimeError):
-    """A failure the user can act on; the message says what happened and what to do."""
+class DownloadError(UserError, RuntimeError):
+    """A failure the user can act on: `where` is the URL, file or folder, `fix` what to do."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,9 +114,8 @@ def check_free_space(path: Path, needed: float, how_to_override: str = '') -> No
     free = free_bytes(path)
     if free < needed:
         hint = f', or {how_to_override}' if how_to_override else ''
-        raise DownloadError(
-            f'not enough free disk space under {path}: about {format_gb(needed)} needed, '
-            f'{format_gb(free)} free; free some space{hint}')
+        raise DownloadError(path, f'not enough free disk space: about {format_gb(needed)} needed, '
+                            f'{format_gb(free)} free', f'free some space{hint}')
 
 
 def sha256_file(path: Path) -> str:
@@ -133,7 +135,7 @@ def write_sidecar(path: Path, digest: str | None = None) -> str:
     path = Path(path)
     digest = digest or sha256_file(path)
     text = f'# size {path.stat().st_size}\n{digest}  {path.name}\n'
-    _write_text_atomic(sidecar_path(path), text)
+    atomic_write_text(sidecar_path(path), text)
     return digest
 
 
@@ -149,7 +151,7 @@ def read_sidecar(path: Path) -> tuple[str, int | None] | None:
         elif line.strip() and not line.startswith('#'):
             digest = line.split()[0].lower()
     if digest is None:
-        raise DownloadError(f'{side} holds no sha256; delete it and rerun to record a new one')
+        raise DownloadError(side, 'holds no sha256', 'delete it and rerun to record a new one')
     return digest, size
 
 
@@ -175,13 +177,7 @@ def is_done(folder: Path, name: str) -> bool:
 def mark_done(folder: Path, name: str) -> None:
     """Write the marker that lets a rerun skip this finished step."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(marker_path(folder, name), f'{name} finished\n')
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + PART_SUFFIX)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(marker_path(folder, name), f'{name} finished\n')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,9 +211,9 @@ def fetch_url(url: str, dest: Path, *, timeout: float = URL_TIMEOUT_S, quiet: bo
     except urllib.error.HTTPError as e:
         if e.code == http.client.REQUESTED_RANGE_NOT_SATISFIABLE and start:
             return  # nothing left to send: the partial file is already whole
-        raise DownloadError(f'HTTP {e.code} {e.reason}') from None
+        raise DownloadError(url, f'HTTP {e.code} {e.reason}') from None
     except (OSError, http.client.HTTPException) as e:
-        raise DownloadError(_reason(e)) from None
+        raise DownloadError(url, _reason(e)) from None
     with response:
         # a server that ignores Range answers 200 with the whole file: start over
         offset = start if response.status == http.client.PARTIAL_CONTENT else 0
@@ -232,12 +228,11 @@ def fetch_url(url: str, dest: Path, *, timeout: float = URL_TIMEOUT_S, quiet: bo
                     received += len(block)
                     bar.update(offset + received)
         except (OSError, http.client.HTTPException) as e:
-            raise DownloadError(
-                f'transfer interrupted after {received} bytes: {_reason(e)}') from None
+            raise DownloadError(url, f'transfer interrupted after {received} bytes: {_reason(e)}') from None
         finally:
             bar.finish()
     if expected is not None and received != expected:
-        raise DownloadError(f'transfer incomplete: received {received} of {expected} bytes')
+        raise DownloadError(url, f'transfer incomplete: received {received} of {expected} bytes')
 
 
 def _check_reachable(host: tuple[str, int], timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -248,7 +243,7 @@ def _check_reachable(host: tuple[str, int], timeout: float = CONNECT_TIMEOUT_S) 
         with socket.create_connection(host, timeout=timeout):
             pass
     except OSError as e:
-        raise DownloadError(f'cannot reach {host[0]}: {_reason(e)}') from None
+        raise DownloadError(host[0], f'cannot reach {host[0]} ({_reason(e)})') from None
 
 
 def fetch_gdrive(file_id: str, dest: Path, *, timeout: float = READ_TIMEOUT_S,
@@ -267,11 +262,11 @@ def fetch_gdrive(file_id: str, dest: Path, *, timeout: float = READ_TIMEOUT_S,
     try:
         result = gdown.download(**kwargs)
     except Exception as e:  # gdown raises its own, requests' and OS errors: all mean "failed"
-        raise DownloadError(_reason(e)) from None
+        raise DownloadError(file_id, _reason(e)) from None
     finally:
         socket.setdefaulttimeout(previous)
     if result is None or not Path(dest).is_file():
-        raise DownloadError('gdown could not retrieve the file (access denied or quota exceeded?)')
+        raise DownloadError(file_id, 'gdown could not retrieve the file (access denied or quota exceeded?)')
 
 
 def default_fetcher(source: str, dest: Path) -> None:
@@ -336,17 +331,16 @@ def download(source: str, dest: Path, *, fetcher: Fetcher | None = None,
         if part.exists() and part.stat().st_size == 0:
             part.unlink()
         kept = f' (partial data kept in {part}; rerun to resume)' if part.exists() else ''
-        raise DownloadError(
-            f'could not download {url}: {e}{kept}. If this machine cannot reach it, download the '
-            f'file elsewhere, save it as {dest} and rerun this command') from None
+        raise DownloadError(url, f'could not download ({e.problem}){kept}',
+                            f'if this machine cannot reach it, download the file elsewhere, save it as {dest} '
+                            'and rerun this command') from None
     if not part.is_file():
-        raise DownloadError(f'download of {url} produced no file; save it manually as {dest}')
+        raise DownloadError(url, 'the download produced no file', f'save it manually as {dest}')
     try:
         if _looks_like_html(part):
-            raise DownloadError(
-                f'{url} sent a web page instead of the file (Google Drive does this when its '
-                f'download quota is exceeded); open it in a browser, save the file as {dest} and '
-                'rerun')
+            raise DownloadError(url, 'sent a web page instead of the file (Google Drive does this when its '
+                                'download quota is exceeded)',
+                                f'open it in a browser, save the file as {dest} and rerun')
         if validate is not None:
             validate(part)
     except DownloadError:
@@ -398,8 +392,7 @@ def extract_archive(archive: Path, dest: Path) -> None:
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    damaged = (f'; the file is probably incomplete or damaged: delete {archive} and rerun to '
-               'download it again')
+    damaged = f'the file is probably incomplete or damaged: delete {archive} and rerun to download it again'
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -414,18 +407,17 @@ def extract_archive(archive: Path, dest: Path) -> None:
                 extra = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
                 tf.extractall(dest, members=members, **extra)
         else:
-            raise DownloadError(f'{archive} is neither a zip nor a tar archive{damaged}')
+            raise DownloadError(archive, 'neither a zip nor a tar archive', damaged)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError) as e:
-        raise DownloadError(f'could not extract {archive}: {_reason(e)}{damaged}') from None
+        raise DownloadError(archive, f'could not extract ({_reason(e)})', damaged) from None
     except OSError as e:  # disk full, permissions: the archive itself may be fine
-        raise DownloadError(f'could not extract {archive} into {dest}: {_reason(e)}') from None
+        raise DownloadError(archive, f'could not extract into {dest} ({_reason(e)})') from None
 
 
 def _refuse_if_unsafe(archive: Path, member: str, reason: str | None) -> None:
     if reason:
-        raise DownloadError(
-            f'refusing to extract {archive}: member {member!r} ({reason}) would be written outside '
-            'the target folder; the archive is not the expected one, delete it')
+        raise DownloadError(archive, f'refusing to extract: member {member!r} ({reason}) would be written '
+                            'outside the target folder', 'the archive is not the expected one, delete it')
 
 
 IGNORED_TOP_LEVEL = ('__MACOSX',)  # junk folders some zip tools add
@@ -442,7 +434,7 @@ def merge_tree(src: Path, dst: Path) -> None:
             merge_tree(child, dst / child.name)
         src.rmdir()
     elif src.is_dir() or dst.is_dir():
-        raise DownloadError(f'cannot merge {src} into {dst}: one is a folder, the other a file')
+        raise DownloadError(src, f'cannot merge into {dst}: one is a folder, the other a file')
     else:
         os.replace(src, dst)
 
@@ -524,9 +516,8 @@ def run_archive_job(job: ArchiveJob, root: Path, *, fetcher: Fetcher | None = No
     extract_into(archive, target, strip_top=job.strip_top)
     missing = [entry for entry in job.expect if not (target / entry).exists()]
     if missing:
-        raise DownloadError(
-            f'{archive} was extracted into {target} but {target / missing[0]} is missing: the '
-            'archive does not have the expected layout (it is kept; please report this)')
+        raise DownloadError(archive, f'extracted into {target} but {target / missing[0]} is missing: the '
+                            'archive does not have the expected layout', 'it is kept; please report this')
     mark_done(target, job.name)
     if not keep_archive:
         archive.unlink()
@@ -542,11 +533,11 @@ def confirm(question: str, assume_yes: bool) -> None:
     if assume_yes:
         return
     if not sys.stdin or not sys.stdin.isatty():
-        raise DownloadError('input is not a terminal, so nobody can accept the terms above; '
+        raise DownloadError('--yes', 'input is not a terminal, so nobody can accept the terms above',
                             'read them and rerun with --yes')
     try:
         answer = input(f'{question} [y/N] ').strip().lower()
     except EOFError:
         answer = ''
     if answer not in ('y', 'yes'):
-        raise DownloadError('not confirmed; nothing was downloaded')
+        raise DownloadError('--yes', 'not confirmed', 'nothing was downloaded')

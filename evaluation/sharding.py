@@ -34,16 +34,10 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from dataset.test_datasets import TestVideo
+from evaluation.datasets import TestVideo
+from evaluation.run_video import RunStats, frames_to_process, report_errors, run_dataset
 from inference_core.core import InferenceCore
-from inference_core.run_video import (
-    RunStats,
-    frames_to_process,
-    report_errors,
-    run_dataset,
-)
-from util.checkpoint import CheckpointError
-from util.io import DataError
+from util.errors import UserError
 from util.outputs import OutputDir, write_error_line
 
 T = TypeVar("T")
@@ -203,12 +197,14 @@ class Shard:
         return ShardedStats([payload[0] for _, payload in gathered])
 
 
-class ShardError(DataError):
+class ShardError(UserError):
     """A rank's failure, told by rank 0: its error line as it is."""
 
     def __init__(self, line: str) -> None:
-        Exception.__init__(self, line)
-        self.path = Path()
+        super().__init__("", line)
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 def _folders(outputs: Any) -> list[OutputDir]:
@@ -222,7 +218,7 @@ def failure_line(exc: BaseException, video: TestVideo | None) -> str:
     """One line for a rank's failure, naming the video it was running (report_errors' wording)."""
     if isinstance(exc, OSError):
         line = write_error_line(exc)
-    elif isinstance(exc, (DataError, CheckpointError)):
+    elif isinstance(exc, UserError):
         line = str(exc)
     else:  # a bug: its traceback shows on that rank
         line = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,139 @@
+"""The layers of docs/architecture.md, checked on the source: every import (read statically with `ast`,
+including the ones inside functions) runs downward, and no module imports an entry point."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# layer -> the layers it may import besides itself (docs/architecture.md holds the same table)
+LAYERS: dict[str, frozenset[str]] = {
+    "util": frozenset(),
+    "model": frozenset({"util"}),
+    "dataset": frozenset({"util"}),
+    "inference_core": frozenset({"util", "model"}),
+    "training": frozenset({"util", "model", "dataset"}),
+    "evaluation": frozenset({"util", "model", "dataset", "inference_core"}),
+    "downloads": frozenset({"util", "model"}),
+}
+SCRIPTS = "scripts"  # a folder of entry points (a package only so that tests can import them)
+NOT_CODE = {"tests", "docs"}
+
+
+def entry_points(root: Path = ROOT) -> set[str]:
+    """Dotted names of the commands: the root *.py files and scripts/*.py."""
+    names = {p.stem for p in root.glob("*.py")}
+    return names | {f"{SCRIPTS}.{p.stem}" for p in (root / SCRIPTS).glob("*.py") if p.stem != "__init__"}
+
+
+def imported_modules(source: str, package: str) -> list[str]:
+    """Every module `source` imports, as absolute dotted names (`from a import b` gives `a` and `a.b`;
+    relative imports are resolved against `package`)."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return [n for n in names if n and n != "__future__"]
+
+
+def violations(module: str, imports: list[str], entries: set[str]) -> list[str]:
+    """The imports of `module` (a dotted name) that break the layer rule."""
+    top = module.split(".")[0]
+    is_entry = module in entries
+    bad = []
+    for name in imports:
+        target = name.split(".")[0]
+        if name in entries or target == SCRIPTS or (target in entries and name.count(".") == 0):
+            if name != module:
+                bad.append(f"{module} imports the entry point {name}")
+        elif target in LAYERS and not is_entry and target != top and target not in LAYERS[top]:
+            bad.append(f"{module} ({top}) imports {name} ({target}), which is not below it")
+    return bad
+
+
+def source_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of the project outside tests: dotted name -> file."""
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in NOT_CODE or rel.parts[0].startswith("."):
+            continue
+        parts = rel.with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def test_every_import_runs_downward_and_no_module_imports_an_entry_point():
+    entries = entry_points()
+    found = []
+    for module, path in source_modules().items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found += violations(module, imported_modules(path.read_text(), package), entries)
+    assert not found, "\n".join(found)
+
+
+def test_every_package_is_a_layer_of_the_table():
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - NOT_CODE - {SCRIPTS}
+    assert packages == set(LAYERS), "add the new package to LAYERS and docs/architecture.md"
+    for module in source_modules():
+        top = module.split(".")[0]
+        assert module in entry_points() | {SCRIPTS} or top in LAYERS, f"{module}: neither an entry point nor in a layer"
+
+
+@pytest.mark.parametrize("module, imports, expected", [
+    ("util.io", ["util.atomic", "numpy"], []),
+    ("util.io", ["model.network"], ["util.io (util) imports model.network (model), which is not below it"]),
+    ("model.network", ["training.losses"], ["model.network (model) imports training.losses (training), "
+                                            "which is not below it"]),
+    ("evaluation.run_video", ["inference_core.core", "model.checkpoint", "util.io"], []),
+    ("training.losses", ["evaluation.metrics"], ["training.losses (training) imports evaluation.metrics "
+                                                 "(evaluation), which is not below it"]),
+    ("evaluation.datasets", ["eval_davis"], ["evaluation.datasets imports the entry point eval_davis"]),
+    ("eval_davis_2016", ["eval_davis"], ["eval_davis_2016 imports the entry point eval_davis"]),
+    ("scripts.demo", ["scripts.make_sample_video"], ["scripts.demo imports the entry point scripts.make_sample_video"]),
+    ("eval_davis", ["evaluation.datasets", "training.config", "util.io"], []),  # commands import any layer
+])
+def test_violations_names_each_import_against_the_rule(module, imports, expected):
+    entries = {"eval_davis", "eval_davis_2016", "scripts.demo", "scripts.make_sample_video"}
+    assert violations(module, imports, entries) == expected
+
+
+def test_imported_modules_reads_lazy_relative_and_from_imports():
+    source = "import os\nfrom util.io import DataError\ndef f():\n    from . import core\n    import model.network\n"
+    assert imported_modules(source, "inference_core") == [
+        "os", "util.io", "util.io.DataError", "inference_core", "inference_core.core", "model.network"]
+
+
+def _markdown_rows(text: str, header: str) -> list[list[str]]:
+    lines = text[text.index(header):].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_docs_architecture_table_is_the_one_checked_here():
+    rows = _markdown_rows((ROOT / "docs" / "architecture.md").read_text(), "| layer | job | may import |")
+    table = {row[0].strip("`"): frozenset(re.findall(r"`(\w+)`", row[2])) for row in rows}
+    assert table == LAYERS
+
+
+def test_readme_layout_names_every_folder():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):].split("\n## ")[0]
+    folders = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    missing = [f for f in sorted(folders) if f"`{f}/" not in layout]
+    assert not missing, f"README.md's Layout table does not name {missing}"
