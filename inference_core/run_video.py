@@ -324,8 +324,8 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
             raise DataError(f"--{flag}", "must be at least 1", "pass a positive value or leave it out")
     if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
-    dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
     device = check_backend_args(args, device)
+    dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
     network = prepare_for_inference(load_network(args.model, device=device))
     if args.backend != "pytorch":
         precision = {"float16": "fp16", "bfloat16": "bf16"}[dtype_name] if args.amp else "fp32"
