@@ -131,7 +131,7 @@ def exported_video_run(net, backend: str, onnx_dir: Path, tmp_path: Path) -> tup
     weights, out = tmp_path / "net.pth", tmp_path / "run.pt"
     torch.save(net.state_dict(), weights)
     code = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); torch.set_num_threads(2)\n"
-            "from util.checkpoint import load_network\n"
+            "from model.checkpoint import load_network\n"
             "from inference_core.backends import exported_network\n"
             "from tests.test_export import video_run\n"
             f"net = load_network({str(weights)!r})\n"
