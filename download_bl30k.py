@@ -71,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     target = args.root / TARGET
     jobs = [SEGMENTS[letter] for letter in sorted(set(args.only))]
     pending = [job for job in jobs if not is_done(target, job.name)]
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
             print(f'[{job.name}] already done, skipping')
     if not pending:
         print(f'nothing to do: the selected segments are in {target}')
-        return
+        return 0
     estimate = needed_bytes(pending)
     required = estimate if args.min_free_gb is None else args.min_free_gb * GB
     check_free_space(args.root, required, 'choose another --root, or pass --min_free_gb N to '
@@ -95,17 +95,14 @@ def run(args: argparse.Namespace) -> None:
                              'choose another --root, or pass --min_free_gb 0 to skip this check')
         run_archive_job(job, args.root, mirror=args.mirror, keep_archive=args.keep_archives)
     print(f'finished: {", ".join(job.name for job in pending)} in {target}')
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
-    def body() -> int:
-        run(args)
-        return 0
-
     # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
-    return run_command(body, resume_hint='rerun the same command to continue with the unfinished segment')
+    return run_command(lambda: run(args), resume_hint='rerun the same command to continue with the unfinished segment')
 
 
 if __name__ == '__main__':

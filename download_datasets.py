@@ -151,7 +151,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     root = args.root
     names = expand_parts(args.only)
     if args.list:
@@ -159,14 +159,14 @@ def run(args: argparse.Namespace) -> None:
             state = 'done' if part_done(root, name) else 'to do'
             job = PARTS[name]
             print(f'{name:18s} {state:6s} {root / job.target}  (archive: {Path(job.archive).name})')
-        return
+        return 0
     pending = [name for name in names if not part_done(root, name)]
     for name in names:
         if name not in pending:
             print(f'[{name}] already done, skipping')
     if not pending:
         print(f'nothing to do: all selected parts are in {root}')
-        return
+        return 0
 
     extra_gb = RESIZED_YV_GB if RESIZED_YV[0] in pending else 0.0
     estimate = needed_bytes([PARTS[n] for n in pending], extra_gb)
@@ -189,17 +189,14 @@ def run(args: argparse.Namespace) -> None:
             resize_youtube(src, dst, DEFAULT_SIZE, args.workers)
             mark_done(dst, RESIZED_YV[2])
     print(f'finished: {", ".join(pending)} in {root}')
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
-    def body() -> int:
-        run(args)
-        return 0
-
     # OSError (e.g. unwritable --root) and interrupts: one line (util/outputs.py)
-    return run_command(body, resume_hint='rerun the same command to continue where it stopped')
+    return run_command(lambda: run(args), resume_hint='rerun the same command to continue where it stopped')
 
 
 if __name__ == '__main__':
