@@ -49,6 +49,7 @@ from training.train_wrapper import STCNTrainWrapper
 from util import layouts
 from util.device import resolve_amp_dtype, synchronize
 from util.errors import UserError
+from util.launch import add_local_rank_arg
 from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -86,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_amp", action="store_true", help="no automatic mixed precision (AMP is CUDA only)")
     p.add_argument("--benchmark", action="store_true", help="cudnn.benchmark")
     p.add_argument("--debug", action="store_true", help="log scalars and images every iteration")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_local_rank_arg(p)
     p.add_argument("--save_dir", default="saves")
     p.add_argument("--save_every", type=int, default=50_000, help="released-format weights interval")
     p.add_argument("--checkpoint_every", type=int, default=5_000, help="resumable checkpoint interval")

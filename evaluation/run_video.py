@@ -38,6 +38,7 @@ from util.device import (
     synchronize,
 )
 from util.io import DataError, write_mask
+from util.launch import add_local_rank_arg
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
 
@@ -246,7 +247,7 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
     # passed by the old `python -m torch.distributed.launch` (evaluation/sharding.py)
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_local_rank_arg(parser)
     long = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
     long.add_argument("--max_mem_frames", type=int, default=None,
                       help="keep at most this many memory frames: the annotated frames always, then the most recent")

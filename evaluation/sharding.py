@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from evaluation.datasets import TestVideo
 from evaluation.run_video import RunStats, frames_to_process, report_errors, run_dataset
 from inference_core.core import InferenceCore
 from util.errors import UserError
+from util.launch import launch_from_env
 from util.outputs import OutputDir, write_error_line
 
 T = TypeVar("T")
@@ -229,11 +229,6 @@ def failure_line(exc: BaseException, video: TestVideo | None) -> str:
 
 
 # ------------------------------------------------------------------------------ the group
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
 @contextlib.contextmanager
 def eval_group(local_rank_arg: int | None = None) -> Iterator[Shard]:
     """This process's Shard from the launcher's environment; creates and destroys the process group.
@@ -241,16 +236,15 @@ def eval_group(local_rank_arg: int | None = None) -> Iterator[Shard]:
     A group created already (e.g. by a test harness) is used and left alone. With CUDA, the rank's
     current device becomes cuda:LOCAL_RANK, so `--device auto` (or cuda) runs on its own GPU.
     """
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
+    launch = launch_from_env(local_rank_arg)
+    if launch.world_size <= 1 and not (dist.is_available() and dist.is_initialized()):
         yield Shard()
         return
-    local_rank = _env_int("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0)
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group("gloo", init_method="env://", rank=_env_int("RANK", 0), world_size=world,
+        dist.init_process_group("gloo", init_method="env://", rank=launch.rank, world_size=launch.world_size,
                                 timeout=GROUP_TIMEOUT)
     try:
         yield Shard(dist.get_rank(), dist.get_world_size())

@@ -10,7 +10,6 @@ process loads it, nor on whether the run was resumed; this is what makes `--load
 """
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
+
+from util.launch import launch_from_env
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,14 @@ class DistContext:
         return self.rank == 0
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
-
-
 def init_distributed(local_rank_arg: int | None = None) -> DistContext:
     """Join the process group described by the environment, or run as one process.
 
     `local_rank_arg` is the `--local_rank` of torch.distributed.launch (used when LOCAL_RANK is unset).
     An already initialised group (e.g. created by a test harness) is reused, not re-created.
     """
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0)
+    launch = launch_from_env(local_rank_arg)
+    rank, world_size, local_rank = launch.rank, launch.world_size, launch.local_rank
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
