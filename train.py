@@ -7,7 +7,8 @@
 
 Weights are saved in the released format at `<save_dir>/<id>/<id>_<iteration>.pth`, the resumable
 state at `<save_dir>/<id>/<id>_checkpoint.pth` (resume with `--load_model`). `--id NULL` trains
-without logging or saving anything, as in the original.
+without logging or saving anything, as in the original. Both record the network's `--similarity`
+and `--key_dim` (model/network.py), which evaluation reads back; loaded weights must match them.
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataset.util import worker_init_fn
 from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
-from model.network import STCN, CheckpointMismatchError
+from model.memory_util import SIMILARITIES
+from model.modules import KEY_DIM
+from model.network import STCN, CheckpointMismatchError, state_options
 from model.resnet import WeightsUnavailableError
-from training.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
+from training.config import KEY_DIMS, ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
 from training.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -94,6 +97,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_every", type=int, default=100)
     p.add_argument("--log_image_every", type=int, default=800)
     p.add_argument("--crop_size", type=int, default=384, help="training crop (supplementary F.3), multiple of 16")
+    p.add_argument("--similarity", choices=SIMILARITIES, default="l2",
+                   help="memory-read similarity (section 4, Table 2); stored with the weights, read by evaluation")
+    p.add_argument("--key_dim", type=int, choices=KEY_DIMS, default=KEY_DIM, help="key channels C_k (Table 2)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--no_pretrained", action="store_true",
                    help="random backbones instead of ImageNet weights (tests; not the paper's recipe)")
@@ -125,6 +131,7 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
         pretrained=not args.no_pretrained, crop_size=args.crop_size, seed=args.seed,
         save_every=args.save_every, checkpoint_every=args.checkpoint_every,
         log_every=1 if debug else args.log_every, log_image_every=1 if debug else args.log_image_every,
+        similarity=args.similarity, key_dim=args.key_dim,
     )
 
 
@@ -176,7 +183,8 @@ def build_network(cfg: TrainConfig) -> STCN:
     weights are loaded next (`--load_network`, `--load_model`) or `--no_pretrained`."""
     loading = cfg.load_network is not None or cfg.load_model is not None
     try:
-        net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading)
+        net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading,
+                   similarity=cfg.similarity, key_dim=cfg.key_dim)
     except WeightsUnavailableError as exc:
         raise WeightsUnavailableError(exc.where, exc.problem, f"{exc.fix}; --no_pretrained starts from random "
                                       "backbones instead (not the paper's recipe)") from None
@@ -194,11 +202,21 @@ def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
         )
     try:
         weights = state if state is not None else load_state_dict_file(path, flag="--load_network")
+        check_options_match(net, path, state_options(weights))
         net.load_weights(weights, for_training=True)
     except CheckpointMismatchError as exc:
         hint = ("stage 0 trains the single-object network: start it from ImageNet, not from multi-object weights"
                 if net.single_object else "use weights saved by train.py or a released STCN checkpoint")
         raise CheckpointError(path, exc.problem, hint) from None
+
+
+def check_options_match(net: STCN, path: str, saved: dict) -> None:
+    """ConfigError naming the flag when the loaded weights were trained with another similarity or
+    key size than this run's (weights only make sense with their own; released weights are L2, C_k 64)."""
+    for flag, ours in (("similarity", net.similarity), ("key_dim", net.key_dim)):
+        if saved[flag] != ours:
+            raise ConfigError(path, f"was trained with --{flag} {saved[flag]}, this run has --{flag} {ours}",
+                              f"pass --{flag} {saved[flag]} (every stage of a run uses the same value)")
 
 
 def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:

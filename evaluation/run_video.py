@@ -28,7 +28,8 @@ from evaluation.sinks import FrameSink
 from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from model.checkpoint import load_network
-from model.memory_util import TOP_K
+from model.memory_util import SIMILARITIES, TOP_K
+from model.network import STCN
 from util.device import (
     DeviceError,
     precision_label,
@@ -245,6 +246,7 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                              "where the CPU has native bf16 (AVX-512 BF16, AMX, Arm BF16), else fp32)")
     parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
     parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
+    add_similarity_arg(parser)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
     # passed by the old `python -m torch.distributed.launch` (evaluation/sharding.py)
     add_local_rank_arg(parser)
@@ -349,6 +351,7 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if note:
         print(note, file=sys.stderr)
     network = prepare_for_inference(load_network(args.model, device=device))
+    similarity = similarity_option(args, network)
     if args.backend != "pytorch":
         precision = precision_label(amp_dtype)  # OpenVINO's inference precision (amp: bf16 where native)
         network = exported_network(network, args.backend, args.onnx_dir, precision=precision)
@@ -359,8 +362,27 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
         amp=amp_dtype is not None and args.backend == "pytorch",
         amp_dtype=torch.float16 if amp_dtype is None else amp_dtype,
         max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
-        chunk_size=args.chunk_size, object_batch=args.object_batch,
+        chunk_size=args.chunk_size, object_batch=args.object_batch, similarity=similarity,
     )
+
+
+def add_similarity_arg(parser: argparse.ArgumentParser) -> None:
+    """`--similarity`: a check of the weights' similarity (they carry it; released weights are L2)."""
+    parser.add_argument("--similarity", choices=SIMILARITIES, default=None,
+                        help="the memory read's similarity (section 4, Table 2); default: the one --model was "
+                             "trained with (stored by train.py; released weights: l2). A different value is refused")
+
+
+def similarity_option(args: argparse.Namespace, network: STCN) -> str:
+    """The similarity to read the memory with: the network's (its weights'); DataError if `--similarity`
+    names another one (weights trained for one similarity give wrong masks with another)."""
+    wanted = getattr(args, "similarity", None)
+    if wanted is not None and wanted != network.similarity:
+        raise DataError(
+            "--similarity", f"{wanted} contradicts {args.model}, which was trained with {network.similarity} "
+            "similarity", f"leave --similarity out or pass --similarity {network.similarity}",
+        )
+    return network.similarity
 
 
 def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.device:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from inference_core.memory_bank import MemoryBank
 from model.aggregate import soft_aggregate
-from model.memory_util import TOP_K
+from model.memory_util import TOP_K, check_similarity
 from model.network import STCN
 from util.tensor_util import pad_divide_by, unpad
 
@@ -49,6 +49,10 @@ class InferenceCore:
         once whenever its similarity fits a quarter of the free memory and in chunks otherwise;
         an int fixes the chunk; None always reads at once. Same result in every case.
     object_batch: objects decoded / value-encoded per batch (None = all at once); same result.
+    similarity: the memory read's similarity ("l2", "dot", "cosine"; model/memory_util.py). None
+        (default): the network's own (`network.similarity`; L2 for a network without one, e.g. an
+        exported backend). A value that contradicts the network's raises ValueError: weights are
+        trained for one similarity.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class InferenceCore:
         max_mem_mb: float | None = None,
         chunk_size: int | str | None = "auto",
         object_batch: int | None = None,
+        similarity: str | None = None,
     ) -> None:
         if mem_every < 1:
             raise ValueError(f"mem_every must be >= 1, got {mem_every}")
@@ -89,6 +94,7 @@ class InferenceCore:
         self.max_mem_frames = max_mem_frames
         self.chunk_size = chunk_size
         self.object_batch = object_batch
+        self.similarity = network_similarity(network, similarity)
         self.reset()
 
     def reset(self) -> None:
@@ -96,6 +102,7 @@ class InferenceCore:
         self.memory = MemoryBank(
             top_k=self.top_k, max_frames=self.max_mem_frames, chunk_size=self.chunk_size,
             max_bytes=None if self.max_mem_mb is None else int(self.max_mem_mb * 2**20),
+            similarity=self.similarity,
         )
         self.labels: list[int] = []  # caller's label of each internal object, in order of appearance
         self.frame_index = -1  # index of the last frame given to step() or skip()
@@ -219,6 +226,21 @@ class InferenceCore:
         self.memory.add_group(list(range(self.num_objects, self.num_objects + len(new_labels))))
         self.labels.extend(new_labels)
         return soft_aggregate(torch.cat([objects.float(), new], dim=0), dim=0)
+
+
+def network_similarity(network: STCN, similarity: str | None = None) -> str:
+    """The similarity to read `network`'s memory with: `similarity`, or the network's own when None.
+
+    A network without a `similarity` attribute (an exported backend) is taken as L2 unless told.
+    ValueError for an unknown name or one that contradicts the network's.
+    """
+    own = getattr(network, "similarity", None)
+    if similarity is None:
+        return own or "l2"
+    check_similarity(similarity)
+    if own is not None and similarity != own:
+        raise ValueError(f"the network was trained with {own} similarity, not {similarity}")
+    return similarity
 
 
 def probabilities_to_labels(prob: Tensor, size: tuple[int, int], label_map: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from model.memory_util import TOP_K, l2_similarity, readout_topk, topk_softmax
+from model.memory_util import TOP_K, readout_topk, similarity, topk_softmax
 from util.device import free_memory_bytes
 
 AUTO_CHUNK_FRACTION = 0.25  # share of the free memory the similarity of one chunk may take
@@ -61,6 +61,7 @@ class MemoryBank:
     max_frames: int | None = None  # None: unbounded (the paper)
     max_bytes: int | None = None  # None: unbounded; else bound on keys + values (temporary frame excluded)
     chunk_size: int | str | None = None  # query positions per similarity chunk; None: all at once; "auto"
+    similarity: str = "l2"  # the memory read's similarity (model/memory_util.py SIMILARITIES), the network's
 
     @property
     def num_objects(self) -> int:
@@ -153,7 +154,7 @@ class MemoryBank:
 
     def _read_chunk(self, mk: Tensor, qk: Tensor) -> Tensor:
         """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m."""
-        sim_t = l2_similarity(mk, qk, query_major=True)  # 1, m, N
+        sim_t = similarity(mk, qk, self.similarity, query_major=True)  # 1, m, N
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame

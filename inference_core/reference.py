@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.aggregate import soft_aggregate
-from model.memory_util import TOP_K, l2_similarity, readout, softmax
+from model.memory_util import TOP_K, readout, similarity, softmax
 from model.network import STCN
 from util.tensor_util import pad_divide_by, unpad
 
@@ -47,7 +47,8 @@ class ReferencePropagation:
         else:
             mk = torch.cat(self.mem_k, dim=2).flatten(2)  # 1, C_k, T*h*w
             mv = torch.cat(self.mem_v, dim=3).flatten(2)  # K, C_v, T*h*w
-            affinity = softmax(l2_similarity(mk, k16.flatten(2)), self.top_k)  # 1, THW, HW (dense)
+            # the network's similarity (L2 for the released weights, as the original)
+            affinity = softmax(similarity(mk, k16.flatten(2), net.similarity), self.top_k)  # 1, THW, HW (dense)
             read = readout(affinity, mv).view(k, -1, *k16.shape[-2:])
             dec = net.decoder
             x16 = dec.compress(torch.cat([read, qv16.expand(k, -1, -1, -1)], dim=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from model.network import STCN, CheckpointMismatchError
+from model.network import STCN, CheckpointMismatchError, state_options
 from util.atomic import atomic_path
 from util.errors import UserError
 
@@ -64,7 +65,8 @@ def load_state_dict_file(
     """Read a released-format network state dict (a plain dict of tensors).
 
     A training checkpoint (`{"network": state_dict, ...}`) is accepted too: its network is returned.
-    `flag` is the command-line flag that named the file (for the messages).
+    `flag` is the command-line flag that named the file (for the messages). The state dict's
+    metadata (the network's options, see model/network.py `state_options`) is kept.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,7 +87,10 @@ def load_state_dict_file(
         obj = obj["network"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(path, "not a network state dict (expected a dict of tensors as stcn.pth)")
-    return dict(obj)
+    state = OrderedDict(obj)
+    if isinstance(getattr(obj, "_metadata", None), Mapping):
+        state._metadata = obj._metadata  # the options of the network that wrote it
+    return state
 
 
 def load_network(
@@ -96,11 +101,12 @@ def load_network(
 ) -> STCN:
     """Build an STCN (no download) and load `path` strictly; stage-0 files are converted.
 
-    The network is returned in eval mode unless `for_training`.
+    The network gets the similarity and key size the weights were trained with (`state_options`:
+    released weights are L2 with C_k = 64). It is returned in eval mode unless `for_training`.
     """
     state = load_state_dict_file(path)
-    net = STCN(single_object=single_object, pretrained=False)
     try:
+        net = STCN(single_object=single_object, pretrained=False, **state_options(state))
         net.load_weights(state, for_training=for_training)
     except CheckpointMismatchError as exc:
         raise CheckpointError(path, exc.problem, "use a released STCN checkpoint (python download_model.py)") from None

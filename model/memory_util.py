@@ -15,6 +15,10 @@ along contiguous memory:
     St = l2_similarity(mk, qk, query_major=True)    # S^T
     weights, indices = topk_softmax(St, top_k=20)   # the k non-zero entries of each column of W
     vQ = readout_topk(weights, indices, mv)         # touches k memory entries per query, not N
+
+The similarity c of eq. (1) is L2 by default (section 4: "L2 similarity with C_k = 64 in all
+experiments"); `similarity(mk, qk, kind)` also gives the dot product and cosine similarity that
+section 4.2 / Table 2 compare, with the same shapes and layouts (training and inference both call it).
 """
 from __future__ import annotations
 
@@ -22,9 +26,14 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 TOP_K = 20  # section 4: top-k filtering with k = 20 in all experiments
+# section 4.2: "For cosine similarity, we use a softmax temperature of 0.01 while a default temperature
+# of 1 is used for both dot product and L2 similarity" (cosine's range [-1, 1] is too narrow otherwise)
+COSINE_TEMPERATURE = 0.01
+SIMILARITIES = ("l2", "dot", "cosine")  # the measures of Table 2; "l2" is the paper's (and the default)
 
 # the CSR product used by readout_topk is stable API in practice; its "beta" notice is noise here
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
@@ -48,6 +57,52 @@ def l2_similarity(mk: Tensor, qk: Tensor, query_major: bool = False) -> Tensor:
     if query_major:
         return torch.baddbmm(mk_sq.unsqueeze(1), qk.transpose(1, 2), mk, beta=-scale, alpha=2.0 * scale)
     return torch.baddbmm(mk_sq.unsqueeze(2), mk.transpose(1, 2), qk, beta=-scale, alpha=2.0 * scale)
+
+
+def dot_similarity(mk: Tensor, qk: Tensor, query_major: bool = False) -> Tensor:
+    """STM's affinity (eq. 3), scaled by 1/sqrt(C_k): S_ij = mk_i . qk_j / sqrt(C_k).
+
+    Shapes as `l2_similarity`. The 1/sqrt(C_k) is the scale STM and the original STCN code apply
+    to every similarity (scaled dot-product attention); with it, dot product and L2 differ only by
+    L2's factor 2 and its -||mk_i||^2 term (the query-agnostic norm that section 4.1 discusses).
+    """
+    scale = 1.0 / math.sqrt(mk.shape[1])
+    if query_major:
+        return torch.bmm(qk.transpose(1, 2), mk).mul_(scale)
+    return torch.bmm(mk.transpose(1, 2), qk).mul_(scale)
+
+
+def cosine_similarity(mk: Tensor, qk: Tensor, query_major: bool = False) -> Tensor:
+    """Cosine similarity over the softmax temperature: S_ij = (mk_i . qk_j) / (|mk_i| |qk_j| tau).
+
+    Shapes as `l2_similarity`. Both keys are L2-normalised along C_k first (section 4: "we first
+    normalize the input vectors, then compute dot product"); tau = COSINE_TEMPERATURE = 0.01
+    (section 4.2), so S lies in [-100, 100]. No 1/sqrt(C_k): the temperature alone sets the scale.
+    A zero key (norm 0) has similarity 0 to everything.
+    """
+    mk = F.normalize(mk, dim=1)
+    qk = F.normalize(qk, dim=1)
+    if query_major:
+        return torch.bmm(qk.transpose(1, 2), mk).div_(COSINE_TEMPERATURE)
+    return torch.bmm(mk.transpose(1, 2), qk).div_(COSINE_TEMPERATURE)
+
+
+_SIMILARITY_FUNCTIONS = {"l2": l2_similarity, "dot": dot_similarity, "cosine": cosine_similarity}
+
+
+def check_similarity(kind: str) -> str:
+    """`kind` if it names one of SIMILARITIES, else ValueError."""
+    if kind not in _SIMILARITY_FUNCTIONS:
+        raise ValueError(f"unknown similarity {kind!r}: choose one of {', '.join(SIMILARITIES)}")
+    return kind
+
+
+def similarity(mk: Tensor, qk: Tensor, kind: str = "l2", query_major: bool = False) -> Tensor:
+    """S (B, N, M) or S^T (B, M, N, with `query_major`) under the similarity `kind` (SIMILARITIES).
+
+    mk: B, C_k, N;  qk: B, C_k, M. "l2" is exactly `l2_similarity` (the default path is unchanged).
+    """
+    return _SIMILARITY_FUNCTIONS[check_similarity(kind)](mk, qk, query_major=query_major)
 
 
 def softmax(sim: Tensor, top_k: int | None = None) -> Tensor:

@@ -2,29 +2,40 @@
 
 Glossary (stride suffixes as in the field; spatial sizes at stride s are H/s x W/s):
     f16, f8, f4   key-encoder (ResNet-50) features: 1024, 512, 256 channels
-    k16 / qk16    query key = key_proj(f16), C_k = 64 channels; reused as a memory key (mk16)
+    k16 / qk16    query key = key_proj(f16), C_k = key_dim channels (64, the paper's); reused as a memory key (mk16)
     qv16          query value = key_comp(f16), 512 channels, given to the decoder with the readout
     mk16, mv16    memory keys (B, C_k, T, h, w) and values (B, K, C_v, T, h, w)
     K             number of objects; T number of memory frames
 
 Parameter names follow the released `stcn.pth` (`key_encoder.res2`, `key_proj.key_proj`,
 `decoder.up_16_8`, ...), so that checkpoint loads with strict=True.
+
+The network carries the options that its weights only make sense with: the similarity of its
+memory read (`similarity`, L2 as the paper) and the key size C_k (`key_dim`). Its state_dict
+records both in the state dict's metadata (`state._metadata[""]["stcn"]`, the dict torch keeps per
+module for format versions), so the saved file is still the released format (the same 405 tensors,
+loadable by the original code) and `state_options` reads them back; a file without them (the
+released stcn.pth) means L2, and C_k always comes from the key projection's shape.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.aggregate import aggregate_logits
-from model.memory_util import l2_similarity, readout, softmax
+from model.memory_util import SIMILARITIES, check_similarity, readout, similarity, softmax
 from model.modules import F16_DIM, KEY_DIM, VALUE_DIM, Decoder, KeyEncoder, KeyProjection, ValueEncoder
 from model.resnet import pad_input_channels
 from util.errors import UserError
 
 VALUE_CONV1 = "value_encoder.conv1.weight"
+KEY_PROJ = "key_proj.key_proj.weight"  # C_k, 1024, 3, 3: the key size of a state dict
+META_ENTRY = "stcn"  # the root module's state-dict metadata entry holding the network's options
+RELEASED_SIMILARITY = "l2"  # weights without metadata (the released stcn.pth) use L2 (section 4)
 
 
 class CheckpointMismatchError(UserError, ValueError):
@@ -39,16 +50,30 @@ class STCN(nn.Module):
     (4 channels); otherwise it also sees the union of the other objects' masks (5 channels).
     pretrained=True initialises both backbones from torchvision's ImageNet weights (a download
     on first use); pretrained=False downloads nothing (use it when a checkpoint is loaded next).
+    similarity: the memory read's similarity, one of SIMILARITIES ("l2", "dot", "cosine"; Table 2);
+    key_dim: C_k, the key channels (64 in the paper, 128 in Table 2's other rows).
     """
 
-    def __init__(self, single_object: bool = False, pretrained: bool = False) -> None:
+    def __init__(
+        self, single_object: bool = False, pretrained: bool = False, similarity: str = "l2", key_dim: int = KEY_DIM
+    ) -> None:
         super().__init__()
+        if key_dim < 1:
+            raise ValueError(f"key_dim must be >= 1, got {key_dim}")
         self.single_object = single_object
+        self.similarity = check_similarity(similarity)
+        self.key_dim = key_dim
         self.key_encoder = KeyEncoder(pretrained)
         self.value_encoder = ValueEncoder(1 if single_object else 2, pretrained)
-        self.key_proj = KeyProjection(F16_DIM, KEY_DIM)
+        self.key_proj = KeyProjection(F16_DIM, key_dim)
         self.key_comp = nn.Conv2d(F16_DIM, VALUE_DIM, 3, padding=1)
         self.decoder = Decoder()
+        # the public name in recent torch, the private one (same hook signature) in older releases
+        getattr(self, "register_state_dict_post_hook", self._register_state_dict_hook)(_record_options)
+
+    def options(self) -> dict[str, Any]:
+        """The options stored with the weights (see the module docstring)."""
+        return {"similarity": self.similarity, "key_dim": self.key_dim}
 
     # ----------------------------------------------------------------------------------- encoders
     def encode_key(self, frame: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -101,7 +126,7 @@ class STCN(nn.Module):
         """
         b, k = mv16.shape[:2]
         h, w = qk16.shape[-2:]
-        affinity = softmax(l2_similarity(mk16.flatten(2), qk16.flatten(2)), top_k)  # B, N, M
+        affinity = softmax(similarity(mk16.flatten(2), qk16.flatten(2), self.similarity), top_k)  # B, N, M
         mv = mv16.flatten(3).transpose(0, 1)  # K, B, C_v, N
         read = torch.stack([readout(affinity, mv[i]) for i in range(k)], dim=1)  # B, K, C_v, M
         read = read.view(b * k, -1, h, w)
@@ -122,8 +147,14 @@ class STCN(nn.Module):
 
         A stage-0 state dict (4-channel value encoder input) loaded into the multi-object network
         gets its "other objects" channel added: zeros for evaluation (identical outputs), orthogonal
-        initialisation to start stage 1/2/3 training.
+        initialisation to start stage 1/2/3 training. Weights trained with another similarity than
+        this network's raise CheckpointMismatchError (build the network from `state_options`).
         """
+        theirs = state_options(state_dict)["similarity"]
+        if theirs != self.similarity:
+            raise CheckpointMismatchError(
+                "state dict", f"trained with {theirs} similarity, but the network reads with {self.similarity}"
+            )
         state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
         own = self.state_dict()
         if VALUE_CONV1 in state and VALUE_CONV1 in own:
@@ -135,6 +166,30 @@ class STCN(nn.Module):
                 )
         check_state_dict(state, own)
         self.load_state_dict(state, strict=True)
+
+
+def _record_options(module: STCN, state: Mapping[str, Tensor], prefix: str, local_metadata: dict) -> None:
+    """state_dict hook: the network's options go into its own metadata entry (prefix "" or "module.")."""
+    local_metadata[META_ENTRY] = module.options()
+
+
+def state_options(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """`similarity` and `key_dim` of the network that wrote `state` (STCN(**state_options(state))).
+
+    The similarity from the metadata an STCN's state_dict records (see the module docstring), else
+    RELEASED_SIMILARITY (L2); key_dim from the key projection's shape (KEY_DIM if it has none).
+    Raises CheckpointMismatchError for a similarity this code does not know.
+    """
+    metadata = getattr(state, "_metadata", None) or {}
+    entry = next((metadata[p][META_ENTRY] for p in ("", "module")
+                  if isinstance(metadata.get(p), Mapping) and META_ENTRY in metadata[p]), {})
+    kind = entry.get("similarity", RELEASED_SIMILARITY) if isinstance(entry, Mapping) else RELEASED_SIMILARITY
+    if kind not in SIMILARITIES:
+        raise CheckpointMismatchError("state dict", f"records an unknown similarity {kind!r} (this code knows "
+                                      f"{', '.join(SIMILARITIES)})")
+    proj = state.get(KEY_PROJ, state.get(f"module.{KEY_PROJ}"))
+    key_dim = int(proj.shape[0]) if isinstance(proj, Tensor) and proj.dim() == 4 else KEY_DIM
+    return {"similarity": kind, "key_dim": key_dim}
 
 
 def check_state_dict(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> None:

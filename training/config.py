@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.modules import KEY_DIM
 from util.errors import UserError
 
 
@@ -165,6 +166,8 @@ class TrainConfig:
     checkpoint_every: int  # resumable <id>_checkpoint.pth (overwritten)
     log_every: int
     log_image_every: int
+    similarity: str = "l2"  # the memory read's similarity (section 4: L2 in all experiments; Table 2)
+    key_dim: int = KEY_DIM  # C_k (section 4: 64 in all experiments; Table 2 also 128)
 
     @property
     def logging_enabled(self) -> bool:
@@ -172,6 +175,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+KEY_DIMS = (64, 128)  # Table 2's key sizes, the choices of --key_dim
 
 
 def describe(cfg: TrainConfig, world_size: int) -> list[str]:
@@ -184,6 +190,7 @@ def describe(cfg: TrainConfig, world_size: int) -> list[str]:
         f"{s.batch_size * world_size} (paper: {s.paper_global_batch} on {PAPER_GPUS} GPUs)",
         f"bootstrapped CE: plain until {s.bootstrap.start_warm}, top-p to {s.bootstrap.top_p:g} "
         f"at {s.bootstrap.end_warm}; AMP {'on' if cfg.amp else 'off'}",
+        f"memory read: {cfg.similarity} similarity, C_k = {cfg.key_dim}",
     ]
     if s.skip_values:
         points = [round(f * s.iterations) for f in s.skip_fractions]
