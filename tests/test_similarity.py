@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -292,3 +293,16 @@ def test_dot_product_trains_and_resumes(tmp_path, layouts, capsys):
     one_error_line(capsys.readouterr().err, "d0_checkpoint.pth", "--similarity dot")
     assert train.main([*resume, "--similarity", "dot"]) == 0
     assert load_network(tmp_path / "d0" / "d0_2.pth").similarity == "dot"
+
+
+def test_the_experiments_table_uses_real_flags():
+    """Every flag docs/experiments.md names in its similarity section is an option of train.py or eval_davis.py."""
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    start = text.index("## Similarity, key size and memory schedules (Tables 1, 2, 8)")
+    end = text.find("\n## ", start + 1)
+    section = text[start:] if end < 0 else text[start:end]
+    options = {o for p in (train.get_args_parser(), eval_davis.get_args_parser()) for a in p._actions
+               for o in a.option_strings}
+    flags = set(re.findall(r"(?<![\w-])--[a-z_]+", section)) - {"--nproc_per_node"}  # torchrun's own
+    assert {"--similarity", "--key_dim", "--mem_every", "--include_last", "--split"} <= flags
+    assert flags <= options, flags - options
