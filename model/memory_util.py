@@ -62,8 +62,8 @@ def l2_similarity(mk: Tensor, qk: Tensor, query_major: bool = False) -> Tensor:
 def dot_similarity(mk: Tensor, qk: Tensor, query_major: bool = False) -> Tensor:
     """STM's affinity (eq. 3), scaled by 1/sqrt(C_k): S_ij = mk_i . qk_j / sqrt(C_k).
 
-    Shapes as `l2_similarity`. The 1/sqrt(C_k) is the scale STM and the original STCN code apply
-    to every similarity (scaled dot-product attention); with it, dot product and L2 differ only by
+    Shapes as `l2_similarity`. The 1/sqrt(C_k) is the scale STM applies to its dot product (and
+    `l2_similarity` to L2, as the original STCN code); with it, dot product and L2 differ only by
     L2's factor 2 and its -||mk_i||^2 term (the query-agnostic norm that section 4.1 discusses).
     """
     scale = 1.0 / math.sqrt(mk.shape[1])

@@ -26,7 +26,7 @@ from evaluation.run_video import build_core
 from inference_core import InferenceCore
 from inference_core.memory_bank import MemoryBank
 from model.aggregate import aggregate_logits
-from model.checkpoint import load_network, load_state_dict_file
+from model.checkpoint import CheckpointError, load_network, load_state_dict_file
 from model.memory_util import (
     COSINE_TEMPERATURE,
     SIMILARITIES,
@@ -184,12 +184,20 @@ def test_options_travel_in_the_released_format(stcn_net, tmp_path):
         STCN(pretrained=False).load_weights(plain)
 
 
-def test_released_weights_mean_l2_and_64(released_checkpoint):
-    state = load_state_dict_file(released_checkpoint)
-    del state._metadata[""]["stcn"]  # as the released stcn.pth, written before the options existed
-    assert state_options(state) == {"similarity": "l2", "key_dim": 64}
-    net = load_network(released_checkpoint)
+def test_released_weights_mean_l2_and_64(stcn_net, tmp_path):
+    path = tmp_path / "released.pth"
+    torch.save(dict(stcn_net.state_dict()), path)  # a plain dict: no metadata, as the released stcn.pth
+    assert state_options(load_state_dict_file(path)) == {"similarity": "l2", "key_dim": 64}
+    net = load_network(path)
     assert (net.similarity, net.key_dim) == ("l2", 64)
+    for k, v in stcn_net.state_dict().items():  # loaded strictly, every tensor as saved
+        assert torch.equal(net.state_dict()[k], v)
+    # metadata naming a similarity this code does not know is a checkpoint error, not a guess
+    state = stcn_net.state_dict()
+    state._metadata[""]["stcn"] = {"similarity": "euclid", "key_dim": 64}
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match="unknown similarity 'euclid'"):
+        load_network(tmp_path / "odd.pth")
 
 
 def test_key_dim_is_read_from_the_weights(tmp_path):
