@@ -141,7 +141,7 @@ def summary(maxima: np.ndarray) -> dict[str, float]:
     """Nodes, Gini and the shares of section 4.1, in percent as the paper prints them."""
     row = {"nodes": float(np.asarray(maxima).size), "gini": 100.0 * gini(maxima)}
     for level in PAPER_LEVELS:
-        row[f"never_above_{level:g}"] = 100.0 * share_at_most(maxima, level)
+        row[f"never_above_{100 * level:g}pct"] = 100.0 * share_at_most(maxima, level)
     return row
 
 

@@ -105,7 +105,7 @@ def _with_model(args: argparse.Namespace, path: str) -> argparse.Namespace:
 def print_summary(label: str, row: dict[str, float]) -> None:
     print(f"{label}: {int(row['nodes'])} memory nodes; Gini coefficient {row['gini']:.1f}")
     for level in PAPER_LEVELS:
-        print(f"{label}: never above {100 * level:g}%: {row[f'never_above_{level:g}']:.2f}% of the nodes")
+        print(f"{label}: never above {100 * level:g}%: {row[f'never_above_{100 * level:g}pct']:.2f}% of the nodes")
 
 
 if __name__ == "__main__":
