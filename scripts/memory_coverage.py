@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # `python scripts/memory_coverage.py` puts script
 import numpy as np  # noqa: E402
 
 from evaluation.coverage import (  # noqa: E402
+    PAPER_GINI,
     PAPER_LEVELS,
     exceedance_curve,
     plot_curves,
@@ -80,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         levels = thresholds()
         curves, rows = {}, {}
         for label, core in cores.items():
-            print(f"{label}: {len(videos)} videos ...", file=sys.stderr, flush=True)
-            maxima = np.concatenate([record_video(core, video) for video in videos])
+            per_video = []
+            for i, video in enumerate(videos):
+                print(f"{label}: video {i + 1}/{len(videos)} {video.name}", file=sys.stderr, flush=True)
+                per_video.append(record_video(core, video))
+            maxima = np.concatenate(per_video)
             curves[label] = exceedance_curve(maxima, levels)
             rows[label] = summary(maxima)
             print_summary(label, rows[label])
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             write_curve_csv(out.path / CURVE_CSV, levels, curves)
             write_summary_csv(out.path / SUMMARY_CSV, rows, dict(zip(labels, models)))
             plot_curves(out.path / PLOT_PNG, levels, curves)
+        print(f"(the paper, DAVIS 2017 val: Gini coefficient {PAPER_GINI['dot']} with dot product, "
+              f"{PAPER_GINI['l2']} with L2 similarity)")
         print(f"wrote {out.path / CURVE_CSV}, {out.path / SUMMARY_CSV} and {out.path / PLOT_PNG}")
         return 0
 
