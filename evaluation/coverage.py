@@ -75,7 +75,8 @@ class CoverageRecorder:
         best.scatter_reduce_(0, position[kept], weight[kept], reduce="amax")
         for frame_id, row in zip(bank.frame_ids, best.view(frames, hw)):
             old = self.maxima.get(frame_id)
-            self.maxima[frame_id] = row if old is None else torch.maximum(old, row)
+            # a clone, not a view that would keep this call's whole `best` alive
+            self.maxima[frame_id] = row.clone() if old is None else torch.maximum(old, row)
 
     def result(self) -> np.ndarray:
         """The maxima of every node of every frame that was memory (frame order), float32."""

@@ -113,6 +113,9 @@ def test_recorded_maxima_equal_a_dense_recomputation(stcn_net, settings, monkeyp
         assert math.isclose(recorded[key], expected[key], rel_tol=1e-5, abs_tol=1e-7), key
     maxima = recorder.result()
     assert maxima.size == len(expected)
+    # all it keeps is one float per node, never an affinity matrix
+    kept = sum(row.untyped_storage().nbytes() for row in recorder.maxima.values())
+    assert kept == 4 * maxima.size
     if settings.get("max_mem_frames"):
         assert len(recorder.maxima) > core.memory.num_frames  # dropped frames keep their maxima
     # the Gini of the recorded maxima is the pairwise-difference definition's
