@@ -25,9 +25,16 @@ positions at a time; each query position is independent, so the result is the sa
 largest temporary is N x chunk_size instead of N x h*w. `chunk_size="auto"` picks, at every read,
 the largest chunk whose similarity temporaries fit in AUTO_CHUNK_FRACTION of the device's free
 memory (the whole query when it fits, so small memories are read in one piece).
+
+Observer (`observer`, off by default; the memory coverage analysis, evaluation/coverage.py): when
+set, `_read_chunk` calls `observer(weights, indices, start, query_offset)` once per group and chunk
+with that group's top-k read: weights, indices 1, m, k (indices into the group's suffix, which
+begins at memory position `start` of the keys read, the temporary frame last), for the query
+positions `query_offset .. query_offset + m - 1` of the frame. The read itself is unchanged.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -62,6 +69,8 @@ class MemoryBank:
     max_bytes: int | None = None  # None: unbounded; else bound on keys + values (temporary frame excluded)
     chunk_size: int | str | None = None  # query positions per similarity chunk; None: all at once; "auto"
     similarity: str = "l2"  # the memory read's similarity (model/memory_util.py SIMILARITIES), the network's
+    # called with each group's top-k read: (weights, indices, start, query_offset); see the module docstring
+    observer: Callable[[Tensor, Tensor, int, int], None] | None = None
 
     @property
     def num_objects(self) -> int:
@@ -139,7 +148,7 @@ class MemoryBank:
         qk = qk.flatten(2)
         mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
         chunk = self._chunk(mk, qk.shape[-1])
-        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk]) for i in range(0, qk.shape[-1], chunk)]
+        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk], i) for i in range(0, qk.shape[-1], chunk)]
         return torch.cat(reads, dim=2).view(self.num_objects, -1, h, w)
 
     def _chunk(self, mk: Tensor, m: int) -> int:
@@ -152,14 +161,16 @@ class MemoryBank:
         per_position = mk.shape[-1] * mk.element_size() * SIMILARITY_COPIES
         return max(1, min(m, int(free * AUTO_CHUNK_FRACTION) // per_position))
 
-    def _read_chunk(self, mk: Tensor, qk: Tensor) -> Tensor:
-        """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m."""
+    def _read_chunk(self, mk: Tensor, qk: Tensor, query_offset: int = 0) -> Tensor:
+        """mk: 1, C_k, N; qk: 1, C_k, m query positions (from `query_offset` on) -> K, C_v, m."""
         sim_t = similarity(mk, qk, self.similarity, query_major=True)  # 1, m, N
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame
             mv = g.values if g.temp_values is None else torch.cat([g.values, g.temp_values], dim=0)
             weights, indices = topk_softmax(sim_t[:, :, start:], self.top_k)  # 1, m, k
+            if self.observer is not None:
+                self.observer(weights, indices, start, query_offset)
             read = readout_topk(weights, indices, mv)  # K_g, C_v, m
             for i, obj in enumerate(g.objects):
                 out[obj] = read[i]

@@ -177,9 +177,9 @@ def test_automatic_chunk_size_follows_free_memory_and_equals_whole_read(stcn_net
     chunks = []
     original = memory_bank.MemoryBank._read_chunk
 
-    def spy(self, mk, qk):
+    def spy(self, mk, qk, *rest):
         chunks.append(qk.shape[-1])
-        return original(self, mk, qk)
+        return original(self, mk, qk, *rest)
 
     monkeypatch.setattr(memory_bank.MemoryBank, "_read_chunk", spy)
     roomy = run_core(InferenceCore(stcn_net), images, labels)  # "auto" is the default
