@@ -38,6 +38,7 @@ from util.device import free_memory_bytes
 
 AUTO_CHUNK_FRACTION = 0.25  # share of the free memory the similarity of one chunk may take
 SIMILARITY_COPIES = 3  # similarity, its top-k workspace and the readout's temporaries, per chunk
+KERNEL_SIGMA = 7.0  # kernelized reading: Gaussian std in stride-16 cells (MiVOS's make_gaussian default; KMN [22])
 
 
 @dataclass
@@ -61,6 +62,7 @@ class MemoryBank:
     max_frames: int | None = None  # None: unbounded (the paper)
     max_bytes: int | None = None  # None: unbounded; else bound on keys + values (temporary frame excluded)
     chunk_size: int | str | None = None  # query positions per similarity chunk; None: all at once; "auto"
+    kernel_sigma: float | None = None  # kernelized reading (module docstring); None: off (the paper's default)
 
     @property
     def num_objects(self) -> int:
@@ -138,7 +140,10 @@ class MemoryBank:
         qk = qk.flatten(2)
         mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
         chunk = self._chunk(mk, qk.shape[-1])
-        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk]) for i in range(0, qk.shape[-1], chunk)]
+        best = None if self.kernel_sigma is None else best_query_positions(mk, qk, chunk)
+        m = qk.shape[-1]
+        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk], self._log_kernel(best, i, min(i + chunk, m), w))
+                 for i in range(0, m, chunk)]
         return torch.cat(reads, dim=2).view(self.num_objects, -1, h, w)
 
     def _chunk(self, mk: Tensor, m: int) -> int:
@@ -148,12 +153,24 @@ class MemoryBank:
         free = free_memory_bytes(mk.device)
         if free is None:
             return m
-        per_position = mk.shape[-1] * mk.element_size() * SIMILARITY_COPIES
+        copies = SIMILARITY_COPIES + (self.kernel_sigma is not None)  # + the kernel's log weights
+        per_position = mk.shape[-1] * mk.element_size() * copies
         return max(1, min(m, int(free * AUTO_CHUNK_FRACTION) // per_position))
 
-    def _read_chunk(self, mk: Tensor, qk: Tensor) -> Tensor:
-        """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m."""
+    def _log_kernel(self, best: Tensor | None, start: int, stop: int, width: int) -> Tensor | None:
+        """Kernelized reading's log weights for query positions start..stop-1 (None when off)."""
+        if best is None or self.kernel_sigma is None:
+            return None
+        return gaussian_log_kernel(best, torch.arange(start, stop, device=best.device), width, self.kernel_sigma)
+
+    def _read_chunk(self, mk: Tensor, qk: Tensor, log_kernel: Tensor | None = None) -> Tensor:
+        """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m.
+
+        log_kernel: m, N log weights added to the similarity before the top-k (kernelized reading).
+        """
         sim_t = l2_similarity(mk, qk, query_major=True)  # 1, m, N
+        if log_kernel is not None:
+            sim_t = sim_t + log_kernel.to(sim_t.dtype)
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame
@@ -163,3 +180,31 @@ class MemoryBank:
             for i, obj in enumerate(g.objects):
                 out[obj] = read[i]
         return torch.stack(out, dim=0)
+
+
+# ------------------------------------------------------------------------------ kernelized read
+def best_query_positions(mk: Tensor, qk: Tensor, chunk: int) -> Tensor:
+    """q*(n) = argmax_q S(n, q): the best-matching query position of every memory position.
+
+    mk: 1, C_k, N; qk: 1, C_k, M -> N (long, flat query index), computed `chunk` query positions at a
+    time with a running maximum (the earliest position wins a tie).
+    """
+    best_value, best = l2_similarity(mk, qk[:, :, :chunk], query_major=True)[0].max(dim=0)  # N, N
+    for i in range(chunk, qk.shape[-1], chunk):
+        values, index = l2_similarity(mk, qk[:, :, i : i + chunk], query_major=True)[0].max(dim=0)
+        better = values > best_value
+        best_value = torch.where(better, values, best_value)
+        best = torch.where(better, index + i, best)
+    return best
+
+
+def gaussian_log_kernel(best: Tensor, queries: Tensor, width: int, sigma: float) -> Tensor:
+    """log g(n, q) = -((y_q - y_q*(n))^2 + (x_q - x_q*(n))^2) / (2 sigma^2) (module docstring).
+
+    best: N flat query index q*(n) of each memory position; queries: m flat query indices; width: the
+    query's width in cells (flat index = y * width + x) -> m, N float32 (0 at q = q*(n)).
+    """
+    qy, qx = (queries // width).float(), (queries % width).float()
+    by, bx = (best // width).float(), (best % width).float()
+    d2 = (qy[:, None] - by[None, :]) ** 2 + (qx[:, None] - bx[None, :]) ** 2
+    return d2 / (-2.0 * sigma**2)
