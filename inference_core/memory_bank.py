@@ -140,10 +140,10 @@ class MemoryBank:
         qk = qk.flatten(2)
         mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
         chunk = self._chunk(mk, qk.shape[-1])
-        best = None if self.kernel_sigma is None else best_query_positions(mk, qk, chunk)
-        m = qk.shape[-1]
-        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk], self._log_kernel(best, i, min(i + chunk, m), w))
-                 for i in range(0, m, chunk)]
+        if self.kernel_sigma is not None:
+            reads = self._kernel_read(mk, qk, chunk, w)
+        else:
+            reads = [self._read_chunk(mk, qk[:, :, i : i + chunk]) for i in range(0, qk.shape[-1], chunk)]
         return torch.cat(reads, dim=2).view(self.num_objects, -1, h, w)
 
     def _chunk(self, mk: Tensor, m: int) -> int:
@@ -157,11 +157,17 @@ class MemoryBank:
         per_position = mk.shape[-1] * mk.element_size() * copies
         return max(1, min(m, int(free * AUTO_CHUNK_FRACTION) // per_position))
 
-    def _log_kernel(self, best: Tensor | None, start: int, stop: int, width: int) -> Tensor | None:
-        """Kernelized reading's log weights for query positions start..stop-1 (None when off)."""
-        if best is None or self.kernel_sigma is None:
-            return None
-        return gaussian_log_kernel(best, torch.arange(start, stop, device=best.device), width, self.kernel_sigma)
+    def _kernel_read(self, mk: Tensor, qk: Tensor, chunk: int, width: int) -> list[Tensor]:
+        """The chunks of a kernelized read (module docstring): q*(n) over the whole query, then each
+        chunk with its Gaussian log weights. qk: 1, C_k, M; width: the query's width in cells."""
+        assert self.kernel_sigma is not None
+        best = best_query_positions(mk, qk, chunk)
+        m = qk.shape[-1]
+        return [
+            self._read_chunk(mk, qk[:, :, i : i + chunk], log_kernel=gaussian_log_kernel(
+                best, torch.arange(i, min(i + chunk, m), device=qk.device), width, self.kernel_sigma))
+            for i in range(0, m, chunk)
+        ]
 
     def _read_chunk(self, mk: Tensor, qk: Tensor, log_kernel: Tensor | None = None) -> Tensor:
         """mk: 1, C_k, N; qk: 1, C_k, m query positions -> K, C_v, m.

@@ -18,14 +18,16 @@ from PIL import Image
 
 import eval_davis
 import eval_generic
+import segment_video
 from evaluation.datasets import GenericTestDataset
 from evaluation.ensembles import check_ensemble_args, variants_from_args
 from inference_core.core import InferenceCore, resize_probabilities
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
 from inference_core.memory_bank import MemoryBank, best_query_positions, gaussian_log_kernel
 from model.memory_util import l2_similarity
-from tests.eval_fixtures import davis_template, generic_template  # noqa: F401  (fixtures)
+from tests.eval_fixtures import VideoSpec, davis_template, generic_template, render, save_indexed  # noqa: F401
 from util.io import DataError
+from util.video import VideoWriter
 
 torch.set_num_threads(1)
 FRAMES = 5  # frames of the generic fixture video used at the core level (object 2 starts on frame 3)
@@ -93,6 +95,27 @@ def test_scales_and_flip_run_end_to_end_and_count_frames_once(tmp_path, generic_
     masks = masks_of(tmp_path / "o")
     assert len(masks) == 8 and all(m.shape == (48, 64) for m in masks.values())
     assert set(np.unique(masks["clip/00004.png"])) <= {0, 1, 2}
+
+
+def test_video_file_one_scale_is_todays_masks_and_flip_runs(tmp_path, released_checkpoint, capsys):
+    images, labels = render(VideoSpec("clip", height=48, width=64, frames=6, starts={1: 0, 2: 2}))
+    with VideoWriter(tmp_path / "clip.mp4", fps=10) as writer:
+        for img in images:
+            writer.write(img)
+    (tmp_path / "masks").mkdir()
+    for t, label in ((0, 1), (2, 2)):
+        save_indexed(tmp_path / "masks" / f"{t:05d}.png", np.where(labels[t] == label, label, 0).astype(np.uint8))
+    base = ["--video", tmp_path / "clip.mp4", "--mask_dir", tmp_path / "masks", "--model", released_checkpoint,
+            "--size", "32"]
+    runs = {"default": [], "scales": ["--scales", "32"], "multi": ["--scales", "32", "40", "--flip"]}
+    out = {}
+    for name, extra in runs.items():
+        rc, err = run_cli(segment_video.main, [*base, "--output", tmp_path / name, *extra], capsys)
+        assert rc == 0, err
+        out[name] = masks_of(tmp_path / name)
+    assert len(out["default"]) == 6 and out["multi"].keys() == out["default"].keys()
+    assert all(np.array_equal(out["scales"][k], out["default"][k]) for k in out["default"])
+    assert all(m.shape == (48, 64) for m in out["multi"].values())
 
 
 # ------------------------------------------------------------------------------------ bad flags
