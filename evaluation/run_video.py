@@ -238,6 +238,7 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     """The flags every evaluation script shares (names as in the original STCN scripts)."""
     parser.add_argument("--model", default=model_default, nargs="+", action=ModelPaths,
                         help="network weights (released format); several: an ensemble averaging their probabilities")
+    parser.set_defaults(models=[model_default])  # every --model path (evaluation/ensembles.py ModelPaths)
     parser.add_argument("--output", required=True, help="folder for the result masks")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into existing folders that are not a previous result (replacing only the "
