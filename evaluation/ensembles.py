@@ -48,9 +48,9 @@ def add_ensemble_args(parser: argparse.ArgumentParser) -> None:
     """--scales, --flip and --kernel_sigma (--model takes several paths: see add_common_args)."""
     group = parser.add_argument_group("multi-scale, flip and ensembles (supplementary E; docs/experiments.md)")
     group.add_argument("--scales", type=int, nargs="+", default=None, metavar="SIDE",
-                       help="also run each network at these shorter sides (e.g. 480 600, as Table 10), each with "
-                            "its own memory, and average the probabilities at the original size (default: the "
-                            "video's own size only)")
+                       help="run each network at each of these shorter sides (e.g. 480 600, as Table 10), each "
+                            "with its own memory, and average the probabilities at the original size (default: "
+                            "the video's own network size only)")
     group.add_argument("--flip", action="store_true",
                        help="also run every network and scale on the mirrored video and average it in")
     group.add_argument("--kernel_sigma", type=float, nargs="?", const=KERNEL_SIGMA, default=None, metavar="SIGMA",

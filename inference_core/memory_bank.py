@@ -25,6 +25,20 @@ positions at a time; each query position is independent, so the result is the sa
 largest temporary is N x chunk_size instead of N x h*w. `chunk_size="auto"` picks, at every read,
 the largest chunk whose similarity temporaries fit in AUTO_CHUNK_FRACTION of the device's free
 memory (the whole query when it fits, so small memories are read in one piece).
+
+Kernelized reading (`kernel_sigma`, off by default; Seong et al., "Kernelized Memory Network for
+Video Object Segmentation", ECCV 2020, the paper's [22], which supplementary E uses for its 600p
+variants): each memory position n is matched back to the query, q*(n) = argmax_q S(n, q) over every
+query position of the frame, and a 2-D Gaussian on the stride-16 grid centred there,
+    g(n, q) = exp(-((y_q - y_q*(n))^2 + (x_q - x_q*(n))^2) / (2 sigma^2)),
+multiplies the exponentiated affinity, exp(S) * g. Here log g = -d^2 / (2 sigma^2) is added to S
+before the top-k and the softmax: the same weights (exp is monotone, so the top-k of exp(S) * g and
+of S + log g are the same entries). sigma is in feature cells. KERNEL_SIGMA = 7 is the default of
+MiVOS's implementation of kernelized reading (hkchengrex/MiVOS, `make_gaussian(..., sigma=7)` in
+model/propagation/prop_net.py; MiVOS is the paper's [21], the code STCN builds on); KMN's own value
+is taken to be the same (that implementation follows KMN; the KMN paper's text was not at hand to
+quote). The argmax runs over the whole query (chunk by chunk when the read is chunked), so it costs
+one more similarity pass.
 """
 from __future__ import annotations
 
