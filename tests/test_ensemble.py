@@ -20,7 +20,7 @@ import eval_davis
 import eval_generic
 import segment_video
 from evaluation.datasets import GenericTestDataset
-from evaluation.ensembles import check_ensemble_args, variants_from_args
+from evaluation.ensembles import check_ensemble_args, ensemble_from_args, variants_from_args
 from inference_core.core import InferenceCore, resize_probabilities
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
 from inference_core.memory_bank import MemoryBank, best_query_positions, gaussian_log_kernel
@@ -150,6 +150,25 @@ def test_variants_are_model_by_scale_by_flip_with_the_kernel_above_480():
     assert [(v.model, v.short_side, v.flip) for v in got] == [
         (m, s, f) for m in "ab" for s in (480, 600) for f in (False, True)]
     assert [v.kernel_sigma for v in got] == [None, None, 7.0, 7.0] * 2
+
+
+def test_ensemble_from_args_builds_each_network_once_and_a_core_per_variant(stcn_net):
+    built = []
+
+    def build_one(args):
+        assert args.scales is None and not args.flip and args.kernel_sigma is None and args.models == [args.model]
+        built.append(args.model)
+        return InferenceCore(stcn_net, top_k=5)
+
+    args = argparse.Namespace(model="a", models=["a", "b"], scales=[480, 600], flip=True, kernel_sigma=7.0,
+                              onnx_dir=None, size=480)
+    ensemble = ensemble_from_args(args, build_one)
+    assert built == ["a", "b"] and len(ensemble.cores) == 8 and ensemble.sides == (480, 600)
+    assert [c.memory.kernel_sigma for c in ensemble.cores] == [None, None, 7.0, 7.0] * 2
+    assert all(c.top_k == 5 and c.network is stcn_net for c in ensemble.cores)  # options kept, weights shared
+    assert len({id(c.memory) for c in ensemble.cores}) == 8
+    one = argparse.Namespace(model="a", models=["a"], scales=None, flip=False, kernel_sigma=None, onnx_dir=None)
+    assert ensemble_from_args(one, build_one) is None and built == ["a", "b"]  # today's single core
 
 
 # ------------------------------------------------------------------------------- core level
