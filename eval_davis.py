@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     def body(shard: Shard) -> int:
         folder, imset = SPLITS[args.split]
         davis_root = Path(args.davis_path) / folder
-        out = shard.on_main(prepare_output_dir, args.output, "--output", [args.davis_path, args.model], args.overwrite)
+        inputs = [args.davis_path, *args.models]
+        out = shard.on_main(prepare_output_dir, args.output, "--output", inputs, args.overwrite)
         dataset = DAVISTestDataset(davis_root, imset=imset)  # layout errors before loading the network
         check_videos(dataset.videos)  # and every first-frame annotation
         core = build_core(args)

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         davis_root = Path(args.davis_path)
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
         out = shard.on_main(prepare_output_dir, args.output, "--output",
-                            [davis_root, args.davis17_path, imset, args.model], args.overwrite)
+                            [davis_root, args.davis17_path, imset, *args.models], args.overwrite)
         dataset = DAVISTestDataset(davis_root, imset=imset.resolve(), single_object=True)
         check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; "
                   "using the annotated subset of frames", file=sys.stderr)
         check_videos(dataset.videos)  # every annotation before loading the network
-        inputs = [args.yv_path, args.model]
+        inputs = [args.yv_path, *args.models]
         out = shard.on_main(prepare_outputs, args, inputs)
         core = build_core(args)
         with shard.writing(out) as out:

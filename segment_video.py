@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
-        inputs = [args.video, args.mask, args.mask_dir, args.model]
+        inputs = [args.video, args.mask, args.mask_dir, *args.models]
         check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
         out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
         binary = (prepare_output_dir(args.binary_masks, "--binary_masks", inputs, args.overwrite)

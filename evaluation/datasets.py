@@ -191,7 +191,18 @@ class TestVideo:
 
     def load_image(self, index: int) -> Tensor:
         """Frame `index` as a normalised 3, H, W tensor at the network size (normalised, then resized)."""
-        return resize_frame(normalise(self.frame_image(index)), self.network_size, self.antialias)
+        return self.load_images(index, (None,))[None]
+
+    def size_at(self, short_side: int | None) -> tuple[int, int]:
+        """(H, W) with shorter side `short_side` by the one resize rule (None: the network size)."""
+        return self.network_size if short_side is None else resized_shape(*self.size, short_side)
+
+    def load_images(self, index: int, short_sides: Sequence[int | None]) -> dict[int | None, Tensor]:
+        """Frame `index` at several shorter sides (multi-scale testing, inference_core/ensemble.py): the
+        original frame read and normalised once, then resized to each side as `load_image` (None: the
+        network size)."""
+        x = normalise(self.frame_image(index))
+        return {side: resize_frame(x, self.size_at(side), self.antialias) for side in short_sides}
 
     def original_rgb(self, index: int) -> np.ndarray:
         """Frame `index` at its original size as an (H, W, 3) uint8 RGB array (for overlays)."""
@@ -199,16 +210,26 @@ class TestVideo:
 
     def load_mask(self, index: int) -> Tensor | None:
         """The annotation given on frame `index` as an (H, W) long label map at the network size."""
+        masks = self.load_masks(index, (None,))
+        return None if masks is None else masks[None]
+
+    def load_masks(self, index: int, short_sides: Sequence[int | None]) -> dict[int | None, Tensor] | None:
+        """The annotation of frame `index` at several shorter sides (read once, each nearest-resized from
+        the original as `load_mask`), or None."""
         frame = self.frames[index]
         if frame.mask_path is None:
             return None
         self.prepare()
         assert self._reader is not None
         labels = torch.from_numpy(self._reader.read(frame.mask_path).astype(np.int64))
-        h, w = self.network_size
-        if (h, w) != tuple(labels.shape):
-            labels = F.interpolate(labels[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+        return {side: resize_labels(labels, self.size_at(side)) for side in short_sides}
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """An (H, W) long label map at `size` (H', W') by nearest neighbour: the evaluation's mask resize."""
+    if tuple(size) == tuple(labels.shape):
         return labels
+    return F.interpolate(labels[None, None].float(), size=tuple(size), mode="nearest")[0, 0].long()
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -24,6 +24,7 @@ import progressbar
 import torch
 
 from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
+from evaluation.ensembles import ModelPaths, add_ensemble_args, annotation_input, ensemble_from_args, frame_input
 from evaluation.sinks import FrameSink
 from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
@@ -117,12 +118,14 @@ def run_video(
                 if on_frame is not None:
                     on_frame()
                 continue
-            image = video.load_image(i).to(core.device)  # I/O: not timed
+            image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
             mask, start = None, None
             if annotated:
                 mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
                 if not start:
                     mask, start = None, None
+                else:
+                    mask = annotation_input(core, video, i, mask, start)
 
             synchronize(core.device)
             t0 = time.perf_counter()
@@ -130,7 +133,7 @@ def run_video(
             labels = probabilities_to_labels(prob, size, core.label_map()) if frame.required else None
             synchronize(core.device)
             stats.seconds += time.perf_counter() - t0
-            stats.frames += 1
+            stats.frames += 1  # once per frame, whatever the number of ensemble variants
 
             if labels is not None:
                 write_mask(tmp / f"{frame.name}.png", labels, palette)
@@ -234,7 +237,9 @@ def run_dataset(
 # ------------------------------------------------------------------------ shared CLI pieces
 def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves/stcn.pth") -> None:
     """The flags every evaluation script shares (names as in the original STCN scripts)."""
-    parser.add_argument("--model", default=model_default, help="network weights (released format)")
+    parser.add_argument("--model", default=model_default, nargs="+", action=ModelPaths,
+                        help="network weights (released format); several: an ensemble averaging their probabilities")
+    parser.set_defaults(models=[model_default])  # every --model path (evaluation/ensembles.py ModelPaths)
     parser.add_argument("--output", required=True, help="folder for the result masks")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into existing folders that are not a previous result (replacing only the "
@@ -250,6 +255,7 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
     # passed by the old `python -m torch.distributed.launch` (evaluation/sharding.py)
     add_local_rank_arg(parser)
+    add_ensemble_args(parser)
     long = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
     long.add_argument("--max_mem_frames", type=int, default=None,
                       help="keep at most this many memory frames: the annotated frames always, then the most recent")
@@ -332,6 +338,9 @@ def _chunk_size(text: str) -> int | str | None:
 
 def build_core(args: argparse.Namespace) -> InferenceCore:
     """Device, network and core from the common flags; user mistakes raise UserError (util/errors.py)."""
+    ensemble = ensemble_from_args(args, build_core)  # --scales/--flip/several --model; None: one core
+    if ensemble is not None:
+        return ensemble
     try:
         device = resolve_device(args.device)
     except DeviceError as exc:  # a CUDA device on a machine without CUDA

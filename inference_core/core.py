@@ -53,6 +53,8 @@ class InferenceCore:
         (default): the network's own (`network.similarity`; L2 for a network without one, e.g. an
         exported backend). A value that contradicts the network's raises ValueError: weights are
         trained for one similarity.
+    kernel_sigma: kernelized memory reading with this Gaussian std in stride-16 cells (None = off, the
+        paper's default; supplementary E uses it for the 600p variants); see MemoryBank.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class InferenceCore:
         chunk_size: int | str | None = "auto",
         object_batch: int | None = None,
         similarity: str | None = None,
+        kernel_sigma: float | None = None,
     ) -> None:
         if mem_every < 1:
             raise ValueError(f"mem_every must be >= 1, got {mem_every}")
@@ -90,6 +93,9 @@ class InferenceCore:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if max_mem_mb is not None and not max_mem_mb > 0:
             raise ValueError(f"max_mem_mb must be > 0 or None, got {max_mem_mb}")
+        if kernel_sigma is not None and not kernel_sigma > 0:
+            raise ValueError(f"kernel_sigma must be > 0 or None, got {kernel_sigma}")
+        self.kernel_sigma = kernel_sigma
         self.max_mem_mb = max_mem_mb
         self.max_mem_frames = max_mem_frames
         self.chunk_size = chunk_size
@@ -103,6 +109,7 @@ class InferenceCore:
             top_k=self.top_k, max_frames=self.max_mem_frames, chunk_size=self.chunk_size,
             max_bytes=None if self.max_mem_mb is None else int(self.max_mem_mb * 2**20),
             similarity=self.similarity,
+            kernel_sigma=self.kernel_sigma,
         )
         self.labels: list[int] = []  # caller's label of each internal object, in order of appearance
         self.frame_index = -1  # index of the last frame given to step() or skip()
@@ -248,8 +255,13 @@ def probabilities_to_labels(prob: Tensor, size: tuple[int, int], label_map: np.n
 
     Returns an (H, W) uint8 array (uint16 when a label exceeds 255).
     """
-    if tuple(prob.shape[-2:]) != tuple(size):
-        prob = F.interpolate(prob.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
-    index = prob.argmax(dim=0).cpu().numpy()
+    index = resize_probabilities(prob, size).argmax(dim=0).cpu().numpy()
     out = label_map[index]
     return out.astype(np.uint8 if label_map.max() <= 255 else np.uint16)
+
+
+def resize_probabilities(prob: Tensor, size: tuple[int, int]) -> Tensor:
+    """Probabilities (K+1, h, w) resized bilinearly to `size` (H, W); unchanged when already that size."""
+    if tuple(prob.shape[-2:]) == tuple(size):
+        return prob
+    return F.interpolate(prob.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]

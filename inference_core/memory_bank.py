@@ -31,6 +31,20 @@ set, `_read_chunk` calls `observer(weights, indices, start, query_offset)` once 
 with that group's top-k read: weights, indices 1, m, k (indices into the group's suffix, which
 begins at memory position `start` of the keys read, the temporary frame last), for the query
 positions `query_offset .. query_offset + m - 1` of the frame. The read itself is unchanged.
+
+Kernelized reading (`kernel_sigma`, off by default; Seong et al., "Kernelized Memory Network for
+Video Object Segmentation", ECCV 2020, the paper's [22], which supplementary E uses for its 600p
+variants): each memory position n is matched back to the query, q*(n) = argmax_q S(n, q) over every
+query position of the frame, and a 2-D Gaussian on the stride-16 grid centred there,
+    g(n, q) = exp(-((y_q - y_q*(n))^2 + (x_q - x_q*(n))^2) / (2 sigma^2)),
+multiplies the exponentiated affinity, exp(S) * g. Here log g = -d^2 / (2 sigma^2) is added to S
+before the top-k and the softmax: the same weights (exp is monotone, so the top-k of exp(S) * g and
+of S + log g are the same entries). sigma is in feature cells. KERNEL_SIGMA = 7 is the default of
+MiVOS's implementation of kernelized reading (hkchengrex/MiVOS, `make_gaussian(..., sigma=7)` in
+model/propagation/prop_net.py; MiVOS is the paper's [21], the code STCN builds on); KMN's own value
+is taken to be the same (that implementation follows KMN; the KMN paper's text was not at hand to
+quote). The argmax runs over the whole query (chunk by chunk when the read is chunked), so it costs
+one more similarity pass.
 """
 from __future__ import annotations
 
@@ -45,6 +59,7 @@ from util.device import free_memory_bytes
 
 AUTO_CHUNK_FRACTION = 0.25  # share of the free memory the similarity of one chunk may take
 SIMILARITY_COPIES = 3  # similarity, its top-k workspace and the readout's temporaries, per chunk
+KERNEL_SIGMA = 7.0  # kernelized reading: Gaussian std in stride-16 cells (MiVOS's make_gaussian default; KMN [22])
 
 
 @dataclass
@@ -71,6 +86,7 @@ class MemoryBank:
     similarity: str = "l2"  # the memory read's similarity (model/memory_util.py SIMILARITIES), the network's
     # called with each group's top-k read: (weights, indices, start, query_offset); see the module docstring
     observer: Callable[[Tensor, Tensor, int, int], None] | None = None
+    kernel_sigma: float | None = None  # kernelized reading (module docstring); None: off (the paper's default)
 
     @property
     def num_objects(self) -> int:
@@ -148,7 +164,10 @@ class MemoryBank:
         qk = qk.flatten(2)
         mk = self.keys if self.temp_key is None else torch.cat([self.keys, self.temp_key], dim=2)
         chunk = self._chunk(mk, qk.shape[-1])
-        reads = [self._read_chunk(mk, qk[:, :, i : i + chunk], i) for i in range(0, qk.shape[-1], chunk)]
+        if self.kernel_sigma is not None:
+            reads = self._kernel_read(mk, qk, chunk, w)
+        else:
+            reads = [self._read_chunk(mk, qk[:, :, i : i + chunk], i) for i in range(0, qk.shape[-1], chunk)]
         return torch.cat(reads, dim=2).view(self.num_objects, -1, h, w)
 
     def _chunk(self, mk: Tensor, m: int) -> int:
@@ -158,12 +177,32 @@ class MemoryBank:
         free = free_memory_bytes(mk.device)
         if free is None:
             return m
-        per_position = mk.shape[-1] * mk.element_size() * SIMILARITY_COPIES
+        copies = SIMILARITY_COPIES + (self.kernel_sigma is not None)  # + the kernel's log weights
+        per_position = mk.shape[-1] * mk.element_size() * copies
         return max(1, min(m, int(free * AUTO_CHUNK_FRACTION) // per_position))
 
-    def _read_chunk(self, mk: Tensor, qk: Tensor, query_offset: int = 0) -> Tensor:
-        """mk: 1, C_k, N; qk: 1, C_k, m query positions (from `query_offset` on) -> K, C_v, m."""
+    def _kernel_read(self, mk: Tensor, qk: Tensor, chunk: int, width: int) -> list[Tensor]:
+        """The chunks of a kernelized read (module docstring): q*(n) over the whole query, then each
+        chunk with its Gaussian log weights. qk: 1, C_k, M; width: the query's width in cells."""
+        assert self.kernel_sigma is not None
+        best = best_query_positions(mk, qk, chunk, self.similarity)
+        m = qk.shape[-1]
+        return [
+            self._read_chunk(mk, qk[:, :, i : i + chunk], i, log_kernel=gaussian_log_kernel(
+                best, torch.arange(i, min(i + chunk, m), device=qk.device), width, self.kernel_sigma))
+            for i in range(0, m, chunk)
+        ]
+
+    def _read_chunk(
+        self, mk: Tensor, qk: Tensor, query_offset: int = 0, log_kernel: Tensor | None = None
+    ) -> Tensor:
+        """mk: 1, C_k, N; qk: 1, C_k, m query positions (from `query_offset` on) -> K, C_v, m.
+
+        log_kernel: m, N log weights added to the similarity before the top-k (kernelized reading).
+        """
         sim_t = similarity(mk, qk, self.similarity, query_major=True)  # 1, m, N
+        if log_kernel is not None:
+            sim_t = sim_t + log_kernel.to(sim_t.dtype)
         out: list[Tensor | None] = [None] * self.num_objects
         for g in self.groups:
             start = g.first_frame * self.positions_per_frame
@@ -175,3 +214,31 @@ class MemoryBank:
             for i, obj in enumerate(g.objects):
                 out[obj] = read[i]
         return torch.stack(out, dim=0)
+
+
+# ------------------------------------------------------------------------------ kernelized read
+def best_query_positions(mk: Tensor, qk: Tensor, chunk: int, kind: str = "l2") -> Tensor:
+    """q*(n) = argmax_q S(n, q): the best-matching query position of every memory position.
+
+    mk: 1, C_k, N; qk: 1, C_k, M -> N (long, flat query index), computed `chunk` query positions at a
+    time with a running maximum (the earliest position wins a tie); S is the read's similarity `kind`.
+    """
+    best_value, best = similarity(mk, qk[:, :, :chunk], kind, query_major=True)[0].max(dim=0)  # N, N
+    for i in range(chunk, qk.shape[-1], chunk):
+        values, index = similarity(mk, qk[:, :, i : i + chunk], kind, query_major=True)[0].max(dim=0)
+        better = values > best_value
+        best_value = torch.where(better, values, best_value)
+        best = torch.where(better, index + i, best)
+    return best
+
+
+def gaussian_log_kernel(best: Tensor, queries: Tensor, width: int, sigma: float) -> Tensor:
+    """log g(n, q) = -((y_q - y_q*(n))^2 + (x_q - x_q*(n))^2) / (2 sigma^2) (module docstring).
+
+    best: N flat query index q*(n) of each memory position; queries: m flat query indices; width: the
+    query's width in cells (flat index = y * width + x) -> m, N float32 (0 at q = q*(n)).
+    """
+    qy, qx = (queries // width).float(), (queries % width).float()
+    by, bx = (best // width).float(), (best % width).float()
+    d2 = (qy[:, None] - by[None, :]) ** 2 + (qx[:, None] - bx[None, :]) ** 2
+    return d2 / (-2.0 * sigma**2)
