@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from dataset.transforms import im_normalization
 from util import layouts
+from util.frames import EVAL_SHORT_SIDE, normalise, resize_frame, resize_labels
 from util.io import DataError, MaskReader, image_size, read_image, resized_shape
 
-EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MASK_EXTENSION = ".png"
 
@@ -53,32 +51,6 @@ class Frame:
     mask_path: Path | None = None
     start_labels: tuple[int, ...] | None = None
     required: bool = True
-
-
-def normalise(img: Image.Image) -> Tensor:
-    """RGB PIL image -> 3, H, W float tensor normalised with the ImageNet statistics."""
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-    return im_normalization(x)
-
-
-def resize_frame(x: Tensor, size: tuple[int, int], antialias: bool = False) -> Tensor:
-    """Normalised frame (..., 3, H, W) float -> the same at `size` (H', W'): the paper's frame resize.
-
-    Plain bicubic interpolation, `F.interpolate(mode="bicubic", align_corners=False)`: output pixel
-    i samples the source at (i + 0.5) * H / H' - 0.5 with torch's cubic kernel (a = -0.75, 4 taps
-    whatever the scale). That is torchvision 0.9.1's tensor `Resize(480, BICUBIC)`
-    as the original STCN applied it after normalising, the setting of the published numbers.
-    antialias=True: what the same code does under torchvision >= 0.17, whose tensor `Resize`
-    antialiases by default (torch's antialiased bicubic: Keys' a = -0.5, the kernel stretched by
-    the scale factor when shrinking, as PIL).
-    Not clamped: the normalised float has no range to clamp to, and neither torchvision version
-    clamps a float tensor (only uint8), so overshoot at edges reaches the network as in the paper.
-    """
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    batch = x.reshape(-1, *x.shape[-3:])
-    out = F.interpolate(batch, size=tuple(size), mode="bicubic", align_corners=False, antialias=antialias)
-    return out.reshape(*x.shape[:-2], *out.shape[-2:])
 
 
 class TestVideo:
@@ -205,10 +177,7 @@ class TestVideo:
         self.prepare()
         assert self._reader is not None
         labels = torch.from_numpy(self._reader.read(frame.mask_path).astype(np.int64))
-        h, w = self.network_size
-        if (h, w) != tuple(labels.shape):
-            labels = F.interpolate(labels[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
-        return labels
+        return resize_labels(labels, self.network_size)
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -37,20 +37,13 @@ from util.device import (
     resolve_device,
     synchronize,
 )
+from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
 from util.launch import add_local_rank_arg
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
 
 NATIVE_SIZE = -1  # `--size -1`: frames at their own size
-MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see MIN_SHORT_SIDE)
-# The smallest shorter side the network is run at. Frames are padded to multiples of STRIDE (16,
-# the key encoder's res4), so a side of at most 16 pixels becomes a single cell of the f16 map: the
-# memory read then matches each frame as one key (no spatial correspondence is left) and the 3x3
-# convolutions of the key projection, value fusion and decoder see only zero padding around it.
-# Two cells of real image, 2 x 16 = 32 pixels, is the least where the f16 map still has spatial
-# structure; the decoder's f8/f4 stages upsample from it.
-MIN_SHORT_SIDE = MIN_FEATURE_CELLS * STRIDE
 
 
 @dataclass
