@@ -27,6 +27,7 @@ from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
 from evaluation.sinks import FrameSink
 from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
+from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
 from model.checkpoint import load_network
 from model.memory_util import TOP_K
 from util.device import (
@@ -140,24 +141,6 @@ def run_video(
         if isinstance(exc, OSError):  # e.g. a full disk: name the mask's place, not the temporary's
             raise as_final(exc, tmp, out_dir) from None
         raise
-
-
-def starting_objects(
-    mask: torch.Tensor, start_labels: Sequence[int] | None, tracked: Sequence[int]
-) -> tuple[torch.Tensor, list[int]]:
-    """The part of an annotation that starts objects here, and their labels.
-
-    start_labels: the objects that start on this frame (YouTube-VOS meta.json), or None for every
-    label of the mask not tracked yet (generic videos). Labels already tracked are removed from
-    the mask: the core would otherwise take their annotated pixels away from them (a later
-    annotation starts objects; it does not re-annotate tracked ones).
-    """
-    present = [int(v) for v in torch.unique(mask).tolist() if v != 0]
-    start = [v for v in (present if start_labels is None else start_labels) if v not in tracked]
-    keep = torch.zeros_like(mask, dtype=torch.bool)
-    for v in start:
-        keep |= mask == v
-    return torch.where(keep, mask, torch.zeros_like(mask)), start
 
 
 class _CurrentStderr:
