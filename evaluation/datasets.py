@@ -30,9 +30,8 @@ from torch import Tensor
 
 from util import layouts
 from util.frames import EVAL_SHORT_SIDE, normalise, resize_frame, resize_labels
-from util.io import DataError, MaskReader, image_size, read_image, resized_shape
+from util.io import IMAGE_EXTENSIONS, DataError, MaskReader, image_files, image_size, read_image, resized_shape
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MASK_EXTENSION = ".png"
 
 
@@ -197,7 +196,7 @@ def no_object_error(video: str, masks: Sequence[Path]) -> DataError:
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(folder, "no such video folder", "check the dataset layout (JPEGImages/<video>/)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    files = image_files(folder)
     if not files:
         raise DataError(folder, "empty video folder (no images)", "add its frames or remove the video from the list")
     return files

@@ -25,19 +25,12 @@ import torch
 
 from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
 from evaluation.sinks import FrameSink
-from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
+from inference_core.backends import BACKENDS, CACHE_ENV
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
-from model.checkpoint import load_network
+from inference_core.predictor import Predictor, PredictorError
 from model.memory_util import TOP_K
-from util.device import (
-    DeviceError,
-    precision_label,
-    prepare_for_inference,
-    resolve_amp_dtype,
-    resolve_device,
-    synchronize,
-)
+from util.device import DeviceError, resolve_device, synchronize
 from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
 from util.launch import add_local_rank_arg
@@ -321,22 +314,34 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
     device = check_backend_args(args, device)
-    amp_dtype, note = resolve_amp_dtype(device, args.amp, args.amp_dtype)
-    if note:
-        print(note, file=sys.stderr)
-    network = prepare_for_inference(load_network(args.model, device=device))
-    if args.backend != "pytorch":
-        precision = precision_label(amp_dtype)  # OpenVINO's inference precision (amp: bf16 where native)
-        network = exported_network(network, args.backend, args.onnx_dir, precision=precision)
-    elif args.compile:
-        network = compile_network(network)
-    return InferenceCore(
-        network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
-        amp=amp_dtype is not None and args.backend == "pytorch",
-        amp_dtype=torch.float16 if amp_dtype is None else amp_dtype,
-        max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
-        chunk_size=args.chunk_size, object_batch=args.object_batch,
-    )
+    return predictor_from_args(args, device).new_core()
+
+
+# the Predictor's argument -> the evaluation scripts' flag (for its errors)
+FLAG_OF_ARGUMENT = {"top_k": "--top", "device": "--device", "amp": "--amp", "amp_dtype": "--amp_dtype",
+                    "backend": "--backend", "onnx_dir": "--onnx_dir", "compile": "--compile"}
+
+
+def core_options(args: argparse.Namespace) -> dict:
+    """The InferenceCore options of the common flags (a new core option: one more entry here)."""
+    return dict(top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
+                max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
+                chunk_size=args.chunk_size, object_batch=args.object_batch)
+
+
+def predictor_from_args(args: argparse.Namespace, device: torch.device) -> Predictor:
+    """`Predictor.from_checkpoint` with the common flags (the datasets resize the frames themselves);
+    its argument errors become DataErrors naming the flag; the precision note goes to stderr."""
+    try:
+        predictor = Predictor.from_checkpoint(
+            args.model, device=device, amp=args.amp, size=None, amp_dtype=args.amp_dtype,
+            backend=args.backend, onnx_dir=args.onnx_dir, compile=args.compile, **core_options(args),
+        )
+    except PredictorError as exc:
+        raise DataError(FLAG_OF_ARGUMENT.get(exc.where, f"--{exc.where}"), exc.problem, exc.fix) from None
+    if predictor.note:
+        print(predictor.note, file=sys.stderr)
+    return predictor
 
 
 def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.device:

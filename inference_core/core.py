@@ -277,8 +277,13 @@ def probabilities_to_labels(prob: Tensor, size: tuple[int, int], label_map: np.n
 
     Returns an (H, W) uint8 array (uint16 when a label exceeds 255).
     """
-    if tuple(prob.shape[-2:]) != tuple(size):
-        prob = F.interpolate(prob.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
-    index = prob.argmax(dim=0).cpu().numpy()
+    index = resize_probabilities(prob, size).argmax(dim=0).cpu().numpy()
     out = label_map[index]
     return out.astype(np.uint8 if label_map.max() <= 255 else np.uint16)
+
+
+def resize_probabilities(prob: Tensor, size: tuple[int, int]) -> Tensor:
+    """Probabilities (K+1, h, w) at `size` (H, W), bilinear (they still sum to one at each pixel)."""
+    if tuple(prob.shape[-2:]) != tuple(size):
+        prob = F.interpolate(prob.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return prob
