@@ -20,15 +20,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import progressbar
 import torch
 
 from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
 from evaluation.sinks import FrameSink
+from evaluation.video_file import VideoFileVideo
 from inference_core.backends import BACKENDS, CACHE_ENV
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
-from inference_core.predictor import Predictor, PredictorError
+from inference_core.predictor import Predictor, PredictorError, merge_directions
 from model.memory_util import TOP_K
 from util.device import DeviceError, resolve_device, synchronize
 from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
@@ -73,6 +75,7 @@ def run_video(
     sinks: Sequence[FrameSink] = (),
     on_frame: Callable[[], None] | None = None,
     output: OutputDir | None = None,
+    bidirectional: bool = False,
 ) -> None:
     """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
@@ -80,13 +83,15 @@ def run_video(
     is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated
     frame are not processed; frames that are neither required nor memory (see
     `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
-    skipped), e.g. to advance a progress bar.
+    skipped), e.g. to advance a progress bar. bidirectional: objects first annotated on frame m are
+    also propagated from m back to frame 0 (`backward_pass`; merged by `merge_directions`).
     """
     core.reset()
     video.prepare()  # reads every annotation: a bad one stops here, before anything is written
     palette = video.palette
     size = video.size
     last = frames_to_process(video) - 1
+    backward, starts = backward_pass(core, video, stats) if bidirectional else ({}, {})
 
     out_dir = Path(out_dir)
     tmp = partial_dir(out_dir)
@@ -113,7 +118,11 @@ def run_video(
             synchronize(core.device)
             t0 = time.perf_counter()
             prob = core.step(image, mask, labels=start, end=i == last)
-            labels = probabilities_to_labels(prob, size, core.label_map()) if frame.required else None
+            label_map = core.label_map()
+            if i in backward:  # objects annotated after this frame: from the backward pass
+                prob, ids = merge_directions((prob, core.labels), backward.pop(i), starts, i)
+                label_map = np.array([0, *ids], dtype=np.int64)
+            labels = probabilities_to_labels(prob, size, label_map) if frame.required else None
             synchronize(core.device)
             stats.seconds += time.perf_counter() - t0
             stats.frames += 1
@@ -134,6 +143,53 @@ def run_video(
         if isinstance(exc, OSError):  # e.g. a full disk: name the mask's place, not the temporary's
             raise as_final(exc, tmp, out_dir) from None
         raise
+
+
+def first_starts(video: TestVideo) -> dict[int, int]:
+    """Object label -> the first frame whose annotation starts it (the evaluation rule)."""
+    starts: dict[int, int] = {}
+    for i, frame in enumerate(video.frames):
+        if frame.mask_path is not None:
+            _, start = starting_objects(video.load_mask(i), frame.start_labels, list(starts))
+            starts.update({v: i for v in start})
+    return starts
+
+
+def backward_pass(core: InferenceCore, video: TestVideo, stats: RunStats
+                  ) -> tuple[dict[int, tuple[torch.Tensor, list[int]]], dict[int, int]]:
+    """`--bidirectional`: the frames from the last frame that starts an object back to frame 0, through
+    the core with the annotations taken in that order (the evaluation rule, `starting_objects`).
+
+    Returns (required frame t before that frame -> (probabilities at the network size on the CPU,
+    their labels)) and `first_starts`. A video file is decoded once, in order, and its frames up to
+    that frame are kept (at the network size) for the reversed pass. Timed as the forward frames.
+    """
+    starts = first_starts(video)
+    last = max(starts.values(), default=0)
+    if last == 0:
+        return {}, starts
+    core.reset()
+    sequential = isinstance(video, VideoFileVideo)  # decoding backwards would re-decode from the start
+    images = [video.load_image(i) for i in range(last + 1)] if sequential else None
+    out = {}
+    for i in range(last, -1, -1):
+        frame = video.frames[i]
+        image = (images[i] if images is not None else video.load_image(i)).to(core.device)
+        mask, start = None, None
+        if frame.mask_path is not None:
+            mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
+            if not start:
+                mask, start = None, None
+        synchronize(core.device)
+        t0 = time.perf_counter()
+        prob = core.step(image, mask, labels=start, end=i == 0)
+        if i < last and frame.required:
+            out[i] = (prob.cpu(), list(core.labels))
+        synchronize(core.device)
+        stats.seconds += time.perf_counter() - t0
+        stats.frames += 1
+    core.reset()
+    return out, starts
 
 
 class _CurrentStderr:
@@ -159,6 +215,7 @@ def run_dataset(
     quiet: bool = False,
     sinks: Sequence[FrameSink] = (),
     output: OutputDir | None = None,
+    bidirectional: bool = False,
 ) -> RunStats:
     """Run every video with a progress bar over all frames; returns the totals for the timing lines.
 
@@ -170,7 +227,7 @@ def run_dataset(
     stats = RunStats()
     if quiet:
         for video in videos:
-            run_video(core, video, out_dir_of(video), stats, sinks, output=output)
+            run_video(core, video, out_dir_of(video), stats, sinks, output=output, bidirectional=bidirectional)
         return stats
 
     status = progressbar.FormatCustomText(
@@ -193,7 +250,8 @@ def run_dataset(
     try:
         for video in videos:
             status.update_mapping(video=video.name)
-            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output)
+            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output,
+                      bidirectional=bidirectional)
     finally:
         bar.finish(dirty=True)
     return stats
@@ -252,6 +310,14 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--antialias", action="store_true",
                         help="antialiased bicubic resize, as the original code gives under torchvision >= 0.17 "
                              "(default: plain bicubic on the normalised frame, as for the paper's numbers)")
+
+
+def add_bidirectional_arg(parser: argparse.ArgumentParser) -> None:
+    """`--bidirectional` (eval_generic.py, segment_video.py): objects annotated on a later frame also backwards."""
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="also propagate each object backwards, from the frame where it is first annotated to "
+                             "the first frame (its own memory, the frames in reverse); frames before an object's "
+                             "annotation take it from that pass")
 
 
 def short_side(args: argparse.Namespace) -> int | None:
