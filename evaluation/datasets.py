@@ -7,7 +7,7 @@ lazily, one at a time, so a long video never sits in memory.
 Sizes: DAVIS is evaluated at its native 480p (frames are never resized). YouTube-VOS, generic
 folders and video files are resized so that the shorter side is 480 (the longer side truncated, as
 torchvision does), as the paper did: the frame is converted to a float tensor and normalised first,
-then resized by `resize_frame`, plain bicubic interpolation without antialiasing (torchvision 0.9.1's
+then resized by `resize_frame` (util/frames.py), plain bicubic interpolation without antialiasing (torchvision 0.9.1's
 tensor `Resize`, which produced the published numbers); `antialias=True` gives what the original code
 does under torchvision >= 0.17. Masks are resized with nearest neighbour. The scripts resize the
 predictions back to each video's original size. See docs/evaluation.md, "Preprocessing".

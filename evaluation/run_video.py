@@ -301,7 +301,7 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
 
     `--antialias`: resize with antialiasing, as the original code does under torchvision >= 0.17
-    (the default is the paper's plain bicubic; see `evaluation.datasets.resize_frame`).
+    (the default is the paper's plain bicubic; see `util.frames.resize_frame`).
     """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "
