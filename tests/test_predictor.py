@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import eval_generic
+import segment_video
 from inference_core import InferenceCore, MemoryBank, Predictor, PredictorError
 from inference_core.core import probabilities_to_labels
 from inference_core.predictor import merge_directions
@@ -97,6 +98,27 @@ def test_segment_equals_eval_generic(tmp_path, video, released_checkpoint, bidir
         assert np.array_equal(got, np.array(Image.open(tmp_path / "out" / "v" / f"{t:05d}.png"))), t
     before = np.unique(np.concatenate([r.ravel() for _, r in results[:2]]))
     assert bool(set(before.tolist()) - {0}) == bidirectional  # frames before any annotation: objects only backwards
+
+
+def test_segment_video_bidirectional_equals_segment_on_the_video_file(tmp_path, video, released_checkpoint, capsys):
+    from util.video import VideoWriter
+
+    images, labels = video
+    with VideoWriter(tmp_path / "clip.mp4", fps=10) as writer:
+        for img in images:
+            writer.write(img)
+    mask = only(labels[4], 3)
+    save_indexed(tmp_path / "masks" / "00004.png", mask)
+    argv = ["--video", str(tmp_path / "clip.mp4"), "--mask_dir", str(tmp_path / "masks"), "--output",
+            str(tmp_path / "out"), "--model", str(released_checkpoint), "--size", str(SIZE), "--device", "cpu",
+            "--bidirectional"]
+    assert segment_video.main(argv) == 0
+    capsys.readouterr()
+    predictor = Predictor.from_checkpoint(released_checkpoint, device="cpu", size=SIZE)
+    results = list(predictor.segment(tmp_path / "clip.mp4", {4: mask}, bidirectional=True))
+    assert len(results) == SPEC.frames
+    for t, got in results:
+        assert np.array_equal(got, np.array(Image.open(tmp_path / "out" / f"{t:05d}.png"))), t
 
 
 def test_checkpoint_formats_load_as_the_clis_do(tmp_path, stcn_net, released_checkpoint, video):
