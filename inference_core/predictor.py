@@ -471,8 +471,10 @@ class Stream:
             return StepInput(image, None, [], None, size)
         labels = resize_labels(labels, net_size)
         tracked, new = self.core.objects.split(present_ids(labels))
-        start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
-        return StepInput(image, start_mask if new else None, new, labels if tracked else None, size)
+        start_mask = None
+        if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
+            start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
+        return StepInput(image, start_mask, new, labels if tracked else None, size)
 
     def finish(self, prepared: StepInput, prob: Tensor) -> np.ndarray:
         """After the core's step: correct the tracked ids of the mask, keep the probabilities, the label map."""

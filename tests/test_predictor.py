@@ -213,6 +213,18 @@ def test_mask_mixing_tracked_and_new_ids_starts_the_new_and_corrects_the_tracked
     assert 5 in stream.core.memory.pinned and stream.core.last_mem_index == 5
 
 
+def test_a_mask_of_tracked_ids_only_is_a_correction_of_its_frame(native, video):
+    images, labels = video
+    a, b = native.new_stream(), native.new_stream()
+    for s in (a, b):
+        s.step(images[0], only(labels[0], 3))
+    moved = np.roll(only(labels[1], 3), 4, axis=0)
+    got = a.step(images[1], moved)
+    b.step(images[1])
+    assert np.array_equal(got, b.correct(moved)) and np.array_equal(got, moved)
+    assert np.array_equal(a.step(images[2]), b.step(images[2]))
+
+
 # ----------------------------------------------------------------------------------- corrections
 class CopyNetwork:
     """A network that propagates masks by position: keys are pixel coordinates, the value of a memory
