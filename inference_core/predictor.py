@@ -51,7 +51,7 @@ from util.device import DeviceError, precision_label, prepare_for_inference, res
 from util.errors import UserError
 from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
 from util.io import image_files, read_image, resized_shape
-from util.video import VideoReader, is_video_file
+from util.video import VideoReader
 
 NATIVE_SIZE = -1  # size=-1 (or None): frames at their own size
 MAX_LABEL = 2**16 - 1  # label maps come back as uint8 (ids <= 255) or uint16
@@ -349,7 +349,7 @@ class _FrameSource:
                 self.files = image_files(path)
                 if not self.files:
                     raise PredictorError("frames", f"{path}: no images in the folder", "pass a folder of frames")
-            elif is_video_file(path) or path.is_file():
+            elif path.is_file():
                 self.video = VideoReader(path)  # DataError naming the file when it is no video
             else:
                 raise PredictorError("frames", f"{path}: no such folder or video file", "check the path")

@@ -176,7 +176,7 @@ def test_removing_an_object_right_after_its_frame_keeps_probabilities_normalised
     images, labels = video
     stream = predictor.new_stream()
     stream.step(images[0], labels[0] * (labels[0] > 0))
-    stream.step(images[1], only(labels[5], 200)[: SPEC.height, : SPEC.width])
+    stream.step(images[1], only(labels[5], 200))
     stream.remove(3)
     probs = stream.probabilities
     assert sorted(probs) == [0, 200]
@@ -358,7 +358,9 @@ def test_bad_from_checkpoint_arguments_name_the_argument(released_checkpoint, kw
 
 def test_bad_segment_input_names_the_argument(predictor, video, tmp_path):
     images, labels = video
-    for frames, masks in ((images, {len(images): labels[0]}), (images, [labels[0]]), (tmp_path / "none", {})):
+    cases = ((images, {len(images): labels[0]}), (images, [labels[0]]), (images, {-1: labels[0]}),
+             (tmp_path / "none.mp4", {0: labels[0]}), (iter(images), {len(images): labels[0]}))
+    for frames, masks in cases:
         with pytest.raises(PredictorError) as info:
             list(predictor.segment(frames, masks))
         assert info.value.where in ("masks", "frames")
