@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 from evaluation.datasets import GenericTestDataset
-from evaluation.run_video import add_common_args, add_size_arg, build_core, check_videos, short_side
+from evaluation.run_video import (
+    add_bidirectional_arg,
+    add_common_args,
+    add_size_arg,
+    build_core,
+    check_videos,
+    short_side,
+)
 from evaluation.sharding import Shard, run_sharded
 from evaluation.sinks import BinaryMaskSink, OverlaySink
 from util.io import DataError
@@ -27,6 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN on a folder of videos")
     parser.add_argument("--data_path", required=True, help="folder with JPEGImages/<video>/ and Annotations/<video>/")
     add_size_arg(parser)
+    add_bidirectional_arg(parser)
     parser.add_argument("--overlay", default=None, help="also write <dir>/<video>.mp4 with the masks over the frames")
     parser.add_argument("--overlay_fps", type=float, default=None, help="frame rate of the overlays (default 24)")
     parser.add_argument("--binary_masks", default=None,
@@ -58,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             if "--binary_masks" in folders:
                 binary = folders["--binary_masks"]
                 sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
-            stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out)
+            stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out,
+                                      bidirectional=args.bidirectional)
         if not shard.is_main:  # rank 0 reports for every rank
             return 0
         stats.print()

@@ -19,6 +19,7 @@ import contextlib
 import sys
 
 from evaluation.run_video import (
+    add_bidirectional_arg,
     add_common_args,
     add_size_arg,
     build_core,
@@ -39,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", default=None, help="indexed PNG of the first frame's objects")
     parser.add_argument("--mask_dir", default=None, help="folder of <frame index>.png where objects first appear")
     add_size_arg(parser)
+    add_bidirectional_arg(parser)
     parser.add_argument("--overlay", default=None,
                         help="also write this video (.mp4, .mkv, ...) of masks over the frames")
     parser.add_argument("--binary_masks", default=None, help="also write <dir>/<object label>/<frame>.png (0/255)")
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             for folder in (out, binary):
                 if folder is not None:
                     stack.enter_context(folder.writing())
-            stats = run_dataset(core, [video], lambda v: out.path, sinks=sinks, output=out)
+            stats = run_dataset(core, [video], lambda v: out.path, sinks=sinks, output=out,
+                                bidirectional=args.bidirectional)
         stats.print()
         return 0
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
+
+# the ImageNet normalisation lives with the inference frame resize (util/frames.py); re-exported here
+from util.frames import IMAGENET_MEAN, IMAGENET_STD, im_denormalization, im_normalization
 
 try:  # torchvision >= 0.17
     from torchvision import tv_tensors
@@ -38,9 +40,6 @@ __all__ = [
     "vos_frame_transform",
 ]
 
-# ImageNet statistics of the torchvision ResNet backbones (the encoders are ImageNet pre-trained).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # uint8 colour used for pixels that an affine/crop/warp uncovers: the mean colour, which normalises to 0.
 IMAGE_FILL: tuple[int, int, int] = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104)
 # Fill per tv_tensor type: images get the mean colour, masks the background label.
@@ -67,24 +66,6 @@ VOS_FRAME_DEGREES = 15
 VOS_FRAME_SHEAR = 10
 
 DEFAULT_CROP_SIZE = 384  # F.3.1, F.3.2
-
-
-def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return mean, std
-
-
-def im_normalization(x: Tensor) -> Tensor:
-    """Normalise a float image in [0, 1] of shape (..., 3, H, W) with the ImageNet statistics."""
-    mean, std = _stats(x)
-    return (x - mean) / std
-
-
-def im_denormalization(x: Tensor) -> Tensor:
-    """Inverse of `im_normalization` (e.g. to show training frames in TensorBoard), clamped to [0, 1]."""
-    mean, std = _stats(x)
-    return (x * std + mean).clamp(0, 1)
 
 
 def to_model_input(image: Tensor) -> Tensor:

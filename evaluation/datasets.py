@@ -7,7 +7,7 @@ lazily, one at a time, so a long video never sits in memory.
 Sizes: DAVIS is evaluated at its native 480p (frames are never resized). YouTube-VOS, generic
 folders and video files are resized so that the shorter side is 480 (the longer side truncated, as
 torchvision does), as the paper did: the frame is converted to a float tensor and normalised first,
-then resized by `resize_frame`, plain bicubic interpolation without antialiasing (torchvision 0.9.1's
+then resized by `resize_frame` (util/frames.py), plain bicubic interpolation without antialiasing (torchvision 0.9.1's
 tensor `Resize`, which produced the published numbers); `antialias=True` gives what the original code
 does under torchvision >= 0.17. Masks are resized with nearest neighbour. The scripts resize the
 predictions back to each video's original size. See docs/evaluation.md, "Preprocessing".
@@ -25,16 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from dataset.transforms import im_normalization
 from util import layouts
-from util.io import DataError, MaskReader, image_size, read_image, resized_shape
+from util.frames import EVAL_SHORT_SIDE, normalise, resize_frame, resize_labels
+from util.io import IMAGE_EXTENSIONS, DataError, MaskReader, image_files, image_size, read_image, resized_shape
 
-EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MASK_EXTENSION = ".png"
 
 
@@ -53,32 +50,6 @@ class Frame:
     mask_path: Path | None = None
     start_labels: tuple[int, ...] | None = None
     required: bool = True
-
-
-def normalise(img: Image.Image) -> Tensor:
-    """RGB PIL image -> 3, H, W float tensor normalised with the ImageNet statistics."""
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-    return im_normalization(x)
-
-
-def resize_frame(x: Tensor, size: tuple[int, int], antialias: bool = False) -> Tensor:
-    """Normalised frame (..., 3, H, W) float -> the same at `size` (H', W'): the paper's frame resize.
-
-    Plain bicubic interpolation, `F.interpolate(mode="bicubic", align_corners=False)`: output pixel
-    i samples the source at (i + 0.5) * H / H' - 0.5 with torch's cubic kernel (a = -0.75, 4 taps
-    whatever the scale). That is torchvision 0.9.1's tensor `Resize(480, BICUBIC)`
-    as the original STCN applied it after normalising, the setting of the published numbers.
-    antialias=True: what the same code does under torchvision >= 0.17, whose tensor `Resize`
-    antialiases by default (torch's antialiased bicubic: Keys' a = -0.5, the kernel stretched by
-    the scale factor when shrinking, as PIL).
-    Not clamped: the normalised float has no range to clamp to, and neither torchvision version
-    clamps a float tensor (only uint8), so overshoot at edges reaches the network as in the paper.
-    """
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    batch = x.reshape(-1, *x.shape[-3:])
-    out = F.interpolate(batch, size=tuple(size), mode="bicubic", align_corners=False, antialias=antialias)
-    return out.reshape(*x.shape[:-2], *out.shape[-2:])
 
 
 class TestVideo:
@@ -225,13 +196,6 @@ class TestVideo:
         return {side: resize_labels(labels, self.size_at(side)) for side in short_sides}
 
 
-def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
-    """An (H, W) long label map at `size` (H', W') by nearest neighbour: the evaluation's mask resize."""
-    if tuple(size) == tuple(labels.shape):
-        return labels
-    return F.interpolate(labels[None, None].float(), size=tuple(size), mode="nearest")[0, 0].long()
-
-
 # ----------------------------------------------------------------------------------- helpers
 def no_object_error(video: str, masks: Sequence[Path]) -> DataError:
     """A video whose annotations hold no object: nothing to segment, so a user mistake, not a result."""
@@ -249,7 +213,7 @@ def no_object_error(video: str, masks: Sequence[Path]) -> DataError:
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(folder, "no such video folder", "check the dataset layout (JPEGImages/<video>/)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    files = image_files(folder)
     if not files:
         raise DataError(folder, "empty video folder (no images)", "add its frames or remove the video from the list")
     return files

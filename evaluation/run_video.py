@@ -20,39 +20,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import progressbar
 import torch
 
 from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
 from evaluation.ensembles import ModelPaths, add_ensemble_args, annotation_input, ensemble_from_args, frame_input
 from evaluation.sinks import FrameSink
-from inference_core.backends import BACKENDS, CACHE_ENV, compile_network, exported_network
+from evaluation.video_file import VideoFileVideo
+from inference_core.backends import BACKENDS, CACHE_ENV
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
-from model.checkpoint import load_network
+from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
+from inference_core.predictor import Predictor, PredictorError, merge_directions
 from model.memory_util import SIMILARITIES, TOP_K
-from model.network import STCN
-from util.device import (
-    DeviceError,
-    precision_label,
-    prepare_for_inference,
-    resolve_amp_dtype,
-    resolve_device,
-    synchronize,
-)
+from util.device import DeviceError, resolve_device, synchronize
+from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
 from util.launch import add_local_rank_arg
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
 
 NATIVE_SIZE = -1  # `--size -1`: frames at their own size
-MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see MIN_SHORT_SIDE)
-# The smallest shorter side the network is run at. Frames are padded to multiples of STRIDE (16,
-# the key encoder's res4), so a side of at most 16 pixels becomes a single cell of the f16 map: the
-# memory read then matches each frame as one key (no spatial correspondence is left) and the 3x3
-# convolutions of the key projection, value fusion and decoder see only zero padding around it.
-# Two cells of real image, 2 x 16 = 32 pixels, is the least where the f16 map still has spatial
-# structure; the decoder's f8/f4 stages upsample from it.
-MIN_SHORT_SIDE = MIN_FEATURE_CELLS * STRIDE
 
 
 @dataclass
@@ -88,6 +76,7 @@ def run_video(
     sinks: Sequence[FrameSink] = (),
     on_frame: Callable[[], None] | None = None,
     output: OutputDir | None = None,
+    bidirectional: bool = False,
 ) -> None:
     """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
@@ -95,13 +84,15 @@ def run_video(
     is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated
     frame are not processed; frames that are neither required nor memory (see
     `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
-    skipped), e.g. to advance a progress bar.
+    skipped), e.g. to advance a progress bar. bidirectional: objects first annotated on frame m are
+    also propagated from m back to frame 0 (`backward_pass`; merged by `merge_directions`).
     """
     core.reset()
     video.prepare()  # reads every annotation: a bad one stops here, before anything is written
     palette = video.palette
     size = video.size
     last = frames_to_process(video) - 1
+    backward, starts = backward_pass(core, video, stats) if bidirectional else ({}, {})
 
     out_dir = Path(out_dir)
     tmp = partial_dir(out_dir)
@@ -130,7 +121,11 @@ def run_video(
             synchronize(core.device)
             t0 = time.perf_counter()
             prob = core.step(image, mask, labels=start, end=i == last)
-            labels = probabilities_to_labels(prob, size, core.label_map()) if frame.required else None
+            label_map = core.label_map()
+            if i in backward:  # objects annotated after this frame: from the backward pass
+                prob, ids = merge_directions((prob, core.labels), backward.pop(i), starts, i)
+                label_map = np.array([0, *ids], dtype=np.int64)
+            labels = probabilities_to_labels(prob, size, label_map) if frame.required else None
             synchronize(core.device)
             stats.seconds += time.perf_counter() - t0
             stats.frames += 1  # once per frame, whatever the number of ensemble variants
@@ -153,22 +148,53 @@ def run_video(
         raise
 
 
-def starting_objects(
-    mask: torch.Tensor, start_labels: Sequence[int] | None, tracked: Sequence[int]
-) -> tuple[torch.Tensor, list[int]]:
-    """The part of an annotation that starts objects here, and their labels.
+def first_starts(video: TestVideo) -> dict[int, int]:
+    """Object label -> the first frame whose annotation starts it (the evaluation rule)."""
+    starts: dict[int, int] = {}
+    for i, frame in enumerate(video.frames):
+        if frame.mask_path is not None:
+            _, start = starting_objects(video.load_mask(i), frame.start_labels, list(starts))
+            starts.update({v: i for v in start})
+    return starts
 
-    start_labels: the objects that start on this frame (YouTube-VOS meta.json), or None for every
-    label of the mask not tracked yet (generic videos). Labels already tracked are removed from
-    the mask: the core would otherwise take their annotated pixels away from them (a later
-    annotation starts objects; it does not re-annotate tracked ones).
+
+def backward_pass(core: InferenceCore, video: TestVideo, stats: RunStats
+                  ) -> tuple[dict[int, tuple[torch.Tensor, list[int]]], dict[int, int]]:
+    """`--bidirectional`: the frames from the last frame that starts an object back to frame 0, through
+    the core with the annotations taken in that order (the evaluation rule, `starting_objects`).
+
+    Returns (required frame t before that frame -> (probabilities at the network size on the CPU,
+    their labels)) and `first_starts`. A video file is decoded once, in order, and its frames up to
+    that frame are kept (at the network size) for the reversed pass. Timed as the forward frames.
     """
-    present = [int(v) for v in torch.unique(mask).tolist() if v != 0]
-    start = [v for v in (present if start_labels is None else start_labels) if v not in tracked]
-    keep = torch.zeros_like(mask, dtype=torch.bool)
-    for v in start:
-        keep |= mask == v
-    return torch.where(keep, mask, torch.zeros_like(mask)), start
+    starts = first_starts(video)
+    last = max(starts.values(), default=0)
+    if last == 0:
+        return {}, starts
+    core.reset()
+    sequential = isinstance(video, VideoFileVideo)  # decoding backwards would re-decode from the start
+    images = [frame_input(core, video, i) for i in range(last + 1)] if sequential else None
+    out = {}
+    for i in range(last, -1, -1):
+        frame = video.frames[i]
+        image = images[i] if images is not None else frame_input(core, video, i)
+        mask, start = None, None
+        if frame.mask_path is not None:
+            mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
+            if not start:
+                mask, start = None, None
+            else:
+                mask = annotation_input(core, video, i, mask, start)
+        synchronize(core.device)
+        t0 = time.perf_counter()
+        prob = core.step(image, mask, labels=start, end=i == 0)
+        if i < last and frame.required:
+            out[i] = (prob.cpu(), list(core.labels))
+        synchronize(core.device)
+        stats.seconds += time.perf_counter() - t0
+        stats.frames += 1
+    core.reset()
+    return out, starts
 
 
 class _CurrentStderr:
@@ -194,6 +220,7 @@ def run_dataset(
     quiet: bool = False,
     sinks: Sequence[FrameSink] = (),
     output: OutputDir | None = None,
+    bidirectional: bool = False,
 ) -> RunStats:
     """Run every video with a progress bar over all frames; returns the totals for the timing lines.
 
@@ -205,7 +232,7 @@ def run_dataset(
     stats = RunStats()
     if quiet:
         for video in videos:
-            run_video(core, video, out_dir_of(video), stats, sinks, output=output)
+            run_video(core, video, out_dir_of(video), stats, sinks, output=output, bidirectional=bidirectional)
         return stats
 
     status = progressbar.FormatCustomText(
@@ -228,7 +255,8 @@ def run_dataset(
     try:
         for video in videos:
             status.update_mapping(video=video.name)
-            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output)
+            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output,
+                      bidirectional=bidirectional)
     finally:
         bar.finish(dirty=True)
     return stats
@@ -282,7 +310,7 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
 
     `--antialias`: resize with antialiasing, as the original code does under torchvision >= 0.17
-    (the default is the paper's plain bicubic; see `evaluation.datasets.resize_frame`).
+    (the default is the paper's plain bicubic; see `util.frames.resize_frame`).
     """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "
@@ -291,6 +319,14 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--antialias", action="store_true",
                         help="antialiased bicubic resize, as the original code gives under torchvision >= 0.17 "
                              "(default: plain bicubic on the normalised frame, as for the paper's numbers)")
+
+
+def add_bidirectional_arg(parser: argparse.ArgumentParser) -> None:
+    """`--bidirectional` (eval_generic.py, segment_video.py): objects annotated on a later frame also backwards."""
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="also propagate each object backwards, from the frame where it is first annotated to "
+                             "the first frame (its own memory, the frames in reverse); frames before an object's "
+                             "annotation take it from that pass")
 
 
 def short_side(args: argparse.Namespace) -> int | None:
@@ -356,23 +392,37 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
     device = check_backend_args(args, device)
-    amp_dtype, note = resolve_amp_dtype(device, args.amp, args.amp_dtype)
-    if note:
-        print(note, file=sys.stderr)
-    network = prepare_for_inference(load_network(args.model, device=device))
-    similarity = similarity_option(args, network)
-    if args.backend != "pytorch":
-        precision = precision_label(amp_dtype)  # OpenVINO's inference precision (amp: bf16 where native)
-        network = exported_network(network, args.backend, args.onnx_dir, precision=precision)
-    elif args.compile:
-        network = compile_network(network)
-    return InferenceCore(
-        network, top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
-        amp=amp_dtype is not None and args.backend == "pytorch",
-        amp_dtype=torch.float16 if amp_dtype is None else amp_dtype,
-        max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
-        chunk_size=args.chunk_size, object_batch=args.object_batch, similarity=similarity,
-    )
+    predictor = predictor_from_args(args, device)
+    check_similarity_flag(args, predictor.similarity)
+    return predictor.new_core()
+
+
+# the Predictor's argument -> the evaluation scripts' flag (for its errors)
+FLAG_OF_ARGUMENT = {"top_k": "--top", "device": "--device", "amp": "--amp", "amp_dtype": "--amp_dtype",
+                    "backend": "--backend", "onnx_dir": "--onnx_dir", "compile": "--compile"}
+
+
+def core_options(args: argparse.Namespace) -> dict:
+    """The InferenceCore options of the common flags (a new core option: one more entry here)."""
+    return dict(top_k=args.top, mem_every=args.mem_every, include_last=args.include_last,
+                max_mem_frames=args.max_mem_frames, max_mem_mb=args.max_mem_mb,
+                chunk_size=args.chunk_size, object_batch=args.object_batch,
+                kernel_sigma=getattr(args, "kernel_sigma", None))
+
+
+def predictor_from_args(args: argparse.Namespace, device: torch.device) -> Predictor:
+    """`Predictor.from_checkpoint` with the common flags (the datasets resize the frames themselves);
+    its argument errors become DataErrors naming the flag; the precision note goes to stderr."""
+    try:
+        predictor = Predictor.from_checkpoint(
+            args.model, device=device, amp=args.amp, size=None, amp_dtype=args.amp_dtype,
+            backend=args.backend, onnx_dir=args.onnx_dir, compile=args.compile, **core_options(args),
+        )
+    except PredictorError as exc:
+        raise DataError(FLAG_OF_ARGUMENT.get(exc.where, f"--{exc.where}"), exc.problem, exc.fix) from None
+    if predictor.note:
+        print(predictor.note, file=sys.stderr)
+    return predictor
 
 
 def add_similarity_arg(parser: argparse.ArgumentParser) -> None:
@@ -382,16 +432,15 @@ def add_similarity_arg(parser: argparse.ArgumentParser) -> None:
                              "trained with (stored by train.py; released weights: l2). A different value is refused")
 
 
-def similarity_option(args: argparse.Namespace, network: STCN) -> str:
-    """The similarity to read the memory with: the network's (its weights'); DataError if `--similarity`
-    names another one (weights trained for one similarity give wrong masks with another)."""
+def check_similarity_flag(args: argparse.Namespace, trained: str) -> None:
+    """DataError if `--similarity` names another similarity than the one the weights were trained with
+    (`trained`; weights trained for one similarity give wrong masks with another)."""
     wanted = getattr(args, "similarity", None)
-    if wanted is not None and wanted != network.similarity:
+    if wanted is not None and wanted != trained:
         raise DataError(
-            "--similarity", f"{wanted} contradicts {args.model}, which was trained with {network.similarity} "
-            "similarity", f"leave --similarity out or pass --similarity {network.similarity}",
+            "--similarity", f"{wanted} contradicts {args.model}, which was trained with {trained} "
+            "similarity", f"leave --similarity out or pass --similarity {trained}",
         )
-    return network.similarity
 
 
 def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.device:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from inference_core.memory_bank import MemoryBank
+from inference_core.objects import ObjectRegistry, present_ids
 from model.aggregate import soft_aggregate
 from model.memory_util import TOP_K, check_similarity
 from model.network import STCN
@@ -111,11 +112,16 @@ class InferenceCore:
             similarity=self.similarity,
             kernel_sigma=self.kernel_sigma,
         )
-        self.labels: list[int] = []  # caller's label of each internal object, in order of appearance
+        self.objects = ObjectRegistry()  # caller's label of each internal object, in order of appearance
         self.frame_index = -1  # index of the last frame given to step() or skip()
         self.last_mem_index: int | None = None
 
     # ---------------------------------------------------------------------------------- queries
+    @property
+    def labels(self) -> list[int]:
+        """The caller's label of each internal object, in order of appearance (the registry's ids)."""
+        return self.objects.ids
+
     @property
     def num_objects(self) -> int:
         return len(self.labels)
@@ -199,6 +205,51 @@ class InferenceCore:
                 if is_mem:
                     self.last_mem_index = ti
         return unpad(prob, pad).float()
+
+    # ------------------------------------------------------------------- correction and removal
+    @torch.inference_mode()
+    def correct(self, image: Tensor, mask: Tensor, prob: Tensor, labels: Sequence[int] | None = None) -> Tensor:
+        """Replace tracked objects' masks on the current frame (the last one given to `step`).
+
+        image: that frame as it was given to `step`; prob: what `step` returned for it (1 + K, H, W).
+        mask: H, W label map; labels: the objects it corrects (default: every label in `mask`; all
+            must be tracked). A corrected object becomes exactly its pixels of `mask`; the other
+            objects give way on every labelled pixel and keep their probabilities elsewhere; soft
+            aggregation renormalises. The STCN way to take a correction: the frame becomes memory
+            with values encoded from the corrected masks (replacing its values when it was memory
+            already), is never dropped by a memory bound, and the memory schedule restarts from it.
+        Returns the corrected probabilities (1 + K, H, W), float32.
+        """
+        if self.frame_index < 0:
+            raise ValueError("correct() before the first step()")
+        mask = mask.to(self.device)
+        labels = present_ids(mask) if labels is None else [int(v) for v in labels]
+        unknown = [v for v in labels if v not in self.objects]
+        if unknown:
+            raise ValueError(f"objects {unknown} are not tracked")
+        objects = prob[1:].to(self.device).float() * (mask == 0)  # the others give way on labelled pixels
+        for v in labels:
+            objects[self.objects.index(v)] = (mask == v).float()
+        prob = soft_aggregate(objects, dim=0)
+        padded, pad = pad_divide_by(image.to(self.device).unsqueeze(0), 16)
+        masks, _ = pad_divide_by(prob[1:], 16)
+        with self._autocast():
+            k16, _, f16, _, _ = self.network.encode_key(padded)
+            others = masks.sum(dim=0, keepdim=True) - masks
+            mv16 = torch.cat([
+                self.network.encode_value(padded, f16, m[None], o[None])[0]
+                for m, o in zip(self._object_batches(masks), self._object_batches(others))
+            ])
+        self.memory.pin(self.frame_index)
+        self.memory.put(self.frame_index, k16, mv16)
+        self.last_mem_index = self.frame_index
+        return prob
+
+    def remove(self, label: int) -> None:
+        """Stop tracking object `label`: its registry entry and its memory values go (see MemoryBank.remove_object)."""
+        if label not in self.objects:
+            raise ValueError(f"object {label} is not tracked")
+        self.memory.remove_object(self.objects.remove(label))
 
     # ------------------------------------------------------------------------------- internals
     def _object_batches(self, x: Tensor) -> tuple[Tensor, ...]:

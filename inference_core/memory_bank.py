@@ -20,6 +20,11 @@ frame removes it for every group, so each group's frames remain a suffix. Perman
 never dropped, so a budget smaller than they need is exceeded by them alone (the window is then
 empty: every frame reads only the annotated frames).
 
+Corrections and removal (the Python predictor, inference_core/predictor.py): `put` replaces the
+values of a stored frame (a corrected frame) and `pin` makes a frame permanent as well;
+`remove_object` takes an object's value columns out of its group and drops the frames no group
+reads any more.
+
 Chunked read (`chunk_size`): the similarity, top-k and readout are computed for `chunk_size` query
 positions at a time; each query position is independent, so the result is the same while the
 largest temporary is N x chunk_size instead of N x h*w. `chunk_size="auto"` picks, at every read,
@@ -87,6 +92,7 @@ class MemoryBank:
     # called with each group's top-k read: (weights, indices, start, query_offset); see the module docstring
     observer: Callable[[Tensor, Tensor, int, int], None] | None = None
     kernel_sigma: float | None = None  # kernelized reading (module docstring); None: off (the paper's default)
+    pinned: set[int] = field(default_factory=set)  # video frame ids never dropped (corrected frames)
 
     @property
     def num_objects(self) -> int:
@@ -136,8 +142,48 @@ class MemoryBank:
             pass
 
     def permanent_frames(self) -> set[int]:
-        """Positions (in frame_ids) of frames that are never dropped: each group's first frame."""
-        return {g.first_frame for g in self.groups}
+        """Positions (in frame_ids) of frames that are never dropped: each group's first frame, and pinned frames."""
+        return {g.first_frame for g in self.groups} | {i for i, f in enumerate(self.frame_ids) if f in self.pinned}
+
+    # ------------------------------------------------------------------- correction and removal
+    def pin(self, frame_id: int) -> None:
+        """Never drop video frame `frame_id` (a corrected frame) under the memory bound."""
+        self.pinned.add(frame_id)
+
+    def put(self, frame_id: int, key: Tensor, values: Tensor) -> None:
+        """Store frame `frame_id` as memory: replace every group's values of it when it is stored
+        already (the key is the same frame's), else `add` it. Shapes as in `add`."""
+        if frame_id not in self.frame_ids:
+            self.add(frame_id, key, values)
+            return
+        pos = self.frame_ids.index(frame_id)
+        hw = self.positions_per_frame
+        values = values.flatten(2).permute(2, 0, 1)  # h*w, K, C_v
+        for g in self.groups:
+            if g.values is not None and pos >= g.first_frame:
+                local = pos - g.first_frame
+                g.values[local * hw : (local + 1) * hw] = values[:, g.objects].to(g.values.dtype)
+
+    def remove_object(self, obj: int) -> None:
+        """Forget internal object `obj`: its value columns leave its group (an emptied group goes), the
+        objects after it move down by one, and frames that no group reads any more are dropped."""
+        for g in self.groups:
+            if obj in g.objects:
+                keep = [i for i, o in enumerate(g.objects) if o != obj]
+                g.values = None if g.values is None else g.values[:, keep]
+                g.temp_values = None if g.temp_values is None else g.temp_values[:, keep]
+                g.objects = [g.objects[i] for i in keep]
+            g.objects = [o - 1 if o > obj else o for o in g.objects]
+        self.groups = [g for g in self.groups if g.objects]
+        unread = min((g.first_frame for g in self.groups), default=self.num_frames)
+        if unread > 0:
+            hw = self.positions_per_frame
+            self.keys = self.keys[:, :, unread * hw :] if unread < self.num_frames else None
+            del self.frame_ids[:unread]
+            for g in self.groups:
+                g.first_frame -= unread
+        if not self.groups:
+            self.temp_key = None
 
     def _drop_oldest_removable(self) -> bool:
         keep = self.permanent_frames()

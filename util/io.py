@@ -25,6 +25,7 @@ PALETTE_ENTRIES = 256  # an 8-bit PNG palette
 MAX_OBJECTS = PALETTE_ENTRIES - 1  # labels 1..255 in an indexed PNG (0 = background)
 BLEND_TOLERANCE = 2.0  # colour levels: rounding slack when testing "c lies between a and b"
 SINGLE_OBJECT_GREY_LABEL = 255  # DAVIS 2016 ground truth writes its object as 255
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # frames of a video folder
 
 
 class DataError(UserError):
@@ -59,6 +60,12 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).replace(f" '{path}'", "").replace(str(path), "").strip(" :") or type(exc).__name__
         raise DataError(path, f"unreadable image ({reason})", "replace or re-extract this file") from None
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The frames of a video folder: files with an IMAGE_EXTENSIONS suffix, not hidden, sorted by name."""
+    files = Path(folder).iterdir()
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
 def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
