@@ -4,11 +4,12 @@ Every mask file is decoded by `decode_mask` (one set of errors); the readers dif
 turn its pixels into labels: `MaskReader` (evaluation), `read_index_mask` (training videos: the
 stored indices) and `read_binary_mask` (the static image sets: bright = object).
 
-Label masks are read into (H, W) integer arrays where 0 is background and every other value is
-one object. Indexed (palette, mode "P") PNGs are authoritative: their indices are the labels and
-their palette is kept for the output. Masks in other modes are converted only when the conversion
-is unambiguous (`labels_from_colours`); otherwise they are refused with a `DataError`, because a
-colour left by anti-aliasing would otherwise become an object that does not exist.
+The evaluation's label masks (`MaskReader`) are (H, W) integer arrays where 0 is background and
+every other value is one object. Indexed (palette, mode "P") PNGs are authoritative: their indices
+are the labels and their palette is kept for the output. Masks in other modes are converted only
+when the conversion is unambiguous (`labels_from_colours`); otherwise they are refused with a
+`DataError`, because a colour left by anti-aliasing would otherwise become an object that does not
+exist.
 
 Every user-facing problem is a `DataError` whose text is `<path>: <what is wrong>; <how to fix>`,
 so a script prints it as one `error:` line.
