@@ -14,18 +14,18 @@ import sys
 from pathlib import Path
 
 from downloads.fetch import (
-    GB,
     ArchiveJob,
     check_free_space,
-    confirm,
+    confirm_plan,
     format_gb,
     free_gb_arg,
     is_done,
     needed_bytes,
+    pending_steps,
     run_archive_job,
+    run_download_command,
 )
 from util import layouts
-from util.outputs import run_command
 
 TARGET = layouts.folder('bl30k')
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
@@ -42,6 +42,7 @@ SEGMENTS = {
                        SEGMENT_GB, expect=('JPEGImages', 'Annotations'))
     for letter, gdrive_id in SEGMENT_IDS.items()
 }
+RESUME_HINT = 'rerun the same command to continue with the unfinished segment'
 TERMS = ('BL30K (https://github.com/hkchengrex/MiVOS) is rendered with Blender from ShapeNet '
          'objects and is meant for research; read the terms on the MiVOS page (ShapeNet\'s '
          'own terms of use apply to its models) and cite MiVOS when you use it.')
@@ -73,22 +74,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     target = args.root / TARGET
-    jobs = [SEGMENTS[letter] for letter in sorted(set(args.only))]
-    pending = [job for job in jobs if not is_done(target, job.name)]
-    for job in jobs:
-        if job not in pending:
-            print(f'[{job.name}] already done, skipping')
+    jobs = {SEGMENTS[letter].name: SEGMENTS[letter] for letter in sorted(set(args.only))}
+    pending = [jobs[name] for name in pending_steps(list(jobs), lambda name: is_done(target, name))]
     if not pending:
         print(f'nothing to do: the selected segments are in {target}')
         return 0
     estimate = needed_bytes(pending)
-    required = estimate if args.min_free_gb is None else args.min_free_gb * GB
-    check_free_space(args.root, required, 'choose another --root, or pass --min_free_gb N to '
-                                          'override the estimate')
-    print(f'will fetch {len(pending)} segment(s) of about {SEGMENT_GB} GB into {target.resolve()}, '
-          f'one at a time (about {format_gb(estimate)} of disk needed)')
-    print(f'\nterms of use:\n  - {TERMS}')
-    confirm('Do you accept these terms and want to start?', args.yes)
+    plan = (f'will fetch {len(pending)} segment(s) of about {SEGMENT_GB} GB into {target.resolve()}, '
+            f'one at a time (about {format_gb(estimate)} of disk needed)')
+    confirm_plan(args.root, estimate, args.min_free_gb, plan, [TERMS], args.yes)
     for job in pending:
         if args.min_free_gb is None:  # the disk may have filled up since the first check
             check_free_space(args.root, needed_bytes([job]),
@@ -99,10 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-
-    # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
-    return run_command(lambda: run(args), resume_hint='rerun the same command to continue with the unfinished segment')
+    return run_download_command(get_args_parser(), argv, run, RESUME_HINT)
 
 
 if __name__ == '__main__':

@@ -10,63 +10,68 @@ BL30K is separate (download_bl30k.py): it needs about 1 TB.
 from __future__ import annotations
 
 import argparse
+import posixpath
 import sys
 from pathlib import Path
 
 from downloads.fetch import (
-    GB,
     ArchiveJob,
-    check_free_space,
-    confirm,
+    confirm_plan,
     format_gb,
     free_gb_arg,
     is_done,
     mark_done,
     needed_bytes,
+    pending_steps,
     run_archive_job,
+    run_download_command,
 )
 from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS
 from downloads.resize_youtube import resize_youtube
 from util import layouts
-from util.outputs import run_command
 
 FRAMES = (layouts.FRAMES,)
 FRAMES_MASKS = (layouts.FRAMES, layouts.MASKS)
 
-# Paths are relative to --root. download_gb: rough archive sizes, only for the free-space
-# estimate. Archive names are unique so that a --mirror can be one flat folder.
-PARTS: dict[str, ArchiveJob] = {job.name: job for job in (
-    ArchiveJob('static', '1wUJq3HcLdN-z1t4CsUhjeZ9BVDb9YKLd',
-               archive='static/static_data.zip',
-               target=layouts.folder('static'), download_gb=2.0, strip_top=False),
-    ArchiveJob('davis16', '198aRlh5CpAoFz0hfRgYbiNenn_K8DxWD',
-               archive='DAVIS/DAVIS-data.zip',
-               target=layouts.folder('davis16'), download_gb=2.0, expect=FRAMES_MASKS),
-    ArchiveJob('davis17', '1kiaxrX_4GuW6NmiVuKGSGVoKGWjOdp6d',
-               archive='DAVIS/2017/DAVIS-2017-trainval-480p.zip',
-               target=layouts.folder('davis17_trainval'), download_gb=1.0, expect=FRAMES_MASKS),
-    ArchiveJob('davis17_testdev', '1fmkxU2v9cQwyb62Tj1xFDdh2p4kDsUzD',
-               archive='DAVIS/2017/DAVIS-2017-test-dev-480p.zip',
-               target=layouts.folder('davis17_testdev'), download_gb=0.5, expect=FRAMES_MASKS),
-    ArchiveJob('davis17_scribbles', '1JzIQSu36h7dVM8q0VoE4oZJwBXvrZlkl',
-               archive='DAVIS/2017/DAVIS-2017-scribbles-trainval.zip',
-               target=layouts.folder('davis17_trainval'), download_gb=0.1),
-    ArchiveJob('yv19_train', '13Eqw0gVK-AO5B-cqvJ203mZ2vzWck9s4',
-               archive='YouTube/yv2019_train.zip',
-               target=layouts.folder('youtube_train'), download_gb=15.0, expect=FRAMES_MASKS),
-    ArchiveJob('yv19_valid', '1o586Wjya-f2ohxYf9C1RlRH-gkrzGS8t',
-               archive='YouTube/yv2019_valid.zip',
-               target=layouts.folder('youtube_valid'), download_gb=2.0, expect=FRAMES_MASKS),
-    ArchiveJob('yv19_valid_all', '1rWQzZcMskgpEQOZdJPJ7eTmLCBEIIpEN',
-               archive='YouTube/all_frames/yv2019_valid_all_frames.zip',
-               target=layouts.folder('youtube_valid_all'), download_gb=10.0, expect=FRAMES),
-    ArchiveJob('yv18_valid', '1-QrceIl5sUNTKz7Iq0UsWC6NLZq7girr',
-               archive='YouTube2018/yv2018_valid.zip',
-               target=layouts.folder('youtube18_valid'), download_gb=2.0, expect=FRAMES_MASKS),
-    ArchiveJob('yv18_valid_all', '1yVoHM6zgdcL348cFpolFcEl4IC1gorbV',
-               archive='YouTube2018/all_frames/yv2018_valid_all_frames.zip',
-               target=layouts.folder('youtube18_valid_all'), download_gb=10.0, expect=FRAMES),
-)}
+# name -> Google Drive id of its archive
+GDRIVE_IDS = {
+    'static': '1wUJq3HcLdN-z1t4CsUhjeZ9BVDb9YKLd',
+    'davis16': '198aRlh5CpAoFz0hfRgYbiNenn_K8DxWD',
+    'davis17': '1kiaxrX_4GuW6NmiVuKGSGVoKGWjOdp6d',
+    'davis17_testdev': '1fmkxU2v9cQwyb62Tj1xFDdh2p4kDsUzD',
+    'davis17_scribbles': '1JzIQSu36h7dVM8q0VoE4oZJwBXvrZlkl',
+    'yv19_train': '13Eqw0gVK-AO5B-cqvJ203mZ2vzWck9s4',
+    'yv19_valid': '1o586Wjya-f2ohxYf9C1RlRH-gkrzGS8t',
+    'yv19_valid_all': '1rWQzZcMskgpEQOZdJPJ7eTmLCBEIIpEN',
+    'yv18_valid': '1-QrceIl5sUNTKz7Iq0UsWC6NLZq7girr',
+    'yv18_valid_all': '1yVoHM6zgdcL348cFpolFcEl4IC1gorbV',
+}
+# (name, dataset folder it is extracted into (util/layouts.py), rough archive size in GB for the
+# free-space estimate, entries the folder must hold afterwards, archive file). The archive is saved
+# beside that folder, in its parent; the names are unique so that a --mirror can be one flat folder.
+PART_TABLE: tuple[tuple[str, str, float, tuple[str, ...], str], ...] = (
+    ('static', 'static', 2.0, (), 'static/static_data.zip'),
+    ('davis16', 'davis16', 2.0, FRAMES_MASKS, 'DAVIS-data.zip'),
+    ('davis17', 'davis17_trainval', 1.0, FRAMES_MASKS, 'DAVIS-2017-trainval-480p.zip'),
+    ('davis17_testdev', 'davis17_testdev', 0.5, FRAMES_MASKS, 'DAVIS-2017-test-dev-480p.zip'),
+    ('davis17_scribbles', 'davis17_trainval', 0.1, (), 'DAVIS-2017-scribbles-trainval.zip'),
+    ('yv19_train', 'youtube_train', 15.0, FRAMES_MASKS, 'yv2019_train.zip'),
+    ('yv19_valid', 'youtube_valid', 2.0, FRAMES_MASKS, 'yv2019_valid.zip'),
+    ('yv19_valid_all', 'youtube_valid_all', 10.0, FRAMES, 'yv2019_valid_all_frames.zip'),
+    ('yv18_valid', 'youtube18_valid', 2.0, FRAMES_MASKS, 'yv2018_valid.zip'),
+    ('yv18_valid_all', 'youtube18_valid_all', 10.0, FRAMES, 'yv2018_valid_all_frames.zip'),
+)
+UNWRAPPED = ('static',)  # archives whose top level is the content itself: never stripped
+
+
+def _part(name: str, dataset: str, download_gb: float, expect: tuple[str, ...], archive: str) -> ArchiveJob:
+    """The `ArchiveJob` of one `PART_TABLE` row (paths relative to --root)."""
+    target = layouts.folder(dataset)
+    return ArchiveJob(name, GDRIVE_IDS[name], archive=posixpath.join(posixpath.dirname(target), archive),
+                      target=target, download_gb=download_gb, strip_top=name not in UNWRAPPED, expect=expect)
+
+
+PARTS: dict[str, ArchiveJob] = {row[0]: _part(*row) for row in PART_TABLE}
 DESCRIPTIONS = {
     'static': 'static image sets: FSS-1000, DUTS-TR/TE, ECSSD, BIG_small, HRSOD_small (stage 0)',
     'davis16': 'DAVIS 2016 (evaluation; its video list comes with davis17)',
@@ -94,6 +99,7 @@ TERMS = {
           'belong to their YouTube owners and the annotations are licensed CC BY 4.0 by the '
           'organisers. Read the terms on the website.',
 }
+RESUME_HINT = 'rerun the same command to continue where it stopped'
 # yv19_train is only finished once resized; this marker (in train_480p) records that
 RESIZED_YV = ('yv19_train', layouts.folder('youtube_train_480p'), 'resize')
 RESIZED_YV_GB = 6.0  # train_480p
@@ -160,26 +166,17 @@ def run(args: argparse.Namespace) -> int:
             job = PARTS[name]
             print(f'{name:18s} {state:6s} {root / job.target}  (archive: {Path(job.archive).name})')
         return 0
-    pending = [name for name in names if not part_done(root, name)]
-    for name in names:
-        if name not in pending:
-            print(f'[{name}] already done, skipping')
+    pending = pending_steps(names, lambda name: part_done(root, name))
     if not pending:
         print(f'nothing to do: all selected parts are in {root}')
         return 0
 
     extra_gb = RESIZED_YV_GB if RESIZED_YV[0] in pending else 0.0
     estimate = needed_bytes([PARTS[n] for n in pending], extra_gb)
-    required = estimate if args.min_free_gb is None else args.min_free_gb * GB
-    check_free_space(root, required, 'choose another --root, or pass --min_free_gb N to override '
-                                     'the estimate')
-    print(f'will download into {root.resolve()} (about {format_gb(estimate)} of disk needed):')
-    for name in pending:
-        print(f'  {name:18s} {DESCRIPTIONS[name]}')
-    print('\nterms of use:')
-    for key in dict.fromkeys(_terms_key(name) for name in pending):
-        print(f'  - {TERMS[key]}')
-    confirm('Do you accept these terms and want to start?', args.yes)
+    plan = [f'will download into {root.resolve()} (about {format_gb(estimate)} of disk needed):']
+    plan += [f'  {name:18s} {DESCRIPTIONS[name]}' for name in pending]
+    terms = [TERMS[key] for key in dict.fromkeys(_terms_key(name) for name in pending)]
+    confirm_plan(root, estimate, args.min_free_gb, '\n'.join(plan), terms, args.yes)
 
     for name in pending:
         run_archive_job(PARTS[name], root, mirror=args.mirror, keep_archive=args.keep_archives)
@@ -193,10 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-
-    # OSError (e.g. unwritable --root) and interrupts: one line (util/outputs.py)
-    return run_command(lambda: run(args), resume_hint='rerun the same command to continue where it stopped')
+    return run_download_command(get_args_parser(), argv, run, RESUME_HINT)
 
 
 if __name__ == '__main__':

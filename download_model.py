@@ -13,8 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from downloads.fetch import run_download_command
 from downloads.model import DEFAULT_MODEL, MODELS, ensure_model
-from util.outputs import run_command
+
+RESUME_HINT = 'rerun the same command to continue (a partial download is kept as .part)'
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,17 +37,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args: argparse.Namespace) -> int:
+    path = ensure_model(args.output, args.model, source=args.source, force=args.force)
+    print('evaluate with, e.g.:')
+    print(f'  python eval_davis.py --model {path} --output ../output/d17')
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-
-    def body() -> int:
-        path = ensure_model(args.output, args.model, source=args.source, force=args.force)
-        print('evaluate with, e.g.:')
-        print(f'  python eval_davis.py --model {path} --output ../output/d17')
-        return 0
-
-    # OSError (e.g. a folder that cannot be created) and interrupts: one line (util/outputs.py)
-    return run_command(body, resume_hint='rerun the same command to continue (a partial download is kept as .part)')
+    return run_download_command(get_args_parser(), argv, run, RESUME_HINT)
 
 
 if __name__ == '__main__':

@@ -22,15 +22,8 @@ from dataset.transforms import (
     to_model_input,
     tv_tensors,
 )
-from dataset.util import (
-    NUM_FRAMES,
-    STATIC_SUBSETS,
-    DatasetLayoutError,
-    check_dataset_root,
-    list_frames,
-    read_binary_mask,
-    read_image,
-)
+from dataset.util import NUM_FRAMES, STATIC_SUBSETS, DatasetLayoutError, check_dataset_root, list_frames, read_image
+from util.io import read_binary_mask
 
 __all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT"]
 

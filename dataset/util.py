@@ -1,4 +1,5 @@
-"""Shared dataset helpers: image/mask reading, frame listing, subset lists, layout checks, worker seeding.
+"""Shared dataset helpers: image reading (masks: util/io.py), frame listing, subset lists, layout checks,
+worker seeding.
 
 Layout checks (`check_dataset_root`) run in the trainer's main process before any DataLoader worker
 starts, so a wrong `--davis_root` ends in one line naming the path and the expected layout instead of
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from util import io, layouts
 from util.errors import UserError
@@ -28,8 +28,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "NUM_FRAMES",
     "read_image",
-    "read_mask",
-    "read_binary_mask",
     "list_frames",
     "load_subset",
     "check_dataset_root",
@@ -87,38 +85,6 @@ LAYOUTS: dict[str, tuple[str, str, str]] = {
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an RGB image as uint8 (H, W, 3) (util/io.py's reader: a bad file raises DataError)."""
     return np.array(io.read_image(path))
-
-
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a label mask as uint8 (H, W): palette ('P') PNG indices or grey values ('L', e.g. 0/255)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L", "1", "I;16", "I"):
-                raise DatasetLayoutError(
-                    path,
-                    f"mask has mode {im.mode}",
-                    "expected a palette (P) or grey (L) PNG holding label indices (0 = background, 1..K objects)",
-                )
-            arr = np.array(im.convert("L") if im.mode == "1" else im)
-    except OSError as exc:
-        raise DatasetLayoutError(path, f"cannot read mask ({exc})", "replace or remove the file") from None
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.uint8)
-    return arr
-
-
-def read_binary_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
-    """Read a saliency-style mask (any PNG mode, object = bright) as uint8 (H, W) in {0, 1}.
-
-    The static image sets store 0/255 masks in grey, RGB or palette PNGs; they are converted to grey
-    and split at half intensity (anti-aliased edges go to the nearer side).
-    """
-    try:
-        with Image.open(path) as im:
-            grey = np.array(im.convert("L"))
-    except OSError as exc:
-        raise DatasetLayoutError(path, f"cannot read mask ({exc})", "replace or remove the file") from None
-    return (grey >= threshold).astype(np.uint8)
 
 
 def list_frames(folder: str | os.PathLike) -> list[str]:

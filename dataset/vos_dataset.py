@@ -39,8 +39,8 @@ from dataset.util import (
     list_frames,
     load_subset,
     read_image,
-    read_mask,
 )
+from util.io import read_index_mask
 
 __all__ = [
     "VOSDataset",
@@ -186,7 +186,7 @@ class VOSDataset(Dataset):
                     f"missing annotation for {self.im_root / video / name}",
                     "every training frame needs a palette PNG of the same name",
                 )
-            masks.append(torch.from_numpy(read_mask(gt_path)))
+            masks.append(torch.from_numpy(read_index_mask(gt_path)))
         image = tv_tensors.Image(torch.stack(images, 0).permute(0, 3, 1, 2).contiguous())  # T, 3, H, W
         mask = tv_tensors.Mask(torch.stack(masks, 0))  # T, H, W
         return image, mask

@@ -15,6 +15,7 @@ whole file to ``dest`` or raises `DownloadError`.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import inspect
@@ -35,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from util.atomic import atomic_write_text
 from util.errors import UserError
+from util.outputs import run_command
 
 GDRIVE_URL = 'https://drive.google.com/uc?id={}'
 GDRIVE_HOST = ('drive.google.com', 443)
@@ -83,8 +85,6 @@ def resolve_source(source: str, filename: str, mirror: str | None) -> str:
 
 def free_gb_arg(text: str) -> float:
     """argparse type of --min_free_gb: a number of gigabytes, 0 or more (0 disables the check)."""
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
@@ -526,6 +526,41 @@ def run_archive_job(job: ArchiveJob, root: Path, *, fetcher: Fetcher | None = No
 
 # ----------------------------------------------------------------------------------------------
 # user interaction
+
+
+def pending_steps(names: Sequence[str], finished: Callable[[str], bool]) -> list[str]:
+    """``names`` that are not ``finished`` yet, in order; each finished one is reported as skipped."""
+    pending = [name for name in names if not finished(name)]
+    for name in names:
+        if name not in pending:
+            print(f'[{name}] already done, skipping')
+    return pending
+
+
+ACCEPT_QUESTION = 'Do you accept these terms and want to start?'
+OVERRIDE_ESTIMATE = 'choose another --root, or pass --min_free_gb N to override the estimate'
+
+
+def confirm_plan(root: Path, estimate: float, min_free_gb: float | None, plan: str, terms: Sequence[str],
+                 assume_yes: bool) -> None:
+    """What the dataset downloads do before fetching anything: check the free space under ``root``
+    (``estimate`` bytes, or --min_free_gb's ``min_free_gb`` when given), print ``plan`` and the
+    ``terms`` of use, and ask the user to accept them (`confirm`)."""
+    required = estimate if min_free_gb is None else min_free_gb * GB
+    check_free_space(root, required, OVERRIDE_ESTIMATE)
+    print(plan)
+    print('\nterms of use:')
+    for text in terms:
+        print(f'  - {text}')
+    confirm(ACCEPT_QUESTION, assume_yes)
+
+
+def run_download_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                         run: Callable[[argparse.Namespace], int], resume_hint: str) -> int:
+    """The main() of a download command: parse ``argv`` and return ``run(args)``'s exit status; user
+    errors, OSError (e.g. an unwritable --root) and interrupts end in one line (`util.outputs.run_command`)."""
+    args = parser.parse_args(argv)
+    return run_command(lambda: run(args), resume_hint=resume_hint)
 
 
 def confirm(question: str, assume_yes: bool) -> None:

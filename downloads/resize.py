@@ -16,13 +16,14 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from util.atomic import atomic_path
 from util.errors import UserError
 from util.io import DataError, resized_shape
-from util.outputs import check_not_input, probe_writable
+from util.outputs import check_not_input, probe_writable, run_command
 
 DEFAULT_SIZE = 480  # evaluation and main training run at 480p
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -150,9 +151,32 @@ def add_resize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
+def resize_parser(description: str, paths: Sequence[tuple[str, dict[str, Any]]]) -> argparse.ArgumentParser:
+    """The parser of a resize command (defaults shown in --help): its folder arguments, given as
+    ``(name, add_argument options)`` and read as paths, then `add_resize_args`."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, options in paths:
+        parser.add_argument(name, type=Path, **options)
+    add_resize_args(parser)
+    return parser
+
+
 def parse_resize_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse `argv`; a --size that is not positive ends as an argparse usage error (exit 2)."""
     args = parser.parse_args(argv)
     if args.size <= 0:
         parser.error('--size must be positive')
     return args
+
+
+def run_resize_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                       resize: Callable[[argparse.Namespace], str], resume_hint: str) -> int:
+    """The main() of a resize command: parse `argv`, run ``resize(args)`` and print the summary it
+    returns; user errors, write errors and interrupts end in one line (`util.outputs.run_command`)."""
+    args = parse_resize_args(parser, argv)
+
+    def body() -> int:
+        print(resize(args))
+        return 0
+
+    return run_command(body, resume_hint=resume_hint)

@@ -15,31 +15,25 @@ from pathlib import Path
 if __package__ in (None, ''):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from downloads.resize import add_resize_args, parse_resize_args  # noqa: E402
+from downloads.resize import resize_parser, run_resize_command  # noqa: E402
 from downloads.resize_youtube import DEFAULT_DST, DEFAULT_SRC, resize_youtube  # noqa: E402
-from util.outputs import run_command  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description='Resize a YouTube-VOS split (JPEGImages + Annotations) to a shorter side of '
-                    '--size pixels, skipping videos already done.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--src', type=Path, default=DEFAULT_SRC, help='input split folder')
-    parser.add_argument('--dst', type=Path, default=DEFAULT_DST, help='output split folder')
-    add_resize_args(parser)
-    return parser
+    return resize_parser('Resize a YouTube-VOS split (JPEGImages + Annotations) to a shorter side of '
+                         '--size pixels, skipping videos already done.',
+                         [('--src', {'default': DEFAULT_SRC, 'help': 'input split folder'}),
+                          ('--dst', {'default': DEFAULT_DST, 'help': 'output split folder'})])
+
+
+def resize(args: argparse.Namespace) -> str:
+    resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
+    return f'done: {args.dst}'
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_resize_args(get_args_parser(), argv)
-
-    def body() -> int:
-        resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
-        print(f'done: {args.dst}')
-        return 0
-
-    return run_command(body, resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
+    return run_resize_command(get_args_parser(), argv, resize,
+                              resume_hint='rerun the same command to continue (finished videos are kept and skipped)')
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ Most cases stop before the network is loaded; the few that get past it run a ran
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -39,18 +38,10 @@ import segment_video
 import train
 from evaluation.run_video import MIN_SHORT_SIDE
 from scripts import make_sample_video, resize_length, resize_youtube, score_davis
-from tests.eval_fixtures import (  # noqa: F401  (fixtures)
-    VideoSpec,
-    davis_template,
-    generic_template,
-    render,
-    save_indexed,
-    save_jpg,
-    youtube_template,
-)
+from tests.eval_fixtures import VideoSpec, davis_template, generic_template, save_indexed, save_jpg, youtube_template  # noqa: F401  (fixtures)
+from tests.helpers import error_lines, run_main, snapshot, write_clip
 from tests.synthetic_data import make_static_root
 from tests.test_download import fake_checkpoint, resnet18_shapes
-from util.video import VideoWriter
 
 torch.set_num_threads(1)
 
@@ -61,13 +52,7 @@ CLIP = VideoSpec("clip", 48, 64, 6, {1: 0, 2: 0})
 @pytest.fixture(scope="session")
 def video_template(tmp_path_factory) -> Path:
     """clip.mp4 (6 frames, 64x48) and first.png, its first frame's two objects."""
-    root = tmp_path_factory.mktemp("video_template")
-    images, labels = render(CLIP)
-    with VideoWriter(root / "clip.mp4", fps=10) as writer:
-        for img in images:
-            writer.write(img)
-    save_indexed(root / "first.png", labels[0])
-    return root
+    return write_clip(tmp_path_factory.mktemp("video_template"), CLIP)
 
 
 @pytest.fixture(scope="session")
@@ -128,15 +113,6 @@ class Workspace:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.encode() if isinstance(content, str) else content)
         return path
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 (files) or 'dir' (folders) of everything under root."""
-    state = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        state[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
 
 
 # ------------------------------------------------------------------------ spoiling helpers
@@ -533,21 +509,17 @@ def test_bad_input_gives_one_error_line_and_changes_nothing(case: Case, tmp_path
     if case.spoil is not None:
         case.spoil(ws)
     argv, names = case.build(ws)
-    before = snapshot(ws.root)
+    before = snapshot(ws.root, dirs=True)
     capsys.readouterr()
-    try:
-        code = case.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    out, err = capsys.readouterr()
+    code, out, err = run_main(case.main, argv, capsys)
     text = out + err
     assert "Traceback" not in text, text
-    errors = [line for line in text.splitlines() if "error:" in line]
+    errors = error_lines(text)
     assert len(errors) == 1, text
     assert ERROR_LINE.match(errors[0]), errors[0]
     assert names in errors[0], (names, errors[0])
     assert code == case.code, (code, text)
-    after = snapshot(ws.root)
+    after = snapshot(ws.root, dirs=True)
     changed = sorted(k for k in before if after.get(k) != before[k])
     added = sorted(set(after) - set(before))
     if case.mid_run:  # the frames before the bad one were processed: no file of theirs may remain

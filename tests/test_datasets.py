@@ -45,6 +45,7 @@ from tests.synthetic_data import (
     save_jpg,
     save_palette_png,
 )
+from util.io import DataError, read_binary_mask, read_index_mask
 
 CROP = 48
 H, W = 64, 96
@@ -466,13 +467,92 @@ def test_unreadable_files_are_reported(tmp_path):
     for t in range(3):  # RGB masks instead of palette indices
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "gt" / "v" / f"{t:05d}.png")
     dataset = VOSDataset(tmp_path / "im", tmp_path / "gt", max_skip=1, crop_size=8)
-    with pytest.raises(DatasetLayoutError, match=r"/gt/v/0000[0-2].png: mask has mode RGB"):
+    with pytest.raises(DataError, match=r"/gt/v/0000[0-2].png: mask has mode RGB"):
         dataset[0]
     from dataset.util import read_image
-    from util.io import DataError
 
     with pytest.raises(DataError, match=r"00001.jpg: unreadable image"):
         read_image(tmp_path / "im" / "v" / "00001.jpg")
+
+
+# -- one mask reader (util/io.py) gives the values the training's own readers gave -----------------------
+def _old_read_mask(path) -> np.ndarray:
+    """dataset/util.py's read_mask before it moved to util/io.py (the reference for the values)."""
+    with Image.open(path) as im:
+        assert im.mode in ("P", "L", "1", "I;16", "I")
+        arr = np.array(im.convert("L") if im.mode == "1" else im)
+    return arr if arr.dtype == np.uint8 else arr.astype(np.uint8)
+
+
+def _old_read_binary_mask(path, threshold: int = 128) -> np.ndarray:
+    with Image.open(path) as im:
+        grey = np.array(im.convert("L"))
+    return (grey >= threshold).astype(np.uint8)
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    """One mask per PNG mode the training datasets meet: palette, 0/255 grey, 1-bit, 16-bit, grey with
+    anti-aliased edges, RGB and RGBA (static sets only)."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((H, W), np.uint8)
+    labels[8:40, 10:50], labels[30:60, 60:90] = 1, 2
+    smooth = (_white_shape()[1][0].numpy() * 255).astype(np.uint8)
+    smooth[1:-1, 1:-1] = np.maximum(smooth[1:-1, 1:-1], smooth[2:, 1:-1] // 2)  # a half-grey edge
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / f"{name}.png" for name in ("P", "L", "1", "I;16", "L-edges", "RGB", "RGBA")}
+    save_palette_png(files["P"], labels)
+    Image.fromarray(np.where(labels > 0, 255, 0).astype(np.uint8)).save(files["L"])
+    Image.fromarray(labels > 0).save(files["1"])
+    Image.fromarray(labels.astype(np.uint16) * 300 + 7).save(files["I;16"])
+    Image.fromarray(smooth).save(files["L-edges"])
+    Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(files["RGB"])
+    Image.fromarray(rng.integers(0, 256, (H, W, 4), dtype=np.uint8)).save(files["RGBA"])
+    return files
+
+
+def test_index_masks_read_as_before_in_every_mode(tmp_path):
+    files = _mask_files(tmp_path)
+    for name, path in files.items():
+        with Image.open(path) as im:
+            mode = im.mode
+        if name.startswith("RGB"):
+            with pytest.raises(DataError, match=f"{name}.png: mask has mode {name}"):
+                read_index_mask(path)
+            continue
+        assert name.split("-")[0] == mode
+        new, old = read_index_mask(path), _old_read_mask(path)
+        assert new.dtype == old.dtype == np.uint8 and np.array_equal(new, old), name
+    assert set(np.unique(read_index_mask(files["1"])).tolist()) == {0, 255}  # 1-bit as 0/255, as before
+
+
+def test_binary_masks_read_as_before_in_every_mode(tmp_path):
+    for name, path in _mask_files(tmp_path).items():
+        new, old = read_binary_mask(path), _old_read_binary_mask(path)
+        assert new.dtype == np.uint8 and np.array_equal(new, old), name
+    jpeg = tmp_path / "jpeg.png"  # a thresholded mask may be lossy, as before
+    Image.fromarray((_white_shape()[1][0].numpy() * 255).astype(np.uint8)).save(jpeg, format="JPEG")
+    assert np.array_equal(read_binary_mask(jpeg), _old_read_binary_mask(jpeg))
+
+
+def test_training_datasets_read_the_synthetic_layouts_as_before(roots):
+    """Every mask of the synthetic DAVIS, YouTube-VOS, BL30K and static roots, through the datasets."""
+    davis = roots["davis"] / "2017" / "trainval"
+    vos_roots = [(davis / "JPEGImages" / "480p", davis / "Annotations" / "480p"),
+                 (roots["youtube"] / "train_480p" / "JPEGImages", roots["youtube"] / "train_480p" / "Annotations"),
+                 (roots["bl30k"] / "JPEGImages", roots["bl30k"] / "Annotations")]
+    compared = 0
+    for im_root, gt_root in vos_roots:
+        dataset = VOSDataset(im_root, gt_root, max_skip=1, crop_size=CROP)
+        for video in sorted(p.name for p in im_root.iterdir()):
+            names = sorted(p.name for p in (im_root / video).glob("*.jpg"))
+            _, masks = dataset._load_clip(video, names)
+            old = np.stack([_old_read_mask(gt_root / video / f"{Path(n).stem}.png") for n in names])
+            assert np.array_equal(masks.numpy(), old), video
+            compared += len(names)
+    for path in sorted(roots["static"].rglob("*.png")):
+        assert np.array_equal(read_binary_mask(path), _old_read_binary_mask(path)), path
+        compared += 1
+    assert compared > 30
 
 
 # -- seeding ---------------------------------------------------------------------------------------------------

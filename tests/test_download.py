@@ -456,6 +456,26 @@ def test_datasets_refuse_to_wait_for_an_answer_without_a_terminal(monkeypatch, t
     _assert_one_error_line(capsys, '--yes')
 
 
+def test_skipped_parts_plan_and_terms_are_printed_before_asking(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sys, 'stdin', io.StringIO(''))
+    dl.mark_done(tmp_path / 'DAVIS' / '2016', 'davis16')
+    assert download_datasets.main(['--root', str(tmp_path), '--only', 'davis', '--min_free_gb', '0']) == 1
+    out = capsys.readouterr().out.splitlines()
+    # davis17 + test-dev + scribbles: (1.6 GB + the largest archive, 1.0 GB) x 1.2
+    assert out[:2] == ['[davis16] already done, skipping',
+                       f'will download into {tmp_path.resolve()} (about 3.1 GB of disk needed):']
+    assert [line.split()[0] for line in out[2:5]] == ['davis17', 'davis17_testdev', 'davis17_scribbles']
+    assert out[5:7] == ['', 'terms of use:'] and out[7].startswith('  - DAVIS (') and len(out) == 8
+
+    dl.mark_done(tmp_path / 'BL30K', 'bl30k_a')
+    assert download_bl30k.main(['--root', str(tmp_path), '--only', 'b', 'a', '--min_free_gb', '0']) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ['[bl30k_a] already done, skipping',
+                       f'will fetch 1 segment(s) of about 115 GB into {(tmp_path / "BL30K").resolve()}, one at a '
+                       'time (about 276.0 GB of disk needed)']
+    assert out[2:4] == ['', 'terms of use:'] and out[4].startswith('  - BL30K (') and len(out) == 5
+
+
 def test_datasets_end_to_end_through_a_local_mirror(server, tmp_path, capsys):
     make_zip(server.root / 'DAVIS-data.zip', {'DAVIS/JPEGImages/480p/bear/00000.jpg': b'j',
                                               'DAVIS/Annotations/480p/bear/00000.png': b'p'})

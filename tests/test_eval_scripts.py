@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     save_rgb,
     youtube_template,
 )
+from tests.helpers import run_main
 
 torch.set_num_threads(1)
 
@@ -33,10 +35,7 @@ TIMING = re.compile(
 )
 
 
-def run(main, argv, capsys):
-    rc = main([*map(str, argv), "--device", "cpu"])
-    out, err = capsys.readouterr()
-    return rc, out, err
+run = partial(run_main, device="cpu")  # every command here runs on the CPU
 
 
 def processed_frames(out: str) -> int:

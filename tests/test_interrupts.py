@@ -2,7 +2,6 @@
 removed, and those of a killed run (SIGKILL) are cleaned by the next run in the same place."""
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -17,10 +16,10 @@ import download_model
 import downloads.model
 import segment_video
 import train
-from tests.eval_fixtures import VideoSpec, render, save_indexed
+from tests.eval_fixtures import VideoSpec, render
+from tests.helpers import child_env, file_hashes, leftovers, message_lines, write_clip, write_video
 from tests.test_training import TINY, FakeClips, fake_data  # noqa: F401 (fixture)
 from util.outputs import MARKER, run_command
-from util.video import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = VideoSpec("long", height=32, width=48, frames=150, starts={1: 0})  # long enough to be stopped midway
@@ -30,37 +29,16 @@ WAIT_S = 180  # generous bound for a slow shared machine; never a timing asserti
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory):
-    root = tmp_path_factory.mktemp("long")
-    images, labels = render(LONG)
-    with VideoWriter(root / "long.mp4", fps=10) as writer:
-        for f in images:
-            writer.write(f)
-    with VideoWriter(root / "short.mp4", fps=10) as writer:  # for a quick rerun in the same destination
-        for f in images[:SHORT_FRAMES]:
-            writer.write(f)
-    save_indexed(root / "first.png", labels[0])
+    root = write_clip(tmp_path_factory.mktemp("long"), LONG)
+    write_video(root / "short.mp4", render(LONG)[0][:SHORT_FRAMES])  # for a quick rerun in the same destination
     return root
-
-
-def hashes(*paths: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
-
-
-def message_lines(err: str) -> list[str]:
-    """stderr without the progress bar's lines."""
-    return [line for line in err.splitlines() if line.strip() and "%" not in line]
-
-
-def leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".partial") or ".tmp" in p.name]
 
 
 def start_segmenting(clip: Path, ckpt: Path, work: Path) -> tuple[subprocess.Popen, list[str]]:
     argv = [sys.executable, str(ROOT / "segment_video.py"), "--video", str(clip / "long.mp4"),
             "--mask", str(clip / "first.png"), "--model", str(ckpt), "--device", "cpu", "--size", "-1",
             "--output", str(work / "out"), "--overlay", str(work / "ov.mp4"), "--binary_masks", str(work / "bin")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work, env=child_env())
     return proc, argv[2:]
 
 
@@ -82,7 +60,7 @@ def test_signal_during_segmentation(signum, status, long_clip, released_checkpoi
     work = tmp_path / "work"
     work.mkdir()
     (work / "mine.txt").write_text("the user's file")
-    before = hashes(long_clip / "long.mp4", long_clip / "first.png", work / "mine.txt")
+    before = file_hashes(long_clip / "long.mp4", long_clip / "first.png", work / "mine.txt")
     proc, _ = start_segmenting(long_clip, released_checkpoint, work)
     wait_for_first_mask(proc, work)
     proc.send_signal(signum)
@@ -93,7 +71,7 @@ def test_signal_during_segmentation(signum, status, long_clip, released_checkpoi
     assert "Traceback" not in err and "removed the unfinished" in lines[0]
     assert not leftovers(work) and not leftovers(long_clip)
     assert sorted(p.name for p in work.iterdir()) == ["mine.txt"]  # nothing half-written is left
-    assert hashes(long_clip / "long.mp4", long_clip / "first.png", work / "mine.txt") == before
+    assert file_hashes(long_clip / "long.mp4", long_clip / "first.png", work / "mine.txt") == before
 
 
 def test_partials_of_a_killed_run_are_cleaned_by_the_next(long_clip, released_checkpoint, tmp_path, capsys):

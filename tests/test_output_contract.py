@@ -3,11 +3,11 @@ and one `error:` line for a write that fails (a full disk), with the earlier goo
 from __future__ import annotations
 
 import errno
-import hashlib
 import shutil
 import subprocess
 import sys
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,8 @@ import eval_generic
 import eval_youtube
 import segment_video
 import train
-from tests.eval_fixtures import VideoSpec, generic_template, render, save_indexed, youtube_template  # noqa: F401
+from tests.eval_fixtures import VideoSpec, generic_template, youtube_template  # noqa: F401
+from tests.helpers import leftovers, one_error, run_main, snapshot, write_clip
 from tests.test_training import TINY, _load, fake_data  # noqa: F401 (fixture)
 from util import outputs
 from util.outputs import MARKER, check_not_input, overlaps, read_marker
@@ -31,19 +32,7 @@ SPEC = VideoSpec("clip", height=32, width=48, frames=4, starts={1: 0})
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """clip.mp4 (4 frames, one object) and first.png."""
-    root = tmp_path_factory.mktemp("contract")
-    images, labels = render(SPEC)
-    with VideoWriter(root / "clip.mp4", fps=10) as writer:
-        for f in images:
-            writer.write(f)
-    save_indexed(root / "first.png", labels[0])
-    return root
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` (the user's data before and after a command)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+    return write_clip(tmp_path_factory.mktemp("contract"), SPEC)
 
 
 def user_files(folder: Path) -> dict[str, str]:
@@ -51,30 +40,14 @@ def user_files(folder: Path) -> dict[str, str]:
     (folder / "notes.txt").write_text("my notes")
     (folder / "sub").mkdir(exist_ok=True)
     (folder / "sub" / "data.bin").write_bytes(b"\x00\x01")
-    return tree_hashes(folder)
+    return snapshot(folder)
 
 
-def run(main, argv, capsys):
-    rc = main([*map(str, argv), "--device", "cpu"])
-    out, err = capsys.readouterr()
-    return rc, out, err
+run = partial(run_main, device="cpu")  # every command here runs on the CPU
 
 
 def segment(clip: Path, ckpt: Path, *extra) -> list:
     return ["--video", clip / "clip.mp4", "--mask", clip / "first.png", "--model", ckpt, "--size", "-1", *extra]
-
-
-def one_error(rc: int, err: str, *names: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and "%" not in line and not line.startswith("note:")]
-    assert rc == 1 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
-
-
-def no_partial_left(root: Path) -> bool:
-    return not [p for p in Path(root).rglob("*")
-                if p.name.startswith(".partial") or ".tmp" in p.name or p.name.startswith(".stcn-probe")]
 
 
 # ------------------------------------------------------------------------------------ pure rules
@@ -98,7 +71,7 @@ def test_folder_of_user_files_is_refused_before_any_work(clip, released_checkpoi
         rc, stdout, err = run(segment_video.main, argv, capsys)
         line = one_error(rc, err, str(mine), "--overwrite")
         assert "not a result" in line and "Total processing" not in stdout
-        assert tree_hashes(mine) == before
+        assert snapshot(mine) == before
     assert not (tmp_path / "o").exists()
 
 
@@ -107,18 +80,18 @@ def test_overwrite_writes_beside_user_files_and_deletes_nothing(clip, released_c
     before = user_files(mine)
     rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", mine, "--overwrite"), capsys)
     assert rc == 0, err
-    after = tree_hashes(mine)
+    after = snapshot(mine)
     assert {k: after[k] for k in before} == before  # the user's files are untouched
     assert sorted(set(after) - set(before)) == [f"{i:05d}.png" for i in range(SPEC.frames)]
     assert not (mine / MARKER).exists()  # still the user's folder, not a result to replace next time
-    assert no_partial_left(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 def test_folder_holding_the_inputs_is_refused_even_with_overwrite(clip, released_checkpoint, tmp_path, capsys):
     data = Path(shutil.copytree(clip, tmp_path / "data"))
     (data / "masks").mkdir()
     shutil.copy(data / "first.png", data / "masks" / "00000.png")
-    before = tree_hashes(data)
+    before = snapshot(data)
     argv = ["--video", data / "clip.mp4", "--mask", data / "first.png", "--model", released_checkpoint]
     # the folder of the input video (it contains the video), an input folder and a folder inside it
     for out, inputs in ((data, ()), (data / "masks", ("--mask_dir", data / "masks")),
@@ -129,7 +102,7 @@ def test_folder_holding_the_inputs_is_refused_even_with_overwrite(clip, released
     rc, _, err = run(segment_video.main, [*argv, "--output", tmp_path / "o", "--overlay", data / "clip.mp4",
                                           "--overwrite"], capsys)
     one_error(rc, err, "clip.mp4", "--overlay")
-    assert tree_hashes(data) == before and not (tmp_path / "o").exists()
+    assert snapshot(data) == before and not (tmp_path / "o").exists()
 
 
 def test_existing_file_where_a_folder_goes_is_refused(clip, released_checkpoint, tmp_path, capsys):
@@ -146,7 +119,7 @@ def test_existing_file_where_a_folder_goes_is_refused(clip, released_checkpoint,
 
 def test_generic_output_inside_its_data_is_refused(generic_template, released_checkpoint, tmp_path, capsys):
     data = Path(shutil.copytree(generic_template, tmp_path / "data"))
-    before = tree_hashes(data)
+    before = snapshot(data)
     for out in (data / "Annotations", data / "JPEGImages", data / "Annotations" / "clip", data):
         rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output", out,
                                              "--overwrite"], capsys)
@@ -155,7 +128,7 @@ def test_generic_output_inside_its_data_is_refused(generic_template, released_ch
         rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--output",
                                              tmp_path / "o", "--binary_masks", binary], capsys)
         one_error(rc, err, "--binary_masks")
-    assert tree_hashes(data) == before and not (tmp_path / "o").exists()
+    assert snapshot(data) == before and not (tmp_path / "o").exists()
 
 
 def test_demo_layout_overlays_inside_the_output(generic_template, released_checkpoint, tmp_path, capsys):
@@ -166,7 +139,7 @@ def test_demo_layout_overlays_inside_the_output(generic_template, released_check
         rc, _, err = run(eval_generic.main, argv, capsys)
         assert rc == 0, err
     assert (out / "overlays" / "clip.mp4").is_file() and (out / "overlays" / MARKER).is_file()
-    assert len(list((out / "clip").glob("*.png"))) == 8 and no_partial_left(tmp_path)
+    assert len(list((out / "clip").glob("*.png"))) == 8 and not leftovers(tmp_path)
 
 
 def test_output_dot_holding_the_inputs_is_refused_up_front(clip, released_checkpoint, tmp_path, capsys, monkeypatch):
@@ -199,7 +172,7 @@ def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpo
     rc, _, err = run(segment_video.main, argv, capsys)
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(SPEC.frames)]
-    assert no_partial_left(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 def test_existing_overlay_file_needs_overwrite(clip, released_checkpoint, tmp_path, capsys):
@@ -250,7 +223,7 @@ def test_disk_full_during_a_mask_keeps_the_previous_result(generic_template, rel
     out = tmp_path / "gen"
     argv = ["--data_path", generic_template, "--model", released_checkpoint, "--output", out, "--size", "32"]
     assert run(eval_generic.main, argv, capsys)[0] == 0
-    before = tree_hashes(out)
+    before = snapshot(out)
     del before[MARKER]  # rewritten (not complete) when the rerun starts
     calls = {"n": 0}
     import util.io
@@ -267,9 +240,9 @@ def test_disk_full_during_a_mask_keeps_the_previous_result(generic_template, rel
     rc, _, err = run(eval_generic.main, argv, capsys)
     line = one_error(rc, err, "No space left on device", "gen/clip/")
     assert ".tmp" not in line and "00002.png" in line  # the mask's name, not its temporary's
-    after = tree_hashes(out)
+    after = snapshot(out)
     assert {k: after[k] for k in before} == before and not read_marker(out)["complete"]
-    assert no_partial_left(tmp_path)
+    assert not leftovers(tmp_path)
 
 
 def test_disk_full_during_the_zip_keeps_the_previous_zip(youtube_template, released_checkpoint, tmp_path,
@@ -280,7 +253,7 @@ def test_disk_full_during_the_zip_keeps_the_previous_zip(youtube_template, relea
     monkeypatch.setattr(zipfile.ZipFile, "write", enospc)
     rc, _, err = run(eval_youtube.main, argv, capsys)
     one_error(rc, err, "yv.zip", "No space left on device")
-    assert (tmp_path / "yv.zip").read_bytes() == good and no_partial_left(tmp_path)
+    assert (tmp_path / "yv.zip").read_bytes() == good and not leftovers(tmp_path)
 
 
 def test_disk_full_during_the_overlay(clip, released_checkpoint, tmp_path, capsys, monkeypatch):
@@ -289,7 +262,7 @@ def test_disk_full_during_the_overlay(clip, released_checkpoint, tmp_path, capsy
     rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", tmp_path / "o",
                                                  "--overlay", overlay), capsys)
     one_error(rc, err, "No space left on device")
-    assert not overlay.exists() and not (tmp_path / "o").exists() and no_partial_left(tmp_path)
+    assert not overlay.exists() and not (tmp_path / "o").exists() and not leftovers(tmp_path)
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_last_one(tmp_path, fake_data, capsys, monkeypatch):
@@ -311,4 +284,4 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_one(tmp_path, fake_data, c
     line = one_error(rc, err, "full_checkpoint.pth", "disk full")
     assert "kept" in line and "--load_model" in line
     assert _load(tmp_path / "full" / "full_checkpoint.pth")["iteration"] == 2
-    assert no_partial_left(tmp_path)
+    assert not leftovers(tmp_path)

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,10 +20,12 @@ import eval_youtube
 from evaluation.run_video import RunStats
 from evaluation.sharding import ShardedStats, balanced_split, failure_line, shard_videos
 from tests.eval_fixtures import DAVIS_VIDEOS, YT_VIDEOS, davis_template, youtube_template  # noqa: F401
+from tests.helpers import error_lines, run_main, run_torchrun
 from util.io import DataError
 from util.outputs import MARKER, read_marker
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = ("--device", "cpu")
 torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1), so the float work is the same
 
 
@@ -94,32 +92,8 @@ def test_sharded_stats_lines_per_rank_and_in_total():
 
 
 # ------------------------------------------------------------------------------- torchrun
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(script: str, args: list) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(ROOT / script),
-           *map(str, args), "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-
-
-def single(main, args: list, capsys) -> tuple[int, str, str]:
-    rc = main([*map(str, args), "--device", "cpu"])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def files(folder: Path, pattern: str) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.glob(pattern))}
-
-
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture()
@@ -128,10 +102,10 @@ def davis(tmp_path, davis_template):
 
 
 def test_davis_under_torchrun_matches_a_single_process(davis, released_checkpoint, tmp_path, capsys):
-    args = ["--model", released_checkpoint, "--davis_path", davis / "2017"]
-    rc, one_out, err = single(eval_davis.main, [*args, "--output", tmp_path / "one"], capsys)
+    args = ["--model", released_checkpoint, "--davis_path", davis / "2017", *CPU]
+    rc, one_out, err = run_main(eval_davis.main, [*args, "--output", tmp_path / "one"], capsys)
     assert rc == 0, err
-    proc = torchrun("eval_davis.py", [*args, "--output", tmp_path / "two"])
+    proc = run_torchrun(ROOT / "eval_davis.py", [*args, "--output", tmp_path / "two"], cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one, two = tmp_path / "one", tmp_path / "two"
     masks = files(two, "*/*.png")
@@ -150,10 +124,10 @@ def test_davis_under_torchrun_matches_a_single_process(davis, released_checkpoin
 
 
 def test_youtube_under_torchrun_matches_a_single_process(youtube_template, released_checkpoint, tmp_path, capsys):
-    args = ["--model", released_checkpoint, "--yv_path", youtube_template, "--size", "32"]
-    rc, _, err = single(eval_youtube.main, [*args, "--output", tmp_path / "one"], capsys)
+    args = ["--model", released_checkpoint, "--yv_path", youtube_template, "--size", "32", *CPU]
+    rc, _, err = run_main(eval_youtube.main, [*args, "--output", tmp_path / "one"], capsys)
     assert rc == 0, err
-    proc = torchrun("eval_youtube.py", [*args, "--output", tmp_path / "two"])
+    proc = run_torchrun(ROOT / "eval_youtube.py", [*args, "--output", tmp_path / "two"], cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     masks = files(tmp_path / "two", "Annotations/*/*.png")
     assert {Path(k).parent.name for k in masks} == {s.name for s in YT_VIDEOS}
@@ -167,10 +141,10 @@ def test_youtube_under_torchrun_matches_a_single_process(youtube_template, relea
 def test_a_failing_rank_fails_the_run_with_one_line(davis, released_checkpoint, tmp_path, capsys):
     # "odd" (6 frames) runs on rank 1, "cat" (7) on rank 0; a later frame of "odd" is corrupt
     (davis / "2017" / "trainval" / "JPEGImages" / "480p" / "odd" / "00003.jpg").write_bytes(b"\xff\xd8garbage")
-    args = ["--model", released_checkpoint, "--davis_path", davis / "2017"]
-    rc, _, err = single(eval_davis.main, [*args, "--output", tmp_path / "one"], capsys)
+    args = ["--model", released_checkpoint, "--davis_path", davis / "2017", *CPU]
+    rc, _, err = run_main(eval_davis.main, [*args, "--output", tmp_path / "one"], capsys)
     assert rc == 1 and len(error_lines(err)) == 1
-    proc = torchrun("eval_davis.py", [*args, "--output", tmp_path / "two"])
+    proc = run_torchrun(ROOT / "eval_davis.py", [*args, "--output", tmp_path / "two"], cwd=ROOT)
     assert proc.returncode != 0
     lines = error_lines(proc.stdout + proc.stderr)
     assert lines == error_lines(err), proc.stderr[-3000:]  # the single run's line, once

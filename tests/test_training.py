@@ -6,10 +6,6 @@ texture with a moving square) with the same sample dict.
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +16,7 @@ from torch.utils.data import Dataset
 import train
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
 from model.network import STCN
+from tests.helpers import run_torchrun
 from training.train_wrapper import STCNTrainWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,21 +231,11 @@ sys.exit(max(codes))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_every_stage(tmp_path):
     runner = tmp_path / "runner.py"
     save = tmp_path / "saves"
     runner.write_text(textwrap.dedent(RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"), save=str(save))))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", str(runner)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(runner, [], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for rank in (0, 1):
         assert (save / f"codes_rank{rank}.txt").read_text() == "codes [0, 0, 0, 0] world 2"

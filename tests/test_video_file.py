@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import eval_generic
 import segment_video
 from evaluation.run_video import add_common_args
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, generic_template, render, save_indexed  # noqa: F401
+from tests.helpers import run_main
 from util.outputs import MARKER
 from util.video import VideoReader, VideoWriter
 
@@ -46,10 +48,7 @@ def clip(tmp_path_factory):
     return root, video, labels
 
 
-def run(main, argv, capsys):
-    rc = main([*map(str, argv), "--device", "cpu"])
-    out, err = capsys.readouterr()
-    return rc, out, err
+run = partial(run_main, device="cpu")  # every command here runs on the CPU
 
 
 def read_labels(path: Path) -> np.ndarray:

@@ -1,10 +1,15 @@
-"""Reading frames and label masks, writing palette masks, for the evaluation scripts.
+"""Reading frames and label masks, writing palette masks: the one reader of the evaluation and training.
 
-Label masks are read into (H, W) integer arrays where 0 is background and every other value is
-one object. Indexed (palette, mode "P") PNGs are authoritative: their indices are the labels and
-their palette is kept for the output. Masks in other modes are converted only when the conversion
-is unambiguous (`labels_from_colours`); otherwise they are refused with a `DataError`, because a
-colour left by anti-aliasing would otherwise become an object that does not exist.
+Every mask file is decoded by `decode_mask` (one set of errors); the readers differ only in how they
+turn its pixels into labels: `MaskReader` (evaluation), `read_index_mask` (training videos: the
+stored indices) and `read_binary_mask` (the static image sets: bright = object).
+
+The evaluation's label masks (`MaskReader`) are (H, W) integer arrays where 0 is background and
+every other value is one object. Indexed (palette, mode "P") PNGs are authoritative: their indices
+are the labels and their palette is kept for the output. Masks in other modes are converted only
+when the conversion is unambiguous (`labels_from_colours`); otherwise they are refused with a
+`DataError`, because a colour left by anti-aliasing would otherwise become an object that does not
+exist.
 
 Every user-facing problem is a `DataError` whose text is `<path>: <what is wrong>; <how to fix>`,
 so a script prints it as one `error:` line.
@@ -12,8 +17,9 @@ so a script prints it as one `error:` line.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -26,6 +32,8 @@ MAX_OBJECTS = PALETTE_ENTRIES - 1  # labels 1..255 in an indexed PNG (0 = backgr
 BLEND_TOLERANCE = 2.0  # colour levels: rounding slack when testing "c lies between a and b"
 SINGLE_OBJECT_GREY_LABEL = 255  # DAVIS 2016 ground truth writes its object as 255
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # frames of a video folder
+INDEX_MASK_MODES = ("P", "L", "1", "I;16", "I")  # PIL modes whose pixel values are the labels (training)
+BINARY_THRESHOLD = 128  # grey level from which a saliency mask pixel is object (half intensity)
 
 
 class DataError(UserError):
@@ -100,6 +108,63 @@ def single_object_mask(array: np.ndarray) -> np.ndarray:
     return array > 0
 
 
+class DecodedMask(NamedTuple):
+    pixels: np.ndarray  # as stored, or as `decode_mask`'s `convert` made them
+    mode: str  # PIL mode of the file
+    palette: list[int] | None  # of an indexed PNG
+
+
+def decode_mask(path: str | os.PathLike, convert: Callable[[Image.Image], Image.Image] | None = None,
+                lossy_ok: bool = False) -> DecodedMask:
+    """Decode a mask file: the one place a mask is opened, with one set of errors (`DataError`).
+
+    convert: applied to the decoded image before it becomes an array (e.g. to grey); the mode and
+    palette returned are the file's. JPEG masks are refused (lossy edges blur into colours that are
+    no object) unless `lossy_ok` (masks that are thresholded anyway).
+    """
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG" and not lossy_ok:
+                raise DataError(path, "mask saved as JPEG",
+                                "save it as an indexed (palette) PNG, one index per object")
+            img.load()
+            mode, raw_palette = img.mode, img.getpalette()
+            pixels = np.array(convert(img) if convert is not None else img)
+    except FileNotFoundError:
+        raise DataError(path, "no such annotation file", "check the dataset path and layout") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(path, f"unreadable mask ({type(exc).__name__})", "replace or re-export this PNG") from None
+    return DecodedMask(pixels, mode, raw_palette)
+
+
+def _grey_unless_palette(img: Image.Image) -> Image.Image:
+    return img if img.mode == "P" else img.convert("L")
+
+
+def _grey_if_bilevel(img: Image.Image) -> Image.Image:
+    return img.convert("L") if img.mode == "1" else img  # 1-bit masks read as 0/255
+
+
+def read_index_mask(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) uint8 labels of a training mask: the indices of a palette PNG or the values of a grey one,
+    as stored (1-bit masks as 0/255, 16/32-bit values cast to uint8). Colour masks are refused."""
+    arr, mode, _ = decode_mask(path, _grey_if_bilevel)
+    if mode not in INDEX_MASK_MODES:
+        raise DataError(path, f"mask has mode {mode}",
+                        "expected a palette (P) or grey (L) PNG holding label indices (0 = background, 1..K objects)")
+    return arr if arr.dtype == np.uint8 else arr.astype(np.uint8)
+
+
+def read_binary_mask(path: str | os.PathLike, threshold: int = BINARY_THRESHOLD) -> np.ndarray:
+    """(H, W) uint8 in {0, 1} of a saliency-style mask (any PNG mode, object = bright).
+
+    The static image sets store 0/255 masks in grey, RGB or palette PNGs; they are converted to grey
+    (PIL's luma) and split at `threshold` (anti-aliased edges go to the nearer side).
+    """
+    grey = decode_mask(path, lambda img: img.convert("L"), lossy_ok=True).pixels
+    return (grey >= threshold).astype(np.uint8)
+
+
 class MaskReader:
     """Reads the label masks of one video so that labels and palette agree across its files.
 
@@ -116,21 +181,7 @@ class MaskReader:
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         """(H, W) uint8 label map of the mask at `path`."""
-        try:
-            with Image.open(path) as img:
-                if img.format == "JPEG":  # lossy: edges blur into colours that are no object
-                    raise DataError(path, "mask saved as JPEG",
-                                    "save it as an indexed (palette) PNG, one index per object")
-                img.load()
-                mode, raw_palette = img.mode, img.getpalette()
-                arr = np.array(img)
-                if self.single_object and mode != "P":
-                    arr = np.array(img.convert("L"))
-        except FileNotFoundError:
-            raise DataError(path, "no such annotation file", "check the dataset path and layout") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(path, f"unreadable mask ({type(exc).__name__})", "replace or re-export this PNG") from None
-
+        arr, mode, raw_palette = decode_mask(path, _grey_unless_palette if self.single_object else None)
         if self.single_object:
             return self._single_object(arr, mode, raw_palette)
         if mode == "P":
