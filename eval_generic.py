@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 from evaluation.datasets import GenericTestDataset
-from evaluation.run_video import add_common_args, add_size_arg, build_core, check_videos, short_side
+from evaluation.run_video import (
+    add_common_args,
+    add_size_arg,
+    add_video_batch_arg,
+    build_core,
+    check_videos,
+    short_side,
+)
 from evaluation.sharding import Shard, run_sharded
 from evaluation.sinks import BinaryMaskSink, OverlaySink
 from util.io import DataError
@@ -32,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--binary_masks", default=None,
                         help="also write <dir>/<video>/<object label>/<frame>.png (0/255)")
     add_common_args(parser)
+    add_video_batch_arg(parser)
     return parser
 
 
@@ -58,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             if "--binary_masks" in folders:
                 binary = folders["--binary_masks"]
                 sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
-            stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out)
+            stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out,
+                                      video_batch=args.video_batch)
         if not shard.is_main:  # rank 0 reports for every rank
             return 0
         stats.print()
