@@ -207,3 +207,20 @@ def test_unsupported_video_batch_is_one_error_line(generic_three, released_check
                             "--output", str(tmp_path / "o"), "--device", "cpu", *extra])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(message) and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_failing_video_removes_every_unfinished_one_and_keeps_the_finished(generic_three, released_checkpoint,
+                                                                             tmp_path, capsys):
+    data = Path(shutil.copytree(generic_three, tmp_path / "data"))
+    (data / "JPEGImages" / "three" / "00006.jpg").write_bytes(b"\xff\xd8garbage")  # its last frame
+    out, binary = tmp_path / "o", tmp_path / "bin"
+    rc = eval_generic.main(["--model", str(released_checkpoint), "--data_path", str(data), "--output", str(out),
+                            "--binary_masks", str(binary), "--device", "cpu", "--video_batch", "2"])
+    std = capsys.readouterr()
+    lines = [line for line in std.err.splitlines() if "error:" in line]
+    assert rc == 1 and len(lines) == 1 and "three/00006.jpg" in lines[0] and "Traceback" not in std.err
+    # slots: "one" (5 frames, finished, then "two" started) beside "three" (failed on frame 6)
+    assert len(list((out / "one").glob("*.png"))) == GENERIC[0].frames and (binary / "one").is_dir()
+    for name in ("two", "three"):
+        assert not (out / name).exists() and not (binary / name).exists()
+    assert not list(tmp_path.rglob(".partial-*"))
