@@ -10,6 +10,10 @@ Timing follows the paper ("FPS ... measured with IO time excluded", STCN README)
 the network work of a frame and turning its probabilities into the output label map, not reading
 the image or writing the PNG; the device is synchronised before each clock reading. FPS is the
 total number of processed frames over the total time, whatever the number of objects.
+
+`--video_batch N` (`run_videos_batched`): N videos side by side, one core each, their current frames
+stepped in one batch (inference_core/batch.py); each video is written as above, and a batched step's
+time counts once for all the frames it processed.
 """
 from __future__ import annotations
 

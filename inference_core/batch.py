@@ -68,6 +68,8 @@ def step_cores(
         `object_batch` of the cores, None when none has one).
     Returns, per item and in order, what `item.core.step(image, mask, labels, end)` returns:
     probabilities (1 + K_i, H_i, W_i), float32, background first.
+    Bad arguments of an item (labels without a mask, a label <= 0) raise ValueError as `step` does,
+    before any core is stepped.
     """
     items = [BatchItem(*item) for item in items]
     if not items:
@@ -76,6 +78,8 @@ def step_cores(
     check_compatible(cores)
     if object_batch == "auto":
         object_batch = min((c.object_batch for c in cores if c.object_batch is not None), default=None)
+    for item in items:  # the arguments' errors before any core moves on
+        item.core._new_labels(item.mask, item.labels)
     frames = [item.core.begin_frame(item.image, item.mask, item.labels, item.end) for item in items]
     groups: dict[tuple[int, int], list[int]] = {}
     for i, frame in enumerate(frames):

@@ -122,6 +122,8 @@ def test_cores_must_be_distinct_and_share_the_network(stcn_net, videos):
     other = InferenceCore(type(stcn_net)(pretrained=False).eval())
     with pytest.raises(ValueError, match="share one network"):
         step_cores([(core, img), (other, img)])
+    with pytest.raises(ValueError, match="without a mask"):
+        step_cores([(core, img), (InferenceCore(stcn_net), img, None, [3])])
     assert step_cores([]) == []
     assert core.frame_index == -1  # a refused batch steps no core
 
