@@ -226,3 +226,15 @@ def test_a_failing_video_removes_every_unfinished_one_and_keeps_the_finished(gen
     for name in ("two", "three"):
         assert not (out / name).exists() and not (binary / name).exists()
     assert not list(tmp_path.rglob(".partial-*"))
+
+
+def test_benchmark_reports_throughput_per_batch_size(capsys):
+    from scripts import benchmark_inference
+
+    argv = ["--height", "32", "--lengths", "2", "--objects", "1", "--precision", "fp32", "--warmup", "0",
+            "--device", "cpu", "--video_batch", "1", "2"]
+    assert benchmark_inference.main(argv) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32 |")]
+    assert [r[4] for r in rows] == ["1", "2"] and all(float(r[5]) > 0 for r in rows)  # videos, FPS
+    with pytest.raises(SystemExit, match="--video_batch"):
+        benchmark_inference.main([*argv, "--baseline"])
