@@ -243,12 +243,15 @@ def run_videos_batched(
     slots: list[tuple[VideoRun, FrameInput] | None] = [None] * len(cores)
     slot_sinks = [[copy.copy(s) for s in sinks] for _ in cores]
     running: list[VideoRun] = []  # started and not committed: removed on an error
+    current: list[VideoRun | None] = [None]  # the video being read or written (None: the batched step)
 
     def fill(k: int) -> None:
         """Give slot k the next video that has a frame to process (videos with none are committed at once)."""
         while slots[k] is None and (video := next(pending, None)) is not None:
+            current[0] = None  # out_dir_of(video) is the last asked until the run exists
             run = VideoRun(cores[k], video, out_dir_of(video), slot_sinks[k], on_frame, output)
             running.append(run)
+            current[0] = run
             run.start()
             frame = run.next_frame()
             if frame is None:
@@ -264,6 +267,7 @@ def run_videos_batched(
         while active := [(k, *slot) for k, slot in enumerate(slots) if slot is not None]:
             if on_videos is not None:
                 on_videos([run.video.name for _, run, _ in active])
+            current[0] = None
             synchronize(device)
             t0 = time.perf_counter()
             probs = step_cores([BatchItem(run.core, f.image, f.mask, f.start, f.end) for _, run, f in active])
@@ -272,6 +276,7 @@ def run_videos_batched(
             stats.seconds += time.perf_counter() - t0
             stats.frames += len(active)
             for (k, run, frame), frame_labels in zip(active, labels):
+                current[0] = run
                 run.write(frame, frame_labels)
                 following = run.next_frame()
                 slots[k] = None if following is None else (run, following)
@@ -280,6 +285,8 @@ def run_videos_batched(
                     running.remove(run)
                     fill(k)
     except BaseException as exc:
+        if current[0] is not None:  # asked again last, so that a caller tracking the video it was last
+            out_dir_of(current[0].video)  # given (sharding's failure line) names the one that failed
         for run in running:
             run.abort()
         if isinstance(exc, OSError):

@@ -238,3 +238,24 @@ def test_benchmark_reports_throughput_per_batch_size(capsys):
     assert [r[4] for r in rows] == ["1", "2"] and all(float(r[5]) > 0 for r in rows)  # videos, FPS
     with pytest.raises(SystemExit, match="--video_batch"):
         benchmark_inference.main([*argv, "--baseline"])
+
+
+def test_the_failing_video_is_the_last_one_whose_folder_was_asked(generic_three, stcn_net, tmp_path):
+    """Sharding names a failed rank's video after the last folder asked of `out_dir_of`: the failing one."""
+    from evaluation.datasets import GenericTestDataset
+    from evaluation.run_video import RunStats, run_videos_batched
+    from util.io import DataError
+
+    data = Path(shutil.copytree(generic_three, tmp_path / "data"))
+    (data / "JPEGImages" / "three" / "00006.jpg").write_bytes(b"\xff\xd8garbage")
+    asked: list[str] = []
+
+    def out_dir_of(video):
+        asked.append(video.name)
+        return tmp_path / "o" / video.name
+
+    first = InferenceCore(stcn_net)
+    videos = GenericTestDataset(data).videos
+    with pytest.raises(DataError, match="three"):
+        run_videos_batched([first, fresh_core(first)], videos, out_dir_of, RunStats())
+    assert asked[-2:] == ["two", "three"]  # "two" started beside "three", then "three" failed
