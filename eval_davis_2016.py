@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evaluation.datasets import DAVISTestDataset
 from evaluation.davis_scoring import score
-from evaluation.run_video import add_common_args, build_core, check_videos
+from evaluation.run_video import add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.io import DataError
@@ -37,6 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"(default: <davis_path>/{DAVIS17_FROM_16})")
     parser.add_argument("--no_score", action="store_true", help="do not score the results")
     add_common_args(parser)
+    add_video_batch_arg(parser)
     return parser
 
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         core = build_core(args)
         with shard.writing(out) as out:
             output = out.path
-            stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out)
+            stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out,
+                                      video_batch=args.video_batch)
         if not shard.is_main:  # rank 0 reports and scores for every rank
             return 0
         stats.print()

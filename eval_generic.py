@@ -20,6 +20,7 @@ from evaluation.run_video import (
     add_bidirectional_arg,
     add_common_args,
     add_size_arg,
+    add_video_batch_arg,
     build_core,
     check_videos,
     short_side,
@@ -40,6 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--binary_masks", default=None,
                         help="also write <dir>/<video>/<object label>/<frame>.png (0/255)")
     add_common_args(parser)
+    add_video_batch_arg(parser)
     return parser
 
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 binary = folders["--binary_masks"]
                 sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
             stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out,
-                                      bidirectional=args.bidirectional)
+                                      bidirectional=args.bidirectional, video_batch=args.video_batch)
         if not shard.is_main:  # rank 0 reports for every rank
             return 0
         stats.print()

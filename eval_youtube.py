@@ -18,7 +18,14 @@ import zipfile
 from pathlib import Path
 
 from evaluation.datasets import YouTubeVOSTestDataset
-from evaluation.run_video import add_common_args, add_size_arg, build_core, check_videos, short_side
+from evaluation.run_video import (
+    add_common_args,
+    add_size_arg,
+    add_video_batch_arg,
+    build_core,
+    check_videos,
+    short_side,
+)
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.atomic import atomic_path
@@ -36,6 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_all", action="store_true", help="write every frame, not only those in meta.json")
     add_size_arg(parser)
     add_common_args(parser)
+    add_video_batch_arg(parser)
     return parser
 
 
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         core = build_core(args)
         with shard.writing(out) as out:
             output = out.path
-            stats = shard.run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out)
+            stats = shard.run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out,
+                                      video_batch=args.video_batch)
             if not shard.is_main:  # rank 0 zips and reports for every rank
                 return 0
             zipped = make_zip(output)

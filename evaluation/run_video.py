@@ -10,10 +10,15 @@ Timing follows the paper ("FPS ... measured with IO time excluded", STCN README)
 the network work of a frame and turning its probabilities into the output label map, not reading
 the image or writing the PNG; the device is synchronised before each clock reading. FPS is the
 total number of processed frames over the total time, whatever the number of objects.
+
+`--video_batch N` (`run_videos_batched`): N videos side by side, one core each, their current frames
+stepped in one batch (inference_core/batch.py); each video is written as above, and a batched step's
+time counts once for all the frames it processed.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +34,9 @@ from evaluation.ensembles import ModelPaths, add_ensemble_args, annotation_input
 from evaluation.sinks import FrameSink
 from evaluation.video_file import VideoFileVideo
 from inference_core.backends import BACKENDS, CACHE_ENV
+from inference_core.batch import BatchItem, fresh_core, step_cores
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
+from inference_core.ensemble import ScaledFrame
 from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
 from inference_core.predictor import Predictor, PredictorError, merge_directions
 from model.memory_util import SIMILARITIES, TOP_K
@@ -68,6 +75,116 @@ def frames_to_process(video: TestVideo) -> int:
     return needed[-1] + 1 if needed else 0
 
 
+@dataclass
+class FrameInput:
+    """The next frame of a video to give to its core: `core.step(image, mask, labels=start, end=end)`."""
+
+    index: int
+    image: torch.Tensor | ScaledFrame  # 3, H, W at the network size on the core's device (an ensemble: every size)
+    mask: torch.Tensor | dict | None  # an ensemble: the annotation at each of its sides
+    start: list[int] | None
+    end: bool
+    required: bool
+
+
+class VideoRun:
+    """One video being segmented: its frames in order, its hidden temporary folder and its sinks.
+
+    Made with a core (reset here) and a video (its annotations read here). `start` begins the sinks;
+    `next_frame` passes over the frames that need no processing (`InferenceCore.needs_frame`) and
+    returns the next one to process, or None after the last required or annotated frame;
+    `labels` turns that frame's probabilities into its label map at the original size (timed as
+    processing); `write` writes it to the folder and the sinks (I/O); `commit` renames the folder
+    into place; `abort` removes what was written. `run_video` drives one, `run_videos_batched` several.
+    """
+
+    def __init__(
+        self,
+        core: InferenceCore,
+        video: TestVideo,
+        out_dir: Path,
+        sinks: Sequence[FrameSink] = (),
+        on_frame: Callable[[], None] | None = None,
+        output: OutputDir | None = None,
+    ) -> None:
+        core.reset()
+        video.prepare()  # reads every annotation: a bad one stops here, before anything is written
+        self.core, self.video, self.sinks, self.on_frame, self.output = core, video, sinks, on_frame, output
+        self.palette = video.palette
+        self.size = video.size
+        self.last = frames_to_process(video) - 1
+        self.out_dir = Path(out_dir)
+        self.tmp = partial_dir(self.out_dir)
+        self.started: list[FrameSink] = []
+        self._next = 0
+        # `--bidirectional` (run_video): required frame -> the backward pass's (probabilities, labels), and
+        # each object's first annotated frame (`backward_pass`)
+        self.backward: dict[int, tuple[torch.Tensor, list[int]]] = {}
+        self.starts: dict[int, int] = {}
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            sink.begin(self.video)
+            self.started.append(sink)
+
+    def next_frame(self) -> FrameInput | None:
+        """The next frame to process (image and annotation read here, I/O), or None when the video is done."""
+        core, video = self.core, self.video
+        while self._next <= self.last:
+            i = self._next
+            self._next += 1
+            frame = video.frames[i]
+            annotated = frame.mask_path is not None
+            if not core.needs_frame(frame.required or annotated):
+                core.skip()
+                if self.on_frame is not None:
+                    self.on_frame()
+                continue
+            image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
+            mask, start = None, None
+            if annotated:
+                mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
+                if not start:
+                    mask, start = None, None
+                else:
+                    mask = annotation_input(core, video, i, mask, start)
+            return FrameInput(i, image, mask, start, end=i == self.last, required=frame.required)
+        return None
+
+    def labels(self, frame: FrameInput, prob: torch.Tensor) -> np.ndarray | None:
+        """The label map of a processed frame at the video's size, or None when it is not written."""
+        if not frame.required:
+            return None
+        label_map = self.core.label_map()
+        if frame.index in self.backward:  # objects annotated after this frame: from the backward pass
+            prob, ids = merge_directions((prob, self.core.labels), self.backward.pop(frame.index), self.starts,
+                                         frame.index)
+            label_map = np.array([0, *ids], dtype=np.int64)
+        return probabilities_to_labels(prob, self.size, label_map)
+
+    def write(self, frame: FrameInput, labels: np.ndarray | None) -> None:
+        if labels is not None:
+            write_mask(self.tmp / f"{self.video.frames[frame.index].name}.png", labels, self.palette)
+            for sink in self.sinks:
+                sink.add(frame.index, labels)
+        if self.on_frame is not None:
+            self.on_frame()
+
+    def commit(self) -> None:
+        for sink in self.sinks:
+            sink.commit()
+        (self.output.replace if self.output is not None else replace_dir)(self.tmp, self.out_dir)
+
+    def abort(self) -> None:
+        remove_partial(self.tmp)
+        for sink in self.started:
+            sink.abort()
+
+    def as_final(self, exc: OSError) -> OSError:
+        """A write error naming the mask's place, not the temporary's (e.g. a full disk)."""
+        return as_final(exc, self.tmp, self.out_dir)
+
+
 def run_video(
     core: InferenceCore,
     video: TestVideo,
@@ -87,64 +204,102 @@ def run_video(
     skipped), e.g. to advance a progress bar. bidirectional: objects first annotated on frame m are
     also propagated from m back to frame 0 (`backward_pass`; merged by `merge_directions`).
     """
-    core.reset()
-    video.prepare()  # reads every annotation: a bad one stops here, before anything is written
-    palette = video.palette
-    size = video.size
-    last = frames_to_process(video) - 1
-    backward, starts = backward_pass(core, video, stats) if bidirectional else ({}, {})
-
-    out_dir = Path(out_dir)
-    tmp = partial_dir(out_dir)
-    started: list[FrameSink] = []
+    run = VideoRun(core, video, out_dir, sinks, on_frame, output)
+    if bidirectional:  # before anything is written: the backward pass keeps its results in memory
+        run.backward, run.starts = backward_pass(core, video, stats)
     try:
-        for sink in sinks:
-            sink.begin(video)
-            started.append(sink)
-        for i in range(last + 1):
-            frame = video.frames[i]
-            annotated = frame.mask_path is not None
-            if not core.needs_frame(frame.required or annotated):
-                core.skip()
-                if on_frame is not None:
-                    on_frame()
-                continue
-            image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
-            mask, start = None, None
-            if annotated:
-                mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
-                if not start:
-                    mask, start = None, None
-                else:
-                    mask = annotation_input(core, video, i, mask, start)
-
+        run.start()
+        while (frame := run.next_frame()) is not None:
             synchronize(core.device)
             t0 = time.perf_counter()
-            prob = core.step(image, mask, labels=start, end=i == last)
-            label_map = core.label_map()
-            if i in backward:  # objects annotated after this frame: from the backward pass
-                prob, ids = merge_directions((prob, core.labels), backward.pop(i), starts, i)
-                label_map = np.array([0, *ids], dtype=np.int64)
-            labels = probabilities_to_labels(prob, size, label_map) if frame.required else None
+            prob = core.step(frame.image, frame.mask, labels=frame.start, end=frame.end)
+            labels = run.labels(frame, prob)
             synchronize(core.device)
             stats.seconds += time.perf_counter() - t0
             stats.frames += 1  # once per frame, whatever the number of ensemble variants
-
-            if labels is not None:
-                write_mask(tmp / f"{frame.name}.png", labels, palette)
-                for sink in sinks:
-                    sink.add(i, labels)
-            if on_frame is not None:
-                on_frame()
-        for sink in sinks:
-            sink.commit()
-        (output.replace if output is not None else replace_dir)(tmp, out_dir)
+            run.write(frame, labels)
+        run.commit()
     except BaseException as exc:
-        remove_partial(tmp)
-        for sink in started:
-            sink.abort()
-        if isinstance(exc, OSError):  # e.g. a full disk: name the mask's place, not the temporary's
-            raise as_final(exc, tmp, out_dir) from None
+        run.abort()
+        if isinstance(exc, OSError):
+            raise run.as_final(exc) from None
+        raise
+
+
+def run_videos_batched(
+    cores: Sequence[InferenceCore],
+    videos: Sequence[TestVideo],
+    out_dir_of: Callable[[TestVideo], Path],
+    stats: RunStats,
+    sinks: Sequence[FrameSink] = (),
+    on_frame: Callable[[], None] | None = None,
+    output: OutputDir | None = None,
+    on_videos: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Segment `videos` side by side, one per core (a slot), the cores stepped together (`step_cores`).
+
+    Each slot takes the next video of the list when its video is done, so up to len(cores) videos
+    run at once; every video is written as by `run_video` (its temporary folder renamed into place
+    when it is complete, the sinks copied per slot: a sink holds one video at a time). Timing: a
+    batched step's time (network work and label maps, as `run_video` times one frame) counts once
+    for all the frames it processed, so FPS stays processed frames over processing time. On an error
+    every unfinished video's folder and sink outputs are removed. `on_videos` is told the names of
+    the videos running whenever they change (e.g. for a progress bar).
+    """
+    pending = iter(videos)
+    slots: list[tuple[VideoRun, FrameInput] | None] = [None] * len(cores)
+    slot_sinks = [[copy.copy(s) for s in sinks] for _ in cores]
+    running: list[VideoRun] = []  # started and not committed: removed on an error
+    current: list[VideoRun | None] = [None]  # the video being read or written (None: the batched step)
+
+    def fill(k: int) -> None:
+        """Give slot k the next video that has a frame to process (videos with none are committed at once)."""
+        while slots[k] is None and (video := next(pending, None)) is not None:
+            current[0] = None  # out_dir_of(video) is the last asked until the run exists
+            run = VideoRun(cores[k], video, out_dir_of(video), slot_sinks[k], on_frame, output)
+            running.append(run)
+            current[0] = run
+            run.start()
+            frame = run.next_frame()
+            if frame is None:
+                run.commit()
+                running.remove(run)
+            else:
+                slots[k] = (run, frame)
+
+    device = cores[0].device
+    try:
+        for k in range(len(cores)):
+            fill(k)
+        while active := [(k, *slot) for k, slot in enumerate(slots) if slot is not None]:
+            if on_videos is not None:
+                on_videos([run.video.name for _, run, _ in active])
+            current[0] = None
+            synchronize(device)
+            t0 = time.perf_counter()
+            probs = step_cores([BatchItem(run.core, f.image, f.mask, f.start, f.end) for _, run, f in active])
+            labels = [run.labels(f, prob) for (_, run, f), prob in zip(active, probs)]
+            synchronize(device)
+            stats.seconds += time.perf_counter() - t0
+            stats.frames += len(active)
+            for (k, run, frame), frame_labels in zip(active, labels):
+                current[0] = run
+                run.write(frame, frame_labels)
+                following = run.next_frame()
+                slots[k] = None if following is None else (run, following)
+                if following is None:
+                    run.commit()
+                    running.remove(run)
+                    fill(k)
+    except BaseException as exc:
+        if current[0] is not None:  # asked again last, so that a caller tracking the video it was last
+            out_dir_of(current[0].video)  # given (sharding's failure line) names the one that failed
+        for run in running:
+            run.abort()
+        if isinstance(exc, OSError):
+            for run in running:
+                exc = run.as_final(exc)
+            raise exc from None
         raise
 
 
@@ -221,16 +376,23 @@ def run_dataset(
     sinks: Sequence[FrameSink] = (),
     output: OutputDir | None = None,
     bidirectional: bool = False,
+    video_batch: int = 1,
 ) -> RunStats:
     """Run every video with a progress bar over all frames; returns the totals for the timing lines.
 
     Every video is checked first (`check_videos`), so a bad one stops the run before any work.
     The bar shows the current video, the size of its memory (frames and MiB of keys and values)
     and the processing frame rate (I/O excluded, as the final FPS line).
+    video_batch > 1: that many videos at once (`run_videos_batched`), `core` and copies of it
+    (`fresh_core`: the same network and options); the same masks as one at a time.
     """
     check_videos(videos)
     stats = RunStats()
+    cores = [core] + [fresh_core(core) for _ in range(min(video_batch, len(videos)) - 1)]
     if quiet:
+        if video_batch > 1:
+            run_videos_batched(cores, videos, out_dir_of, stats, sinks, output=output)
+            return stats
         for video in videos:
             run_video(core, video, out_dir_of(video), stats, sinks, output=output, bidirectional=bidirectional)
         return stats
@@ -248,11 +410,16 @@ def run_dataset(
     def advance() -> None:
         nonlocal done
         done += 1
-        status.update_mapping(mem_frames=core.memory.num_frames, mem_mib=core.memory.nbytes / 2**20,
+        status.update_mapping(mem_frames=sum(c.memory.num_frames for c in cores),
+                              mem_mib=sum(c.memory.nbytes for c in cores) / 2**20,
                               fps=stats.fps if stats.seconds > 0 else 0.0)
         bar.update(min(done, total))
 
     try:
+        if video_batch > 1:
+            run_videos_batched(cores, videos, out_dir_of, stats, sinks, on_frame=advance, output=output,
+                               on_videos=lambda names: status.update_mapping(video="+".join(names)))
+            return stats
         for video in videos:
             status.update_mapping(video=video.name)
             run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output,
@@ -304,6 +471,30 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                             f"the cache, ${CACHE_ENV} or ~/.cache/stcn/onnx)")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the encoders and decoder (pytorch backend; slow first frames)")
+
+
+def add_video_batch_arg(parser: argparse.ArgumentParser) -> None:
+    """`--video_batch N`: segment N videos side by side, their frames in one batch (1: one video at a time)."""
+    parser.add_argument("--video_batch", type=int, default=1,
+                        help="videos segmented side by side, the network run on one frame of each in one batch "
+                             "(pytorch backend; same masks as 1, the default: one video at a time)")
+
+
+def video_batch_option(args: argparse.Namespace) -> int:
+    """The `--video_batch` flag (1 where a script has none); DataError when below 1 or with an exported backend.
+
+    The exported ONNX graphs (model/export.py) have a fixed batch of one frame.
+    """
+    n = getattr(args, "video_batch", 1)
+    if n < 1:
+        raise DataError("--video_batch", f"must be at least 1 (got {n})", "pass a positive number of videos")
+    if n > 1 and getattr(args, "backend", "pytorch") != "pytorch":
+        raise DataError("--video_batch", f"--backend {args.backend} runs exported graphs of batch 1 (one frame)",
+                        "leave --video_batch out or use --backend pytorch")
+    if n > 1 and getattr(args, "bidirectional", False):
+        raise DataError("--video_batch", "runs videos forward side by side; --bidirectional runs each video twice",
+                        "leave out --video_batch or --bidirectional")
+    return n
 
 
 def add_size_arg(parser: argparse.ArgumentParser) -> None:
@@ -392,6 +583,7 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
     if args.max_mem_mb is not None and not args.max_mem_mb > 0:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
     device = check_backend_args(args, device)
+    video_batch_option(args)
     predictor = predictor_from_args(args, device)
     check_similarity_flag(args, predictor.similarity)
     return predictor.new_core()

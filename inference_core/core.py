@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,6 +34,32 @@ from util.tensor_util import pad_divide_by, unpad
 
 MEM_EVERY = 5  # section 3.3 / 4: every 5th frame is memory
 MASK_THRESHOLD = 0.5  # an annotated pixel belongs to the given objects above this
+
+
+@dataclass
+class FrameState:
+    """One frame on its way through the phases of `InferenceCore.step` (and of `inference_core.batch`).
+
+    padded: 1, 3, H', W' (sides multiples of 16; None when the frame is not processed);
+    features: the key encoder's k16, qv16, f16, f8, f4 of `padded`; prob: 1 + K, H', W'.
+    """
+
+    index: int
+    size: tuple[int, int]  # H, W before padding
+    mask: Tensor | None = None
+    new_labels: list[int] = field(default_factory=list)
+    end: bool = False
+    active: bool = True  # False: nothing to track yet (no object, none starting)
+    padded: Tensor | None = None
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    features: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
+    prob: Tensor | None = None
+    is_memory: bool = False  # set by InferenceCore.value_inputs
+
+
+def decoded_probabilities(logits: Tensor) -> Tensor:
+    """Per-object decoder logits (K, 1, H, W) -> soft-aggregated probabilities (1 + K, H, W), float32."""
+    return soft_aggregate(torch.sigmoid(logits.float()), dim=0)[:, 0]
 
 
 class InferenceCore:
@@ -171,40 +198,81 @@ class InferenceCore:
         end: this is the last frame to process; its memory value is not computed.
         Returns probabilities (1 + num_objects, H, W), float32, background first, object i + 1
         being `self.labels[i]`; they sum to one at each pixel.
-        """
-        self.frame_index += 1
-        ti = self.frame_index
-        image = image.to(self.device, non_blocking=True)
-        h, w = image.shape[-2:]
-        new_labels = self._new_labels(mask, labels)
-        if self.num_objects == 0 and not new_labels:
-            return torch.ones(1, h, w, device=self.device)  # nothing to track yet
 
-        padded, pad = pad_divide_by(image.unsqueeze(0), 16)
+        The phases below (begin_frame, the key encoder, read_memory, the decoder, add_new_objects,
+        value_inputs, the value encoder, memorise, finish) are shared with `inference_core.batch`,
+        which runs the network parts of several cores in one batch.
+        """
+        frame = self.begin_frame(image, mask, labels, end)
+        if not frame.active:
+            return self.finish(frame)  # nothing to track yet
         with self._autocast():
-            k16, qv16, f16, f8, f4 = self.network.encode_key(padded)
-            prob = None
-            if self.memory.num_frames > 0 and self.num_objects > 0:
-                readout = self.memory.read(k16)  # K, C_v, h/16, w/16
+            frame.features = self.network.encode_key(frame.padded)
+            _, qv16, f16, f8, f4 = frame.features
+            readout = self.read_memory(frame)
+            if readout is not None:
                 logits = torch.cat(
                     [self.network.decode(r, qv16, f8, f4) for r in self._object_batches(readout)]
                 )  # K, 1, H, W
-                prob = soft_aggregate(torch.sigmoid(logits.float()), dim=0)[:, 0]  # K+1, H, W
-            if new_labels:
-                prob = self._add_objects(prob, mask, new_labels, pad)
-
-            is_mem = bool(new_labels) or self.is_memory_frame(ti)
-            if not end and (is_mem or self.include_last):
-                masks = prob[1:]
-                others = masks.sum(dim=0, keepdim=True) - masks
+                frame.prob = decoded_probabilities(logits)
+            self.add_new_objects(frame)
+            inputs = self.value_inputs(frame)
+            if inputs is not None:
+                masks, others = inputs
                 mv16 = torch.cat([
-                    self.network.encode_value(padded, f16, m[None], o[None])[0]
+                    self.network.encode_value(frame.padded, f16, m[None], o[None])[0]
                     for m, o in zip(self._object_batches(masks), self._object_batches(others))
                 ])
-                self.memory.add(ti, k16, mv16, temporary=not is_mem)
-                if is_mem:
-                    self.last_mem_index = ti
-        return unpad(prob, pad).float()
+                self.memorise(frame, mv16)
+        return self.finish(frame)
+
+    # ------------------------------------------------------------------------- step's phases
+    def begin_frame(
+        self, image: Tensor, mask: Tensor | None = None, labels: Sequence[int] | None = None, end: bool = False
+    ) -> FrameState:
+        """Advance to the next frame: its padded image and the objects that start on it."""
+        self.frame_index += 1
+        image = image.to(self.device, non_blocking=True)
+        new_labels = self._new_labels(mask, labels)
+        frame = FrameState(index=self.frame_index, size=tuple(image.shape[-2:]), mask=mask, new_labels=new_labels,
+                           end=end, active=self.num_objects > 0 or bool(new_labels))
+        if frame.active:
+            frame.padded, frame.pad = pad_divide_by(image.unsqueeze(0), 16)
+        return frame
+
+    def read_memory(self, frame: FrameState) -> Tensor | None:
+        """The memory readout of every tracked object (K, C_v, h, w), or None with nothing to read."""
+        if self.memory.num_frames > 0 and self.num_objects > 0:
+            return self.memory.read(frame.features[0])
+        return None
+
+    def add_new_objects(self, frame: FrameState) -> None:
+        """Merge the annotation of the objects starting on this frame into its probabilities."""
+        if frame.new_labels:
+            frame.prob = self._add_objects(frame.prob, frame.mask, frame.new_labels, frame.pad)
+
+    def value_inputs(self, frame: FrameState) -> tuple[Tensor, Tensor] | None:
+        """(masks, others), both K, H, W, for the value encoder if this frame is memorised, else None.
+
+        others: per object, the sum of the other objects' probabilities.
+        """
+        frame.is_memory = bool(frame.new_labels) or self.is_memory_frame(frame.index)
+        if frame.end or not (frame.is_memory or self.include_last):
+            return None
+        masks = frame.prob[1:]
+        return masks, masks.sum(dim=0, keepdim=True) - masks
+
+    def memorise(self, frame: FrameState, mv16: Tensor) -> None:
+        """Add the frame (its key, and values mv16: K, C_v, h, w) as memory or as the temporary frame."""
+        self.memory.add(frame.index, frame.features[0], mv16, temporary=not frame.is_memory)
+        if frame.is_memory:
+            self.last_mem_index = frame.index
+
+    def finish(self, frame: FrameState) -> Tensor:
+        """The frame's probabilities at its own size (1 + K, H, W), float32."""
+        if not frame.active:
+            return torch.ones(1, *frame.size, device=self.device)
+        return unpad(frame.prob, frame.pad).float()
 
     # ------------------------------------------------------------------- correction and removal
     @torch.inference_mode()
@@ -281,8 +349,7 @@ class InferenceCore:
         else:
             objects = prob[1:] * (~annotated)  # tracked objects give way to the annotation
         new = torch.stack([(padded_mask == v).float() for v in new_labels], dim=0)
-        self.memory.add_group(list(range(self.num_objects, self.num_objects + len(new_labels))))
-        self.labels.extend(new_labels)
+        self.memory.add_group(self.objects.add(new_labels))
         return soft_aggregate(torch.cat([objects.float(), new], dim=0), dim=0)
 
 

@@ -14,6 +14,14 @@ previous row, peak memory so far), so one 10,000-frame run gives the whole curve
 
     python scripts/benchmark_inference.py --height 64 --lengths 10000 --report_at 100 1000 10000 \
         --objects 2 --precision fp32 --budgets none 20
+
+Several videos per batch: `--video_batch 1 2 4` propagates, for each batch size B, B synthetic videos
+side by side (inference_core/batch.py `step_cores`: one batch through the key encoder, decoder and
+value encoder per frame index) and reports the throughput over all videos (B x length frames over
+the total time) and the peak memory, in a table of its own:
+
+    python scripts/benchmark_inference.py --height 480 --lengths 50 --objects 2 --precision fp32 amp \
+        --video_batch 1 2 4
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_core import InferenceCore  # noqa: E402
 from inference_core.backends import BACKENDS, compile_network, exported_network  # noqa: E402
+from inference_core.batch import fresh_core, step_cores  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
@@ -70,14 +79,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also print where the time goes (key encoder, memory read, decoder, value encoder, rest)")
     p.add_argument("--report_at", type=int, nargs="+", default=None,
                    help="also print a row after these many frames of each video (a memory/speed curve)")
+    p.add_argument("--video_batch", type=int, nargs="+", default=None,
+                   help="videos stepped side by side in one batch (e.g. 1 2 4): throughput over all videos and "
+                        "peak memory per batch size, instead of the per-video table (pytorch backend)")
     return p
 
 
 class SyntheticVideo:
     """Moving textured squares over a textured background, made on the fly (seeded)."""
 
-    def __init__(self, height: int, width: int, objects: int, device: torch.device) -> None:
-        g = torch.Generator().manual_seed(0)
+    def __init__(self, height: int, width: int, objects: int, device: torch.device, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
         self.h, self.w = height, width
         self.background = (torch.rand(3, height, width, generator=g) - 0.5).to(device)
         self.texture = (torch.rand(objects, 3, 1, 1, generator=g) * 2 - 1).to(device)
@@ -211,6 +223,56 @@ def run_once(
     return rows
 
 
+def run_batch(
+    net: STCN, args, device, length: int, objects: int, amp_dtype: torch.dtype | None, budget: int | None,
+    videos: int,
+) -> dict:
+    """Propagate `videos` synthetic videos (seeds 0, 1, ...) side by side with `step_cores`, one call per
+    frame index; returns the throughput over all videos and the peak memory."""
+    clips = [SyntheticVideo(args.height, round(args.height * ASPECT), objects, device, seed=v) for v in range(videos)]
+
+    def make() -> list[InferenceCore]:
+        first = InferenceCore(net, top_k=args.top, mem_every=args.mem_every, amp=amp_dtype is not None,
+                              amp_dtype=torch.float16 if amp_dtype is None else amp_dtype, max_mem_frames=budget)
+        return [first] + [fresh_core(first) for _ in range(videos - 1)]
+
+    def step_all(cores: list[InferenceCore], t: int, last: int) -> float:
+        frames = [clip.frame(t) for clip in clips]  # synthesis: not timed
+        synchronize(device)
+        start = time.perf_counter()
+        step_cores([(c, img, lab if t == 0 else None, None, t == last) for c, (img, lab) in zip(cores, frames)])
+        synchronize(device)
+        return time.perf_counter() - start
+
+    warm = make()  # warm-up: allocator, kernels, autotuning at this batch size
+    for t in range(min(args.warmup, length)):
+        step_all(warm, t, length - 1)
+    del warm
+    reset_peak_memory(device)
+    cores = make()
+    total = sum(step_all(cores, t, length - 1) for t in range(length))
+    return {"frames": videos * length, "fps": videos * length / total, "peak_mb": peak_memory_mb(device),
+            "mem_frames": cores[0].memory.num_frames}
+
+
+def print_batch_table(args, nets, precisions, device) -> None:
+    """The `--video_batch` table: one row per (length, objects, precision, bound, videos per batch)."""
+    print("| precision | objects | memory bound | frames per video | videos per batch | FPS (all videos) "
+          "| peak memory (MB) | memory frames per video |")
+    print("|---|---|---|---|---|---|---|---|")
+    budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
+    for length in args.lengths:
+        for objects in args.objects:
+            for flag in args.precision:
+                precision, amp_dtype = precisions[flag]
+                for budget in budgets:
+                    for videos in args.video_batch:
+                        r = run_batch(nets[flag], args, device, length, objects, amp_dtype, budget, videos)
+                        bound = "none" if budget is None else f"{budget} frames"
+                        print(f"| {precision} | {objects} | {bound} | {length} | {videos} | {r['fps']:.2f} | "
+                              f"{r['peak_mb']:.0f} | {r['mem_frames']} |", flush=True)
+
+
 def precision_row(flag: str, device: torch.device, requested: str | None) -> tuple[str, torch.dtype | None]:
     """(row label, autocast dtype) of `--precision` fp32 or amp, the dtype chosen as the evaluation
     scripts' `--amp` does: 'amp (bf16)', or 'amp -> fp32 (no native bf16)' where --amp falls back."""
@@ -231,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     net = prepare_for_inference(net)
     if args.compile:
         net = compile_network(net)
+    if args.video_batch is not None:
+        if min(args.video_batch) < 1:
+            sys.exit("error: --video_batch: every batch size must be at least 1")
+        if args.backend != "pytorch" or args.baseline or args.profile or args.report_at:
+            sys.exit("error: --video_batch: runs the pytorch backend's core only; leave out --backend, --baseline, "
+                     "--profile and --report_at (the exported graphs have a batch of one frame)")
     if args.backend == "onnxruntime" and "amp" in args.precision:
         sys.exit("error: --precision amp: onnxruntime runs the exported networks in fp32 only; pass --precision fp32")
     precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
@@ -243,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
           f"frames {width}x{args.height} (padded to multiples of 16)")
     print(f"cpu: {cpu_features().describe()}")
+    if args.video_batch is not None:
+        print_batch_table(args, nets, precisions, device)
+        return 0
     print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames "
           "| memory (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")

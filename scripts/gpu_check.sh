@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# GPU checks of issue 16, for a session that is lent a GPU (at most 475 s of timeouts, < 8 minutes, on an H100/H200 class GPU).
+# GPU checks of issue 16, for a session that is lent a GPU (at most 535 s of timeouts, < 9 minutes, on an H100/H200 class GPU).
 #   bash scripts/gpu_check.sh OUTDIR
 # Writes to OUTDIR: env.txt (GPU, versions), pytest.txt (the suite's CUDA paths: tests/test_cuda.py,
 # then the whole suite, which runs its "auto" device tests on CUDA), devices.txt (CUDA fp32 masks
 # against CPU masks on the synthetic DAVIS set: pixel agreement, goal >= 0.9995), and
 # fps_fp32_fp16.md, fps_bf16.md, fps_compile.md (480p FPS for 1, 2 and 4 objects from
 # scripts/benchmark_inference.py: fp32, fp16 and bf16 autocast, and --compile with 2 objects;
-# the issue's goal: >= 150 FPS at 480p with 2 objects under AMP). Weights: saves/stcn.pth if present,
+# the issue's goal: >= 150 FPS at 480p with 2 objects under AMP), fps_video_batch.md (issue 14: throughput
+# and peak memory of 1, 2 and 4 videos per batch, 2 objects, fp16 autocast). Weights: saves/stcn.pth if present,
 # else random (speed does not depend on them; random weights make near-tie pixels, see devices.txt).
 # Needs a Python with the project's requirements (torch with CUDA); each step has its own timeout,
 # so one failing or slow step does not stop the others.
@@ -60,4 +61,6 @@ timeout 90 "${BENCH[@]}" --precision fp32 amp --amp_dtype float16 >"$OUT/fps_fp3
 timeout 45 "${BENCH[@]}" --precision amp --amp_dtype bfloat16 >"$OUT/fps_bf16.md" 2>&1
 timeout 180 "$PY" scripts/benchmark_inference.py "${MODEL_ARG[@]}" --device cuda --height 480 --lengths 40 \
     --objects 2 --precision fp32 amp --amp_dtype float16 --compile --warmup 5 >"$OUT/fps_compile.md" 2>&1
+timeout 60 "$PY" scripts/benchmark_inference.py "${MODEL_ARG[@]}" --device cuda --height 480 --lengths 20 \
+    --objects 2 --precision amp --amp_dtype float16 --video_batch 1 2 4 >"$OUT/fps_video_batch.md" 2>&1
 echo "done; tables in $OUT" | tee -a "$OUT/env.txt"
