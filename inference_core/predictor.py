@@ -43,6 +43,7 @@ from PIL import Image
 from torch import Tensor
 
 from inference_core.backends import BACKENDS, compile_network, exported_network
+from inference_core.batch import BatchItem, step_cores
 from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
 from inference_core.objects import present_ids
 from model.aggregate import soft_aggregate
@@ -255,8 +256,31 @@ class Predictor:
         """(H, W) of a frame of size (h, w) at the network."""
         return resized_shape(h, w, self.size)
 
-    # TODO(lead): step_batch([(stream, frame, mask), ...]) -> the batched core step (inference_core/batch.py):
-    # per stream `prepare`, one batched core step, per stream `finish`.
+    def step_batch(self, items: Sequence[tuple[Stream, Frame] | tuple[Stream, Frame, Any]]) -> list[np.ndarray]:
+        """Step several streams (videos) on one frame each, in one forward pass of the key encoder, the
+        decoder and the value encoder (inference_core/batch.py `step_cores`; frames of different
+        padded sizes go in separate passes of the same call).
+
+        items: (stream, frame) or (stream, frame, mask), each stream of this predictor and at most
+        once. Returns each stream's label map, in order, as `stream.step(frame, mask)` would: the same
+        arithmetic per stream (only the summation order of batched convolutions differs, ~1e-6 on
+        the probabilities). Streams may track different numbers of objects and memory frames.
+        """
+        streams = []
+        for n, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[0], Stream):
+                raise PredictorError("items", f"item {n} is not (stream, frame) or (stream, frame, mask)",
+                                     "pass a list of (stream, frame[, mask]) tuples")
+            if item[0].predictor is not self:
+                raise PredictorError("items", f"item {n}: the stream belongs to another predictor",
+                                     "step each predictor's streams with its own step_batch")
+            if any(item[0] is s for s in streams):
+                raise PredictorError("items", f"item {n}: the stream is given twice", "give each stream once per call")
+            streams.append(item[0])
+        prepared = [stream.prepare(*item[1:]) for stream, item in zip(streams, items)]
+        probs = step_cores([BatchItem(stream.core, p.image, p.mask, p.start or None)
+                            for stream, p in zip(streams, prepared)])
+        return [stream.finish(p, prob) for stream, p, prob in zip(streams, prepared, probs)]
 
     # -------------------------------------------------------------------------- offline
     def segment(self, frames: Frames, masks: Mapping[int, Any], bidirectional: bool = False

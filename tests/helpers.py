@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tests.eval_fixtures import VideoSpec, render, save_indexed
 from util.video import VideoWriter
@@ -129,3 +130,21 @@ def run_torchrun(script: Path, args: Sequence, cwd: Path, processes: int = 2) ->
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script), *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True,
                           timeout=TORCHRUN_TIMEOUT_S, check=False)
+
+
+# ------------------------------------------------------------------ batched against one at a time
+PROB_TOL = 1e-4  # batched probabilities equal one at a time to this (convolutions sum in another order)
+
+
+def assert_same_labels(prob: torch.Tensor, expected: torch.Tensor) -> None:
+    """The same argmax wherever the difference of the probabilities can not explain another one.
+
+    With |prob - expected| <= d everywhere, the argmax can only change where the expected two largest
+    probabilities are within 2 d of each other: a tie to float rounding (random weights put many
+    pixels near p = 0.5). Everywhere else the labels must be the same.
+    """
+    d = (prob - expected).abs().max()
+    top = expected.topk(2, dim=0).values if len(expected) > 1 else torch.cat([expected, expected - 1])
+    decided = (top[0] - top[1]) > 2 * d
+    assert torch.equal(prob.argmax(0)[decided], expected.argmax(0)[decided])
+    assert decided.float().mean() > 0.9  # most pixels are decided: the comparison is not empty

@@ -15,6 +15,7 @@ import eval_youtube
 from inference_core import InferenceCore
 from inference_core.batch import BatchItem, fresh_core, step_cores
 from tests.eval_fixtures import VideoSpec, davis_template, render, save_indexed, save_jpg, youtube_template  # noqa: F401 - fixtures
+from tests.helpers import PROB_TOL, assert_same_labels
 
 
 def squares_video(frames: int, h: int, w: int, objects: int, seed: int, starts: list[int] | None = None):
@@ -47,23 +48,6 @@ def squares_video(frames: int, h: int, w: int, objects: int, seed: int, starts: 
 # first two pad to 48 x 64 (one batch), the third to 64 x 80; video 1 has nothing to track on frame 0
 # and gets an object on frame 3, video 2 a third object on frame 4
 VIDEOS = [(9, 40, 56, 1, [0]), (6, 48, 64, 2, [1, 3]), (11, 50, 70, 3, [0, 0, 4])]
-
-
-PROB_TOL = 1e-4  # batched probabilities equal one at a time to this (convolutions sum in another order)
-
-
-def assert_same_labels(prob: torch.Tensor, expected: torch.Tensor) -> None:
-    """The same argmax wherever the difference of the probabilities can not explain another one.
-
-    With |prob - expected| <= d everywhere, the argmax can only change where the expected two largest
-    probabilities are within 2 d of each other: a tie to float rounding (random weights put many
-    pixels near p = 0.5). Everywhere else the labels must be the same.
-    """
-    d = (prob - expected).abs().max()
-    top = expected.topk(2, dim=0).values if len(expected) > 1 else torch.cat([expected, expected - 1])
-    decided = (top[0] - top[1]) > 2 * d
-    assert torch.equal(prob.argmax(0)[decided], expected.argmax(0)[decided])
-    assert decided.float().mean() > 0.9  # most pixels are decided: the comparison is not empty
 
 
 def alone(net, video, **options) -> tuple[list[torch.Tensor], InferenceCore]:

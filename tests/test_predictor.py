@@ -17,6 +17,7 @@ from inference_core import InferenceCore, MemoryBank, Predictor, PredictorError
 from inference_core.core import probabilities_to_labels
 from inference_core.predictor import merge_directions
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, render, save_indexed, save_jpg
+from tests.helpers import PROB_TOL, assert_same_labels
 from util.errors import UserError
 from util.frames import normalise, resize_frame, resize_labels
 from util.io import resized_shape
@@ -397,3 +398,35 @@ def test_readme_examples_run(tmp_path, released_checkpoint, monkeypatch, video):
         namespace: dict = {}
         exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     assert len(list((tmp_path / "out").glob("*.png"))) == 10
+
+
+# ------------------------------------------------------------------------------- batched streams
+def test_step_batch_equals_stepping_each_stream_alone(predictor):
+    """3 videos with 1, 2 and 3 objects, different lengths and sizes, objects starting mid-video."""
+    specs = [VideoSpec("a", 48, 64, 5, {1: 0}), VideoSpec("b", 40, 72, 7, {4: 0, 9: 2}),
+             VideoSpec("c", 48, 64, 4, {2: 0, 5: 1, 7: 3})]
+    videos = [render(spec, seed=10 + n) for n, spec in enumerate(specs)]
+    masks = [{start: only(labels[start], obj) for obj, start in spec.starts.items()}
+             for spec, (_, labels) in zip(specs, videos)]
+    alone, batched = [predictor.new_stream() for _ in specs], [predictor.new_stream() for _ in specs]
+    for t in range(max(spec.frames for spec in specs)):
+        live = [n for n, spec in enumerate(specs) if t < spec.frames]  # a finished video leaves the batch
+        got = predictor.step_batch([(batched[n], videos[n][0][t], masks[n].get(t)) for n in live])
+        for n, labels in zip(live, got):
+            want = alone[n].step(videos[n][0][t], masks[n].get(t))
+            assert labels.shape == want.shape and batched[n].objects == alone[n].objects
+            prob, expected = batched[n].network_probabilities, alone[n].network_probabilities
+            assert (prob - expected).abs().max() <= PROB_TOL, (n, t)
+            assert_same_labels(prob, expected)
+    assert [s.objects for s in batched] == [[1], [4, 9], [2, 5, 7]]
+
+
+def test_step_batch_refuses_bad_items(predictor, stcn_net, video):
+    images, labels = video
+    stream = predictor.new_stream()
+    other = Predictor(stcn_net, size=SIZE).new_stream()
+    for items in ([(stream, images[0]), (stream, images[0])], [(other, images[0])], [(images[0],)], [stream]):
+        with pytest.raises(PredictorError) as info:
+            predictor.step_batch(items)
+        assert info.value.where == "items"
+    assert stream.frame_index == -1  # nothing was stepped
