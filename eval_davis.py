@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from evaluation.datasets import DAVISTestDataset
+from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
 from evaluation.run_video import add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         davis_root = Path(args.davis_path) / folder
         inputs = [args.davis_path, *args.models]
         out = shard.on_main(prepare_output_dir, args.output, "--output", inputs, args.overwrite)
-        dataset = DAVISTestDataset(davis_root, imset=imset)  # layout errors before loading the network
+        dataset = DAVISEvalDataset(davis_root, imset=imset)  # layout errors before loading the network
         check_videos(dataset.videos)  # and every first-frame annotation
         core = build_core(args)
         with shard.writing(out) as out:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from evaluation.datasets import DAVISTestDataset
+from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
 from evaluation.run_video import add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
         out = shard.on_main(prepare_output_dir, args.output, "--output",
                             [davis_root, args.davis17_path, imset, *args.models], args.overwrite)
-        dataset = DAVISTestDataset(davis_root, imset=imset.resolve(), single_object=True)
+        dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True)
         check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)
         with shard.writing(out) as out:

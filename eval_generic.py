@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from evaluation.datasets import GenericTestDataset
+from evaluation.datasets import GenericEvalDataset
 from evaluation.run_video import (
     add_bidirectional_arg,
     add_common_args,
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
         folders = shard.on_main(lambda: {flag: prepare_output_dir(path, flag, inputs, args.overwrite)
                                          for path, flag in outputs if path})
-        dataset = GenericTestDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
+        dataset = GenericEvalDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
         check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
         with shard.writing(folders) as folders:

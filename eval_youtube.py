@@ -17,7 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from evaluation.datasets import YouTubeVOSTestDataset
+from evaluation.datasets import YouTubeVOSEvalDataset
 from evaluation.run_video import (
     add_common_args,
     add_size_arg,
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body(shard: Shard) -> int:
-        dataset = YouTubeVOSTestDataset(
+        dataset = YouTubeVOSEvalDataset(
             args.yv_path, split=args.split, short_side=short_side(args), output_all=args.output_all,
             antialias=args.antialias,
         )

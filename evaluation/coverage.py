@@ -39,7 +39,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from evaluation.datasets import TestVideo
+from evaluation.datasets import EvalVideo
 from evaluation.run_video import frames_to_process, starting_objects
 from inference_core.core import InferenceCore
 from inference_core.memory_bank import MemoryBank
@@ -88,7 +88,7 @@ class CoverageRecorder:
         return torch.cat([self.maxima[f].cpu() for f in sorted(self.maxima)]).numpy()
 
 
-def record_video(core: InferenceCore, video: TestVideo) -> np.ndarray:
+def record_video(core: InferenceCore, video: EvalVideo) -> np.ndarray:
     """Propagate `video` as `evaluation.run_video.run_video` does (same frames, same annotations, no
     output written) and return the maximum contribution of each of its memory nodes."""
     core.reset()

@@ -1,6 +1,6 @@
 """Evaluation datasets: DAVIS 2017/2016, YouTube-VOS 2018/2019 and a generic folder of videos.
 
-Each dataset is a list of `TestVideo`s. A video knows its frames (name, image file, the
+Each dataset is a list of `EvalVideo`s. A video knows its frames (name, image file, the
 annotation file given on that frame if any, whether its mask is written out) and reads frames
 lazily, one at a time, so a long video never sits in memory.
 
@@ -52,7 +52,7 @@ class Frame:
     required: bool = True
 
 
-class TestVideo:
+class EvalVideo:
     """A video to segment: frames read lazily at the network resolution.
 
     short_side: resize so that the shorter side has this length (None: native size).
@@ -81,7 +81,7 @@ class TestVideo:
         self.object_labels: list[int] = []  # every label in the annotations (set by `prepare`)
 
     def __repr__(self) -> str:
-        return f"TestVideo({self.name!r}, {len(self.frames)} frames)"
+        return f"EvalVideo({self.name!r}, {len(self.frames)} frames)"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -243,7 +243,7 @@ def read_video_list(path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- DAVIS
-class DAVISTestDataset:
+class DAVISEvalDataset:
     """DAVIS (2017 or 2016) videos listed in an ImageSets file; first-frame annotations.
 
     root: the folder holding JPEGImages/<resolution> and Annotations/<resolution>
@@ -266,7 +266,7 @@ class DAVISTestDataset:
         self.single_object = single_object
         self.videos = [self._video(name) for name in read_video_list(self.imset)]
 
-    def _video(self, name: str) -> TestVideo:
+    def _video(self, name: str) -> EvalVideo:
         images = _list_images(self.image_dir / name)
         first_mask = self.mask_dir / name / (images[0].stem + MASK_EXTENSION)
         if not first_mask.is_file():
@@ -275,17 +275,17 @@ class DAVISTestDataset:
                 "DAVIS gives every object on the first frame; restore this file from the dataset",
             )
         frames = [Frame(p.stem, p, first_mask if i == 0 else None) for i, p in enumerate(images)]
-        return TestVideo(name, frames, short_side=None, single_object=self.single_object)
+        return EvalVideo(name, frames, short_side=None, single_object=self.single_object)
 
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, i: int) -> TestVideo:
+    def __getitem__(self, i: int) -> EvalVideo:
         return self.videos[i]
 
 
 # -------------------------------------------------------------------------------- YouTube-VOS
-class YouTubeVOSTestDataset:
+class YouTubeVOSEvalDataset:
     """YouTube-VOS 2018/2019 `valid` or `test` (the same layout; the version is the folder).
 
     root/<split>/meta.json            objects and, per object, the frames to predict (the first
@@ -331,7 +331,7 @@ class YouTubeVOSTestDataset:
             raise DataError(self.meta_path, "'videos' is not a mapping", "restore it from the dataset")
         return meta
 
-    def _video(self, name: str, info: dict) -> TestVideo:
+    def _video(self, name: str, info: dict) -> EvalVideo:
         images = _list_images(self.image_dir / name)
         names = {p.stem: p for p in images}
         try:
@@ -372,22 +372,22 @@ class YouTubeVOSTestDataset:
                 start_labels=tuple(start) if start else None,
                 required=self.output_all or p.stem in required,
             ))
-        return TestVideo(name, frames, short_side=self.short_side, expected_labels=expected,
+        return EvalVideo(name, frames, short_side=self.short_side, expected_labels=expected,
                          antialias=self.antialias)
 
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, i: int) -> TestVideo:
+    def __getitem__(self, i: int) -> EvalVideo:
         return self.videos[i]
 
 
 # ----------------------------------------------------------------------------------- generic
-class GenericTestDataset:
+class GenericEvalDataset:
     """Any folder of videos: root/JPEGImages/<video>/<frame>.jpg and root/Annotations/<video>/<frame>.png.
 
     An annotation may be given on any frame; the objects in it that are not tracked yet start
-    there. Every frame is written. Frames are resized as in `YouTubeVOSTestDataset`.
+    there. Every frame is written. Frames are resized as in `YouTubeVOSEvalDataset`.
     """
 
     def __init__(
@@ -406,7 +406,7 @@ class GenericTestDataset:
             raise DataError(self.image_dir, "no video folders", "put each video's frames in JPEGImages/<video>/")
         self.videos = [self._video(name) for name in names]
 
-    def _video(self, name: str) -> TestVideo:
+    def _video(self, name: str) -> EvalVideo:
         images = _list_images(self.image_dir / name)
         mask_dir = self.mask_dir / name
         masks = {p.stem: p for p in mask_dir.glob("*" + MASK_EXTENSION)} if mask_dir.is_dir() else {}
@@ -428,10 +428,10 @@ class GenericTestDataset:
             raise DataError(masks[orphans[0]], "annotation without a frame of the same name",
                             "rename it after its frame")
         frames = [Frame(p.stem, p, masks.get(p.stem)) for p in images]
-        return TestVideo(name, frames, short_side=self.short_side, antialias=self.antialias)
+        return EvalVideo(name, frames, short_side=self.short_side, antialias=self.antialias)
 
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, i: int) -> TestVideo:
+    def __getitem__(self, i: int) -> EvalVideo:
         return self.videos[i]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, EvalVideo
 from inference_core.core import InferenceCore
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
 from inference_core.memory_bank import KERNEL_SIGMA
@@ -131,7 +131,7 @@ def ensemble_from_args(
 
 
 # ------------------------------------------------------------------------- inputs of the loop
-def frame_input(core: InferenceCore | EnsembleCore, video: TestVideo, index: int) -> torch.Tensor | ScaledFrame:
+def frame_input(core: InferenceCore | EnsembleCore, video: EvalVideo, index: int) -> torch.Tensor | ScaledFrame:
     """Frame `index` as `core.step` takes it, on the core's device: at the network size for a core, at
     every side of an ensemble (read once, resized from the original) with the original size."""
     if not isinstance(core, EnsembleCore):
@@ -141,7 +141,7 @@ def frame_input(core: InferenceCore | EnsembleCore, video: TestVideo, index: int
 
 
 def annotation_input(
-    core: InferenceCore | EnsembleCore, video: TestVideo, index: int, mask: torch.Tensor, start: Sequence[int]
+    core: InferenceCore | EnsembleCore, video: EvalVideo, index: int, mask: torch.Tensor, start: Sequence[int]
 ) -> torch.Tensor | dict:
     """The annotation `core.step` takes: `mask` (the objects `start` at the network size) for a core;
     for an ensemble, the same objects' annotation at each of its sides (resized from the original)."""

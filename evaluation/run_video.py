@@ -1,7 +1,7 @@
 """The one evaluation loop: frames of a video -> InferenceCore -> masks on disk, with timing.
 
 Every evaluation script (DAVIS 2017/2016, YouTube-VOS, generic) builds a dataset of
-`TestVideo`s and calls `run_dataset`. Per video, frames are read lazily, given to the core, and
+`EvalVideo`s and calls `run_dataset`. Per video, frames are read lazily, given to the core, and
 each required mask is resized to the original size and written as soon as it is produced, into
 a hidden temporary folder that is renamed to the video's name only when the video is complete; on
 any error the temporary folder is removed, so a video folder that exists is always complete.
@@ -29,7 +29,7 @@ import numpy as np
 import progressbar
 import torch
 
-from evaluation.datasets import EVAL_SHORT_SIDE, TestVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, EvalVideo
 from evaluation.ensembles import ModelPaths, add_ensemble_args, annotation_input, ensemble_from_args, frame_input
 from evaluation.sinks import FrameSink
 from evaluation.video_file import VideoFileVideo
@@ -69,7 +69,7 @@ class RunStats:
         print(f"FPS: {self.fps}", file=file)
 
 
-def frames_to_process(video: TestVideo) -> int:
+def frames_to_process(video: EvalVideo) -> int:
     """Frames up to the last required or annotated one (later frames are not processed)."""
     needed = [i for i, f in enumerate(video.frames) if f.required or f.mask_path is not None]
     return needed[-1] + 1 if needed else 0
@@ -101,7 +101,7 @@ class VideoRun:
     def __init__(
         self,
         core: InferenceCore,
-        video: TestVideo,
+        video: EvalVideo,
         out_dir: Path,
         sinks: Sequence[FrameSink] = (),
         on_frame: Callable[[], None] | None = None,
@@ -187,7 +187,7 @@ class VideoRun:
 
 def run_video(
     core: InferenceCore,
-    video: TestVideo,
+    video: EvalVideo,
     out_dir: Path,
     stats: RunStats,
     sinks: Sequence[FrameSink] = (),
@@ -228,8 +228,8 @@ def run_video(
 
 def run_videos_batched(
     cores: Sequence[InferenceCore],
-    videos: Sequence[TestVideo],
-    out_dir_of: Callable[[TestVideo], Path],
+    videos: Sequence[EvalVideo],
+    out_dir_of: Callable[[EvalVideo], Path],
     stats: RunStats,
     sinks: Sequence[FrameSink] = (),
     on_frame: Callable[[], None] | None = None,
@@ -303,7 +303,7 @@ def run_videos_batched(
         raise
 
 
-def first_starts(video: TestVideo) -> dict[int, int]:
+def first_starts(video: EvalVideo) -> dict[int, int]:
     """Object label -> the first frame whose annotation starts it (the evaluation rule)."""
     starts: dict[int, int] = {}
     for i, frame in enumerate(video.frames):
@@ -313,7 +313,7 @@ def first_starts(video: TestVideo) -> dict[int, int]:
     return starts
 
 
-def backward_pass(core: InferenceCore, video: TestVideo, stats: RunStats
+def backward_pass(core: InferenceCore, video: EvalVideo, stats: RunStats
                   ) -> tuple[dict[int, tuple[torch.Tensor, list[int]]], dict[int, int]]:
     """`--bidirectional`: the frames from the last frame that starts an object back to frame 0, through
     the core with the annotations taken in that order (the evaluation rule, `starting_objects`).
@@ -370,8 +370,8 @@ class _CurrentStderr:
 
 def run_dataset(
     core: InferenceCore,
-    videos: Sequence[TestVideo],
-    out_dir_of: Callable[[TestVideo], Path],
+    videos: Sequence[EvalVideo],
+    out_dir_of: Callable[[EvalVideo], Path],
     quiet: bool = False,
     sinks: Sequence[FrameSink] = (),
     output: OutputDir | None = None,
@@ -534,7 +534,7 @@ def short_side(args: argparse.Namespace) -> int | None:
     return args.size
 
 
-def check_videos(videos: Sequence[TestVideo]) -> None:
+def check_videos(videos: Sequence[EvalVideo]) -> None:
     """Read every video's annotations and check its network size, before any work.
 
     A mask without any object, a bad annotation, or frames whose shorter side is below

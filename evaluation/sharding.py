@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from evaluation.datasets import TestVideo
+from evaluation.datasets import EvalVideo
 from evaluation.run_video import RunStats, frames_to_process, report_errors, run_dataset
 from inference_core.core import InferenceCore
 from util.errors import UserError
@@ -70,7 +70,7 @@ def balanced_split(weights: Sequence[int], world: int) -> list[list[int]]:
     return [sorted(s) for s in shares]
 
 
-def shard_videos(videos: Sequence[TestVideo], world: int, rank: int) -> list[TestVideo]:
+def shard_videos(videos: Sequence[EvalVideo], world: int, rank: int) -> list[EvalVideo]:
     """The videos rank `rank` of `world` runs, balanced by the frames each processes (`frames_to_process`)."""
     return [videos[i] for i in balanced_split([frames_to_process(v) for v in videos], world)[rank]]
 
@@ -170,7 +170,7 @@ class Shard:
             self._raise_failure(gathered)
             yield gathered[0][1]
 
-    def run_dataset(self, core: InferenceCore, videos: Sequence[TestVideo], out_dir_of: Callable[[TestVideo], Path],
+    def run_dataset(self, core: InferenceCore, videos: Sequence[EvalVideo], out_dir_of: Callable[[EvalVideo], Path],
                     **kwargs: Any) -> RunStats | ShardedStats:
         """`run_dataset` on this rank's share; then wait for every rank and raise the first failure.
 
@@ -178,9 +178,9 @@ class Shard:
         """
         if not self.distributed:
             return run_dataset(core, videos, out_dir_of, **kwargs)
-        current: list[TestVideo | None] = [None]
+        current: list[EvalVideo | None] = [None]
 
-        def tracked(video: TestVideo) -> Path:
+        def tracked(video: EvalVideo) -> Path:
             current[0] = video
             return out_dir_of(video)
 
@@ -214,7 +214,7 @@ def _folders(outputs: Any) -> list[OutputDir]:
     return [v for v in values if isinstance(v, OutputDir)]
 
 
-def failure_line(exc: BaseException, video: TestVideo | None) -> str:
+def failure_line(exc: BaseException, video: EvalVideo | None) -> str:
     """One line for a rank's failure, naming the video it was running (report_errors' wording)."""
     if isinstance(exc, OSError):
         line = write_error_line(exc)

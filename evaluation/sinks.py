@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from evaluation.datasets import TestVideo
+from evaluation.datasets import EvalVideo
 from util.io import atomic_save_image
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir
 from util.video import DEFAULT_FPS, VideoWriter, overlay
@@ -26,7 +26,7 @@ BINARY_FOREGROUND = 255
 
 
 class FrameSink(Protocol):
-    def begin(self, video: TestVideo) -> None: ...
+    def begin(self, video: EvalVideo) -> None: ...
     def add(self, index: int, labels: np.ndarray) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
@@ -35,13 +35,13 @@ class FrameSink(Protocol):
 class BinaryMaskSink:
     """One 0/255 PNG per object and frame: `<dir_of(video)>/<label>/<frame>.png`."""
 
-    def __init__(self, dir_of: Callable[[TestVideo], Path], output: OutputDir | None = None) -> None:
+    def __init__(self, dir_of: Callable[[EvalVideo], Path], output: OutputDir | None = None) -> None:
         self.dir_of = dir_of
         self.output = output  # the checked --binary_masks folder: how an existing result is replaced
-        self._video: TestVideo | None = None
+        self._video: EvalVideo | None = None
         self._tmp: Path | None = None
 
-    def begin(self, video: TestVideo) -> None:
+    def begin(self, video: EvalVideo) -> None:
         video.prepare()
         self._video, self._tmp = video, partial_dir(Path(self.dir_of(video)))
         for label in video.object_labels:
@@ -71,13 +71,13 @@ class BinaryMaskSink:
 class OverlaySink:
     """A video of the frames with each object's palette colour blended in (`path_of(video)`)."""
 
-    def __init__(self, path_of: Callable[[TestVideo], Path], fps: float | None = None) -> None:
+    def __init__(self, path_of: Callable[[EvalVideo], Path], fps: float | None = None) -> None:
         self.path_of = path_of
         self.fps = fps  # None: the video file's own rate, else DEFAULT_FPS
-        self._video: TestVideo | None = None
+        self._video: EvalVideo | None = None
         self._writer: VideoWriter | None = None
 
-    def begin(self, video: TestVideo) -> None:
+    def begin(self, video: EvalVideo) -> None:
         fps = self.fps or getattr(video, "fps", None) or DEFAULT_FPS
         self._video = video
         self._writer = VideoWriter(Path(self.path_of(video)), fps=fps)

@@ -1,4 +1,4 @@
-"""A video file (e.g. .mp4) as a `TestVideo`: frames decoded one at a time, masks from PNG files.
+"""A video file (e.g. .mp4) as a `EvalVideo`: frames decoded one at a time, masks from PNG files.
 
 Frames are named by their index, `00000`, `00001`, ... (the output masks are `<index>.png`). The
 annotations are indexed PNGs at the video's size: one for the first frame (`--mask`), or a folder
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from evaluation.datasets import EVAL_SHORT_SIDE, MASK_EXTENSION, Frame, TestVideo
+from evaluation.datasets import EVAL_SHORT_SIDE, MASK_EXTENSION, EvalVideo, Frame
 from util.io import DataError
 from util.video import VideoReader
 
@@ -49,10 +49,10 @@ def annotations_by_frame(mask: str | os.PathLike | None, mask_dir: str | os.Path
     return found
 
 
-class VideoFileVideo(TestVideo):
+class VideoFileVideo(EvalVideo):
     """A video file decoded sequentially; every frame is required (written out).
 
-    Frames are resized as every `TestVideo` (`resize_frame`; `antialias` as there).
+    Frames are resized as every `EvalVideo` (`resize_frame`; `antialias` as there).
     """
 
     def __init__(

@@ -35,7 +35,7 @@ from evaluation.coverage import (  # noqa: E402
     write_curve_csv,
     write_summary_csv,
 )
-from evaluation.datasets import DAVISTestDataset  # noqa: E402
+from evaluation.datasets import DAVISEvalDataset  # noqa: E402
 from evaluation.run_video import add_common_args, build_core, check_videos, report_errors  # noqa: E402
 from util import layouts  # noqa: E402
 from util.io import DataError  # noqa: E402
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = unique_labels(models, args.label)
         davis_root = Path(args.davis_path) / layouts.sub_path("davis17_trainval", "davis17")
         out = prepare_output_dir(args.output, "--output", [args.davis_path, *models], args.overwrite)
-        videos = DAVISTestDataset(davis_root, imset=args.imset).videos
+        videos = DAVISEvalDataset(davis_root, imset=args.imset).videos
         check_videos(videos)  # every first-frame annotation, before any network is loaded
         cores = {label: build_core(_with_model(args, path)) for label, path in zip(labels, models)}
 

@@ -561,7 +561,7 @@ def test_size_flag_boundary(size, expected):
 @pytest.mark.parametrize("h, w, short, ok", [(32, 40, None, True), (40, 31, None, False), (20, 24, 32, True),
                                              (48, 64, None, True)])
 def test_check_videos_network_size_boundary(tmp_path, h, w, short, ok):
-    from evaluation.datasets import Frame, TestVideo
+    from evaluation.datasets import EvalVideo, Frame
     from evaluation.run_video import check_videos
     from util.io import DataError
 
@@ -569,7 +569,7 @@ def test_check_videos_network_size_boundary(tmp_path, h, w, short, ok):
     labels = np.zeros((h, w), np.uint8)
     labels[4:12, 4:12] = 1
     save_indexed(tmp_path / "00000.png", labels)
-    video = TestVideo("v", [Frame("00000", tmp_path / "00000.jpg", tmp_path / "00000.png")], short_side=short)
+    video = EvalVideo("v", [Frame("00000", tmp_path / "00000.jpg", tmp_path / "00000.png")], short_side=short)
     if ok:
         check_videos([video])
         assert video.object_labels == [1]

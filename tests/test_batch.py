@@ -226,7 +226,7 @@ def test_benchmark_reports_throughput_per_batch_size(capsys):
 
 def test_the_failing_video_is_the_last_one_whose_folder_was_asked(generic_three, stcn_net, tmp_path):
     """Sharding names a failed rank's video after the last folder asked of `out_dir_of`: the failing one."""
-    from evaluation.datasets import GenericTestDataset
+    from evaluation.datasets import GenericEvalDataset
     from evaluation.run_video import RunStats, run_videos_batched
     from util.io import DataError
 
@@ -239,7 +239,7 @@ def test_the_failing_video_is_the_last_one_whose_folder_was_asked(generic_three,
         return tmp_path / "o" / video.name
 
     first = InferenceCore(stcn_net)
-    videos = GenericTestDataset(data).videos
+    videos = GenericEvalDataset(data).videos
     with pytest.raises(DataError, match="three"):
         run_videos_batched([first, fresh_core(first)], videos, out_dir_of, RunStats())
     assert asked[-2:] == ["two", "three"]  # "two" started beside "three", then "three" failed

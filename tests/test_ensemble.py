@@ -19,7 +19,7 @@ from PIL import Image
 import eval_davis
 import eval_generic
 import segment_video
-from evaluation.datasets import GenericTestDataset
+from evaluation.datasets import GenericEvalDataset
 from evaluation.ensembles import check_ensemble_args, ensemble_from_args, variants_from_args
 from inference_core.core import InferenceCore, resize_probabilities
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
@@ -174,7 +174,7 @@ def test_ensemble_from_args_builds_each_network_once_and_a_core_per_variant(stcn
 # ------------------------------------------------------------------------------- core level
 @pytest.fixture(scope="module")
 def clip(generic_template):  # noqa: F811
-    return GenericTestDataset(generic_template, short_side=48)[0]
+    return GenericEvalDataset(generic_template, short_side=48)[0]
 
 
 def plain_run(core: InferenceCore, video, side, flip: bool = False) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.datasets import DAVISTestDataset, GenericTestDataset, YouTubeVOSTestDataset, resized_shape
+from evaluation.datasets import DAVISEvalDataset, GenericEvalDataset, YouTubeVOSEvalDataset, resized_shape
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     TEST_PALETTE,
     VideoSpec,
@@ -33,7 +33,7 @@ def test_resized_shape_matches_torchvision_rule():
 
 
 def test_davis_dataset(davis_template):
-    ds = DAVISTestDataset(davis_template / "2017" / "trainval", imset="2017/val.txt")
+    ds = DAVISEvalDataset(davis_template / "2017" / "trainval", imset="2017/val.txt")
     assert [v.name for v in ds.videos] == ["cat", "odd"]
     cat = ds[0]
     assert [f.name for f in cat.frames] == [f"{t:05d}" for t in range(7)]
@@ -51,14 +51,14 @@ def test_davis_dataset(davis_template):
 
 def test_davis_2016_single_object(davis_template):
     imset = davis_template / "2017" / "trainval" / "ImageSets" / "2016" / "val.txt"
-    ds = DAVISTestDataset(davis_template / "2016", imset=imset, single_object=True)
+    ds = DAVISEvalDataset(davis_template / "2016", imset=imset, single_object=True)
     mask = ds[0].load_mask(0)
     assert set(mask.unique().tolist()) == {0, 255}
     assert ds[0].palette[3 * 255 : 3 * 256] == [255, 255, 255]
 
 
 def test_youtube_dataset_subset_and_resize(youtube_template):
-    ds = YouTubeVOSTestDataset(youtube_template, short_side=32)
+    ds = YouTubeVOSEvalDataset(youtube_template, short_side=32)
     assert ds.uses_all_frames
     a = ds[0]
     assert a.name == "yv_a" and len(a.frames) == 12
@@ -68,13 +68,13 @@ def test_youtube_dataset_subset_and_resize(youtube_template):
     assert a.size == (64, 96) and a.network_size == (32, 48)
     assert a.load_image(3).shape == (3, 32, 48)
     assert set(a.load_mask(5).unique().tolist()) == {0, 3}
-    all_frames = YouTubeVOSTestDataset(youtube_template, short_side=None, output_all=True)
+    all_frames = YouTubeVOSEvalDataset(youtube_template, short_side=None, output_all=True)
     assert all(f.required for f in all_frames[0].frames)
     assert all_frames[0].network_size == (64, 96)
 
 
 def test_generic_dataset(generic_template):
-    ds = GenericTestDataset(generic_template, short_side=None)
+    ds = GenericEvalDataset(generic_template, short_side=None)
     clip = ds[0]
     assert [f.name for f in clip.frames if f.mask_path is not None] == ["00000", "00003"]
     assert all(f.required for f in clip.frames) and all(f.start_labels is None for f in clip.frames)
@@ -82,16 +82,16 @@ def test_generic_dataset(generic_template):
 
 def test_layout_errors_name_the_file(tmp_path, davis_template):
     with pytest.raises(DataError, match="no such folder"):
-        DAVISTestDataset(tmp_path / "nowhere")
+        DAVISEvalDataset(tmp_path / "nowhere")
     root = tmp_path / "d"
     shutil.copytree(davis_template / "2017" / "trainval", root)
     (root / "Annotations" / "480p" / "odd" / "00000.png").unlink()
     with pytest.raises(DataError, match=r"odd/00000\.png: missing first-frame annotation"):
-        DAVISTestDataset(root)
+        DAVISEvalDataset(root)
     shutil.rmtree(root / "JPEGImages" / "480p" / "odd")
     (root / "JPEGImages" / "480p" / "odd").mkdir()
     with pytest.raises(DataError, match="empty video folder"):
-        DAVISTestDataset(root)
+        DAVISEvalDataset(root)
 
 
 # ----------------------------------------------------------------------------------- mask I/O

@@ -21,7 +21,7 @@ import eval_generic
 import eval_youtube
 import segment_video
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
-from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSTestDataset, normalise, resize_frame, resized_shape
+from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSEvalDataset, normalise, resize_frame, resized_shape
 from evaluation.video_file import VideoFileVideo
 from model.network import STCN
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
@@ -233,7 +233,7 @@ def test_davis_frames_are_never_resized(davis_template, released_checkpoint, tmp
 
 
 def test_dataset_api_resizes_like_the_scripts(hd_youtube):
-    video = YouTubeVOSTestDataset(hd_youtube)[0]  # the Python API: 480 and the paper's resize by default
+    video = YouTubeVOSEvalDataset(hd_youtube)[0]  # the Python API: 480 and the paper's resize by default
     rgb = decoded(video.frames[3].image_path)
     assert video.network_size == (480, 853)
     torch.testing.assert_close(video.load_image(3), paper_resize(rgb, (480, 853)), rtol=0, atol=0)
