@@ -6,8 +6,9 @@ parts batched over the videos:
 
     key encoder     the frames of every core, concatenated along the batch
     memory read     per core, on its own memory (its objects, memory frames, top-k)
-    decoder         every reading core's objects, concatenated (sum K_i entries), each object
-                    given its own frame's qv16 / f8 / f4
+    decoder         every reading core's objects, concatenated (sum K_i entries); its frame-level
+                    convolutions (the qv16 half of `compress`, the f8 / f4 skip convolutions) run
+                    once per frame and are gathered per object by its frame index (`owners`)
     value encoder   every memorising core's objects, concatenated, each with its own frame and f16
 
 The network needs one frame size per batch, so frames are grouped by their padded size (sides
@@ -18,9 +19,11 @@ would see more zeros), so grouping is what keeps every core's result that of ste
 Equality with `step`: the arithmetic per core is the same, and a batch of entries that all belong
 to one core is given that core's batch-1 features exactly as `step` gives them (the decoder's and
 value encoder's shared half computed once), so a single core, or one core alone in its size
-group, gets bit-identical probabilities. Entries of several cores in one batch see the
-features repeated per object (the concatenating path of `ResBlock.forward_cat`): the same sums
-in another order, equal to float rounding (within 1e-4; the label maps are the same).
+group, gets bit-identical probabilities. Entries of several cores in one decoder batch take
+their frame's share of the frame-level convolutions by index (`Decoder.forward(..., owners)`), and
+the value encoder sees each frame repeated per object: the same sums, in another order for
+convolutions over a batch of several frames, equal to float rounding (within 1e-4; the label maps
+are the same).
 
 `object_batch` bounds the entries per decoder / value-encoder call, over all cores together
 (default: the smallest `object_batch` of the cores; None = all at once).
@@ -115,7 +118,8 @@ def _step_group(network, cores: list[InferenceCore], frames: list[FrameState], o
     reading = [j for j, r in enumerate(readouts) if r is not None]
     if reading:
         logits = _per_object_batches(
-            lambda owners, r: network.decode(r, qv16[owners], f8[owners], f4[owners]),
+            lambda owners, r: network.decode(r, qv16[owners], f8[owners], f4[owners]) if isinstance(owners, slice)
+            else network.decode(r, qv16, f8, f4, owners=torch.tensor(owners, device=r.device)),
             reading, [[readouts[j] for j in reading]], object_batch,
         )
         for j, lg in zip(reading, logits):

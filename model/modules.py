@@ -49,23 +49,31 @@ class ResBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         return shortcut + r
 
-    def forward_cat(self, x: Tensor, shared: Tensor) -> Tensor:
-        """`self(cat[x, shared])` where `shared` (batch 1) is the same for every entry of x (batch N).
+    def forward_cat(self, x: Tensor, shared: Tensor, owners: Tensor | None = None) -> Tensor:
+        """`self(cat[x, shared])` where `shared` (batch 1) is the same for every entry of x (batch N),
+        or, with `owners` (N indices into shared's batch B), entry n pairs with `shared[owners[n]]`.
 
         A convolution over concatenated channels is the sum of convolutions over each part, and
         relu acts channel-wise, so the `shared` half of conv1 and of the shortcut conv is computed
-        once and broadcast over the N entries. Same result up to float summation order.
+        once per entry of `shared` and broadcast (or gathered by `owners`) over the N entries. Same
+        result up to float summation order.
         """
-        if shared.shape[0] == x.shape[0] or self.downsample is None:
+        if owners is None and (shared.shape[0] == x.shape[0] or self.downsample is None):
             return self(torch.cat([x, shared.expand(x.shape[0], *shared.shape[1:])], dim=1))
-        if shared.shape[0] != 1:
+        if owners is None and shared.shape[0] != 1:
             raise ValueError(f"shared features must have batch 1 or {x.shape[0]}, got {shared.shape[0]}")
+        if self.downsample is None:
+            return self(torch.cat([x, shared[owners]], dim=1))
+
+        def take(t: Tensor) -> Tensor:
+            return t if owners is None else t[owners]
+
         split = x.shape[1]
         w1, wd = self.conv1.weight, self.downsample.weight
         h = F.conv2d(F.relu(x), w1[:, :split], self.conv1.bias, padding=1)
-        h = h + F.conv2d(F.relu(shared), w1[:, split:], padding=1)
+        h = h + take(F.conv2d(F.relu(shared), w1[:, split:], padding=1))
         shortcut = F.conv2d(x, wd[:, :split], self.downsample.bias, padding=1)
-        shortcut = shortcut + F.conv2d(shared, wd[:, split:], padding=1)
+        shortcut = shortcut + take(F.conv2d(shared, wd[:, split:], padding=1))
         return shortcut + self.conv2(F.relu(h))
 
 
@@ -162,10 +170,12 @@ class UpsampleBlock(nn.Module):
         self.out_conv = ResBlock(up_ch, out_ch)
         self.scale = scale
 
-    def forward(self, skip: Tensor, up: Tensor) -> Tensor:
-        # skip may have batch 1 while up has one entry per object: the sum broadcasts
+    def forward(self, skip: Tensor, up: Tensor, owners: Tensor | None = None) -> Tensor:
+        # skip may have batch 1 while up has one entry per object: the sum broadcasts; with `owners`
+        # skip has one entry per frame and owners[n] is the frame of object n (its conv runs per frame)
         up = F.interpolate(up, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return self.out_conv(self.skip_conv(skip) + up)
+        skip = self.skip_conv(skip)
+        return self.out_conv((skip if owners is None else skip[owners]) + up)
 
 
 class Decoder(nn.Module):
@@ -179,13 +189,14 @@ class Decoder(nn.Module):
         self.up_8_4 = UpsampleBlock(256, 256, 256)  # skip: f4 (256 ch)
         self.pred = nn.Conv2d(256, 1, 3, padding=1)
 
-    def forward(self, readout: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor) -> Tensor:
-        """readout: N, 512, H/16, W/16 (one per object); qv16, f8, f4: N or 1 (shared by all objects).
+    def forward(self, readout: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor, owners: Tensor | None = None) -> Tensor:
+        """readout: N, 512, H/16, W/16 (one per object); qv16, f8, f4: N or 1 (shared by all objects),
+        or B frames with `owners` (N long indices: the frame of each object; several videos batched).
 
         Returns N, 1, H, W logits.
         """
-        x = self.compress.forward_cat(readout, qv16)  # query half once for all objects
-        x = self.up_16_8(f8, x)
-        x = self.up_8_4(f4, x)
+        x = self.compress.forward_cat(readout, qv16, owners)  # query half once per frame
+        x = self.up_16_8(f8, x, owners)
+        x = self.up_8_4(f4, x, owners)
         x = self.pred(F.relu(x))
         return F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)

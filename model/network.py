@@ -102,9 +102,13 @@ class STCN(nn.Module):
         return mv16.view(b, k, *mv16.shape[1:])
 
     # ----------------------------------------------------------------------------------- decoding
-    def decode(self, readout16: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor) -> Tensor:
-        """Per-object logits N, 1, H, W from readouts N, C_v, h, w; qv16/f8/f4 batch N or 1 (shared)."""
-        return self.decoder(readout16, qv16, f8, f4)
+    def decode(
+        self, readout16: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor, owners: Tensor | None = None
+    ) -> Tensor:
+        """Per-object logits N, 1, H, W from readouts N, C_v, h, w; qv16/f8/f4 batch N or 1 (shared), or
+        batch B (frames) with `owners`: N long indices, the frame of each object (several videos at once,
+        inference_core/batch.py: the frame-level convolutions run once per frame, not per object)."""
+        return self.decoder(readout16, qv16, f8, f4, owners)
 
     def segment(
         self,

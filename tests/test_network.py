@@ -211,3 +211,20 @@ def test_imagenet_init_pads_mask_channels(monkeypatch):
     extra = w[:, 3:].reshape(64, -1)
     assert_semi_orthogonal(extra)
     assert torch.count_nonzero(net.value_encoder.layer1[0].conv1.bias) == 0
+
+
+def test_decode_with_owners_equals_each_object_with_its_own_frame():
+    """Several videos batched (inference_core/batch.py): frame-level decoder convolutions once per
+    frame, gathered by owner, equal decoding each object with its frame's features."""
+    torch.manual_seed(0)
+    net = STCN(pretrained=False).eval()
+    frames = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        _, qv16, _, f8, f4 = net.encode_key(frames)
+        readout = torch.randn(3, qv16.shape[1], *qv16.shape[-2:])
+        owners = torch.tensor([1, 0, 1])
+        got = net.decode(readout, qv16, f8, f4, owners=owners)
+        want = torch.cat([net.decode(readout[n : n + 1], qv16[o : o + 1], f8[o : o + 1], f4[o : o + 1])
+                          for n, o in enumerate(owners.tolist())])
+    assert got.shape == (3, 1, 64, 80)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
