@@ -30,7 +30,7 @@ from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
 from model.memory_util import SIMILARITIES
 from model.modules import KEY_DIM
 from model.network import STCN, CheckpointMismatchError, state_options
-from model.resnet import WeightsUnavailableError
+from model.resnet import DEFAULT_KEY_BACKBONE, KEY_BACKBONES, WeightsUnavailableError
 from training.config import KEY_DIMS, ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
 from training.distributed import (
     DistContext,
@@ -100,6 +100,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--similarity", choices=SIMILARITIES, default="l2",
                    help="memory-read similarity (section 4, Table 2); stored with the weights, read by evaluation")
     p.add_argument("--key_dim", type=int, choices=KEY_DIMS, default=KEY_DIM, help="key channels C_k (Table 2)")
+    p.add_argument("--backbone", choices=KEY_BACKBONES, default=DEFAULT_KEY_BACKBONE,
+                   help="key-encoder backbone: resnet50 (the paper's), or supplementary E's ensemble members wrn50 "
+                        "(WideResNet-50-2) and wrn50_aspp (+ ASPP); evaluation reads it from the weights")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--no_pretrained", action="store_true",
                    help="random backbones instead of ImageNet weights (tests; not the paper's recipe)")
@@ -131,7 +134,7 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
         pretrained=not args.no_pretrained, crop_size=args.crop_size, seed=args.seed,
         save_every=args.save_every, checkpoint_every=args.checkpoint_every,
         log_every=1 if debug else args.log_every, log_image_every=1 if debug else args.log_image_every,
-        similarity=args.similarity, key_dim=args.key_dim,
+        similarity=args.similarity, key_dim=args.key_dim, backbone=args.backbone,
     )
 
 
@@ -184,7 +187,7 @@ def build_network(cfg: TrainConfig) -> STCN:
     loading = cfg.load_network is not None or cfg.load_model is not None
     try:
         net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading,
-                   similarity=cfg.similarity, key_dim=cfg.key_dim)
+                   similarity=cfg.similarity, key_dim=cfg.key_dim, backbone=cfg.backbone)
     except WeightsUnavailableError as exc:
         raise WeightsUnavailableError(exc.where, exc.problem, f"{exc.fix}; --no_pretrained starts from random "
                                       "backbones instead (not the paper's recipe)") from None
@@ -212,8 +215,8 @@ def load_weights_from(net: STCN, path: str, state: dict | None = None) -> None:
 
 def check_options_match(net: STCN, path: str, saved: dict) -> None:
     """ConfigError naming the flag when the loaded weights were trained with another similarity or
-    key size than this run's (weights only make sense with their own; released weights are L2, C_k 64)."""
-    for flag, ours in (("similarity", net.similarity), ("key_dim", net.key_dim)):
+    key size or backbone than this run's (weights only make sense with their own; released weights are L2, C_k 64)."""
+    for flag, ours in (("similarity", net.similarity), ("key_dim", net.key_dim), ("backbone", net.backbone)):
         if saved[flag] != ours:
             raise ConfigError(path, f"was trained with --{flag} {saved[flag]}, this run has --{flag} {ours}",
                               f"pass --{flag} {saved[flag]} (every stage of a run uses the same value)")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.cbam import CBAM
-from model.resnet import ResNet18Trunk, resnet50_trunk
+from model.resnet import DEFAULT_KEY_BACKBONE, ResNet18Trunk, resnet50_trunk
 
 KEY_DIM = 64  # C_k (section 4.1: C_k = 64 in all experiments)
 VALUE_DIM = 512  # C_v (section 3.1, following STM)
@@ -93,12 +93,47 @@ class FeatureFusionBlock(nn.Module):
         return self.block2(x + self.attention(x))
 
 
-class KeyEncoder(nn.Module):
-    """ResNet-50 up to res4; returns (f16, f8, f4). BatchNorm frozen."""
+ASPP_RATES = (6, 12, 18)  # DeepLabv3's atrous rates at output stride 16 (Chen et al. 2017, the paper's [88])
+ASPP_DIM = 256  # channels of each ASPP branch (DeepLabv3's)
 
-    def __init__(self, pretrained: bool = True) -> None:
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling on f16, for supplementary E's "WideResNet-50 + ASPP" variant.
+
+    Branches as DeepLabv3: a 1x1 conv, three 3x3 convs dilated by ASPP_RATES, and image-level pooling
+    (global average -> 1x1 conv -> broadcast), each ASPP_DIM channels with ReLU; their concatenation
+    is projected back to the input's channels and added to it:
+        f16' = f16 + P(relu([b_1(f16), b_6(f16), b_12(f16), b_18(f16), pool(f16)])).
+    The paper names ASPP but not its place or width; these are this project's choices: after res4,
+    residual so that everything downstream keeps its 1024 channels, biased convolutions instead of
+    BatchNorm (BatchNorm is frozen in training, supplementary F.1, so new statistics would never be
+    learnt), and P initialised to zero so that training starts from the backbone's own features.
+    """
+
+    def __init__(self, channels: int, width: int = ASPP_DIM, rates: tuple[int, ...] = ASPP_RATES) -> None:
         super().__init__()
-        net = resnet50_trunk(pretrained)
+        self.branches = nn.ModuleList(
+            [nn.Conv2d(channels, width, 1)]
+            + [nn.Conv2d(channels, width, 3, padding=r, dilation=r) for r in rates]
+        )
+        self.pool = nn.Conv2d(channels, width, 1)
+        self.project = nn.Conv2d(width * (len(rates) + 2), channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.pool(x.mean(dim=(2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:])
+        return x + self.project(F.relu(torch.cat([b(x) for b in self.branches] + [pooled], dim=1)))
+
+
+class KeyEncoder(nn.Module):
+    """ResNet-50 (or supplementary E's WideResNet-50, optionally + ASPP) up to res4; returns
+    (f16, f8, f4). BatchNorm frozen."""
+
+    def __init__(self, pretrained: bool = True, backbone: str = DEFAULT_KEY_BACKBONE) -> None:
+        super().__init__()
+        net = resnet50_trunk(pretrained, backbone)
+        self.backbone = backbone
         self.conv1 = net.conv1
         self.bn1 = net.bn1
         self.relu = net.relu
@@ -106,6 +141,8 @@ class KeyEncoder(nn.Module):
         self.res2 = net.layer1  # named res2 in the released checkpoint
         self.layer2 = net.layer2
         self.layer3 = net.layer3
+        if backbone.endswith("_aspp"):
+            self.aspp = ASPP(F16_DIM)
         freeze_batchnorm(self)
 
     def train(self, mode: bool = True) -> KeyEncoder:
@@ -118,6 +155,8 @@ class KeyEncoder(nn.Module):
         f4 = self.res2(x)  # B, 256, H/4, W/4
         f8 = self.layer2(f4)  # B, 512, H/8, W/8
         f16 = self.layer3(f8)  # B, 1024, H/16, W/16
+        if hasattr(self, "aspp"):
+            f16 = self.aspp(f16)
         return f16, f8, f4
 
 

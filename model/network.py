@@ -29,11 +29,13 @@ from torch import Tensor, nn
 from model.aggregate import aggregate_logits
 from model.memory_util import SIMILARITIES, check_similarity, readout, similarity, softmax
 from model.modules import F16_DIM, KEY_DIM, VALUE_DIM, Decoder, KeyEncoder, KeyProjection, ValueEncoder
-from model.resnet import pad_input_channels
+from model.resnet import DEFAULT_KEY_BACKBONE, KEY_BACKBONES, pad_input_channels
 from util.errors import UserError
 
 VALUE_CONV1 = "value_encoder.conv1.weight"
 KEY_PROJ = "key_proj.key_proj.weight"  # C_k, 1024, 3, 3: the key size of a state dict
+WIDTH_PROBE = "key_encoder.res2.0.conv1.weight"  # the key encoder's first bottleneck conv: its width
+RESNET50_WIDTH = 64  # ResNet-50's first bottleneck width (WideResNet-50-2: twice that)
 META_ENTRY = "stcn"  # the root module's state-dict metadata entry holding the network's options
 RELEASED_SIMILARITY = "l2"  # weights without metadata (the released stcn.pth) use L2 (section 4)
 
@@ -52,10 +54,13 @@ class STCN(nn.Module):
     on first use); pretrained=False downloads nothing (use it when a checkpoint is loaded next).
     similarity: the memory read's similarity, one of SIMILARITIES ("l2", "dot", "cosine"; Table 2);
     key_dim: C_k, the key channels (64 in the paper, 128 in Table 2's other rows).
+    backbone: the key encoder's, one of KEY_BACKBONES: "resnet50" (the paper's), "wrn50" or
+    "wrn50_aspp" (supplementary E's ensemble members; model/resnet.py, model/modules.py ASPP).
     """
 
     def __init__(
-        self, single_object: bool = False, pretrained: bool = False, similarity: str = "l2", key_dim: int = KEY_DIM
+        self, single_object: bool = False, pretrained: bool = False, similarity: str = "l2", key_dim: int = KEY_DIM,
+        backbone: str = DEFAULT_KEY_BACKBONE,
     ) -> None:
         super().__init__()
         if key_dim < 1:
@@ -63,7 +68,10 @@ class STCN(nn.Module):
         self.single_object = single_object
         self.similarity = check_similarity(similarity)
         self.key_dim = key_dim
-        self.key_encoder = KeyEncoder(pretrained)
+        if backbone not in KEY_BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(KEY_BACKBONES)}, got {backbone!r}")
+        self.backbone = backbone
+        self.key_encoder = KeyEncoder(pretrained, backbone)
         self.value_encoder = ValueEncoder(1 if single_object else 2, pretrained)
         self.key_proj = KeyProjection(F16_DIM, key_dim)
         self.key_comp = nn.Conv2d(F16_DIM, VALUE_DIM, 3, padding=1)
@@ -73,7 +81,7 @@ class STCN(nn.Module):
 
     def options(self) -> dict[str, Any]:
         """The options stored with the weights (see the module docstring)."""
-        return {"similarity": self.similarity, "key_dim": self.key_dim}
+        return {"similarity": self.similarity, "key_dim": self.key_dim, "backbone": self.backbone}
 
     # ----------------------------------------------------------------------------------- encoders
     def encode_key(self, frame: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -193,7 +201,18 @@ def state_options(state: Mapping[str, Tensor]) -> dict[str, Any]:
                                       f"{', '.join(SIMILARITIES)})")
     proj = state.get(KEY_PROJ, state.get(f"module.{KEY_PROJ}"))
     key_dim = int(proj.shape[0]) if isinstance(proj, Tensor) and proj.dim() == 4 else KEY_DIM
-    return {"similarity": kind, "key_dim": key_dim}
+    return {"similarity": kind, "key_dim": key_dim, "backbone": state_backbone(state)}
+
+
+def state_backbone(state: Mapping[str, Tensor]) -> str:
+    """The key encoder's backbone, from the shapes: WideResNet-50-2's first bottleneck is twice as wide
+    (128 channels, ResNet-50's 64), and the ASPP variant has `key_encoder.aspp.*` weights."""
+    keys = {k[len("module."):] if k.startswith("module.") else k for k in state}
+    first = state.get(WIDTH_PROBE, state.get(f"module.{WIDTH_PROBE}"))
+    wide = isinstance(first, Tensor) and first.dim() == 4 and first.shape[0] == 2 * RESNET50_WIDTH
+    if not wide:
+        return DEFAULT_KEY_BACKBONE
+    return "wrn50_aspp" if any(k.startswith("key_encoder.aspp.") for k in keys) else "wrn50"
 
 
 def check_state_dict(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> None:

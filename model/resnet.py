@@ -55,11 +55,25 @@ def imagenet_state_dict(weights: models.WeightsEnum) -> dict[str, Tensor]:
         ) from exc
 
 
-def resnet50_trunk(pretrained: bool) -> models.ResNet:
-    """torchvision ResNet-50; only conv1/bn1/layer1..layer3 are used by the key encoder."""
-    net = models.resnet50(weights=None)
+# the key encoder's backbones: the paper's ResNet-50 (section 3.1), and the WideResNet-50 (Zagoruyko and
+# Komodakis, 2016; torchvision's wide_resnet50_2) of supplementary E's ensemble, with or without an ASPP
+# head (model/modules.py). WideResNet-50-2 doubles the bottleneck width, not the block outputs, so its
+# res2 / res3 / res4 give the same 256 / 512 / 1024 channels and everything after the trunk is unchanged.
+KEY_BACKBONES = ("resnet50", "wrn50", "wrn50_aspp")
+DEFAULT_KEY_BACKBONE = "resnet50"  # the paper's (and the released weights')
+
+
+def resnet50_trunk(pretrained: bool, backbone: str = DEFAULT_KEY_BACKBONE) -> models.ResNet:
+    """torchvision ResNet-50 (or WideResNet-50-2 for the "wrn50*" backbones); only conv1/bn1/layer1..layer3
+    are used by the key encoder."""
+    if backbone not in KEY_BACKBONES:
+        raise ValueError(f"unknown key-encoder backbone {backbone!r} (choose {', '.join(KEY_BACKBONES)})")
+    if backbone == DEFAULT_KEY_BACKBONE:
+        net, weights = models.resnet50(weights=None), models.ResNet50_Weights.IMAGENET1K_V1
+    else:
+        net, weights = models.wide_resnet50_2(weights=None), models.Wide_ResNet50_2_Weights.IMAGENET1K_V1
     if pretrained:
-        net.load_state_dict(imagenet_state_dict(models.ResNet50_Weights.IMAGENET1K_V1))
+        net.load_state_dict(imagenet_state_dict(weights))
     return net
 
 

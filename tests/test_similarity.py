@@ -173,7 +173,7 @@ def test_options_travel_in_the_released_format(stcn_net, tmp_path):
     plain = torch.load(path, map_location="cpu", weights_only=True)
     assert len(plain) == 405 and all(isinstance(v, torch.Tensor) for v in plain.values())
     STCN(pretrained=False).load_state_dict(plain, strict=True)  # what the original code does
-    assert state_options(plain) == {"similarity": "dot", "key_dim": 64}
+    assert state_options(plain) == {"similarity": "dot", "key_dim": 64, "backbone": "resnet50"}
     net = load_network(path)
     assert (net.similarity, net.key_dim) == ("dot", 64)
     # a training checkpoint's network keeps them too
@@ -187,7 +187,7 @@ def test_options_travel_in_the_released_format(stcn_net, tmp_path):
 def test_released_weights_mean_l2_and_64(stcn_net, tmp_path):
     path = tmp_path / "released.pth"
     torch.save(dict(stcn_net.state_dict()), path)  # a plain dict: no metadata, as the released stcn.pth
-    assert state_options(load_state_dict_file(path)) == {"similarity": "l2", "key_dim": 64}
+    assert state_options(load_state_dict_file(path)) == {"similarity": "l2", "key_dim": 64, "backbone": "resnet50"}
     net = load_network(path)
     assert (net.similarity, net.key_dim) == ("l2", 64)
     for k, v in stcn_net.state_dict().items():  # loaded strictly, every tensor as saved
@@ -260,10 +260,10 @@ def test_key_dim_128_cosine_training_records_its_options(cosine128):
     weights = torch.load(cosine128 / "c0_1.pth", map_location="cpu", weights_only=True)
     assert set(weights) == set(STCN(single_object=True, key_dim=128).state_dict())
     assert weights["key_proj.key_proj.weight"].shape == (128, 1024, 3, 3)
-    assert weights._metadata[""]["stcn"] == {"similarity": "cosine", "key_dim": 128}
+    assert weights._metadata[""]["stcn"] == {"similarity": "cosine", "key_dim": 128, "backbone": "resnet50"}
     ckpt = torch.load(cosine128 / "c0_checkpoint.pth", map_location="cpu", weights_only=False)
     assert (ckpt["config"]["similarity"], ckpt["config"]["key_dim"]) == ("cosine", 128)
-    assert state_options(ckpt["network"]) == {"similarity": "cosine", "key_dim": 128}
+    assert state_options(ckpt["network"]) == {"similarity": "cosine", "key_dim": 128, "backbone": "resnet50"}
 
 
 def test_later_stage_needs_the_same_options(cosine128, layouts, capsys):
@@ -314,3 +314,56 @@ def test_the_experiments_table_uses_real_flags():
     flags = set(re.findall(r"(?<![\w-])--[a-z_]+", section)) - {"--nproc_per_node"}  # torchrun's own
     assert {"--similarity", "--key_dim", "--mem_every", "--include_last", "--split"} <= flags
     assert flags <= options, flags - options
+
+
+# ------------------------------------------------------------- backbones of supplementary E's ensemble
+@pytest.mark.parametrize("backbone", ["wrn50", "wrn50_aspp"])
+def test_backbone_is_read_from_the_weights_shapes(tmp_path, backbone):
+    torch.manual_seed(0)
+    net = STCN(pretrained=False, backbone=backbone).eval()
+    assert net.key_encoder.res2[0].conv1.weight.shape[0] == 128  # WideResNet-50-2: twice ResNet-50's width
+    assert hasattr(net.key_encoder, "aspp") == backbone.endswith("_aspp")
+    with torch.no_grad():
+        k16, qv16, f16, f8, f4 = net.encode_key(torch.randn(1, 3, 64, 80))
+    assert (f16.shape[1], f8.shape[1], f4.shape[1], k16.shape[1]) == (1024, 512, 256, 64)  # as ResNet-50's
+    path = tmp_path / "w.pth"
+    torch.save(net.state_dict(), path)
+    plain = torch.load(path, weights_only=True)
+    plain._metadata = {}  # the shapes alone say which backbone
+    assert state_options(plain)["backbone"] == backbone
+    loaded = load_network(path)
+    assert loaded.backbone == backbone
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    with pytest.raises(CheckpointMismatchError):  # not into the paper's ResNet-50 network
+        STCN(pretrained=False).load_weights(plain)
+
+
+def test_aspp_starts_as_the_identity():
+    """The ASPP's projection is zero at initialisation: f16 passes through unchanged (model/modules.py)."""
+    from model.modules import ASPP
+
+    aspp = ASPP(16, width=4)
+    x = torch.randn(2, 16, 5, 7)
+    assert torch.equal(aspp(x), x)
+    torch.nn.init.normal_(aspp.project.weight)
+    assert not torch.equal(aspp(x), x)
+
+
+def test_wrn50_aspp_trains_and_evaluates(layouts, davis_template, tmp_path, capsys):  # noqa: F811
+    save = tmp_path / "saves"
+    common = ["--save_dir", str(save), "--iterations", "1", *layouts, *TINY]
+    assert train.main(["--stage", "0", "--id", "w0", "--backbone", "wrn50_aspp", *common]) == 0
+    assert "key encoder backbone: wrn50_aspp" in capsys.readouterr().out
+    weights = save / "w0" / "w0_1.pth"
+    assert train.main(["--stage", "3", "--id", "NULL", "--load_network", str(weights), *common]) == 1
+    one_error_line(capsys.readouterr().err, "w0_1.pth", "--backbone wrn50_aspp")
+    assert train.main(["--stage", "3", "--id", "w3", "--load_network", str(weights), "--backbone", "wrn50_aspp",
+                       *common]) == 0
+    davis = Path(shutil.copytree(davis_template, tmp_path / "DAVIS")) / "2017"
+    argv = ["--model", str(save / "w3" / "w3_1.pth"), "--davis_path", str(davis), "--split", "val", "--no_score",
+            "--device", "cpu"]
+    core = build_core(eval_davis.get_args_parser().parse_args([*argv, "--output", str(tmp_path / "x")]))
+    assert core.network.backbone == "wrn50_aspp"
+    assert eval_davis.main([*argv, "--output", str(tmp_path / "o")]) == 0
+    assert len(list((tmp_path / "o" / DAVIS_VIDEOS[0].name).glob("*.png"))) == DAVIS_VIDEOS[0].frames

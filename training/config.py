@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.modules import KEY_DIM
+from model.resnet import DEFAULT_KEY_BACKBONE
 from util.errors import UserError
 
 
@@ -168,6 +169,7 @@ class TrainConfig:
     log_image_every: int
     similarity: str = "l2"  # the memory read's similarity (section 4: L2 in all experiments; Table 2)
     key_dim: int = KEY_DIM  # C_k (section 4: 64 in all experiments; Table 2 also 128)
+    backbone: str = DEFAULT_KEY_BACKBONE  # the key encoder's (ResNet-50; supplementary E: WideResNet-50 [+ ASPP])
 
     @property
     def logging_enabled(self) -> bool:
@@ -192,6 +194,8 @@ def describe(cfg: TrainConfig, world_size: int) -> list[str]:
         f"at {s.bootstrap.end_warm}; AMP {'on' if cfg.amp else 'off'}",
         f"memory read: {cfg.similarity} similarity, C_k = {cfg.key_dim}",
     ]
+    if cfg.backbone != DEFAULT_KEY_BACKBONE:
+        lines.append(f"key encoder backbone: {cfg.backbone} (supplementary E)")
     if s.skip_values:
         points = [round(f * s.iterations) for f in s.skip_fractions]
         lines.append(f"max skip curriculum {list(s.skip_values)} at iterations {points}")
