@@ -85,6 +85,22 @@ def test_one_scale_is_todays_masks_generic(tmp_path, generic_template, released_
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_one_scale_with_bidirectional_is_the_bidirectional_run(tmp_path, generic_template, released_checkpoint,  # noqa: F811
+                                                               capsys):
+    """The backward pass feeds an ensemble its sizes too (object 2 starts on frame 3 of the fixture)."""
+    base = ["--data_path", generic_template, "--model", released_checkpoint, "--size", "48", "--bidirectional"]
+    rc, err = run_cli(eval_generic.main, [*base, "--output", tmp_path / "a"], capsys)
+    assert rc == 0, err
+    rc, err = run_cli(eval_generic.main, [*base, "--output", tmp_path / "b", "--scales", "48"], capsys)
+    assert rc == 0, err
+    a, b = masks_of(tmp_path / "a"), masks_of(tmp_path / "b")
+    assert a.keys() == b.keys() and len(a) == 8
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    rc, err = run_cli(eval_generic.main, [*base, "--output", tmp_path / "c", "--scales", "48", "64", "--flip"], capsys)
+    assert rc == 0, err
+    assert len(masks_of(tmp_path / "c")) == 8
+
+
 def test_scales_and_flip_run_end_to_end_and_count_frames_once(tmp_path, generic_template, released_checkpoint,  # noqa: F811
                                                              capsys):
     argv = ["--data_path", generic_template, "--model", released_checkpoint, "--size", "48", "--output",
