@@ -36,7 +36,7 @@ from evaluation.video_file import VideoFileVideo
 from inference_core.backends import BACKENDS, CACHE_ENV
 from inference_core.batch import BatchItem, fresh_core, step_cores
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
-from inference_core.ensemble import ScaledFrame
+from inference_core.ensemble import EnsembleCore, ScaledFrame
 from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
 from inference_core.predictor import Predictor, PredictorError, merge_directions
 from model.memory_util import SIMILARITIES, TOP_K
@@ -141,13 +141,7 @@ class VideoRun:
                     self.on_frame()
                 continue
             image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
-            mask, start = None, None
-            if annotated:
-                mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
-                if not start:
-                    mask, start = None, None
-                else:
-                    mask = annotation_input(core, video, i, mask, start)
+            mask, start = starting_annotation(core, video, i)
             return FrameInput(i, image, mask, start, end=i == self.last, required=frame.required)
         return None
 
@@ -183,6 +177,19 @@ class VideoRun:
     def as_final(self, exc: OSError) -> OSError:
         """A write error naming the mask's place, not the temporary's (e.g. a full disk)."""
         return as_final(exc, self.tmp, self.out_dir)
+
+
+def starting_annotation(core: InferenceCore | EnsembleCore, video: EvalVideo, index: int) -> tuple:
+    """(mask, labels) for `core.step` on frame `index`: the objects its annotation starts (the
+    evaluation rule, `starting_objects`) in the form the core takes (`annotation_input`), or
+    (None, None) when the frame starts none."""
+    frame = video.frames[index]
+    if frame.mask_path is None:
+        return None, None
+    mask, start = starting_objects(video.load_mask(index).to(core.device), frame.start_labels, core.labels)
+    if not start:
+        return None, None
+    return annotation_input(core, video, index, mask, start), start
 
 
 def run_video(
@@ -333,13 +340,7 @@ def backward_pass(core: InferenceCore, video: EvalVideo, stats: RunStats
     for i in range(last, -1, -1):
         frame = video.frames[i]
         image = images[i] if images is not None else frame_input(core, video, i)
-        mask, start = None, None
-        if frame.mask_path is not None:
-            mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
-            if not start:
-                mask, start = None, None
-            else:
-                mask = annotation_input(core, video, i, mask, start)
+        mask, start = starting_annotation(core, video, i)
         synchronize(core.device)
         t0 = time.perf_counter()
         prob = core.step(image, mask, labels=start, end=i == 0)
