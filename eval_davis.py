@@ -13,7 +13,7 @@ from pathlib import Path
 
 from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
-from evaluation.run_video import add_common_args, add_video_batch_arg, build_core, check_videos
+from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.outputs import prepare_output_dir
@@ -32,6 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_score", action="store_true", help="do not score the val results")
     add_common_args(parser)
     add_video_batch_arg(parser)
+    add_antialias_arg(parser, native=True)
     return parser
 
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         davis_root = Path(args.davis_path) / folder
         inputs = [args.davis_path, *args.models]
         out = shard.on_main(prepare_output_dir, args.output, "--output", inputs, args.overwrite)
-        dataset = DAVISEvalDataset(davis_root, imset=imset)  # layout errors before loading the network
+        # layout errors before loading the network
+        dataset = DAVISEvalDataset(davis_root, imset=imset, antialias=args.antialias)
         check_videos(dataset.videos)  # and every first-frame annotation
         core = build_core(args)
         with shard.writing(out) as out:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
-from evaluation.run_video import add_common_args, add_video_batch_arg, build_core, check_videos
+from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.io import DataError
@@ -38,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_score", action="store_true", help="do not score the results")
     add_common_args(parser)
     add_video_batch_arg(parser)
+    add_antialias_arg(parser, native=True)
     return parser
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
         out = shard.on_main(prepare_output_dir, args.output, "--output",
                             [davis_root, args.davis17_path, imset, *args.models], args.overwrite)
-        dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True)
+        dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True, antialias=args.antialias)
         check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)
         with shard.writing(out) as out:

@@ -4,7 +4,8 @@ Each dataset is a list of `EvalVideo`s. A video knows its frames (name, image fi
 annotation file given on that frame if any, whether its mask is written out) and reads frames
 lazily, one at a time, so a long video never sits in memory.
 
-Sizes: DAVIS is evaluated at its native 480p (frames are never resized). YouTube-VOS, generic
+Sizes: DAVIS is evaluated at its native 480p (frames are resized only for the other sides of a
+multi-scale ensemble, `load_images`). YouTube-VOS, generic
 folders and video files are resized so that the shorter side is 480 (the longer side truncated, as
 torchvision does), as the paper did: the frame is converted to a float tensor and normalised first,
 then resized by `resize_frame` (util/frames.py), plain bicubic interpolation without antialiasing (torchvision 0.9.1's
@@ -250,12 +251,14 @@ class DAVISEvalDataset:
           (DAVIS/2017/trainval, DAVIS/2017/test-dev or DAVIS/2016).
     imset: the video list: a path, or relative to `root/ImageSets` (e.g. "2017/val.txt").
     single_object: DAVIS 2016 (one object, 255 in the ground truth).
+    antialias: as `EvalVideo`'s; DAVIS frames are never resized for the network, only for the other
+        sides of a multi-scale ensemble (`load_images`, evaluation/ensembles.py --scales).
     All objects are given on the first frame; every frame is written.
     """
 
     def __init__(
         self, root: str | os.PathLike, imset: str | os.PathLike = "2017/val.txt",
-        resolution: str = "480p", single_object: bool = False,
+        resolution: str = "480p", single_object: bool = False, antialias: bool = False,
     ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "DAVIS root", "point --davis_path at the DAVIS folder (see README: Data preparation)")
@@ -264,6 +267,7 @@ class DAVISEvalDataset:
         self.image_dir = _require_dir(self.root / "JPEGImages" / resolution, "DAVIS frames", "check --davis_path")
         self.mask_dir = _require_dir(self.root / "Annotations" / resolution, "DAVIS annotations", "check --davis_path")
         self.single_object = single_object
+        self.antialias = antialias
         self.videos = [self._video(name) for name in read_video_list(self.imset)]
 
     def _video(self, name: str) -> EvalVideo:
@@ -275,7 +279,7 @@ class DAVISEvalDataset:
                 "DAVIS gives every object on the first frame; restore this file from the dataset",
             )
         frames = [Frame(p.stem, p, first_mask if i == 0 else None) for i, p in enumerate(images)]
-        return EvalVideo(name, frames, short_side=None, single_object=self.single_object)
+        return EvalVideo(name, frames, short_side=None, single_object=self.single_object, antialias=self.antialias)
 
     def __len__(self) -> int:
         return len(self.videos)

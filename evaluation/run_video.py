@@ -501,16 +501,23 @@ def video_batch_option(args: argparse.Namespace) -> int:
 def add_size_arg(parser: argparse.ArgumentParser) -> None:
     """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
 
-    `--antialias`: resize with antialiasing, as the original code does under torchvision >= 0.17
-    (the default is the paper's plain bicubic; see `util.frames.resize_frame`).
+    With `--antialias` (`add_antialias_arg`).
     """
     parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
                         help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "
                              f"original, at least {MIN_SHORT_SIDE}; {NATIVE_SIZE}: native size); masks are written "
                              "at the original size")
+    add_antialias_arg(parser)
+
+
+def add_antialias_arg(parser: argparse.ArgumentParser, native: bool = False) -> None:
+    """`--antialias`: resize frames with antialiasing, as the original code does under torchvision >= 0.17
+    (the default is the paper's plain bicubic; see `util.frames.resize_frame`). native: the dataset is
+    evaluated at its own size (DAVIS), so the flag reaches only the frames `--scales` resizes."""
     parser.add_argument("--antialias", action="store_true",
                         help="antialiased bicubic resize, as the original code gives under torchvision >= 0.17 "
-                             "(default: plain bicubic on the normalised frame, as for the paper's numbers)")
+                             "(default: plain bicubic on the normalised frame, as for the paper's numbers)"
+                             + ("; DAVIS frames are resized only for --scales" if native else ""))
 
 
 def add_bidirectional_arg(parser: argparse.ArgumentParser) -> None:

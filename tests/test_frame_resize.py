@@ -23,6 +23,7 @@ import segment_video
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
 from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSEvalDataset, normalise, resize_frame, resized_shape
 from evaluation.video_file import VideoFileVideo
+from inference_core import Predictor
 from model.network import STCN
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     DAVIS_VIDEOS,
@@ -33,6 +34,7 @@ from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     save_indexed,
     save_jpg,
 )
+from util.frames import resize_labels
 from util.tensor_util import pad_divide_by, unpad
 from util.video import VideoReader, VideoWriter
 
@@ -108,6 +110,29 @@ def test_resize_does_not_clamp_and_keeps_a_native_frame():
     batch = torch.stack([x, x.flip(-1)])  # T, 3, H, W works frame by frame
     torch.testing.assert_close(resize_frame(batch, (48, 72))[1], resize_frame(x.flip(-1), (48, 72)))
     assert resize_frame(x, (48, 72)).min() < black.min()  # shrinking overshoots too
+
+
+def originals_mask_resize(labels: np.ndarray, short_side: int) -> torch.Tensor:
+    """The original's annotation resize: one channel per label, `transforms.Resize(480, NEAREST)` on
+    that float tensor, back to a label map."""
+    ids = [int(v) for v in np.unique(labels) if v != 0]
+    onehot = torch.from_numpy(np.stack([labels == v for v in ids])).float()
+    resized = TF.resize(onehot, short_side, interpolation=InterpolationMode.NEAREST)
+    return (resized * torch.tensor(ids, dtype=torch.float32).view(-1, 1, 1)).sum(0).long()
+
+
+@pytest.mark.parametrize("hw", [(720, 1280), (1280, 720)])
+def test_masks_are_resized_nearest_as_the_original(hw):
+    _, labels = render(VideoSpec("m", *hw, 1, {1: 0, 3: 0, 7: 0}), seed=2)
+    lab = np.kron(labels[0][::8, ::8], np.ones((8, 8), np.uint8))[: hw[0], : hw[1]]  # blocks: edges everywhere
+    lab[::3, ::5] = 7  # a fine grid, so that where the nearest sample falls shows
+    size = resized_shape(*hw, EVAL_SHORT_SIDE)
+    out = resize_labels(torch.from_numpy(lab.astype(np.int64)), size)
+    assert out.dtype == torch.long and tuple(out.shape) == size
+    torch.testing.assert_close(out, originals_mask_resize(lab, EVAL_SHORT_SIDE), rtol=0, atol=0)
+    # PIL's NEAREST samples the pixel centres ((i + 0.5) * scale), torch's the corners (i * scale): not the same
+    pil = np.asarray(Image.fromarray(lab).resize(size[::-1], Image.NEAREST))
+    assert (out.numpy() != pil).mean() > 0.05
 
 
 # --------------------------------------------------------------------------- end to end
@@ -239,3 +264,71 @@ def test_dataset_api_resizes_like_the_scripts(hd_youtube):
     torch.testing.assert_close(video.load_image(3), paper_resize(rgb, (480, 853)), rtol=0, atol=0)
     mask = video.load_mask(0)
     assert mask.shape == (480, 853) and set(mask.unique().tolist()) == {0, 1}  # nearest: no new labels
+    with Image.open(video.frames[0].mask_path) as png:
+        torch.testing.assert_close(mask, originals_mask_resize(np.asarray(png), EVAL_SHORT_SIDE), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------- the Python API
+class Seen(Exception):
+    """Raised by `first_network_input` once the key encoder has been given its frame."""
+
+
+@pytest.fixture()
+def first_network_input(monkeypatch):
+    """The frame the next `encode_key` call is given; the call then stops (no network work at 720p)."""
+    seen: list[torch.Tensor] = []
+
+    def recording(self, frame):
+        seen.append(frame.detach().clone())
+        raise Seen
+
+    monkeypatch.setattr(STCN, "encode_key", recording)
+    return seen
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("hw", [(720, 1280), (1280, 720)])
+def test_predictor_resizes_numpy_pil_and_tensor_frames_as_the_paper(stcn_net, first_network_input, hw, antialias):
+    images, labels = render(VideoSpec("p", *hw, 1, {1: 0, 4: 0}), seed=3)
+    rgb, lab = images[0], labels[0]
+    size = resized_shape(*hw, EVAL_SHORT_SIDE)
+    want = paper_resize(rgb, size, antialias=antialias)
+    for given in (rgb, Image.fromarray(rgb), torch.from_numpy(rgb.copy())):
+        first_network_input.clear()
+        stream = Predictor(stcn_net, size=480, antialias=antialias).new_stream()
+        with pytest.raises(Seen):
+            stream.step(given, lab)
+        (seen,) = first_network_input
+        assert_network_saw(seen, want)
+        prepared = stream.prepare(given, lab)  # the start mask: nearest, as the original's
+        torch.testing.assert_close(prepared.mask, originals_mask_resize(lab, EVAL_SHORT_SIDE), rtol=0, atol=0)
+    assert (want - paper_resize(rgb, size, antialias=not antialias)).abs().max() > 0.1
+
+
+# ------------------------------------------------------------------ multi-scale ensembles
+def test_ensemble_scales_resize_the_original_frame_as_the_paper(generic_template, released_checkpoint, tmp_path,
+                                                                capsys, network_inputs):
+    """--scales/--flip: each variant sees the original frame resized to its side by the same function (and
+    mirrored after the resize, as the original's multi-scale ms/eval_youtube.py); --antialias reaches them."""
+    first = decoded(generic_template / "JPEGImages" / "clip" / "00000.jpg")  # 48 x 64
+    for flags, antialias in (([], False), (["--antialias"], True)):
+        network_inputs.clear()
+        rc = eval_generic.main(["--model", str(released_checkpoint), "--data_path", str(generic_template),
+                                "--scales", "32", "40", "--flip", "--output", str(tmp_path / f"o{antialias}"),
+                                "--device", "cpu", *flags])
+        assert rc == 0, capsys.readouterr().err
+        variants = [(side, flip) for side in (32, 40) for flip in (False, True)]  # the ensemble's order
+        for seen, (side, flip) in zip(network_inputs[: len(variants)], variants, strict=True):  # frame 0 of each
+            want = paper_resize(first, resized_shape(48, 64, side), antialias=antialias)
+            assert_network_saw(seen, want.flip(-1) if flip else want)
+
+
+def test_davis_is_resized_only_for_other_scales(davis_template, released_checkpoint, tmp_path, capsys,
+                                                network_inputs):
+    rc = eval_davis.main(["--model", str(released_checkpoint), "--davis_path", str(davis_template / "2017"),
+                          "--output", str(tmp_path / "d17"), "--no_score", "--device", "cpu",
+                          "--scales", "48", "40", "--antialias"])
+    assert rc == 0, capsys.readouterr().err
+    first = decoded(davis_template / "2017" / "trainval" / "JPEGImages" / "480p" / "cat" / "00000.jpg")  # 48 x 64
+    assert_network_saw(network_inputs[0], normalised(first))  # its own size: not resized
+    assert_network_saw(network_inputs[1], paper_resize(first, (40, 53), antialias=True))
