@@ -1,5 +1,7 @@
-"""The frame resize of the evaluation paths: the paper's (normalise, then plain bicubic F.interpolate)
-as the default, torchvision >= 0.17's antialiased variant behind --antialias, DAVIS never resized.
+"""The frame resize of every path to the network (YouTube-VOS, generic folders, video files, the Python
+Predictor, multi-scale/flip ensembles): the paper's (normalise, then plain bicubic F.interpolate) as the
+default, torchvision >= 0.17's antialiased variant behind --antialias, masks nearest as the original's,
+DAVIS never resized (but for the other sides of --scales).
 
 The expected tensors are computed here from the decoded pixels, independently of the code under test.
 """
