@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 import eval_generic
+import segment_video
 import train
 import util.device as device_util
 from inference_core import Predictor
 from scripts import benchmark_inference
-from tests.eval_fixtures import generic_template  # noqa: F401  (fixture)
+from tests.eval_fixtures import VideoSpec, generic_template, render, save_indexed  # noqa: F401  (fixture)
 from training.distributed import DistContext
 from util.device import (
     CPU_FLOAT16_NOTE,
@@ -29,6 +30,7 @@ from util.device import (
     resolve_amp_dtype,
     torch_cpu_flags,
 )
+from util.video import VideoWriter
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
@@ -332,3 +334,24 @@ def test_training_autocasts_on_cuda_only():
                                      DistContext(0, 1, 0, device, False))
             assert cfg.amp is expected
     assert train.amp_dtype(CUDA) == torch.float16
+
+
+def test_segment_video_amp_without_native_bf16_is_the_fp32_run(tmp_path, released_checkpoint, capsys, fake_cpu):
+    fake_cpu(ZEN2)
+    images, labels = render(VideoSpec("clip", height=48, width=64, frames=4, starts={1: 0}))
+    with VideoWriter(tmp_path / "clip.mp4", fps=10) as writer:
+        for img in images:
+            writer.write(img)
+    save_indexed(tmp_path / "first.png", labels[0].astype(np.uint8))
+    base = ["--video", tmp_path / "clip.mp4", "--mask", tmp_path / "first.png", "--model", released_checkpoint,
+            "--size", "32", "--device", "cpu"]
+    errors = {}
+    for name, extra in {"fp32": [], "amp": ["--amp"]}.items():
+        assert segment_video.main(list(map(str, [*base, "--output", tmp_path / name, *extra]))) == 0
+        errors[name] = capsys.readouterr().err
+    assert [line for line in errors["amp"].splitlines() if line.startswith("note:")] == [NO_NATIVE_BF16_NOTE]
+    assert NO_NATIVE_BF16_NOTE not in errors["fp32"]
+    written = sorted((tmp_path / "fp32").glob("*.png"))
+    assert len(written) == 4
+    for a in written:
+        assert np.array_equal(np.array(Image.open(a)), np.array(Image.open(tmp_path / "amp" / a.name)))
