@@ -571,9 +571,14 @@ def _chunk_size(text: str) -> int | str | None:
         raise argparse.ArgumentTypeError(f"expected a number of query positions, auto or none, got {text!r}") from None
 
 
-def build_core(args: argparse.Namespace) -> InferenceCore:
-    """Device, network and core from the common flags; user mistakes raise UserError (util/errors.py)."""
-    ensemble = ensemble_from_args(args, build_core)  # --scales/--flip/several --model; None: one core
+def build_core(args: argparse.Namespace, notes: set[str] | None = None) -> InferenceCore:
+    """Device, network and core from the common flags; user mistakes raise UserError (util/errors.py).
+
+    notes: the precision notes already printed, shared by the networks of one command so that an
+    ensemble (or any caller building several cores) prints each note once."""
+    notes = set() if notes is None else notes
+    # --scales/--flip/several --model; None: one core
+    ensemble = ensemble_from_args(args, lambda one: build_core(one, notes))
     if ensemble is not None:
         return ensemble
     try:
@@ -592,7 +597,7 @@ def build_core(args: argparse.Namespace) -> InferenceCore:
         raise DataError("--max_mem_mb", "must be positive", "pass a positive budget in MiB or leave it out")
     device = check_backend_args(args, device)
     video_batch_option(args)
-    predictor = predictor_from_args(args, device)
+    predictor = predictor_from_args(args, device, notes)
     check_similarity_flag(args, predictor.similarity)
     return predictor.new_core()
 
@@ -610,9 +615,10 @@ def core_options(args: argparse.Namespace) -> dict:
                 kernel_sigma=getattr(args, "kernel_sigma", None))
 
 
-def predictor_from_args(args: argparse.Namespace, device: torch.device) -> Predictor:
+def predictor_from_args(args: argparse.Namespace, device: torch.device, notes: set[str] | None = None) -> Predictor:
     """`Predictor.from_checkpoint` with the common flags (the datasets resize the frames themselves);
-    its argument errors become DataErrors naming the flag; the precision note goes to stderr."""
+    its argument errors become DataErrors naming the flag; the precision note goes to stderr unless
+    it is in `notes` (those already printed; it is added)."""
     try:
         predictor = Predictor.from_checkpoint(
             args.model, device=device, amp=args.amp, size=None, amp_dtype=args.amp_dtype,
@@ -620,8 +626,10 @@ def predictor_from_args(args: argparse.Namespace, device: torch.device) -> Predi
         )
     except PredictorError as exc:
         raise DataError(FLAG_OF_ARGUMENT.get(exc.where, f"--{exc.where}"), exc.problem, exc.fix) from None
-    if predictor.note:
+    notes = set() if notes is None else notes
+    if predictor.note and predictor.note not in notes:
         print(predictor.note, file=sys.stderr)
+        notes.add(predictor.note)
     return predictor
 
 

@@ -70,7 +70,9 @@ class InferenceCore:
     top_k: memory entries read per query position (20 in the paper).
     mem_every: a frame becomes memory this many frames after the previous memory frame.
     include_last: also keep the previous frame as a temporary memory frame (off in the paper).
-    amp: run the network under torch.autocast with `amp_dtype`.
+    amp: run the network under torch.autocast with `amp_dtype` (taken as given: the `--amp` rule,
+        fp32 on a CPU without native bf16, is util/device.py resolve_amp_dtype, which
+        Predictor.from_checkpoint and the scripts apply).
     max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
     max_mem_mb: bound on the memory's keys and values in MiB (None = unbounded); see MemoryBank.
     chunk_size: query positions per memory-read chunk: "auto" (default) reads the whole query at

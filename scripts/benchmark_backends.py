@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -28,9 +27,8 @@ from inference_core.backends import ExportedNetwork, cached_export, onnxruntime_
 from model import STCN  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
 from model.export import PART_FILES  # noqa: E402
+from util.device import cpu_features  # noqa: E402
 from util.tensor_util import STRIDE  # noqa: E402
-
-CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # the ones the kernels pick from
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -83,20 +81,11 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def machine() -> str:
+    """The CPU model and features (util/device.py cpu_features, as benchmark_inference.py), threads, versions."""
     import onnxruntime
     import openvino
 
-    name, flags = platform.processor() or "CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    features = ", ".join(f for f in CPU_FEATURES if f in flags) or "unknown"
-    return (f"{name} ({features}), {torch.get_num_threads()} threads; torch {torch.__version__}, "
+    return (f"{cpu_features().describe()}; {torch.get_num_threads()} threads; torch {torch.__version__}, "
             f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}")
 
 

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         out = prepare_output_dir(args.output, "--output", [args.davis_path, *models], args.overwrite)
         videos = DAVISEvalDataset(davis_root, imset=args.imset).videos
         check_videos(videos)  # every first-frame annotation, before any network is loaded
-        cores = {label: build_core(_with_model(args, path)) for label, path in zip(labels, models)}
+        notes: set[str] = set()  # the --amp note once, not once per model
+        cores = {label: build_core(_with_model(args, path), notes) for label, path in zip(labels, models)}
 
         levels = thresholds()
         curves, rows = {}, {}

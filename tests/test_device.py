@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import platform
+import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +12,15 @@ import torch
 from PIL import Image
 
 import eval_generic
+import segment_video
+import train
 import util.device as device_util
+from inference_core import Predictor
 from scripts import benchmark_inference
-from tests.eval_fixtures import generic_template  # noqa: F401  (fixture)
+from tests.eval_fixtures import VideoSpec, generic_template, render, save_indexed  # noqa: F401  (fixture)
+from training.distributed import DistContext
 from util.device import (
+    CPU_FLOAT16_NOTE,
     NO_NATIVE_BF16_NOTE,
     choose_amp_dtype,
     cpu_features,
@@ -21,7 +28,9 @@ from util.device import (
     parse_cpuinfo,
     precision_label,
     resolve_amp_dtype,
+    torch_cpu_flags,
 )
+from util.video import VideoWriter
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
@@ -93,7 +102,16 @@ def test_cpu_without_native_bf16_runs_fp32_with_one_note():
 @pytest.mark.parametrize("device", [CPU, CUDA])
 def test_requested_dtype_is_obeyed_everywhere(device, requested, dtype):
     for native in (True, False):
-        assert choose_amp_dtype(device, True, requested, native) == (dtype, None)
+        assert choose_amp_dtype(device, True, requested, native)[0] == dtype
+
+
+def test_requested_float16_on_cpu_runs_with_a_note():
+    """float16 autocast on a CPU was slower than fp32 wherever measured: obeyed, with one line saying so."""
+    for native in (True, False):
+        assert choose_amp_dtype(CPU, True, "float16", native) == (torch.float16, CPU_FLOAT16_NOTE)
+        assert choose_amp_dtype(CPU, True, "bfloat16", native) == (torch.bfloat16, None)  # the user's call, silent
+    assert choose_amp_dtype(CUDA, True, "float16", False) == (torch.float16, None)
+    assert CPU_FLOAT16_NOTE.startswith("note: --amp_dtype float16") and "\n" not in CPU_FLOAT16_NOTE
 
 
 def test_cuda_default_is_float16_whatever_the_cpu():
@@ -169,6 +187,69 @@ def test_probe_without_cpuinfo_falls_back_to_torch(fake_cpu):
     assert isinstance(features.native_bf16, bool) and features.describe()
 
 
+def yes():
+    return True
+
+
+def no():
+    return False
+
+
+# what torch.cpu / torch._C._cpu hold in each generation of torch's probes (ZEN4-like CPU: AVX-512 BF16, no AMX)
+TORCH_GENERATIONS = {
+    "get_capabilities": (types.SimpleNamespace(get_capabilities=lambda: {
+        "avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_bf16": False, "amx_tile": False}),
+        types.SimpleNamespace()),
+    "_is_*_supported": (types.SimpleNamespace(_is_avx2_supported=yes, _is_avx512_supported=yes,
+                                              _is_avx512_bf16_supported=yes, _is_amx_tile_supported=no),
+                        types.SimpleNamespace()),
+    "_C._cpu._is_cpu_support_*": (types.SimpleNamespace(),
+                                  types.SimpleNamespace(_is_cpu_support_avx2=yes, _is_cpu_support_avx512=yes,
+                                                        _is_cpu_support_amx_tile=no)),
+    "none": (types.SimpleNamespace(), types.SimpleNamespace()),
+}
+
+
+@pytest.mark.parametrize("generation,expected", [
+    ("get_capabilities", {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": False, "native_bf16": True}),
+    ("_is_*_supported", {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": False, "native_bf16": True}),
+    # no AVX-512 BF16 probe in that generation: unknown, so not native (fp32: never the emulated case)
+    ("_C._cpu._is_cpu_support_*", {"avx2": True, "avx512": True, "avx512_bf16": None, "amx": False,
+                                   "native_bf16": False}),
+    ("none", {"avx2": None, "avx512": None, "avx512_bf16": None, "amx": None, "native_bf16": False}),
+])
+def test_torch_probes_of_every_generation(fake_cpu, monkeypatch, generation, expected):
+    """Without /proc/cpuinfo the probe asks whichever of torch's (renamed) CPU probes exist."""
+    cpu, c_cpu = TORCH_GENERATIONS[generation]
+    monkeypatch.setattr(torch, "cpu", cpu)
+    monkeypatch.setattr(torch._C, "_cpu", c_cpu)
+    monkeypatch.setattr(device_util, "onednn_bf16_support", lambda: True)
+    fake_cpu(None)
+    features = cpu_features()
+    assert features.source == "torch.cpu" and features.arm_bf16 is None
+    assert {k: getattr(features, k) for k in expected} == expected
+
+
+def test_torch_capabilities_on_arm(monkeypatch):
+    caps = {"neon": True, "bf16": True, "architecture": "arm64"}
+    monkeypatch.setattr(torch, "cpu", types.SimpleNamespace(get_capabilities=lambda: caps))
+    flags = torch_cpu_flags("aarch64", onednn_bf16=None)
+    assert flags == {"avx2": False, "avx512": False, "avx512_bf16": False, "amx": False, "arm_bf16": True}
+    assert torch_cpu_flags("x86_64", onednn_bf16=True)["arm_bf16"] is None
+    monkeypatch.setattr(torch, "cpu", types.SimpleNamespace())  # no probe at all: oneDNN's Arm check decides
+    assert torch_cpu_flags("aarch64", onednn_bf16=True)["arm_bf16"] is True
+
+
+def test_this_machines_probe_agrees_with_torch():
+    """Whatever this CPU is, /proc/cpuinfo (where present) and torch's own probes tell the same features
+    (AMX left out: the kernel lists it only where it enables AMX state, torch's cpuinfo reads CPUID)."""
+    ours = cpu_features()
+    theirs = torch_cpu_flags(platform.machine(), device_util.onednn_bf16_support())
+    for name in ("avx2", "avx512", "avx512_bf16"):
+        if getattr(ours, name) is not None and theirs[name] is not None:
+            assert getattr(ours, name) == theirs[name], name
+
+
 # ------------------------------------------------------------------------ through the CLIs
 def test_eval_amp_on_cpu_without_native_bf16_runs_fp32(tmp_path, generic_template, released_checkpoint,  # noqa: F811
                                                         monkeypatch, capsys, fake_cpu):
@@ -212,3 +293,65 @@ def test_benchmark_names_cpu_features_and_the_dtype_each_row_ran(fake_cpu, capsy
     assert benchmark_inference.main([*argv, "--precision", "amp", "--amp_dtype", "bfloat16"]) == 0
     rows = [line.split(" | ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("| core |")]
     assert rows == ["amp (bf16)"]
+
+
+def test_ensemble_prints_the_note_once(tmp_path, generic_template, released_checkpoint, capsys,  # noqa: F811
+                                       fake_cpu):
+    """Two networks (an ensemble), each loaded by the one rule: one note, not one per network."""
+    fake_cpu(ZEN2)
+    second = tmp_path / "second.pth"
+    shutil.copy(released_checkpoint, second)
+    argv = ["--model", released_checkpoint, second, "--data_path", generic_template, "--size", "32", "--device",
+            "cpu", "--output", tmp_path / "o", "--amp"]
+    assert eval_generic.main(list(map(str, argv))) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("note:")] == [NO_NATIVE_BF16_NOTE]
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_predictor_amp_on_cpu_follows_the_rule(released_checkpoint, fake_cpu, monkeypatch, native):
+    """Predictor.from_checkpoint(amp=True) decides as the scripts' --amp: fp32 with `.note` without native bf16."""
+    monkeypatch.setattr(device_util, "onednn_bf16_support", lambda: native)  # what this machine's torch says aside
+    fake_cpu(SAPPHIRE_RAPIDS if native else ZEN2)
+    predictor = Predictor.from_checkpoint(released_checkpoint, device="cpu", amp=True, size=32)
+    core = predictor.new_core()
+    if native:
+        assert predictor.amp_dtype == torch.bfloat16 and predictor.note is None and core.amp
+    else:
+        assert predictor.amp_dtype is None and predictor.note == NO_NATIVE_BF16_NOTE and not core.amp
+    forced = Predictor.from_checkpoint(released_checkpoint, device="cpu", amp=True, size=32, amp_dtype="bfloat16")
+    assert forced.amp_dtype == torch.bfloat16 and forced.note is None and forced.new_core().amp
+    plain = Predictor.from_checkpoint(released_checkpoint, device="cpu", size=32)
+    assert plain.amp_dtype is None and plain.note is None
+
+
+def test_training_autocasts_on_cuda_only():
+    """train.py: AMP on CUDA (float16, the rule's CUDA default), never on a CPU, whatever its bf16."""
+    parser = train.get_args_parser()
+    for device, amp in ((CPU, False), (CUDA, True)):
+        for extra, expected in (([], amp), (["--no_amp"], False)):
+            cfg = train.build_config(parser.parse_args(["--id", "x", "--stage", "0", *extra]),
+                                     DistContext(0, 1, 0, device, False))
+            assert cfg.amp is expected
+    assert train.amp_dtype(CUDA) == torch.float16
+
+
+def test_segment_video_amp_without_native_bf16_is_the_fp32_run(tmp_path, released_checkpoint, capsys, fake_cpu):
+    fake_cpu(ZEN2)
+    images, labels = render(VideoSpec("clip", height=48, width=64, frames=4, starts={1: 0}))
+    with VideoWriter(tmp_path / "clip.mp4", fps=10) as writer:
+        for img in images:
+            writer.write(img)
+    save_indexed(tmp_path / "first.png", labels[0].astype(np.uint8))
+    base = ["--video", tmp_path / "clip.mp4", "--mask", tmp_path / "first.png", "--model", released_checkpoint,
+            "--size", "32", "--device", "cpu"]
+    errors = {}
+    for name, extra in {"fp32": [], "amp": ["--amp"]}.items():
+        assert segment_video.main(list(map(str, [*base, "--output", tmp_path / name, *extra]))) == 0
+        errors[name] = capsys.readouterr().err
+    assert [line for line in errors["amp"].splitlines() if line.startswith("note:")] == [NO_NATIVE_BF16_NOTE]
+    assert NO_NATIVE_BF16_NOTE not in errors["fp32"]
+    written = sorted((tmp_path / "fp32").glob("*.png"))
+    assert len(written) == 4
+    for a in written:
+        assert np.array_equal(np.array(Image.open(a)), np.array(Image.open(tmp_path / "amp" / a.name)))

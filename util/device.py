@@ -79,7 +79,13 @@ CPUINFO = Path("/proc/cpuinfo")
 # x86 flag names as the Linux kernel spells them in /proc/cpuinfo ("flags" line)
 X86_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx": "amx_bf16"}
 ARM_BF16_FLAG = "bf16"  # aarch64 BF16 instructions (FEAT_BF16), "Features" line
-# torch's own CPU probes (cpuinfo library), private and renamed across versions: looked up, never assumed
+# torch's own CPU probes (the cpuinfo library), where /proc/cpuinfo is missing (macOS, Windows). Their
+# names changed between releases, so each is looked up, never assumed:
+# - torch.cpu.get_capabilities() (public, recent torch; 2.14 here): a mapping of these keys (Arm: "bf16")
+TORCH_CAPABILITIES = {"avx2": "avx2", "avx512": "avx512_f", "avx512_bf16": "avx512_bf16", "amx": "amx_bf16"}
+TORCH_ARM_BF16 = "bf16"
+# - else private functions in torch.cpu or torch._C._cpu: _is_cpu_support_* in older releases (no AVX-512
+#   BF16 probe; the oldest supported torch has few of them), _is_*_supported in newer; absent: unknown (None)
 TORCH_CPU_PROBES = {
     "avx2": ("_is_avx2_supported", "_is_cpu_support_avx2"),
     "avx512": ("_is_avx512_supported", "_is_cpu_support_avx512"),
@@ -183,14 +189,34 @@ def _torch_cpu_probe(names: tuple[str, ...]) -> bool | None:
     return None
 
 
+def torch_cpu_flags(arch: str, onednn_bf16: bool | None) -> dict[str, bool | None]:
+    """The CpuFeatures instruction-set fields as torch reports them (None: torch cannot say).
+
+    torch.cpu.get_capabilities() where it exists, else the private probes of TORCH_CPU_PROBES. Arm
+    BF16 without get_capabilities: oneDNN's bf16 check, which on Arm is the BF16 extension itself.
+    """
+    arm = arch.lower() in ("aarch64", "arm64")
+    get_capabilities = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
+    try:
+        caps = get_capabilities() if get_capabilities is not None else None
+    except RuntimeError:
+        caps = None
+    if caps is not None:
+        flags = {name: bool(caps.get(key, False)) for name, key in TORCH_CAPABILITIES.items()}
+        return {**flags, "arm_bf16": bool(caps.get(TORCH_ARM_BF16, False)) if arm else None}
+    probed = {name: _torch_cpu_probe(names) for name, names in TORCH_CPU_PROBES.items()}
+    return {**probed, "arm_bf16": onednn_bf16 if arm else None}
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> CpuFeatures:
-    """Probe this machine once: /proc/cpuinfo on Linux, else torch's private torch.cpu probes.
+    """Probe this machine once: /proc/cpuinfo on Linux, else what torch reports (torch_cpu_flags).
 
     The kernel's flags are the first source because their names are stable; torch's probes
-    (torch.cpu._is_avx512_bf16_supported, _is_amx_tile_supported, ...) changed names between
-    releases and do not exist in every supported torch, so each is looked up and counts as
-    unknown (None) when absent.
+    (torch.cpu.get_capabilities, the private torch.cpu._is_avx512_bf16_supported,
+    _is_amx_tile_supported, ...) changed names between releases and do not exist in every
+    supported torch, so each is looked up and counts as unknown (None) when absent. Unknown
+    features are not native bf16, so `--amp` then runs fp32: never the emulated, slow case.
     """
     arch = platform.machine()
     onednn = onednn_bf16_support()
@@ -200,9 +226,7 @@ def cpu_features() -> CpuFeatures:
         flags = set()
     if flags:
         return features_from_flags(model, flags, arch, onednn)
-    probed = {name: _torch_cpu_probe(names) for name, names in TORCH_CPU_PROBES.items()}
-    arm_bf16 = onednn if arch.lower() in ("aarch64", "arm64") else None  # oneDNN's Arm check is the BF16 flag
-    return CpuFeatures(model=platform.processor() or arch or "unknown CPU", **probed, arm_bf16=arm_bf16,
+    return CpuFeatures(model=platform.processor() or arch or "unknown CPU", **torch_cpu_flags(arch, onednn),
                        onednn_bf16=onednn, source="torch.cpu")
 
 
@@ -215,6 +239,10 @@ NO_NATIVE_BF16_NOTE = (
     "note: --amp: this CPU has no native bfloat16 (AVX-512 BF16, AMX or Arm BF16), where bfloat16 autocast "
     "is several times slower than fp32; running in fp32 (--amp_dtype bfloat16 forces autocast)"
 )
+CPU_FLOAT16_NOTE = (
+    "note: --amp_dtype float16 on a CPU: float16 autocast ran slower than fp32 (and than bfloat16) on every CPU "
+    "measured (README, Speed); running it as asked (--amp alone picks bfloat16 or fp32)"
+)
 
 
 def choose_amp_dtype(
@@ -222,15 +250,15 @@ def choose_amp_dtype(
 ) -> tuple[torch.dtype | None, str | None]:
     """The autocast dtype of `--amp` (None: run in fp32) and a one-line note for the user, or None.
 
-    requested: `--amp_dtype` (float16/bfloat16), always obeyed. Otherwise: float16 on CUDA (the
-    original's AMP), bfloat16 on a CPU with native bf16 support, fp32 with a note on a CPU without
-    it (bf16 emulation is slower than fp32; float16 autocast on CPU is slower still, so it is used
-    only when asked for), bfloat16 on other devices (MPS).
+    requested: `--amp_dtype` (float16/bfloat16), always obeyed; float16 on a CPU with a note (it
+    was slower than fp32 on every CPU measured, even with AVX-512 FP16). Otherwise: float16 on CUDA
+    (the original's AMP), bfloat16 on a CPU with native bf16 support, fp32 with a note on a CPU
+    without it (bf16 emulation is slower than fp32), bfloat16 on other devices (MPS).
     """
     if not amp:
         return None, None
     if requested is not None:
-        return getattr(torch, requested), None
+        return getattr(torch, requested), CPU_FLOAT16_NOTE if device.type == "cpu" and requested == "float16" else None
     if device.type == "cuda":
         return torch.float16, None
     if device.type == "cpu" and not native_bf16:
