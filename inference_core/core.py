@@ -16,6 +16,7 @@ YouTube-VOS, which need not be contiguous); internally they are numbered in orde
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from inference_core.objects import ObjectRegistry, present_ids
 from model.aggregate import soft_aggregate
 from model.memory_util import TOP_K, check_similarity
 from model.network import STCN
+from util.device import resolve_amp_dtype
 from util.tensor_util import pad_divide_by, unpad
 
 MEM_EVERY = 5  # section 3.3 / 4: every 5th frame is memory
@@ -70,9 +72,10 @@ class InferenceCore:
     top_k: memory entries read per query position (20 in the paper).
     mem_every: a frame becomes memory this many frames after the previous memory frame.
     include_last: also keep the previous frame as a temporary memory frame (off in the paper).
-    amp: run the network under torch.autocast with `amp_dtype` (taken as given: the `--amp` rule,
-        fp32 on a CPU without native bf16, is util/device.py resolve_amp_dtype, which
-        Predictor.from_checkpoint and the scripts apply).
+    amp: run the network under torch.autocast with `amp_dtype`. amp_dtype None (default): the `--amp`
+        rule of util/device.py resolve_amp_dtype for the network's device (float16 on CUDA; bfloat16 on a
+        CPU with native bf16, else fp32 with a warning); a dtype given is taken as given (as
+        Predictor.from_checkpoint and the scripts pass it).
     max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
     max_mem_mb: bound on the memory's keys and values in MiB (None = unbounded); see MemoryBank.
     chunk_size: query positions per memory-read chunk: "auto" (default) reads the whole query at
@@ -94,7 +97,7 @@ class InferenceCore:
         mem_every: int = MEM_EVERY,
         include_last: bool = False,
         amp: bool = False,
-        amp_dtype: torch.dtype = torch.float16,
+        amp_dtype: torch.dtype | None = None,
         max_mem_frames: int | None = None,
         max_mem_mb: float | None = None,
         chunk_size: int | str | None = "auto",
@@ -112,7 +115,11 @@ class InferenceCore:
         self.top_k = top_k
         self.mem_every = mem_every
         self.include_last = include_last
-        self.amp = amp
+        if amp and amp_dtype is None:
+            amp_dtype, note = resolve_amp_dtype(self.device, amp=True)
+            if note is not None:
+                warnings.warn(note, stacklevel=2)
+        self.amp = amp and amp_dtype is not None
         self.amp_dtype = amp_dtype
         if isinstance(chunk_size, str) and chunk_size != "auto":
             raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")

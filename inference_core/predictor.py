@@ -246,7 +246,7 @@ class Predictor:
     def new_core(self) -> InferenceCore:
         """A fresh InferenceCore with this predictor's network and options."""
         return InferenceCore(self.network, amp=self.amp_dtype is not None,
-                             amp_dtype=torch.float16 if self.amp_dtype is None else self.amp_dtype, **self.options)
+                             amp_dtype=self.amp_dtype, **self.options)
 
     def new_stream(self) -> Stream:
         """One video, streamed: `step` every frame in order."""

@@ -188,7 +188,7 @@ def run_once(
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
         return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
                              amp=amp_dtype is not None and args.backend == "pytorch",
-                             amp_dtype=torch.float16 if amp_dtype is None else amp_dtype, max_mem_frames=budget)
+                             amp_dtype=amp_dtype, max_mem_frames=budget)
 
     warm = make()  # warm-up: allocator, kernels, autotuning
     for t in range(min(args.warmup, length)):
@@ -233,7 +233,7 @@ def run_batch(
 
     def make() -> list[InferenceCore]:
         first = InferenceCore(net, top_k=args.top, mem_every=args.mem_every, amp=amp_dtype is not None,
-                              amp_dtype=torch.float16 if amp_dtype is None else amp_dtype, max_mem_frames=budget)
+                              amp_dtype=amp_dtype, max_mem_frames=budget)
         return [first] + [fresh_core(first) for _ in range(videos - 1)]
 
     def step_all(cores: list[InferenceCore], t: int, last: int) -> float:

@@ -15,7 +15,8 @@ import eval_generic
 import segment_video
 import train
 import util.device as device_util
-from inference_core import Predictor
+from inference_core import InferenceCore, Predictor
+from model.network import STCN
 from scripts import benchmark_inference
 from tests.eval_fixtures import VideoSpec, generic_template, render, save_indexed  # noqa: F401  (fixture)
 from training.distributed import DistContext
@@ -323,6 +324,23 @@ def test_predictor_amp_on_cpu_follows_the_rule(released_checkpoint, fake_cpu, mo
     assert forced.amp_dtype == torch.bfloat16 and forced.note is None and forced.new_core().amp
     plain = Predictor.from_checkpoint(released_checkpoint, device="cpu", size=32)
     assert plain.amp_dtype is None and plain.note is None
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_inference_core_amp_without_dtype_follows_the_rule(monkeypatch, native):
+    """InferenceCore(amp=True) built by hand applies the same rule; a dtype given is taken as given."""
+    monkeypatch.setattr(device_util, "cpu_has_native_bf16", lambda: native)
+    net = STCN().eval()
+    if native:
+        core = InferenceCore(net, amp=True)
+        assert core.amp and core.amp_dtype == torch.bfloat16
+    else:
+        with pytest.warns(UserWarning, match="native bfloat16"):
+            core = InferenceCore(net, amp=True)
+        assert not core.amp and core.amp_dtype is None
+    forced = InferenceCore(net, amp=True, amp_dtype=torch.bfloat16)
+    assert forced.amp and forced.amp_dtype == torch.bfloat16
+    assert not InferenceCore(net).amp
 
 
 def test_training_autocasts_on_cuda_only():
