@@ -212,9 +212,9 @@ def run_video(
     also propagated from m back to frame 0 (`backward_pass`; merged by `merge_directions`).
     """
     run = VideoRun(core, video, out_dir, sinks, on_frame, output)
-    if bidirectional:  # before anything is written: the backward pass keeps its results in memory
-        run.backward, run.starts = backward_pass(core, video, stats)
     try:
+        if bidirectional:  # before anything is written: the backward pass keeps its results in memory
+            run.backward, run.starts = backward_pass(core, video, stats)
         run.start()
         while (frame := run.next_frame()) is not None:
             synchronize(core.device)

@@ -17,7 +17,10 @@ are printed once, per rank and in total.
 The ranks meet only at three points (after rank 0 prepared the output, after the videos, at the end),
 each an `all_gather_object` of a small tagged message over Gloo (CPU), whatever the device: a rank that
 left early (an error before the videos) is recognised by its tag instead of being waited for, and
-a rank that died ends the wait with the group's timeout (or torchrun stops the others).
+a rank that died ends the wait with the group's timeout (or torchrun stops the others). A rank whose
+video fails also raises a flag in the group's store (`FAILED_KEY`), and every other rank stops at the
+start of its next video (`PeerWatch`), so the run ends about one video after the failure, not after
+the other ranks' whole shares (which may take longer than the group's timeout).
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ T = TypeVar("T")
 GROUP_TIMEOUT = timedelta(hours=1)
 # The tags of the meeting points, in the order every rank reaches them; EXIT also after an error.
 PREPARED, VIDEOS_DONE, EXIT = "prepared", "videos done", "exit"
+# Set in the process group's store by a rank whose videos failed (cleared by rank 0 before the videos).
+FAILED_KEY = "stcn/eval/a rank failed"
 
 
 # ------------------------------------------------------------------------------- the split
@@ -110,12 +115,43 @@ class PeerFailed(Exception):
     """Another rank failed; rank 0 says why (this rank stays silent)."""
 
 
+class PeerStopped(Exception):
+    """This rank stopped before its next video because another rank's video failed (`PeerWatch`)."""
+
+
+class PeerWatch:
+    """A frame sink that writes nothing: at the start of each video it stops this rank (PeerStopped,
+    before anything of that video is written) once another rank raised `FAILED_KEY` in the group's
+    store. `store`: the group's key-value store (`check(keys) -> bool`)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def begin(self, video: EvalVideo) -> None:
+        try:
+            failed = self.store.check([FAILED_KEY])
+        except (RuntimeError, ValueError):  # a store that fails only loses the early stop (the meeting tells)
+            return
+        if failed:
+            raise PeerStopped(video.name)
+
+    def add(self, index: int, labels: Any) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 @dataclass
 class Shard:
     """This process's place in the run: rank, world size, and the meeting points with the others."""
 
     rank: int = 0
     world: int = 1
+    store: Any = field(default=None, repr=False)  # the group's store (FAILED_KEY); None: none to share
     _left: bool = field(default=False, repr=False)  # a peer left early: no further meetings
 
     @property
@@ -166,6 +202,7 @@ class Shard:
             if self.is_main:
                 for folder in _folders(outputs):
                     stack.enter_context(folder.writing())
+                self._store_call("delete_key", FAILED_KEY)  # an earlier run's flag in a reused group
             gathered = self.meet(PREPARED, outputs if self.is_main else None)
             self._raise_failure(gathered)
             yield gathered[0][1]
@@ -184,17 +221,34 @@ class Shard:
             current[0] = video
             return out_dir_of(video)
 
-        stats, error, failure = RunStats(), None, None
+        stats, error, failure, stopped = RunStats(), None, None, False
+        watch = [PeerWatch(self.store)] if self.store is not None else []
+        sinks = [*watch, *kwargs.pop("sinks", ())]  # the watch first: it stops a video before any sink begins
         try:
             stats = run_dataset(core, shard_videos(videos, self.world, self.rank), tracked,
-                                quiet=not self.is_main, **kwargs)
+                                quiet=not self.is_main, sinks=sinks, **kwargs)
+        except PeerStopped:
+            stopped = True  # the failing rank's line comes with the meeting
         except Exception as exc:  # noqa: BLE001 - told to every rank, then raised again; an interrupt is not caught
             error, failure = exc, failure_line(exc, current[0])
+            self._store_call("set", FAILED_KEY, failure)  # the others stop at their next video
         gathered = self.meet(VIDEOS_DONE, (stats, failure))
         if error is not None:
             raise error
         self._raise_failure(gathered)
+        if stopped:  # the flag without a failure at the meeting: never a complete run
+            message = "another rank raised the failure flag without reporting a failure"
+            raise ShardError(message) if self.is_main else PeerFailed(message)
         return ShardedStats([payload[0] for _, payload in gathered])
+
+    def _store_call(self, method: str, *args: Any) -> None:
+        """`store.<method>(*args)` when there is a store; a store that fails only loses the early stop."""
+        if self.store is None:
+            return
+        try:
+            getattr(self.store, method)(*args)
+        except (RuntimeError, ValueError):  # e.g. a store without delete_key
+            pass
 
 
 class ShardError(UserError):
@@ -247,10 +301,18 @@ def eval_group(local_rank_arg: int | None = None) -> Iterator[Shard]:
         dist.init_process_group("gloo", init_method="env://", rank=launch.rank, world_size=launch.world_size,
                                 timeout=GROUP_TIMEOUT)
     try:
-        yield Shard(dist.get_rank(), dist.get_world_size())
+        yield Shard(dist.get_rank(), dist.get_world_size(), store=_group_store())
     finally:
         if owns and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _group_store() -> Any:
+    """The default process group's key-value store (torchrun's TCPStore), or None where torch hides it."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
 
 
 def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None) -> int:

@@ -136,6 +136,9 @@ def cached_export(net: STCN, root: Path | None = None) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
         try:
             export_network(net, tmp)
+            if _usable(folder, digest, net.single_object) is None:  # made meanwhile by another process (e.g. a
+                shutil.rmtree(tmp, ignore_errors=True)  # torchrun rank, evaluation/sharding.py), maybe in use
+                return folder
             shutil.rmtree(folder, ignore_errors=True)  # an incomplete or outdated one (ours: inside the cache)
             os.replace(tmp, folder)
         except BaseException:

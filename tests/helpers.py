@@ -7,7 +7,7 @@ sharded evaluation, distributed training):
     snapshot(root) / file_hashes     the user's files before and after (sha256)
     leftovers(root)                  what an unfinished write would leave behind
     write_video / write_clip         a short video file and its first-frame mask
-    run_torchrun(script, args, cwd)  two local processes over Gloo, on the CPU
+    run_torchrun(script, args, cwd)  two local processes over Gloo, on the CPU (torchrun or the old launcher)
 """
 from __future__ import annotations
 
@@ -124,9 +124,14 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def run_torchrun(script: Path, args: Sequence, cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
-    """``script`` under torchrun on this machine (``processes`` ranks, a free port); output captured."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={processes}",
+TORCHRUN = "torch.distributed.run"  # `torchrun`
+OLD_LAUNCHER = "torch.distributed.launch"  # the deprecated launcher: passes --local-rank=<n> to the script
+
+
+def run_torchrun(script: Path, args: Sequence, cwd: Path, processes: int = 2,
+                 launcher: str = TORCHRUN) -> subprocess.CompletedProcess:
+    """``script`` under ``launcher`` on this machine (``processes`` ranks, a free port); output captured."""
+    cmd = [sys.executable, "-m", launcher, "--nnodes=1", f"--nproc_per_node={processes}",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script), *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True,
                           timeout=TORCHRUN_TIMEOUT_S, check=False)

@@ -208,6 +208,30 @@ def test_cached_export_made_once_atomically(tmp_path, monkeypatch, stcn_net, onn
     assert (first / "decoder.onnx").is_file()
 
 
+def test_cached_export_keeps_one_another_process_made_meanwhile(tmp_path, monkeypatch, stcn_net, onnx_dir):
+    """Two torchrun ranks export the same weights at once: the later one keeps the first one's folder
+    (which that rank may be loading) instead of replacing it."""
+    cache = tmp_path / "cache"
+
+    def copy_export(folder: Path) -> None:
+        folder.mkdir(exist_ok=True)
+        for name in [*PART_FILES.values(), "manifest.json"]:
+            shutil.copy(onnx_dir / name, folder / name)
+
+    def racing_export(net, folder):  # the other rank finishes first, while this one exports
+        others = [p for p in cache.iterdir() if p != Path(folder)]
+        final = cache / Path(folder).name[1:].rsplit(".", 1)[0]  # .<final name>.<random>
+        if not others:
+            copy_export(final)
+            (final / "loaded-by-the-other-rank").touch()
+        copy_export(Path(folder))
+
+    monkeypatch.setattr(backends, "export_network", racing_export)
+    folder = backends.cached_export(stcn_net, cache)
+    assert (folder / "loaded-by-the-other-rank").is_file()  # not replaced under the other rank
+    assert [p.name for p in cache.iterdir()] == [folder.name]  # this rank's copy removed
+
+
 def one_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err

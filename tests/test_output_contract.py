@@ -142,6 +142,20 @@ def test_demo_layout_overlays_inside_the_output(generic_template, released_check
     assert len(list((out / "clip").glob("*.png"))) == 8 and not leftovers(tmp_path)
 
 
+def test_a_frame_failing_in_the_backward_pass_leaves_no_partial_folder(generic_template, released_checkpoint,
+                                                                         tmp_path, capsys):
+    # --bidirectional reads frames 3 .. 0 before the forward pass (object 2 starts on frame 3)
+    data = Path(shutil.copytree(generic_template, tmp_path / "data"))
+    for folder in ("JPEGImages", "Annotations"):  # a video finished first, so the output folder stays
+        shutil.copytree(data / folder / "clip", data / folder / "a_clip")
+    (data / "JPEGImages" / "clip" / "00001.jpg").write_bytes(b"\xff\xd8garbage")
+    rc, _, err = run(eval_generic.main, ["--data_path", data, "--model", released_checkpoint, "--size", "32",
+                                         "--bidirectional", "--output", tmp_path / "o", "--device", "cpu"], capsys)
+    one_error(rc, err, "clip/00001.jpg")
+    assert (tmp_path / "o" / "a_clip").is_dir() and not (tmp_path / "o" / "clip").exists()
+    assert not leftovers(tmp_path)
+
+
 def test_output_dot_holding_the_inputs_is_refused_up_front(clip, released_checkpoint, tmp_path, capsys, monkeypatch):
     work = Path(shutil.copytree(clip, tmp_path / "work"))
     monkeypatch.chdir(work)

@@ -1,7 +1,9 @@
-"""Evaluation sharded over processes: the balanced split, and eval_davis / eval_youtube under torchrun.
+"""Evaluation sharded over processes: the balanced split, and the four eval scripts under torchrun.
 
 The torchrun runs (2 processes, Gloo on CPU, a random network) must give the masks, the zip's list
-of files and the scores of a single-process run, byte for byte; a failing rank fails the whole run.
+of files and the scores of a single-process run, byte for byte, also with the newer options
+(--video_batch, an ensemble with --bidirectional, extra outputs, the old launcher); a failing rank
+fails the whole run with one line and no zip or csv files.
 """
 from __future__ import annotations
 
@@ -9,18 +11,40 @@ import errno
 import io
 import shutil
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 
 import eval_davis
+import eval_davis_2016
+import eval_generic
 import eval_youtube
-from evaluation.run_video import RunStats
-from evaluation.sharding import ShardedStats, balanced_split, failure_line, shard_videos
-from tests.eval_fixtures import DAVIS_VIDEOS, YT_VIDEOS, davis_template, youtube_template  # noqa: F401
-from tests.helpers import error_lines, run_main, run_torchrun
+from evaluation.datasets import DAVISEvalDataset
+from evaluation.run_video import RunStats, build_core
+from evaluation.sharding import (
+    FAILED_KEY,
+    GROUP_TIMEOUT,
+    Shard,
+    ShardedStats,
+    ShardError,
+    balanced_split,
+    eval_group,
+    failure_line,
+    shard_videos,
+)
+from tests.eval_fixtures import (  # noqa: F401  (fixtures)
+    DAVIS_VIDEOS,
+    GENERIC_VIDEOS,
+    YT_VIDEOS,
+    davis_template,
+    generic_template,
+    youtube_template,
+)
+from tests.helpers import OLD_LAUNCHER, error_lines, leftovers, run_main, run_torchrun
 from util.io import DataError
 from util.outputs import MARKER, read_marker
 
@@ -91,6 +115,40 @@ def test_sharded_stats_lines_per_rank_and_in_total():
     ]
 
 
+@pytest.mark.parametrize("env, local_rank_arg", [({"LOCAL_RANK": "3"}, None), ({}, 3)])
+def test_eval_group_puts_each_rank_on_its_own_gpu_over_gloo(monkeypatch, env, local_rank_arg):
+    """torchrun's LOCAL_RANK, or the old launcher's --local-rank: rank 6 of 8, local rank 3 of a node with 2 GPUs
+    (as torchrun numbers them: the device follows the local rank, not the rank) on cuda:1."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "6")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    calls: list = []
+    group: dict = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(group))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: group.update(backend=backend, **kw))
+    monkeypatch.setattr(dist, "get_rank", lambda: group["rank"])
+    monkeypatch.setattr(dist, "get_world_size", lambda: group["world_size"])
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroyed", group.clear())))
+    with eval_group(local_rank_arg) as shard:
+        assert (shard.rank, shard.world, shard.is_main) == (6, 8, False)
+        assert group["backend"] == "gloo" and group["timeout"] == GROUP_TIMEOUT
+    assert calls == [("set_device", 1), ("destroyed", None)]
+
+
+def test_a_plain_run_is_a_world_of_one(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with eval_group() as shard:
+        assert (shard.rank, shard.world, shard.distributed) == (0, 1, False)
+    assert eval_davis.get_args_parser().parse_args(["--output", "o", "--local-rank=1"]).local_rank == 1
+
+
 # ------------------------------------------------------------------------------- torchrun
 def files(folder: Path, pattern: str) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.glob(pattern))}
@@ -117,6 +175,7 @@ def test_davis_under_torchrun_matches_a_single_process(davis, released_checkpoin
     out = proc.stdout
     assert out.count("Rank 0: processing time") == 1 and out.count("Rank 1: processing time") == 1
     assert out.count("Total processed frames: ") == 1 and out.count("\nJ&F-Mean: ") == 1
+    assert "Rank 0:" not in one_out and "FPS per process" not in one_out  # a plain run: today's three lines
     total = int(out.split("Total processed frames: ")[1].split()[0])
     assert total == int(one_out.split("Total processed frames: ")[1].split()[0])
     scores = [line for line in one_out.splitlines() if line.startswith(("J&F", "J-", "F-"))]
@@ -155,3 +214,149 @@ def test_a_failing_rank_fails_the_run_with_one_line(davis, released_checkpoint, 
     assert read_marker(two)["complete"] is False and (two / MARKER).is_file()
     assert len(list((two / "cat").glob("*.png"))) == DAVIS_VIDEOS[0].frames  # rank 0's video is kept
     assert "Total processed frames" not in proc.stdout
+
+
+def rank_frames(stdout: str) -> list[int]:
+    """The processed frames of each rank's timing line ("Rank r: ..., processed frames n, FPS ...")."""
+    return [int(line.split("processed frames ")[1].split(",")[0])
+            for line in stdout.splitlines() if line.startswith("Rank ")]
+
+
+def add_video_copy(root: Path, name: str, copy: str, lists: Sequence[Path] = ()) -> None:
+    """A second video `copy` with the frames and annotations of `name` (every folder under `root`
+    holding `name`), and its name appended to the video `lists`."""
+    for folder in sorted(root.rglob(name)):
+        if folder.is_dir():
+            shutil.copytree(folder, folder.with_name(copy))
+    for path in lists:
+        path.write_text(path.read_text() + copy + "\n")
+
+
+class FlagAfter:
+    """A stand-in for the group's store: FAILED_KEY appears at the `checks`-th check."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks, self.calls = checks, []
+
+    def check(self, keys: list[str]) -> bool:
+        self.calls.append(("check", keys))
+        return sum(c[0] == "check" for c in self.calls) >= self.checks
+
+    def set(self, key: str, value: str) -> None:
+        self.calls.append(("set", key, value))
+
+
+@pytest.mark.parametrize("video_batch", [1, 2])
+def test_a_rank_stops_at_its_next_video_once_another_failed(davis, released_checkpoint, tmp_path, monkeypatch,
+                                                            video_batch):
+    """Rank 0 of 2 runs "cat" then "odd"; rank 1 fails while "cat" runs (the store's flag): rank 0 writes
+    nothing of "odd" and ends with rank 1's line, not after its whole share."""
+    add_video_copy(davis / "2017" / "trainval", "cat", "cat_b",
+                   lists=[davis / "2017" / "trainval" / "ImageSets" / "2017" / "val.txt"])
+    args = eval_davis.get_args_parser().parse_args(["--model", str(released_checkpoint), "--output", "x", *CPU])
+    videos = DAVISEvalDataset(davis / "2017" / "trainval").videos
+    assert [v.name for v in shard_videos(videos, 2, 0)] == ["cat", "odd"]
+    store = FlagAfter(checks=2)  # seen as "odd" starts: after "cat" (one at a time), beside it (batched)
+    shard = Shard(rank=0, world=2, store=store)
+    told = "video cat_b: RuntimeError: boom"
+    monkeypatch.setattr(shard, "meet", lambda tag, payload=None: [(tag, payload), (tag, (RunStats(), told))])
+    out = tmp_path / "out"
+    with pytest.raises(ShardError) as raised:
+        shard.run_dataset(build_core(args), videos, lambda v: out / v.name, video_batch=video_batch)
+    assert str(raised.value) == told
+    assert not any(c[0] == "set" for c in store.calls)  # rank 0 did not fail itself
+    assert not leftovers(tmp_path)
+    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert written == (["cat"] if video_batch == 1 else [])  # batched: "cat" unfinished, removed
+
+
+def test_a_rank_whose_video_fails_raises_the_flag(davis, released_checkpoint, tmp_path, monkeypatch):
+    (davis / "2017" / "trainval" / "JPEGImages" / "480p" / "odd" / "00003.jpg").write_bytes(b"\xff\xd8garbage")
+    args = eval_davis.get_args_parser().parse_args(["--model", str(released_checkpoint), "--output", "x", *CPU])
+    videos = DAVISEvalDataset(davis / "2017" / "trainval").videos
+    store = FlagAfter(checks=99)
+    shard = Shard(rank=1, world=2, store=store)
+    monkeypatch.setattr(shard, "meet", lambda tag, payload=None: [(tag, (RunStats(), None)), (tag, payload)])
+    with pytest.raises(DataError, match="odd/00003.jpg"):  # rank 1 runs "odd"
+        shard.run_dataset(build_core(args), videos, lambda v: tmp_path / v.name)
+    flags = [c for c in store.calls if c[0] == "set"]
+    assert len(flags) == 1 and flags[0][1] == FAILED_KEY and "odd/00003.jpg" in flags[0][2]
+
+
+def test_generic_under_the_old_launcher_with_an_ensemble_bidirectional_and_binary_masks(
+        generic_template, released_checkpoint, tmp_path, capsys):
+    # the old launcher passes --local-rank=<n>; a second video so that each rank runs one
+    data = Path(shutil.copytree(generic_template, tmp_path / "data"))
+    add_video_copy(data, GENERIC_VIDEOS[0].name, "clip_b")
+    args = ["--model", released_checkpoint, "--data_path", data, "--size", "48", "--scales", "48", "64",
+            "--bidirectional", *CPU]
+
+    def outputs(name: str) -> list:
+        return ["--output", tmp_path / name, "--binary_masks", tmp_path / f"{name}_bin"]
+
+    rc, _, err = run_main(eval_generic.main, [*args, *outputs("one")], capsys)
+    assert rc == 0, err
+    proc = run_torchrun(ROOT / "eval_generic.py", [*args, *outputs("two")], cwd=ROOT, launcher=OLD_LAUNCHER)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    masks = files(tmp_path / "two", "*/*.png")
+    assert len(masks) == 2 * GENERIC_VIDEOS[0].frames and masks == files(tmp_path / "one", "*/*.png")
+    binary = files(tmp_path / "two_bin", "*/*/*.png")
+    assert binary and binary == files(tmp_path / "one_bin", "*/*/*.png")
+    assert all(read_marker(tmp_path / f)["complete"] is True for f in ("two", "two_bin"))
+    assert [n > 0 for n in rank_frames(proc.stdout)] == [True, True]  # both ranks ran a video
+
+
+def test_davis_2016_under_torchrun_with_video_batch_matches_a_single_process(davis, released_checkpoint, tmp_path,
+                                                                               capsys):
+    # a third video: "cat" and "odd" on rank 0 (batched side by side), "cat_b" on rank 1
+    add_video_copy(davis / "2016", "cat", "cat_b",
+                   lists=[davis / "2017" / "trainval" / "ImageSets" / "2016" / "val.txt"])
+    args = ["--model", released_checkpoint, "--davis_path", davis / "2016", *CPU]
+    rc, one_out, err = run_main(eval_davis_2016.main, [*args, "--output", tmp_path / "one"], capsys)
+    assert rc == 0, err
+    proc = run_torchrun(ROOT / "eval_davis_2016.py", [*args, "--video_batch", "2", "--output", tmp_path / "two"],
+                        cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    masks = files(tmp_path / "two", "*/*.png")
+    assert {Path(k).parent.name for k in masks} == {"cat", "odd", "cat_b"}
+    assert masks == files(tmp_path / "one", "*/*.png")
+    csvs = files(tmp_path / "two", "*.csv")
+    assert len(csvs) == 2 and csvs == files(tmp_path / "one", "*.csv")
+    assert rank_frames(proc.stdout) == [DAVIS_VIDEOS[0].frames + DAVIS_VIDEOS[1].frames, DAVIS_VIDEOS[0].frames]
+
+
+def test_a_failing_rank_leaves_no_zip(youtube_template, released_checkpoint, tmp_path, capsys):
+    # "yv_b" runs on rank 1, "yv_a" on rank 0; its last listed frame (read for its mask) is corrupt
+    yv = Path(shutil.copytree(youtube_template, tmp_path / "YouTube"))
+    (yv / "all_frames" / "valid_all_frames" / "JPEGImages" / "yv_b" / "00005.jpg").write_bytes(b"\xff\xd8garbage")
+    args = ["--model", released_checkpoint, "--yv_path", yv, "--size", "32", *CPU]
+    rc, _, err = run_main(eval_youtube.main, [*args, "--output", tmp_path / "one"], capsys)
+    assert rc == 1 and len(error_lines(err)) == 1 and "yv_b/00005.jpg" in err
+    proc = run_torchrun(ROOT / "eval_youtube.py", [*args, "--output", tmp_path / "two"], cwd=ROOT)
+    assert proc.returncode != 0
+    assert error_lines(proc.stdout + proc.stderr) == error_lines(err), proc.stderr[-3000:]
+    assert not (tmp_path / "two.zip").exists() and "Zip for the evaluation server" not in proc.stdout
+    two = tmp_path / "two"
+    assert read_marker(two)["complete"] is False and not (two / "Annotations" / "yv_b").exists()
+    assert (two / "Annotations" / "yv_a").is_dir()  # rank 0's video is kept
+
+
+@pytest.mark.parametrize("case", ["output is a file", "refused combination"])
+def test_a_rank_that_stops_before_the_videos_ends_the_run_with_one_line(case, davis, generic_template,
+                                                                        released_checkpoint, tmp_path, capsys):
+    """Rank 0 alone checks the output (the others wait for it); every rank refuses the flags: one line, no hang."""
+    if case == "output is a file":
+        (tmp_path / "out").write_text("mine")
+        script, main = "eval_davis.py", eval_davis.main
+        args = ["--model", released_checkpoint, "--davis_path", davis / "2017", "--output", tmp_path / "out", *CPU]
+    else:
+        script, main = "eval_generic.py", eval_generic.main
+        args = ["--model", released_checkpoint, "--data_path", generic_template, "--size", "48", "--bidirectional",
+                "--video_batch", "2", "--output", tmp_path / "out", *CPU]
+    rc, _, err = run_main(main, args, capsys)
+    assert rc == 1 and len(error_lines(err)) == 1
+    proc = run_torchrun(ROOT / script, args, cwd=ROOT)
+    assert proc.returncode != 0
+    assert error_lines(proc.stdout + proc.stderr) == error_lines(err), proc.stderr[-3000:]
+    assert f'File "{ROOT}' not in proc.stderr
+    assert case != "output is a file" or (tmp_path / "out").read_text() == "mine"
