@@ -49,6 +49,7 @@ from util.device import (  # noqa: E402
     resolve_device,
     synchronize,
 )
+from util.outputs import run_command  # noqa: E402
 
 ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
 
@@ -283,7 +284,12 @@ def precision_row(flag: str, device: torch.device, requested: str | None) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
     args = get_args_parser().parse_args(argv)
+    return run_command(lambda: benchmark(args))
+
+
+def benchmark(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
