@@ -482,6 +482,8 @@ CASES = [
     # ------------------------------------------------------------- scripts/memory_coverage.py
     Case("memory_coverage/labels-not-one-per-model", memory_coverage.main,
          lambda ws: (cov(ws, "--label", "a", "--label", "b"), "--label")),
+    Case("memory_coverage/output-holds-user-files", memory_coverage.main,
+         lambda ws: (cov(ws, "--output", ws.file("mine/notes.txt", "mine").parent), str(ws.root / "mine"))),
     Case("memory_coverage/missing-davis_path", memory_coverage.main,
          lambda ws: (cov(ws, "--davis_path", ws.root / "DAVIS_nope"), str(ws.root / "DAVIS_nope"))),
     Case("memory_coverage/output-inside-the-data", memory_coverage.main,
@@ -501,6 +503,9 @@ CASES = [
     Case("benchmark_backends/onnx_dir-not-an-export", benchmark_backends.main,
          lambda ws: (["--onnx_dir", ws.file("onnx/notes.txt", "x").parent], "--onnx_dir")),
     # --------------------------------------------------------- scripts/make_sample_video.py
+    Case("make_sample_video/output-holds-user-files", make_sample_video.main,
+         lambda ws: (["--output", ws.file("mine/JPEGImages/shapes/00000.jpg", "my frame").parents[2], "--frames", "2"],
+                     str(ws.root / "mine"))),
     Case("make_sample_video/frames-0", make_sample_video.main,
          lambda ws: (["--output", ws.out, "--frames", "0"], "--frames"), 2),
     Case("make_sample_video/height-0", make_sample_video.main,

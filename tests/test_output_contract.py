@@ -395,3 +395,43 @@ def test_stale_partials_in_the_export_cache_are_removed(tmp_path, stcn_net, monk
     (stale / "decoder.onnx").write_bytes(b"half")
     folder = backends.cached_export(stcn_net, cache)
     assert [p.name for p in cache.iterdir()] == [folder.name] == [name]
+
+
+# ------------------------------------------------------------------- scripts/make_sample_video.py
+def test_sample_video_follows_the_output_contract(tmp_path, capsys):
+    from scripts import make_sample_video
+
+    mine = tmp_path / "mine"
+    user_files(mine)
+    (mine / "JPEGImages" / "shapes").mkdir(parents=True)
+    (mine / "JPEGImages" / "shapes" / "00000.jpg").write_bytes(b"the user's own frame")
+    before = snapshot(mine)
+    argv = ["--frames", "3", "--height", "16", "--width", "24"]
+    rc, _, err = run_main(make_sample_video.main, ["--output", mine, *argv], capsys)
+    one_error(rc, err, str(mine), "--overwrite")
+    assert snapshot(mine) == before
+    rc, _, err = run_main(make_sample_video.main, ["--output", mine / "notes.txt", *argv], capsys)
+    one_error(rc, err, "notes.txt", "is a file")
+    out = tmp_path / "sample"
+    for _ in range(2):  # a rerun replaces the earlier sample whole
+        rc, _, err = run_main(make_sample_video.main, ["--output", out, *argv, "--video_file"], capsys)
+        assert rc == 0, err
+        (out / "stale.txt").write_text("of the earlier sample")
+    (out / "stale.txt").unlink()
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "Annotations", "JPEGImages", "shapes.mp4",
+                                                            "shapes_first.png"])
+    assert len(list((out / "JPEGImages" / "shapes").glob("*.jpg"))) == 3 and not leftovers(tmp_path)
+
+
+def test_ctrl_c_while_writing_the_sample_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from evaluation import sample_video
+    from scripts import make_sample_video
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_video, "write_video_file", stop)
+    rc, _, err = run_main(make_sample_video.main, ["--output", tmp_path / "s", "--frames", "3", "--video_file"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 130 and len(lines) == 1 and "removed the unfinished" in lines[0] and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
