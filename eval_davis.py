@@ -13,6 +13,7 @@ from pathlib import Path
 
 from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
+from evaluation.ensembles import weight_inputs
 from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(shard: Shard) -> int:
         folder, imset = SPLITS[args.split]
         davis_root = Path(args.davis_path) / folder
-        inputs = [args.davis_path, *args.models]
+        inputs = [args.davis_path, *weight_inputs(args)]
         out = shard.on_main(prepare_output_dir, args.output, "--output", inputs, args.overwrite)
         # layout errors before loading the network
         dataset = DAVISEvalDataset(davis_root, imset=imset, antialias=args.antialias)

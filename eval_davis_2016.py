@@ -17,6 +17,7 @@ from pathlib import Path
 
 from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
+from evaluation.ensembles import weight_inputs
 from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         davis_root = Path(args.davis_path)
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
         out = shard.on_main(prepare_output_dir, args.output, "--output",
-                            [davis_root, args.davis17_path, imset, *args.models], args.overwrite)
+                            [davis_root, args.davis17_path, imset, *weight_inputs(args)], args.overwrite)
         dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True, antialias=args.antialias)
         check_videos(dataset.videos)  # every annotation before loading the network
         core = build_core(args)

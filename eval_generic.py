@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from evaluation.datasets import GenericEvalDataset
+from evaluation.ensembles import weight_inputs
 from evaluation.run_video import (
     add_bidirectional_arg,
     add_common_args,
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(shard: Shard) -> int:
         if args.overlay_fps is not None and not args.overlay_fps > 0:
             raise DataError("--overlay_fps", f"{args.overlay_fps} frames per second", "pass a positive frame rate")
-        inputs = [args.data_path, *args.models]
+        inputs = [args.data_path, *weight_inputs(args)]
         outputs = [(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")]
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
         folders = shard.on_main(lambda: {flag: prepare_output_dir(path, flag, inputs, args.overwrite)

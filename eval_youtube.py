@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from evaluation.datasets import YouTubeVOSEvalDataset
+from evaluation.ensembles import weight_inputs
 from evaluation.run_video import (
     add_common_args,
     add_size_arg,
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; "
                   "using the annotated subset of frames", file=sys.stderr)
         check_videos(dataset.videos)  # every annotation before loading the network
-        inputs = [args.yv_path, *args.models]
+        inputs = [args.yv_path, *weight_inputs(args)]
         out = shard.on_main(prepare_outputs, args, inputs)
         core = build_core(args)
         with shard.writing(out) as out:

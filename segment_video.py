@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import sys
 
+from evaluation.ensembles import weight_inputs
 from evaluation.run_video import (
     add_bidirectional_arg,
     add_common_args,
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
-        inputs = [args.video, args.mask, args.mask_dir, *args.models]
+        inputs = [args.video, args.mask, args.mask_dir, *weight_inputs(args)]
         check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
         out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
         binary = (prepare_output_dir(args.binary_masks, "--binary_masks", inputs, args.overwrite)

@@ -44,6 +44,12 @@ def model_paths(args: argparse.Namespace) -> list[str]:
     return list(getattr(args, "models", None) or [args.model])
 
 
+def weight_inputs(args: argparse.Namespace) -> list[str | None]:
+    """What the networks are read from, inputs that no output may touch (util/outputs.py): every
+    `--model` path and `--onnx_dir` (None when not given)."""
+    return [*model_paths(args), getattr(args, "onnx_dir", None)]
+
+
 def add_ensemble_args(parser: argparse.ArgumentParser) -> None:
     """--scales, --flip and --kernel_sigma (--model takes several paths: see add_common_args)."""
     group = parser.add_argument_group("multi-scale, flip and ensembles (supplementary E; docs/experiments.md)")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from util.outputs import partial_dir, prepare_output_dir, remove_partial
+
 MIN_SIDE = 2  # pixels: --video_file crops to even sizes (4:2:0), which leaves nothing of a 1-pixel side
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128]
 
@@ -67,3 +69,22 @@ def write_video_file(output: Path, name: str = "shapes", fps: float = 24.0) -> P
         w, h = mask.size
         mask.crop((0, 0, w // 2 * 2, h // 2 * 2)).save(output / f"{name}_first.png")  # as the video (even size)
     return path
+
+
+def write_sample_output(output: Path, flag: str = "--output", name: str = "shapes", frames: int = 30, height: int = 240,
+                        width: int = 427, video_file: bool = False, overwrite: bool = False) -> Path:
+    """`write_sample` (and `write_video_file`) under the output contract (util/outputs.py): `output` must be
+    absent, empty or a previous result (replaced whole), or any folder with `overwrite` (files of the same
+    names replaced, nothing else touched); written into a partial folder beside it, moved in when complete."""
+    out = prepare_output_dir(output, flag, (), overwrite)
+    with out.writing():
+        tmp = partial_dir(out.path)
+        try:
+            write_sample(tmp, name, frames, height, width)
+            if video_file:
+                write_video_file(tmp, name)
+        except BaseException:
+            remove_partial(tmp)
+            raise
+        out.replace(tmp, out.path)
+    return out.path

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import Tensor
 from model.export import EXPORT_VERSION, PART_FILES, export_network, read_manifest, weights_digest
 from model.network import STCN
 from util.io import DataError
+from util.outputs import clean_stale, partial_dir, remove_partial
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino")
 CACHE_ENV = "STCN_ONNX_CACHE"
@@ -133,7 +133,8 @@ def cached_export(net: STCN, root: Path | None = None) -> Path:
     folder = root / f"{digest}-{'single' if net.single_object else 'multi'}-v{EXPORT_VERSION}"
     if _usable(folder, digest, net.single_object) is not None:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+        clean_stale(folder, inside=False)  # the half export of a run that was killed
+        tmp = partial_dir(folder)
         try:
             export_network(net, tmp)
             if _usable(folder, digest, net.single_object) is None:  # made meanwhile by another process (e.g. a
@@ -141,9 +142,10 @@ def cached_export(net: STCN, root: Path | None = None) -> Path:
                 return folder
             shutil.rmtree(folder, ignore_errors=True)  # an incomplete or outdated one (ours: inside the cache)
             os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if _usable(folder, digest, net.single_object) is not None:  # not another process's complete one
+        except BaseException as exc:
+            remove_partial(tmp)
+            # a failure is ours unless another process's complete export is now in place; an interrupt always is
+            if not isinstance(exc, Exception) or _usable(folder, digest, net.single_object) is not None:
                 raise
     return folder
 

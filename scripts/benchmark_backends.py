@@ -23,11 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference_core.backends import ExportedNetwork, cached_export, onnxruntime_runner, openvino_runner  # noqa: E402
+from inference_core.backends import ExportedNetwork, cached_export, checked_export, onnxruntime_runner, openvino_runner  # noqa: E402
 from model import STCN  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
 from model.export import PART_FILES  # noqa: E402
 from util.device import cpu_features  # noqa: E402
+from util.outputs import run_command  # noqa: E402
 from util.tensor_util import STRIDE  # noqa: E402
 
 
@@ -90,12 +91,17 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
     args = get_args_parser().parse_args(argv)
+    return run_command(lambda: benchmark(args))
+
+
+def benchmark(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     net = load_network(args.model) if args.model else STCN(pretrained=False)
     net.eval()
-    folder = Path(args.onnx_dir) if args.onnx_dir else cached_export(net)
+    folder = checked_export(net, args.onnx_dir) if args.onnx_dir else cached_export(net)
     h, w = (-(-s // STRIDE) * STRIDE for s in (args.height, args.width))
     inputs = part_inputs(h, w, args.objects)
 

@@ -49,6 +49,8 @@ from util.device import (  # noqa: E402
     resolve_device,
     synchronize,
 )
+from util.io import DataError  # noqa: E402
+from util.outputs import run_command  # noqa: E402
 
 ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
 
@@ -283,10 +285,18 @@ def precision_row(flag: str, device: torch.device, requested: str | None) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
     args = get_args_parser().parse_args(argv)
+    return run_command(lambda: benchmark(args))
+
+
+def benchmark(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)  # a missing CUDA: DeviceError, one line (run_command)
+    except RuntimeError:  # torch.device's own "Expected one of cpu, cuda, ..."
+        raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)  # random weights: the same every run (one cached export for --backend)
     net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device)
@@ -295,12 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         net = compile_network(net)
     if args.video_batch is not None:
         if min(args.video_batch) < 1:
-            sys.exit("error: --video_batch: every batch size must be at least 1")
+            raise DataError("--video_batch", "every batch size must be at least 1", "pass positive batch sizes")
         if args.backend != "pytorch" or args.baseline or args.profile or args.report_at:
-            sys.exit("error: --video_batch: runs the pytorch backend's core only; leave out --backend, --baseline, "
-                     "--profile and --report_at (the exported graphs have a batch of one frame)")
+            raise DataError("--video_batch", "runs the pytorch backend's core only (the exported graphs have a batch "
+                            "of one frame)", "leave out --backend, --baseline, --profile and --report_at")
     if args.backend == "onnxruntime" and "amp" in args.precision:
-        sys.exit("error: --precision amp: onnxruntime runs the exported networks in fp32 only; pass --precision fp32")
+        raise DataError("--precision amp", "onnxruntime runs the exported networks in fp32 only",
+                        "pass --precision fp32")
     precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
     nets = {p: net if args.backend == "pytorch" else
             exported_network(net, args.backend, args.onnx_dir, precision=precision_label(precisions[p][1]))

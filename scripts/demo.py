@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from downloads.model import ensure_model  # noqa: E402
-from evaluation.sample_video import write_sample  # noqa: E402
+from evaluation.sample_video import write_sample_output  # noqa: E402
 from util.outputs import run_command  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    data = write_sample(Path(args.data))
+    data = write_sample_output(Path(args.data), "--data")
     print(f"sample video written to {data}")
     model = ensure_model(args.model)  # a DownloadError becomes the one `error:` line of run_command
     code = run_command_line(  # a command of its own: entry points do not import each other

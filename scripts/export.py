@@ -5,16 +5,15 @@
 
 Writes key_encoder.onnx, value_encoder.onnx, decoder.onnx and manifest.json (the weights' digest,
 exporter, torch version) into --output, with dynamic frame size (padded to multiples of 16) and
-object count; tensors and axes in model/export.py. --output must be new, empty, or an earlier
-export (its files are replaced, nothing else in it is touched).
+object count; tensors and axes in model/export.py. --output follows the output contract of
+util/outputs.py: new, empty or an earlier result of this project (replaced whole); a folder holding
+an older export's manifest.json, or any folder with --overwrite, gets only the export's files
+replaced, nothing else in it touched; never the --model file's folder. Ctrl-C leaves no half export.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.run_video import report_errors  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
 from model.export import EXPORTERS, MANIFEST, PART_FILES, export_network, read_manifest  # noqa: E402
-from util.io import DataError  # noqa: E402
+from util.outputs import OutputDir, as_final, partial_dir, prepare_output_dir, remove_partial  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,38 +31,46 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--single_object", action="store_true", help="the stage-0 network (no 'other objects' input)")
     p.add_argument("--exporter", choices=EXPORTERS, default="auto",
                    help="torch.onnx exporter: dynamo (torch.export; default where available) or torchscript")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing folder that is not an earlier export, replacing only the export's "
+                        "files; never the folder of --model")
     return p
 
 
-def check_output(folder: Path) -> None:
-    """DataError unless `folder` is new, empty or an earlier export."""
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise DataError(folder, "exists and is not a folder", "choose a new --output folder")
-    if any(folder.iterdir()) and read_manifest(folder) is None:
-        raise DataError(folder, f"is not empty and holds no {MANIFEST} of an earlier export",
-                        "choose a new or empty --output folder")
+def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) -> OutputDir:
+    """The checked --output (util/outputs.py); an older export (a manifest.json, no result marker) is
+    written into as with --overwrite: its export files are replaced, nothing else in it is touched."""
+    older = Path(folder).is_dir() and read_manifest(folder) is not None
+    return prepare_output_dir(folder, "--output", [model], overwrite or older)
+
+
+def write_export(out: OutputDir, net, exporter: str) -> dict:
+    """Export `net` into a partial folder beside `out`, then move it into place (the manifest last)."""
+    tmp = partial_dir(out.path)
+    try:
+        manifest = export_network(net, tmp, exporter=exporter)
+    except BaseException as exc:
+        remove_partial(tmp)
+        if isinstance(exc, OSError):
+            raise as_final(exc, tmp, out.path) from None
+        raise
+    if not out.ours:  # file by file into the older export: it is incomplete until the manifest is back
+        (out.path / MANIFEST).unlink(missing_ok=True)
+        for name in PART_FILES.values():
+            (tmp / name).replace(out.path / name)
+    out.replace(tmp, out.path)
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
 
     def body() -> int:
-        out = Path(args.output)
-        check_output(out)
+        out = prepare_export_dir(args.output, args.model, args.overwrite)
         net = load_network(args.model, single_object=args.single_object)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            manifest = export_network(net, tmp, exporter=args.exporter)
-            out.mkdir(exist_ok=True)
-            (out / MANIFEST).unlink(missing_ok=True)  # an earlier export's, until every part is replaced
-            for name in [*PART_FILES.values(), MANIFEST]:  # the manifest last: it marks a complete export
-                os.replace(tmp / name, out / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"wrote {', '.join(PART_FILES.values())} to {out} ({manifest['exporter']} exporter, "
+        with out.writing():
+            manifest = write_export(out, net, args.exporter)
+        print(f"wrote {', '.join(PART_FILES.values())} to {out.path} ({manifest['exporter']} exporter, "
               f"opset {manifest['opset']}, weights {manifest['weights']})")
         return 0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.sample_video import MIN_SIDE, write_sample, write_video_file  # noqa: E402
+from evaluation.sample_video import MIN_SIDE, write_sample_output  # noqa: E402
+from util.outputs import run_command  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=427)
     p.add_argument("--video_file", action="store_true",
                    help="also write <output>/<name>.mp4 and <output>/<name>_first.png, for segment_video.py")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing folder that is not a previous result (files of the same names "
+                        "are replaced, nothing else)")
     return p
 
 
@@ -36,13 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("height", "width"):
         if getattr(args, flag) < MIN_SIDE:
             parser.error(f"--{flag} {getattr(args, flag)}: must be at least {MIN_SIDE} pixels")
-    out = write_sample(Path(args.output), args.name, args.frames, args.height, args.width)
-    print(f"wrote {args.frames} frames of '{args.name}' to {out}/JPEGImages/{args.name} "
-          f"with its first-frame mask in {out}/Annotations/{args.name}")
-    if args.video_file:
-        video = write_video_file(out, args.name)
-        print(f"wrote {video} and its first-frame mask {out}/{args.name}_first.png")
-    return 0
+
+    def body() -> int:
+        out = write_sample_output(Path(args.output), "--output", args.name, args.frames, args.height, args.width,
+                                  video_file=args.video_file, overwrite=args.overwrite)
+        print(f"wrote {args.frames} frames of '{args.name}' to {out}/JPEGImages/{args.name} "
+              f"with its first-frame mask in {out}/Annotations/{args.name}")
+        if args.video_file:
+            print(f"wrote {out / args.name}.mp4 and its first-frame mask {out}/{args.name}_first.png")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

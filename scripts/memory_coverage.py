@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                             "give one --label per --model, or none")
         labels = unique_labels(models, args.label)
         davis_root = Path(args.davis_path) / layouts.sub_path("davis17_trainval", "davis17")
-        out = prepare_output_dir(args.output, "--output", [args.davis_path, *models], args.overwrite)
+        out = prepare_output_dir(args.output, "--output", [args.davis_path, *models, args.onnx_dir], args.overwrite)
         videos = DAVISEvalDataset(davis_root, imset=args.imset).videos
         check_videos(videos)  # every first-frame annotation, before any network is loaded
         notes: set[str] = set()  # the --amp note once, not once per model

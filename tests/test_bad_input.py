@@ -37,7 +37,16 @@ import eval_youtube
 import segment_video
 import train
 from evaluation.run_video import MIN_SHORT_SIDE
-from scripts import make_sample_video, resize_length, resize_youtube, score_davis
+from scripts import (
+    benchmark_backends,
+    benchmark_inference,
+    make_sample_video,
+    memory_coverage,
+    resize_length,
+    resize_youtube,
+    score_davis,
+)
+from scripts import export as export_script
 from tests.eval_fixtures import VideoSpec, davis_template, generic_template, save_indexed, save_jpg, youtube_template  # noqa: F401  (fixtures)
 from tests.helpers import error_lines, run_main, snapshot, write_clip
 from tests.synthetic_data import make_static_root
@@ -223,6 +232,15 @@ def yv(ws: Workspace, *extra) -> list:
     return ["--device", "cpu", "--size", "32", "--model", ws.model, "--yv_path", ws.youtube, "--output", ws.out, *extra]
 
 
+def cov(ws: Workspace, *extra) -> list:
+    return ["--device", "cpu", "--model", ws.model, "--davis_path", ws.davis / "2017", "--output", ws.out, *extra]
+
+
+def export_dir(ws: Workspace) -> Path:
+    """A folder holding an export's manifest (never read: each case is refused before the network)."""
+    return ws.file("onnx/manifest.json", "{}").parent
+
+
 def tr(ws: Workspace, *extra) -> list:
     return ["--id", "NULL", "--no_pretrained", "--num_workers", "0", "--batch_size", "1", "--iterations", "1",
             "--save_dir", ws.root / "saves", "--static_root", ws.static, *extra]
@@ -319,6 +337,20 @@ CASES = [
     Case("generic/overlay_fps-0", eval_generic.main,
          lambda ws: (gen(ws, "--overlay", ws.root / "ov", "--overlay_fps", "0", "--size", "32"), "--overlay_fps")),
     Case("generic/object_batch-0", eval_generic.main, lambda ws: (gen(ws, "--object_batch", "0"), "--object_batch")),
+    Case("generic/ensemble-member-missing", eval_generic.main,
+         lambda ws: (gen(ws, "--model", ws.model, ws.root / "nope.pth"), str(ws.root / "nope.pth"))),
+    Case("generic/scales-below-minimum", eval_generic.main, lambda ws: (gen(ws, "--scales", "32", "7"), "--scales")),
+    Case("generic/video_batch-0", eval_generic.main, lambda ws: (gen(ws, "--video_batch", "0"), "--video_batch")),
+    Case("generic/video_batch-with-bidirectional", eval_generic.main,
+         lambda ws: (gen(ws, "--video_batch", "2", "--bidirectional"), "--video_batch")),
+    Case("generic/onnx_dir-without-backend", eval_generic.main,
+         lambda ws: (gen(ws, "--onnx_dir", export_dir(ws)), "--onnx_dir")),
+    Case("generic/onnx_dir-with-an-ensemble", eval_generic.main,
+         lambda ws: (gen(ws, "--model", ws.model, ws.model, "--backend", "onnxruntime", "--onnx_dir", export_dir(ws)),
+                     "--onnx_dir")),
+    Case("generic/output-inside-the-onnx_dir", eval_generic.main,
+         lambda ws: (gen(ws, "--backend", "onnxruntime", "--onnx_dir", export_dir(ws), "--output",
+                         ws.root / "onnx" / "masks", "--overwrite"), str(ws.root / "onnx" / "masks"))),
     # ----------------------------------------------------------------------- eval_davis.py
     Case("davis/first-annotation-without-object", eval_davis.main,
          lambda ws: (d17(ws), str(ws.davis / "2017/trainval/Annotations/480p/odd/00000.png")),
@@ -335,6 +367,9 @@ CASES = [
     Case("davis/empty-video-list", eval_davis.main,
          lambda ws: (d17(ws), str(ws.root / "DAVIS/2017/trainval/ImageSets/2017/val.txt")),
          spoil=lambda ws: (ws.davis / "2017/trainval/ImageSets/2017/val.txt").write_text("\n")),
+    Case("davis/video_batch-0", eval_davis.main, lambda ws: (d17(ws, "--video_batch", "0"), "--video_batch")),
+    Case("davis/flip-ensemble-member-is-a-text-file", eval_davis.main,
+         lambda ws: (d17(ws, "--flip", "--model", ws.model, ws.file("b.pth", "weights")), str(ws.root / "b.pth"))),
     # ------------------------------------------------------------------ eval_davis_2016.py
     Case("davis16/first-annotation-without-object", eval_davis_2016.main,
          lambda ws: (d16(ws), str(ws.davis / "2016/Annotations/480p/cat/00000.png")),
@@ -431,7 +466,46 @@ CASES = [
          lambda ws: ([ws.static, ws.static / "small", "--quiet"], str(ws.static / "small"))),
     Case("resize_length/size-negative", resize_length.main,
          lambda ws: ([ws.static, ws.root / "small", "--size", "-5", "--quiet"], "--size"), 2),
+    # -------------------------------------------------------------------- scripts/export.py
+    Case("export/model-missing", export_script.main,
+         lambda ws: (["--model", ws.root / "nope.pth", "--output", ws.out], str(ws.root / "nope.pth"))),
+    Case("export/output-holds-user-files", export_script.main,
+         lambda ws: (["--model", ws.model, "--output", ws.file("mine/notes.txt", "mine").parent],
+                     str(ws.root / "mine"))),
+    Case("export/output-holds-the-model", export_script.main,
+         lambda ws: (["--model", ws.file("saves/stcn.pth", "w"), "--output", ws.root / "saves", "--overwrite"],
+                     str(ws.root / "saves"))),
+    Case("export/output-is-a-file", export_script.main,
+         lambda ws: (["--model", ws.model, "--output", ws.file("onnx", "x")], str(ws.root / "onnx"))),
+    Case("export/unknown-exporter", export_script.main,
+         lambda ws: (["--model", ws.model, "--output", ws.out, "--exporter", "tf"], "--exporter"), 2),
+    # ------------------------------------------------------------- scripts/memory_coverage.py
+    Case("memory_coverage/labels-not-one-per-model", memory_coverage.main,
+         lambda ws: (cov(ws, "--label", "a", "--label", "b"), "--label")),
+    Case("memory_coverage/output-holds-user-files", memory_coverage.main,
+         lambda ws: (cov(ws, "--output", ws.file("mine/notes.txt", "mine").parent), str(ws.root / "mine"))),
+    Case("memory_coverage/missing-davis_path", memory_coverage.main,
+         lambda ws: (cov(ws, "--davis_path", ws.root / "DAVIS_nope"), str(ws.root / "DAVIS_nope"))),
+    Case("memory_coverage/output-inside-the-data", memory_coverage.main,
+         lambda ws: (cov(ws, "--output", ws.davis / "2017" / "coverage"), str(ws.davis / "2017" / "coverage"))),
+    Case("memory_coverage/first-annotation-without-object", memory_coverage.main,
+         lambda ws: (cov(ws), str(ws.davis / "2017/trainval/Annotations/480p/odd/00000.png")),
+         spoil=lambda ws: blank_mask(ws.davis / "2017/trainval/Annotations/480p/odd/00000.png")),
+    # ------------------------------------------------- scripts/benchmark_inference.py, _backends.py
+    Case("benchmark_inference/model-missing", benchmark_inference.main,
+         lambda ws: (["--device", "cpu", "--model", ws.root / "nope.pth"], str(ws.root / "nope.pth"))),
+    Case("benchmark_inference/video_batch-0", benchmark_inference.main,
+         lambda ws: (["--device", "cpu", "--height", "32", "--video_batch", "0"], "--video_batch")),
+    Case("benchmark_inference/unknown-device", benchmark_inference.main,
+         lambda ws: (["--device", "tpu"], "--device")),
+    Case("benchmark_backends/model-missing", benchmark_backends.main,
+         lambda ws: (["--model", ws.root / "nope.pth"], str(ws.root / "nope.pth"))),
+    Case("benchmark_backends/onnx_dir-not-an-export", benchmark_backends.main,
+         lambda ws: (["--onnx_dir", ws.file("onnx/notes.txt", "x").parent], "--onnx_dir")),
     # --------------------------------------------------------- scripts/make_sample_video.py
+    Case("make_sample_video/output-holds-user-files", make_sample_video.main,
+         lambda ws: (["--output", ws.file("mine/JPEGImages/shapes/00000.jpg", "my frame").parents[2], "--frames", "2"],
+                     str(ws.root / "mine"))),
     Case("make_sample_video/frames-0", make_sample_video.main,
          lambda ws: (["--output", ws.out, "--frames", "0"], "--frames"), 2),
     Case("make_sample_video/height-0", make_sample_video.main,
@@ -532,7 +606,8 @@ def test_the_battery_covers_every_command():
     assert covered >= {
         "eval_davis", "eval_davis_2016", "eval_youtube", "eval_generic", "segment_video", "train",
         "download_model", "download_datasets", "download_bl30k", "scripts.score_davis",
-        "scripts.resize_youtube", "scripts.resize_length", "scripts.make_sample_video",
+        "scripts.resize_youtube", "scripts.resize_length", "scripts.make_sample_video", "scripts.export",
+        "scripts.memory_coverage", "scripts.benchmark_inference", "scripts.benchmark_backends",
     }
     assert len(CASES) >= 40
 

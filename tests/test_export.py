@@ -25,6 +25,7 @@ from model.export import PART_FILES, example_inputs, export_part, read_manifest
 from scripts import export as export_script
 from tests.eval_fixtures import generic_template  # noqa: F401
 from tests.test_inference_core import moving_squares
+from util.outputs import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 # OpenVINO's CPU plugin leaves threads behind that make a later fork() of the same process crash
@@ -64,7 +65,8 @@ def part_inputs(size: tuple[int, int], k: int, seed: int = 0) -> dict[str, dict[
 def test_manifest_names_the_weights_and_exporter(onnx_dir):
     manifest = read_manifest(onnx_dir)
     assert manifest["exporter"] in ("dynamo", "torchscript") and not manifest["single_object"]
-    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted([*PART_FILES.values(), "manifest.json"])
+    expected = [*PART_FILES.values(), "manifest.json", MARKER]  # the marker: a result of this project (util/outputs.py)
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(expected)
 
 
 @pytest.mark.parametrize("size,k", SIZES_AND_OBJECTS)
@@ -270,7 +272,7 @@ def test_export_refuses_a_folder_with_other_files(tmp_path, released_checkpoint,
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     rc = export_script.main(["--model", str(released_checkpoint), "--output", str(out)])
-    assert rc == 1 and "not empty" in one_error(capsys)
+    assert rc == 1 and "not a result of this project" in one_error(capsys)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 

@@ -3,6 +3,7 @@ removed, and those of a killed run (SIGKILL) are cleaned by the next run in the 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import downloads.model
 import segment_video
 import train
 from tests.eval_fixtures import VideoSpec, render
-from tests.helpers import child_env, file_hashes, leftovers, message_lines, write_clip, write_video
+from tests.helpers import child_env, file_hashes, leftovers, message_lines, snapshot, write_clip, write_video
+from tests.test_batch import generic_three  # noqa: F401 (fixture)
 from tests.test_training import TINY, FakeClips, fake_data  # noqa: F401 (fixture)
 from util.outputs import MARKER, run_command
 
@@ -136,3 +138,46 @@ def test_ctrl_c_during_a_download_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("interrupted by SIGINT: ") and ".part" in err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------ every evaluation mode, stopped mid-run
+MODES = {
+    "video_batch": ["--video_batch", "2"],
+    "bidirectional": ["--bidirectional"],
+    "ensemble-flip": ["--flip"],  # with two --model paths (below)
+    "scales": ["--scales", "32", "48"],
+}
+STOP_AT_MASK = 12  # "one" (5 frames) is finished by then in every mode, "two" (9 frames) is not
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ctrl_c_in_every_mode_keeps_the_finished_videos_and_removes_the_rest(mode, generic_three,
+                                                                             released_checkpoint, tmp_path,
+                                                                             capsys, monkeypatch):
+    import eval_generic
+    import evaluation.run_video
+
+    data = Path(shutil.copytree(generic_three, tmp_path / "data"))
+    before = snapshot(data)
+    real_write, calls = evaluation.run_video.write_mask, {"n": 0}
+
+    def write_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == STOP_AT_MASK:
+            raise KeyboardInterrupt
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation.run_video, "write_mask", write_then_stop)
+    models = [released_checkpoint, released_checkpoint] if mode == "ensemble-flip" else [released_checkpoint]
+    out, binary = tmp_path / "o", tmp_path / "bin"
+    argv = ["--model", *models, "--data_path", data, "--output", out, "--binary_masks", binary, "--device", "cpu",
+            "--size", "32", *MODES[mode]]
+    rc = eval_generic.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = message_lines(err)
+    assert rc == 130 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("interrupted by SIGINT: kept ") and str(out / "one") in lines[0], lines[0]
+    assert "removed the unfinished" in lines[0]
+    assert len(list((out / "one").glob("*.png"))) == 5 and (binary / "one").is_dir()
+    assert not (out / "two").exists() and not (binary / "two").exists()
+    assert not leftovers(tmp_path) and snapshot(data) == before

@@ -299,3 +299,153 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_one(tmp_path, fake_data, c
     assert "kept" in line and "--load_model" in line
     assert _load(tmp_path / "full" / "full_checkpoint.pth")["iteration"] == 2
     assert not leftovers(tmp_path)
+
+
+# ------------------------------------------------------------------------------ scripts/export.py
+def fake_export(parts_written: int | None = None):
+    """Stands in for model/export.py export_network (the real export is tested in tests/test_export.py):
+    writes each part and the manifest; `parts_written`: Ctrl-C after that many parts."""
+    from model.export import MANIFEST, PART_FILES
+
+    def export(net, folder, exporter="auto"):
+        for i, name in enumerate(PART_FILES.values()):
+            if parts_written is not None and i == parts_written:
+                raise KeyboardInterrupt
+            (Path(folder) / name).write_bytes(b"new " + name.encode())
+        manifest = {"exporter": "fake", "opset": 0, "weights": "w"}
+        (Path(folder) / MANIFEST).write_text('{"exporter": "fake"}')
+        return manifest
+
+    return export
+
+
+def export_parts() -> list[str]:
+    from model.export import MANIFEST, PART_FILES
+
+    return sorted([*PART_FILES.values(), MANIFEST])
+
+
+def test_export_follows_the_output_contract(released_checkpoint, tmp_path, capsys, monkeypatch):
+    from scripts import export as export_script
+
+    monkeypatch.setattr(export_script, "export_network", fake_export())
+    mine = tmp_path / "mine"
+    before = user_files(mine)
+    rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", mine], capsys)
+    one_error(rc, err, str(mine), "--overwrite")
+    assert snapshot(mine) == before
+    # --overwrite: the parts beside the user's files, nothing of theirs touched, not made a result
+    rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", mine, "--overwrite"], capsys)
+    assert rc == 0, err
+    after = snapshot(mine)
+    assert {k: after[k] for k in before} == before and sorted(set(after) - set(before)) == export_parts()
+    assert not (mine / MARKER).exists()
+    # a new folder becomes a result: the rerun replaces it whole (a stale file of the earlier export goes)
+    out = tmp_path / "onnx"
+    for _ in range(2):
+        rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", out], capsys)
+        assert rc == 0, err
+        (out / "stale.onnx").write_bytes(b"old")
+    (out / "stale.onnx").unlink()
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, *export_parts()]) and read_marker(out)["complete"]
+    assert not leftovers(tmp_path)
+
+
+def test_export_into_an_older_export_replaces_only_its_files(released_checkpoint, tmp_path, capsys, monkeypatch):
+    from scripts import export as export_script
+
+    monkeypatch.setattr(export_script, "export_network", fake_export())
+    older = tmp_path / "older"  # written before the marker existed: the manifest says it is an export
+    older.mkdir()
+    for name in export_parts():
+        (older / name).write_text("{}" if name.endswith(".json") else "old")
+    (older / "README.txt").write_text("the user's note")
+    rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", older], capsys)
+    assert rc == 0, err
+    assert (older / "README.txt").read_text() == "the user's note"
+    assert all((older / n).read_bytes().startswith(b"new") for n in export_parts() if n.endswith(".onnx"))
+
+
+def test_export_never_writes_where_its_model_is(released_checkpoint, tmp_path, capsys):
+    from scripts import export as export_script
+
+    saves = Path(shutil.copytree(released_checkpoint.parent, tmp_path / "saves"))
+    before = snapshot(saves)
+    for out in (saves, tmp_path):
+        rc, _, err = run_main(export_script.main, ["--model", saves / "stcn.pth", "--output", out, "--overwrite"],
+                              capsys)
+        one_error(rc, err, str(out), "contains the input")
+    assert snapshot(saves) == before
+
+
+def test_ctrl_c_during_an_export_keeps_the_earlier_one(released_checkpoint, tmp_path, capsys, monkeypatch):
+    from scripts import export as export_script
+
+    out = tmp_path / "onnx"
+    monkeypatch.setattr(export_script, "export_network", fake_export())
+    assert run_main(export_script.main, ["--model", released_checkpoint, "--output", out], capsys)[0] == 0
+    good = snapshot(out)
+    monkeypatch.setattr(export_script, "export_network", fake_export(parts_written=1))
+    rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", out], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 130 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("interrupted by SIGINT: ") and "removed the unfinished" in lines[0]
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k != MARKER} == {k: v for k, v in good.items() if k != MARKER}
+    assert not leftovers(tmp_path)
+
+
+def test_stale_partials_in_the_export_cache_are_removed(tmp_path, stcn_net, monkeypatch):
+    from inference_core import backends
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    monkeypatch.setattr(backends, "export_network", fake_export())
+    cache = tmp_path / "cache"
+    digest = backends.weights_digest(stcn_net.state_dict())
+    name = f"{digest}-{'single' if stcn_net.single_object else 'multi'}-v{backends.EXPORT_VERSION}"
+    stale = cache / f".partial-{name}-{gone.pid}-0123abcd"
+    stale.mkdir(parents=True)
+    (stale / "decoder.onnx").write_bytes(b"half")
+    folder = backends.cached_export(stcn_net, cache)
+    assert [p.name for p in cache.iterdir()] == [folder.name] == [name]
+
+
+# ------------------------------------------------------------------- scripts/make_sample_video.py
+def test_sample_video_follows_the_output_contract(tmp_path, capsys):
+    from scripts import make_sample_video
+
+    mine = tmp_path / "mine"
+    user_files(mine)
+    (mine / "JPEGImages" / "shapes").mkdir(parents=True)
+    (mine / "JPEGImages" / "shapes" / "00000.jpg").write_bytes(b"the user's own frame")
+    before = snapshot(mine)
+    argv = ["--frames", "3", "--height", "16", "--width", "24"]
+    rc, _, err = run_main(make_sample_video.main, ["--output", mine, *argv], capsys)
+    one_error(rc, err, str(mine), "--overwrite")
+    assert snapshot(mine) == before
+    rc, _, err = run_main(make_sample_video.main, ["--output", mine / "notes.txt", *argv], capsys)
+    one_error(rc, err, "notes.txt", "is a file")
+    out = tmp_path / "sample"
+    for _ in range(2):  # a rerun replaces the earlier sample whole
+        rc, _, err = run_main(make_sample_video.main, ["--output", out, *argv, "--video_file"], capsys)
+        assert rc == 0, err
+        (out / "stale.txt").write_text("of the earlier sample")
+    (out / "stale.txt").unlink()
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "Annotations", "JPEGImages", "shapes.mp4",
+                                                            "shapes_first.png"])
+    assert len(list((out / "JPEGImages" / "shapes").glob("*.jpg"))) == 3 and not leftovers(tmp_path)
+
+
+def test_ctrl_c_while_writing_the_sample_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from evaluation import sample_video
+    from scripts import make_sample_video
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_video, "write_video_file", stop)
+    rc, _, err = run_main(make_sample_video.main, ["--output", tmp_path / "s", "--frames", "3", "--video_file"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 130 and len(lines) == 1 and "removed the unfinished" in lines[0] and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
