@@ -21,7 +21,7 @@ import eval_generic
 from inference_core import InferenceCore, backends
 from inference_core.backends import ExportedNetwork, compile_network, exported_network, onnxruntime_runner
 from inference_core.core import probabilities_to_labels
-from model.export import PART_FILES, example_inputs, export_part, read_manifest
+from model.export import EXPORT_VERSION, PART_FILES, example_inputs, export_part, read_manifest, weights_digest
 from scripts import export as export_script
 from tests.eval_fixtures import generic_template  # noqa: F401
 from tests.test_inference_core import moving_squares
@@ -222,14 +222,16 @@ def test_cached_export_keeps_one_another_process_made_meanwhile(tmp_path, monkey
 
     def racing_export(net, folder):  # the other rank finishes first, while this one exports
         others = [p for p in cache.iterdir() if p != Path(folder)]
-        final = cache / Path(folder).name[1:].rsplit(".", 1)[0]  # .<final name>.<random>
+        final = cache / final_name
         if not others:
             copy_export(final)
             (final / "loaded-by-the-other-rank").touch()
         copy_export(Path(folder))
 
     monkeypatch.setattr(backends, "export_network", racing_export)
+    final_name = f"{weights_digest(stcn_net.state_dict())}-multi-v{EXPORT_VERSION}"
     folder = backends.cached_export(stcn_net, cache)
+    assert folder.name == final_name
     assert (folder / "loaded-by-the-other-rank").is_file()  # not replaced under the other rank
     assert [p.name for p in cache.iterdir()] == [folder.name]  # this rank's copy removed
 
