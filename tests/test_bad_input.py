@@ -585,7 +585,12 @@ def test_bad_input_gives_one_error_line_and_changes_nothing(case: Case, tmp_path
     argv, names = case.build(ws)
     before = snapshot(ws.root, dirs=True)
     capsys.readouterr()
-    code, out, err = run_main(case.main, argv, capsys)
+    threads = torch.get_num_threads()  # the benchmarks set it (and seed) for their process: not for later tests
+    with torch.random.fork_rng(devices=[]):
+        try:
+            code, out, err = run_main(case.main, argv, capsys)
+        finally:
+            torch.set_num_threads(threads)
     text = out + err
     assert "Traceback" not in text, text
     errors = error_lines(text)
