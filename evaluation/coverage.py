@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from evaluation.datasets import EvalVideo
-from evaluation.run_video import frames_to_process, starting_objects
+from evaluation.run_video import frames_to_step
 from inference_core.core import InferenceCore
 from inference_core.memory_bank import MemoryBank
 from util.atomic import atomic_write_text
@@ -95,19 +95,8 @@ def record_video(core: InferenceCore, video: EvalVideo) -> np.ndarray:
     video.prepare()
     recorder = CoverageRecorder(core.memory)
     core.memory.observer = recorder
-    last = frames_to_process(video) - 1
-    for i in range(last + 1):
-        frame = video.frames[i]
-        annotated = frame.mask_path is not None
-        if not core.needs_frame(frame.required or annotated):
-            core.skip()
-            continue
-        mask, start = None, None
-        if annotated:
-            mask, start = starting_objects(video.load_mask(i).to(core.device), frame.start_labels, core.labels)
-            if not start:
-                mask, start = None, None
-        core.step(video.load_image(i).to(core.device), mask, labels=start, end=i == last)
+    for frame in frames_to_step(core, video):
+        core.step(frame.image, frame.mask, labels=frame.start, end=frame.end)
     return recorder.result()
 
 

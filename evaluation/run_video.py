@@ -21,7 +21,7 @@ import argparse
 import copy
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +112,10 @@ class VideoRun:
         self.core, self.video, self.sinks, self.on_frame, self.output = core, video, sinks, on_frame, output
         self.palette = video.palette
         self.size = video.size
-        self.last = frames_to_process(video) - 1
         self.out_dir = Path(out_dir)
         self.tmp = partial_dir(self.out_dir)
         self.started: list[FrameSink] = []
-        self._next = 0
+        self._frames = frames_to_step(core, video, on_skip=on_frame)
         # `--bidirectional` (run_video): required frame -> the backward pass's (probabilities, labels), and
         # each object's first annotated frame (`backward_pass`)
         self.backward: dict[int, tuple[torch.Tensor, list[int]]] = {}
@@ -129,21 +128,7 @@ class VideoRun:
 
     def next_frame(self) -> FrameInput | None:
         """The next frame to process (image and annotation read here, I/O), or None when the video is done."""
-        core, video = self.core, self.video
-        while self._next <= self.last:
-            i = self._next
-            self._next += 1
-            frame = video.frames[i]
-            annotated = frame.mask_path is not None
-            if not core.needs_frame(frame.required or annotated):
-                core.skip()
-                if self.on_frame is not None:
-                    self.on_frame()
-                continue
-            image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
-            mask, start = starting_annotation(core, video, i)
-            return FrameInput(i, image, mask, start, end=i == self.last, required=frame.required)
-        return None
+        return next(self._frames, None)
 
     def labels(self, frame: FrameInput, prob: torch.Tensor) -> np.ndarray | None:
         """The label map of a processed frame at the video's size, or None when it is not written."""
@@ -177,6 +162,29 @@ class VideoRun:
     def as_final(self, exc: OSError) -> OSError:
         """A write error naming the mask's place, not the temporary's (e.g. a full disk)."""
         return as_final(exc, self.tmp, self.out_dir)
+
+
+def frames_to_step(
+    core: InferenceCore | EnsembleCore, video: EvalVideo, on_skip: Callable[[], None] | None = None
+) -> Iterator[FrameInput]:
+    """The frames of `video` that `core` must step, in order, each read when it is reached (I/O).
+
+    Frames the core needs no step for (`InferenceCore.needs_frame`: neither written, annotated nor
+    due as memory) are passed with `core.skip()` (then `on_skip()`); the video ends at its last
+    required or annotated frame (`frames_to_process`). The same loop serves evaluation (`VideoRun`)
+    and the memory-coverage recording (evaluation/coverage.py).
+    """
+    last = frames_to_process(video) - 1
+    for i in range(last + 1):
+        frame = video.frames[i]
+        if not core.needs_frame(frame.required or frame.mask_path is not None):
+            core.skip()
+            if on_skip is not None:
+                on_skip()
+            continue
+        image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
+        mask, start = starting_annotation(core, video, i)
+        yield FrameInput(i, image, mask, start, end=i == last, required=frame.required)
 
 
 def starting_annotation(core: InferenceCore | EnsembleCore, video: EvalVideo, index: int) -> tuple:
