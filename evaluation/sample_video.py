@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from util.outputs import partial_dir, prepare_output_dir, remove_partial
+from util.outputs import partial_folder, prepare_output_dir
 
 MIN_SIDE = 2  # pixels: --video_file crops to even sizes (4:2:0), which leaves nothing of a 1-pixel side
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128]
@@ -78,13 +78,9 @@ def write_sample_output(output: Path, flag: str = "--output", name: str = "shape
     names replaced, nothing else touched); written into a partial folder beside it, moved in when complete."""
     out = prepare_output_dir(output, flag, (), overwrite)
     with out.writing():
-        tmp = partial_dir(out.path)
-        try:
+        with partial_folder(out.path) as tmp:
             write_sample(tmp, name, frames, height, width)
             if video_file:
                 write_video_file(tmp, name)
-        except BaseException:
-            remove_partial(tmp)
-            raise
         out.replace(tmp, out.path)
     return out.path

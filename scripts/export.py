@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.run_video import report_errors  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
 from model.export import EXPORTERS, MANIFEST, PART_FILES, export_network, read_manifest  # noqa: E402
-from util.outputs import OutputDir, as_final, partial_dir, prepare_output_dir, remove_partial  # noqa: E402
+from util.outputs import OutputDir, as_final, partial_folder, prepare_output_dir  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,14 +46,11 @@ def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) 
 
 def write_export(out: OutputDir, net, exporter: str) -> dict:
     """Export `net` into a partial folder beside `out`, then move it into place (the manifest last)."""
-    tmp = partial_dir(out.path)
-    try:
-        manifest = export_network(net, tmp, exporter=exporter)
-    except BaseException as exc:
-        remove_partial(tmp)
-        if isinstance(exc, OSError):
+    with partial_folder(out.path) as tmp:
+        try:
+            manifest = export_network(net, tmp, exporter=exporter)
+        except OSError as exc:
             raise as_final(exc, tmp, out.path) from None
-        raise
     if not out.ours:  # file by file into the older export: it is incomplete until the manifest is back
         (out.path / MANIFEST).unlink(missing_ok=True)
         for name in PART_FILES.values():

@@ -186,6 +186,18 @@ def remove_partial(tmp: Path) -> None:
     LEDGER.removed.append(tmp)
 
 
+@contextmanager
+def partial_folder(final: Path) -> Iterator[Path]:
+    """`partial_dir(final)` for the block to write into, removed (`remove_partial`) when the block
+    fails or is interrupted; on success it stays for the caller to move into place."""
+    tmp = partial_dir(final)
+    try:
+        yield tmp
+    except BaseException:
+        remove_partial(tmp)
+        raise
+
+
 def replace_dir(src: Path, dst: Path, whole: bool = True) -> None:
     """Move the finished folder `src` to `dst`.
 
