@@ -12,6 +12,7 @@ The palette is made up here (not DAVIS's), so tests can check that outputs keep 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,9 +150,10 @@ GENERIC_VIDEOS = (
 )
 
 
-def make_generic(root: Path) -> Path:
-    for k, spec in enumerate(GENERIC_VIDEOS):
-        images, labels = render(spec, seed=20 + k)
+def make_generic(root: Path, videos: Sequence[VideoSpec] = GENERIC_VIDEOS, seed: int = 20) -> Path:
+    """A generic layout of `videos` (video k rendered with seed + k)."""
+    for k, spec in enumerate(videos):
+        images, labels = render(spec, seed=seed + k)
         for t, img in enumerate(images):
             save_jpg(root / "JPEGImages" / spec.name / f"{t:05d}.jpg", img)
         for start in sorted(set(spec.starts.values())):

@@ -14,7 +14,7 @@ import eval_generic
 import eval_youtube
 from inference_core import InferenceCore
 from inference_core.batch import BatchItem, fresh_core, step_cores
-from tests.eval_fixtures import VideoSpec, davis_template, render, save_indexed, save_jpg, youtube_template  # noqa: F401 - fixtures
+from tests.eval_fixtures import VideoSpec, davis_template, make_generic, youtube_template  # noqa: F401 - fixtures
 from tests.helpers import PROB_TOL, assert_same_labels
 
 
@@ -122,14 +122,7 @@ GENERIC = (  # three videos: 1, 2 and 3 objects, different lengths and sizes, ob
 
 @pytest.fixture(scope="module")
 def generic_three(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("generic_three")
-    for k, spec in enumerate(GENERIC):
-        images, labels = render(spec, seed=30 + k)
-        for t, img in enumerate(images):
-            save_jpg(root / "JPEGImages" / spec.name / f"{t:05d}.jpg", img)
-        for start in sorted(set(spec.starts.values())):
-            save_indexed(root / "Annotations" / spec.name / f"{start:05d}.png", labels[start])
-    return root
+    return make_generic(tmp_path_factory.mktemp("generic_three"), GENERIC, seed=30)
 
 
 def masks_of(folder: Path) -> dict[str, np.ndarray]:
