@@ -72,6 +72,34 @@ def test_recording_does_not_change_the_masks(stcn_net, settings):
         assert torch.equal(a, b)
 
 
+FP32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def gamma(n: int) -> float:
+    """The classic bound n*u / (1 - n*u) on the relative error of an n-term fp32 sum of products."""
+    return n * FP32_UNIT_ROUNDOFF / (1 - n * FP32_UNIT_ROUNDOFF)
+
+
+def weight_rel_tol(reads: list[dict]) -> float:
+    """A relative tolerance for two fp32 computations of the same top-k softmax weights.
+
+    Each similarity S_ij = (2 mk_i.qk_j - |mk_i|^2) / sqrt(C_k) sums C_k + 1 products, so its rounding
+    error is at most gamma(C_k + 1) times the same sum over absolute values (|S|_abs below), whatever
+    the order and blocking of the kernel. A softmax weight exp(s_i) / sum_j exp(s_j) moves by a factor
+    of at most exp(2 e) when every logit moves by at most e, and the softmax adds its own rounding over
+    the k terms. Two computations (the recorded and the dense one) may err in opposite directions.
+    """
+    worst = 0.0
+    for r in reads:
+        mk = r["keys"] if r["temp"] is None else torch.cat([r["keys"], r["temp"]], dim=2)
+        mk, qk = mk.double(), r["qk"].double()
+        ck = mk.shape[1]
+        s_abs = (2 * mk.abs().transpose(1, 2) @ qk.abs() + mk.pow(2).sum(1).unsqueeze(2)) / math.sqrt(ck)
+        worst = max(worst, gamma(ck + 1) * float(s_abs.max()))
+    per_side = math.expm1(2 * worst) + gamma(2 * r["top_k"] + 4)
+    return 2 * per_side
+
+
 def dense_maxima(reads: list[dict]) -> dict[tuple[int, int], float]:
     """Every node's largest weight, from the dense top-k affinity of every group of every read."""
     best: dict[tuple[int, int], float] = {}
@@ -109,8 +137,10 @@ def test_recorded_maxima_equal_a_dense_recomputation(stcn_net, settings, monkeyp
     expected = dense_maxima(reads)
     recorded = {(f, i): float(v) for f, row in recorder.maxima.items() for i, v in enumerate(row.tolist())}
     assert recorded.keys() == expected.keys()
+    rel_tol = weight_rel_tol(reads)  # from the fp32 arithmetic, not from one CPU's kernels
+    assert rel_tol < 1e-2  # still a check that tells a wrong node or a wrong read apart
     for key in expected:
-        assert math.isclose(recorded[key], expected[key], rel_tol=1e-5, abs_tol=1e-7), key
+        assert math.isclose(recorded[key], expected[key], rel_tol=rel_tol, abs_tol=1e-7), key
     maxima = recorder.result()
     assert maxima.size == len(expected)
     # all it keeps is one float per node, never an affinity matrix
@@ -118,8 +148,9 @@ def test_recorded_maxima_equal_a_dense_recomputation(stcn_net, settings, monkeyp
     assert kept == 4 * maxima.size
     if settings.get("max_mem_frames"):
         assert len(recorder.maxima) > core.memory.num_frames  # dropped frames keep their maxima
-    # the Gini of the recorded maxima is the pairwise-difference definition's
-    x = np.array(list(expected.values()))
+    # the Gini of the recorded maxima is the pairwise-difference definition's (on the same values: the
+    # recorded and the dense maxima agree only to rel_tol, checked above)
+    x = np.asarray(maxima, dtype=np.float64)
     assert gini(maxima) == pytest.approx(np.abs(x[:, None] - x[None, :]).sum() / (2 * x.size**2 * x.mean()))
 
 
