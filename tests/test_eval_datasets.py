@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -242,6 +243,9 @@ def test_sixteen_bit_frames_keep_their_high_byte(tmp_path):
     rgb = np.asarray(read_image(tmp_path / "deep.png"))
     assert rgb.dtype == np.uint8 and rgb.shape == (24, 32, 3)
     assert np.array_equal(rgb, np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=-1))
+    colour = np.stack([deep, deep // 3, 65535 - deep], axis=-1)  # a 16-bit RGB PNG (Pillow reads its high bytes)
+    cv2.imwrite(str(tmp_path / "colour.png"), np.ascontiguousarray(colour[..., ::-1]))  # OpenCV writes BGR
+    assert np.array_equal(np.asarray(read_image(tmp_path / "colour.png")), (colour >> 8).astype(np.uint8))
     big = Image.fromarray(np.full((4, 4), 70000, np.int32))  # mode I beyond 16 bits: no scale to guess
     big.save(tmp_path / "big.tif")
     with pytest.raises(DataError, match=r"big\.tif: I image with values outside 0\.\.65535"):
