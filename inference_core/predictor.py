@@ -294,8 +294,9 @@ class Predictor:
                 ) -> Iterator[tuple[int, np.ndarray]]:
         """Segment a whole video; yields (frame index, H x W label map) in frame order.
 
-        frames: a folder of images (sorted by name), a video file (.mp4, ...; decoded one frame at a
-            time) or a sequence of H x W x 3 uint8 frames. masks: frame index -> label map of that
+        frames: a folder of images (in frame order, numbers in names by value: util/io.py image_files), a
+            video file (.mp4, ...; decoded one frame at a time, as displayed: util/video.py) or a sequence
+            of H x W x 3 uint8 frames. masks: frame index -> label map of that
             frame (the rule of the module docstring: new ids start there, tracked ids are corrected).
         bidirectional: also propagate every object backward from the frame where it is first
             annotated to frame 0 (module docstring). This runs the backward pass first and keeps its
