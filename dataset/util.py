@@ -88,8 +88,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def list_frames(folder: str | os.PathLike) -> list[str]:
-    """Sorted JPEG file names in `folder` (video frames are named by zero-padded frame number)."""
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    """The JPEG file names in `folder` in frame order (numbers in names compared by value: util/io.py frame_order)."""
+    return sorted((f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)), key=io.frame_order)
 
 
 def load_subset(path: str | os.PathLike) -> set[str]:

@@ -2,7 +2,9 @@
 
 Each dataset is a list of `EvalVideo`s. A video knows its frames (name, image file, the
 annotation file given on that frame if any, whether its mask is written out) and reads frames
-lazily, one at a time, so a long video never sits in memory.
+lazily, one at a time, so a long video never sits in memory. Frames are in the order of their names
+with numbers compared by value (`0.jpg`, `2.jpg`, `10.jpg`; util/io.py `image_files`), and a mask
+belongs to the frame of its name.
 
 Sizes: DAVIS is evaluated at its native 480p (frames are resized only for the other sides of a
 multi-scale ensemble, `load_images`). YouTube-VOS, generic
@@ -31,7 +33,16 @@ from torch import Tensor
 
 from util import layouts
 from util.frames import EVAL_SHORT_SIDE, normalise, resize_frame, resize_labels
-from util.io import IMAGE_EXTENSIONS, DataError, MaskReader, image_files, image_size, read_image, resized_shape
+from util.io import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    MaskReader,
+    frame_order,
+    image_files,
+    image_size,
+    read_image,
+    resized_shape,
+)
 
 MASK_EXTENSION = ".png"
 
@@ -345,6 +356,7 @@ class YouTubeVOSEvalDataset:
         if not objects:
             raise DataError(self.meta_path, f"video {name} lists no object",
                             "restore meta.json from the YouTube-VOS download")
+        position = {p.stem: i for i, p in enumerate(images)}
         required: set[str] = set()
         starts: dict[str, list[int]] = {}
         expected: dict[int, Path] = {}
@@ -358,7 +370,7 @@ class YouTubeVOSEvalDataset:
                     f"frame listed in meta.json for object {obj} has no image", "extract all frames of the video",
                 )
             required.update(obj_frames)
-            first = min(obj_frames)
+            first = min(obj_frames, key=position.__getitem__)  # in frame order (util/io.py frame_order)
             mask = self.mask_dir / name / (first + MASK_EXTENSION)
             if not mask.is_file():
                 raise DataError(
@@ -427,10 +439,12 @@ class GenericEvalDataset:
                 "add a mask (PNG named as its frame) for the frame where each object first appears",
             )
         stems = {p.stem for p in images}
-        orphans = sorted(set(masks) - stems)
+        orphans = sorted(set(masks) - stems, key=frame_order)
         if orphans:
-            raise DataError(masks[orphans[0]], "annotation without a frame of the same name",
-                            "rename it after its frame")
+            numbered = {int(s): s for s in stems if s.isdigit()}
+            same = numbered.get(int(orphans[0])) if orphans[0].isdigit() else None
+            fix = f"rename it {same}{MASK_EXTENSION} after its frame" if same else "rename it after its frame"
+            raise DataError(masks[orphans[0]], "annotation without a frame of the same name", fix)
         frames = [Frame(p.stem, p, masks.get(p.stem)) for p in images]
         return EvalVideo(name, frames, short_side=self.short_side, antialias=self.antialias)
 

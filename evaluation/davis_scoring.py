@@ -39,7 +39,7 @@ from evaluation.metrics import boundary_f_measure, region_similarity, sequence_s
 from util import layouts
 from util.atomic import atomic_path
 from util.errors import UserError
-from util.io import DataError, single_object_mask
+from util.io import DataError, frame_order, single_object_mask
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -194,7 +194,7 @@ def _gt_frames(davis_root: Path, video: str) -> tuple[Path, list[str]]:
             f"no ground truth for video '{video}'",
             f"point --davis_path at the dataset root (with Annotations/{RESOLUTION}) or drop the video from the list",
         )
-    frames = sorted(p.stem for p in gt_dir.glob("*.png"))
+    frames = sorted((p.stem for p in gt_dir.glob("*.png")), key=frame_order)
     jpg_dir = davis_root / "JPEGImages" / RESOLUTION / video
     n_images = len(list(jpg_dir.glob("*.jpg"))) if jpg_dir.is_dir() else len(frames)
     if len(frames) < 3 or len(frames) != n_images:

@@ -1,7 +1,8 @@
 """A video file (e.g. .mp4) as a `EvalVideo`: frames decoded one at a time, masks from PNG files.
 
-Frames are named by their index, `00000`, `00001`, ... (the output masks are `<index>.png`). The
-annotations are indexed PNGs at the video's size: one for the first frame (`--mask`), or a folder
+Frames are named by their index, `00000`, `00001`, ... (the output masks are `<index>.png`), and are
+in display orientation (a phone's rotation applied: util/video.py). The
+annotations are indexed PNGs at the video's displayed size: one for the first frame (`--mask`), or a folder
 of masks named by the index of the frame where their objects first appear (`--mask_dir`, e.g.
 `00000.png`, `00120.png`; any zero padding).
 """
@@ -82,9 +83,13 @@ class VideoFileVideo(EvalVideo):
 
     def _check_mask_size(self, frame: Frame, shape: tuple[int, ...]) -> None:
         if tuple(shape) != self.size:
+            turned = self.reader.orientation.description
+            h, w = self.reader.stored_size
+            shown = f" as displayed (stored {w}x{h}, {turned})" if turned else ""
             raise DataError(
-                frame.mask_path, f"mask is {shape[1]}x{shape[0]} but the video is {self.size[1]}x{self.size[0]}",
-                "annotations must have the video's size (re-export them at its resolution)",
+                frame.mask_path, f"mask is {shape[1]}x{shape[0]} but the video is {self.size[1]}x{self.size[0]}{shown}",
+                "annotations must have the video's size" + (" in its displayed orientation" if turned else "")
+                + " (re-export them at its resolution)",
             )
 
     def frame_image(self, index: int) -> Image.Image:

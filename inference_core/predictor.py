@@ -51,7 +51,7 @@ from model.checkpoint import load_network
 from util.device import DeviceError, precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device
 from util.errors import UserError
 from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
-from util.io import image_files, read_image, resized_shape
+from util.io import DataError, image_files, read_image, resized_shape, rgb_image
 from util.video import VideoReader
 
 NATIVE_SIZE = -1  # size=-1 (or None): frames at their own size
@@ -132,9 +132,13 @@ def backend_device(device: str | torch.device | None, backend: str, onnx_dir, co
 
 
 def as_rgb(frame: Frame, name: str = "frame") -> np.ndarray | Tensor:
-    """An H x W x 3 uint8 frame (numpy, tensor, or a PIL image in any mode, converted to RGB)."""
+    """An H x W x 3 uint8 frame of at least one pixel (numpy, tensor, or a PIL image in any mode, converted
+    to 8-bit RGB as the image files are: util/io.py rgb_image)."""
     if isinstance(frame, Image.Image):
-        return np.asarray(frame.convert("RGB"), dtype=np.uint8)
+        try:
+            frame = np.asarray(rgb_image(frame, name), dtype=np.uint8)
+        except DataError as exc:
+            raise PredictorError(name, exc.problem, exc.fix) from None
     if not isinstance(frame, (np.ndarray, Tensor)):
         raise PredictorError(name, f"expected an H x W x 3 uint8 array, tensor or PIL image, "
                              f"got {type(frame).__name__}",
@@ -146,6 +150,9 @@ def as_rgb(frame: Frame, name: str = "frame") -> np.ndarray | Tensor:
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise PredictorError(name, f"shape {tuple(frame.shape)} is not H x W x 3",
                              "pass RGB frames channels last (a C x H x W tensor: .permute(1, 2, 0))")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise PredictorError(name, f"is {frame.shape[1]}x{frame.shape[0]}: it has no pixels",
+                             "pass a frame of at least one row and one column")
     return frame
 
 
@@ -287,8 +294,9 @@ class Predictor:
                 ) -> Iterator[tuple[int, np.ndarray]]:
         """Segment a whole video; yields (frame index, H x W label map) in frame order.
 
-        frames: a folder of images (sorted by name), a video file (.mp4, ...; decoded one frame at a
-            time) or a sequence of H x W x 3 uint8 frames. masks: frame index -> label map of that
+        frames: a folder of images (in frame order, numbers in names by value: util/io.py image_files), a
+            video file (.mp4, ...; decoded one frame at a time, as displayed: util/video.py) or a sequence
+            of H x W x 3 uint8 frames. masks: frame index -> label map of that
             frame (the rule of the module docstring: new ids start there, tracked ids are corrected).
         bidirectional: also propagate every object backward from the frame where it is first
             annotated to frame 0 (module docstring). This runs the backward pass first and keeps its

@@ -329,6 +329,9 @@ CASES = [
     Case("generic/empty-video-folder", eval_generic.main,
          lambda ws: (gen(ws), str(ws.generic / "JPEGImages" / "empty")),
          spoil=lambda ws: mkdir(ws.generic / "JPEGImages" / "empty")),
+    Case("generic/two-frames-of-one-name", eval_generic.main,
+         lambda ws: (gen(ws), "two frames named 00003 (00003.jpg and 00003.png)"),
+         spoil=lambda ws: png_twin(ws.generic / "JPEGImages" / "clip" / "00003.jpg")),
     Case("generic/size-7", eval_generic.main, lambda ws: (gen(ws, "--size", "7"), "--size")),
     Case("generic/size-minus-2", eval_generic.main, lambda ws: (gen(ws, "--size", "-2"), "--size")),
     Case("generic/native-frames-below-minimum", eval_generic.main,
@@ -552,6 +555,13 @@ def jpeg_annotations(data: Path) -> bool:
             img.convert("RGB").save(png.with_suffix(".jpg"), quality=90)
         png.unlink()
     return True
+
+
+def png_twin(path: Path) -> Path:
+    """The frame saved again as a PNG of the same name (`00003.jpg` and `00003.png`)."""
+    with Image.open(path) as img:
+        img.save(path.with_suffix(".png"))
+    return path.with_suffix(".png")
 
 
 def resize_frame(path: Path) -> Path:

@@ -1,8 +1,10 @@
 """Evaluation datasets and mask I/O: layouts, sizes, palettes, and the colour-mask rule."""
 from __future__ import annotations
 
+import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,76 @@ def test_render_is_deterministic():
     a, la = render(spec, seed=1)
     b, lb = render(spec, seed=1)
     assert all((x == y).all() for x, y in zip(a, b)) and set(np.unique(la[2])) == {0, 1, 3}
+
+
+# ------------------------------------------------------------------------ frame order and names
+UNPADDED = [str(t) for t in range(12)]  # 0.jpg ... 11.jpg: by name 0, 1, 10, 11, 2, ...
+
+
+def test_frames_without_zero_padding_are_in_number_order_everywhere(tmp_path):
+    images, labels = render(VideoSpec("v", 24, 32, 12, {1: 0, 2: 9}), seed=5)
+    generic = tmp_path / "generic"
+    (generic / "JPEGImages" / "v").mkdir(parents=True)
+    for name, img in zip(UNPADDED, images):
+        Image.fromarray(img).save(generic / "JPEGImages" / "v" / f"{name}.jpg")
+    save_indexed(generic / "Annotations" / "v" / "0.png", labels[0])
+    save_indexed(generic / "Annotations" / "v" / "10.png", labels[10])
+    clip = GenericEvalDataset(generic, short_side=None)[0]
+    assert [f.name for f in clip.frames] == UNPADDED
+    assert [f.image_path.name for f in clip.frames] == [f"{n}.jpg" for n in UNPADDED]
+    assert {f.name: f.mask_path.name for f in clip.frames if f.mask_path} == {"0": "0.png", "10": "10.png"}
+    tenth = read_image(generic / "JPEGImages" / "v" / "10.jpg")
+    assert np.array_equal(np.asarray(clip.frame_image(10)), np.asarray(tenth))
+
+    # YouTube-VOS: an object listed on frames 9 and 10 starts on 9 (not on "10", first by name)
+    yv = tmp_path / "yv"
+    (yv / "valid" / "JPEGImages" / "v").mkdir(parents=True)
+    for name, img in zip(UNPADDED, images):
+        Image.fromarray(img).save(yv / "valid" / "JPEGImages" / "v" / f"{name}.jpg")
+    save_indexed(yv / "valid" / "Annotations" / "v" / "0.png", np.where(labels[0] == 1, 1, 0).astype(np.uint8))
+    save_indexed(yv / "valid" / "Annotations" / "v" / "9.png", np.where(labels[9] == 2, 2, 0).astype(np.uint8))
+    meta = {"videos": {"v": {"objects": {"1": {"frames": ["0", "5", "10"]}, "2": {"frames": ["10", "9"]}}}}}
+    (yv / "valid" / "meta.json").write_text(json.dumps(meta))
+    video = YouTubeVOSEvalDataset(yv, short_side=None)[0]
+    assert [f.name for f in video.frames] == UNPADDED
+    assert {f.name: f.start_labels for f in video.frames if f.mask_path} == {"0": (1,), "9": (2,)}
+    assert [f.name for f in video.frames if f.required] == ["0", "5", "9", "10"]
+
+
+def test_a_mask_named_with_other_padding_than_its_frame_is_refused_naming_the_frame(tmp_path):
+    images, labels = render(VideoSpec("v", 24, 32, 3, {1: 0}), seed=5)
+    (tmp_path / "JPEGImages" / "v").mkdir(parents=True)
+    for t, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / "JPEGImages" / "v" / f"{t}.jpg")
+    save_indexed(tmp_path / "Annotations" / "v" / "00000.png", labels[0])
+    with pytest.raises(DataError, match=r"00000\.png: annotation without a frame of the same name; rename it 0\.png"):
+        GenericEvalDataset(tmp_path)
+
+
+def test_two_frames_of_one_name_are_refused_naming_both(tmp_path, generic_template):
+    data = tmp_path / "data"
+    shutil.copytree(generic_template, data)
+    frames = data / "JPEGImages" / "clip"
+    read_image(frames / "00003.jpg").save(frames / "00003.png")
+    with pytest.raises(DataError, match=r"00003\.jpg: two frames named 00003 \(00003\.jpg and 00003\.png\)"):
+        GenericEvalDataset(data)
+
+
+# ------------------------------------------------------------------------------ 16-bit frames
+def test_sixteen_bit_frames_keep_their_high_byte(tmp_path):
+    """A 16-bit grey PNG (mode I;16) reads as its 8 high bits, as Pillow reads 16-bit colour PNGs;
+    convert("RGB") alone saturates it to a white frame."""
+    deep = (np.arange(24 * 32, dtype=np.uint32).reshape(24, 32) * 85).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode == "I;16"
+    rgb = np.asarray(read_image(tmp_path / "deep.png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (24, 32, 3)
+    assert np.array_equal(rgb, np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=-1))
+    colour = np.stack([deep, deep // 3, 65535 - deep], axis=-1)  # a 16-bit RGB PNG (Pillow reads its high bytes)
+    cv2.imwrite(str(tmp_path / "colour.png"), np.ascontiguousarray(colour[..., ::-1]))  # OpenCV writes BGR
+    assert np.array_equal(np.asarray(read_image(tmp_path / "colour.png")), (colour >> 8).astype(np.uint8))
+    big = Image.fromarray(np.full((4, 4), 70000, np.int32))  # mode I beyond 16 bits: no scale to guess
+    big.save(tmp_path / "big.tif")
+    with pytest.raises(DataError, match=r"big\.tif: I image with values outside 0\.\.65535"):
+        read_image(tmp_path / "big.tif")

@@ -367,6 +367,68 @@ def test_bad_segment_input_names_the_argument(predictor, video, tmp_path):
         assert info.value.where in ("masks", "frames")
 
 
+# ------------------------------------------------------------------ frames: order, names, depth, size
+def test_unpadded_frame_names_run_in_number_order_and_keep_their_names(tmp_path, released_checkpoint, capsys):
+    """0.jpg ... 10.jpg run as 0, 1, 2, ..., 10 (not 0, 1, 10, 2, ...) in eval_generic.py and
+    Predictor.segment(folder); each mask lands on the frame of its name and is written under it."""
+    spec = VideoSpec("v", 48, 64, 11, {3: 0, 200: 9})
+    images, labels = render(spec, seed=4)
+    data = tmp_path / "data"
+    for t, img in enumerate(images):
+        save_jpg(data / "JPEGImages" / "v" / f"{t}.jpg", img)
+    masks = {0: only(labels[0], 3), 9: only(labels[9], 200)}
+    for t, mask in masks.items():
+        save_indexed(data / "Annotations" / "v" / f"{t}.png", mask)
+    argv = ["--data_path", data, "--output", tmp_path / "out", "--model", released_checkpoint, "--size", SIZE,
+            "--device", "cpu"]
+    assert eval_generic.main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    written = {p.name for p in (tmp_path / "out" / "v").glob("*.png")}
+    assert written == {f"{t}.png" for t in range(spec.frames)}
+    predictor = Predictor.from_checkpoint(released_checkpoint, device="cpu", size=SIZE)
+    decoded = [np.asarray(Image.open(data / "JPEGImages" / "v" / f"{t}.jpg")) for t in range(spec.frames)]
+    want = [labels for _, labels in predictor.segment(decoded, masks)]
+    folder = [labels for _, labels in predictor.segment(data / "JPEGImages" / "v", masks)]
+    for t in range(spec.frames):
+        assert np.array_equal(folder[t], want[t]), t
+        assert np.array_equal(np.array(Image.open(tmp_path / "out" / "v" / f"{t}.png")), want[t]), t
+
+
+def test_two_frames_of_one_name_in_a_folder_are_refused(predictor, video, tmp_path):
+    images, labels = video
+    for t, img in enumerate(images[:4]):
+        save_jpg(tmp_path / f"{t:05d}.jpg", img)
+    Image.fromarray(images[3]).save(tmp_path / "00003.png")
+    with pytest.raises(UserError, match=r"00003\.jpg: two frames named 00003 \(00003\.jpg and 00003\.png\)"):
+        list(predictor.segment(tmp_path, {0: labels[0]}))
+
+
+def test_sixteen_bit_frames_are_read_as_their_high_byte(predictor, video, tmp_path):
+    """16-bit frames (a PIL image in mode I;16 or I, a 16-bit PNG in a folder) give what their 8 high bits
+    give, not a white frame (convert("RGB") saturates them)."""
+    images, labels = video
+    grey = [img.mean(axis=-1).astype(np.uint8) for img in images[:3]]
+    eight = [np.repeat(g[..., None], 3, axis=-1) for g in grey]
+    deep = [g.astype(np.uint16) * 256 + 200 for g in grey]  # the high byte is the 8-bit frame
+    for t, d in enumerate(deep):
+        Image.fromarray(d).save(tmp_path / f"{t:05d}.png")
+    masks = {0: labels[0]}
+    want = [labels for _, labels in predictor.segment(eight, masks)]
+    as_pil = [Image.fromarray(d) for d in deep]
+    assert {img.mode for img in as_pil} == {"I;16"}
+    for frames in (as_pil, [img.convert("I") for img in as_pil], tmp_path):
+        got = [labels for _, labels in predictor.segment(frames, masks)]
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("frame", [np.zeros((0, 64, 3), np.uint8), np.zeros((48, 0, 3), np.uint8),
+                                   torch.zeros((0, 0, 3), dtype=torch.uint8), Image.new("RGB", (64, 0))],
+                         ids=["no-rows", "no-columns", "tensor", "pil"])
+def test_a_frame_without_pixels_is_refused_in_one_line(predictor, frame):
+    with pytest.raises(PredictorError, match=r"^frame: is \d+x\d+: it has no pixels; pass a frame of at least"):
+        predictor.new_stream().step(frame)
+
+
 # ------------------------------------------------------------------------------------------ README
 def readme_examples() -> list[str]:
     readme = (ROOT / "README.md").read_text()

@@ -16,6 +16,7 @@ import segment_video
 from evaluation.run_video import add_common_args
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, generic_template, render, save_indexed  # noqa: F401
 from tests.helpers import run_main
+from util.io import DataError
 from util.outputs import MARKER
 from util.video import VideoReader, VideoWriter
 
@@ -160,6 +161,80 @@ def test_bad_masks_for_a_video(clip, released_checkpoint, tmp_path, capsys):
         ], capsys)
         assert rc == 1 and err.startswith("error: ") and needle in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+# -------------------------------------------------------------------------- rotated (phone) videos
+def write_turned(path: Path, frames: list[np.ndarray], degrees: int | None = None, hflip: bool = False,
+                 tag: str | None = None) -> Path:
+    """A video whose container says how to show it: a display matrix (`degrees` counter-clockwise, as
+    phones write it, and an optional mirror) or an older `rotate` tag (degrees clockwise)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=FPS)
+        stream.height, stream.width, stream.pix_fmt = frames[0].shape[0], frames[0].shape[1], "yuv420p"
+        if tag is not None:
+            stream.metadata["rotate"] = tag
+        if degrees is not None:
+            if not hasattr(stream, "set_display_rotation"):
+                pytest.skip("this PyAV cannot write a display matrix")
+            stream.set_display_rotation(degrees, hflip=hflip)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+TURNED = VideoSpec("turned", height=48, width=64, frames=4, starts={1: 0})
+
+
+@pytest.mark.parametrize("container, shown", [
+    (dict(degrees=90), lambda a: np.rot90(a, 1)),  # counter-clockwise
+    (dict(degrees=-90), lambda a: np.rot90(a, -1)),  # a phone held upright: 90 degrees clockwise
+    (dict(degrees=180), lambda a: a[::-1, ::-1]),
+    (dict(degrees=0, hflip=True), lambda a: a[:, ::-1]),
+    (dict(tag="90"), lambda a: np.rot90(a, -1)),  # an older rotate tag (clockwise), kept by Matroska
+], ids=["ccw90", "cw90", "180", "mirror", "rotate-tag"])
+def test_a_rotated_video_is_decoded_as_players_show_it(tmp_path, container, shown):
+    images, _ = render(TURNED)
+    suffix = ".mkv" if "tag" in container else ".mp4"
+    plain = VideoReader(write_turned(tmp_path / f"plain{suffix}", images))
+    turned = VideoReader(write_turned(tmp_path / f"turned{suffix}", images, **container))
+    stored = list(plain.frames())
+    assert plain.size == (TURNED.height, TURNED.width) and turned.num_frames == TURNED.frames
+    assert turned.size == shown(stored[0]).shape[:2]
+    for a, b in zip(stored, turned.frames()):
+        assert np.array_equal(shown(a), b)
+
+
+def test_a_rotation_that_is_no_quarter_turn_is_refused(tmp_path):
+    images, _ = render(TURNED)
+    with pytest.raises(DataError, match=r"tilted\.mp4: the video's display matrix turns it by 45 degrees, not a"):
+        VideoReader(write_turned(tmp_path / "tilted.mp4", images, degrees=45))
+
+
+def test_segment_video_on_a_phone_video_works_in_display_orientation(tmp_path, released_checkpoint, capsys):
+    """Stored 64x48, shown 48x64 (rotated 90 degrees clockwise): the mask drawn on the shown frame is
+    the one accepted, and the masks and the overlay come out as shown."""
+    images, labels = render(TURNED)
+    video = write_turned(tmp_path / "phone.mp4", images, degrees=-90)
+    shown = np.rot90(labels[0], -1).astype(np.uint8)
+    save_indexed(tmp_path / "shown.png", shown)
+    out, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
+    rc, _, err = run(segment_video.main, ["--video", video, "--mask", tmp_path / "shown.png", "--output", out,
+                                          "--model", released_checkpoint, "--size", "-1", "--overlay", overlay], capsys)
+    assert rc == 0, err
+    np.testing.assert_array_equal(read_labels(out / "00000.png"), shown)  # the annotated frame comes back as given
+    assert read_labels(out / "00003.png").shape == shown.shape
+    assert VideoReader(overlay).size == shown.shape
+    save_indexed(tmp_path / "stored.png", labels[0])  # drawn on the stored pixels: refused, naming the rotation
+    rc, _, err = run(segment_video.main, ["--video", video, "--mask", tmp_path / "stored.png", "--output",
+                                          tmp_path / "o2", "--model", released_checkpoint], capsys)
+    lines = [line for line in err.splitlines() if line.strip() and "%" not in line]
+    assert rc == 1 and len(lines) == 1 and "stored.png: mask is 64x48 but the video is 48x64 as displayed" in lines[0]
+    assert "rotated 90 degrees clockwise" in lines[0], lines[0]
 
 
 def test_generic_folder_overlay_and_binary_masks(generic_template, released_checkpoint, tmp_path, capsys):

@@ -17,6 +17,7 @@ so a script prints it as one `error:` line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -34,6 +35,9 @@ SINGLE_OBJECT_GREY_LABEL = 255  # DAVIS 2016 ground truth writes its object as 2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # frames of a video folder
 INDEX_MASK_MODES = ("P", "L", "1", "I;16", "I")  # PIL modes whose pixel values are the labels (training)
 BINARY_THRESHOLD = 128  # grey level from which a saliency mask pixel is object (half intensity)
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # grey images of more than 8 bits (I: 32-bit integers)
+DEEP_MAX = 2**16 - 1  # the largest value of a 16-bit image
+DEEP_SHIFT = 8  # 16 -> 8 bits: keep the high byte
 
 
 class DataError(UserError):
@@ -58,11 +62,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image fully as RGB; a missing, truncated or corrupt file raises DataError."""
+    """Decode an image fully as 8-bit RGB (`rgb_image`); a missing, truncated or corrupt file raises DataError."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return rgb_image(img, path)
     except FileNotFoundError:
         raise DataError(path, "no such file", "check the dataset path and layout") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -70,16 +74,47 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise DataError(path, f"unreadable image ({reason})", "replace or re-extract this file") from None
 
 
+def rgb_image(img: Image.Image, where: str | os.PathLike) -> Image.Image:
+    """`img` as 8-bit RGB. 16-bit grey images (DEEP_MODES) keep their high byte, as Pillow reads
+    16-bit colour PNGs; `convert("RGB")` would clip them at 255, a white frame. Mode I (32-bit
+    integers, which older Pillow gives 16-bit grey PNGs) is read as 16-bit; values outside 0..65535
+    raise DataError naming `where`. Every other mode is converted by Pillow."""
+    if img.mode not in DEEP_MODES:
+        return img.convert("RGB")
+    grey = np.asarray(img)
+    if grey.size and (int(grey.min()) < 0 or int(grey.max()) > DEEP_MAX):
+        raise DataError(where, f"{img.mode} image with values outside 0..{DEEP_MAX}",
+                        "save the frame as an 8-bit (or 16-bit) RGB or grey image")
+    grey = (grey.astype(np.uint32) >> DEEP_SHIFT).astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
+
+
+def frame_order(name: str) -> tuple:
+    """Sort key of frame names: runs of digits compare as numbers, so `2.jpg` comes before `10.jpg`
+    (zero-padded names keep their order); names equal as numbers (`7`, `007`) follow their text."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """The frames of a video folder: files with an IMAGE_EXTENSIONS suffix, not hidden, sorted by name."""
-    files = Path(folder).iterdir()
-    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    """The frames of a video folder in frame order: files with an IMAGE_EXTENSIONS suffix, not hidden,
+    sorted by their name without the suffix (`frame_order`). Two frames of one name (`3.jpg`, `3.png`)
+    raise DataError: the mask of each is written as `<name>.png`."""
+    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+    files.sort(key=lambda p: (frame_order(p.stem), p.name))
+    for a, b in zip(files, files[1:]):
+        if a.stem == b.stem:
+            raise DataError(a, f"two frames named {a.stem} ({a.name} and {b.name})",
+                            "keep one of them: the mask of each frame is written as <name>.png")
+    return files
 
 
 def resized_shape(h: int, w: int, short_side: int | None) -> tuple[int, int]:
     """(H, W) with the shorter side `short_side` (None: unchanged) and the longer one truncated,
     `int(short_side * long / short)`, as torchvision's Resize: the one resize rule of the evaluation
     and the dataset resize commands."""
+    if h <= 0 or w <= 0:
+        raise ValueError(f"a {w}x{h} image has no pixels to resize")
     if short_side is None or min(h, w) == short_side:
         return h, w
     if h <= w:

@@ -1,11 +1,15 @@
 """Video files: decode frames one at a time, encode a mask overlay video (PyAV, FFmpeg's libraries).
 
 Decoding is streaming: `VideoReader.frames()` yields one RGB frame at a time, so a long video is
-never held in memory. Problems a user can fix (no such file, not a video, a codec FFmpeg cannot
-decode, a truncated file) become a `DataError` naming the file.
+never held in memory. Frames come in display orientation: a container's rotation (the display
+matrix phones write, or an older `rotate` tag) is applied as players apply it, so masks, outputs and
+overlays are in the orientation the user sees. Problems a user can fix (no such file, not a video, a
+codec FFmpeg cannot decode, a truncated file, a rotation that is not a quarter turn) become a
+`DataError` naming the file.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -21,6 +25,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".m
 DEFAULT_FPS = 24.0  # frame rate of overlays made from frame folders, which have none
 OVERLAY_ALPHA = 0.5  # weight of the object colour over the frame in overlays
 REENCODE_FIX = "re-encode it, e.g. `ffmpeg -i <video> -c:v libx264 -pix_fmt yuv420p out.mp4`, or extract its frames"
+DISPLAY_MATRIX = "DISPLAYMATRIX"  # FFmpeg's side data holding the display transform (3x3 int32)
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
 
 
@@ -46,13 +51,34 @@ class VideoReader:
             stream = self._stream(container)
             self.fps = float(stream.average_rate) if stream.average_rate else DEFAULT_FPS
             codec = stream.codec_context
-            self.size = (int(codec.height), int(codec.width))  # H, W
+            self.stored_size = (int(codec.height), int(codec.width))  # H, W as encoded
+            tag = next((str(v) for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
             try:  # count by demuxing (no decoding): the container's own count is not always set
                 self.num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
             except _av().error.FFmpegError as exc:
                 raise DataError(self.path, f"unreadable video ({_reason(exc)})", REENCODE_FIX) from None
-        if self.size[0] <= 0 or self.size[1] <= 0 or self.num_frames == 0:
+        if self.stored_size[0] <= 0 or self.stored_size[1] <= 0 or self.num_frames == 0:
             raise DataError(self.path, "the video stream has no frames", REENCODE_FIX)
+        matrix = self._display_matrix()
+        if matrix is None and tag is not None:
+            matrix = _tag_matrix(self.path, tag)
+        self.orientation = Orientation.of(self.path, matrix)
+        h, w = self.stored_size
+        self.size = (w, h) if self.orientation.transpose else (h, w)  # H, W as displayed
+
+    def _display_matrix(self) -> tuple[int, ...] | None:
+        """The display matrix of the first frame (FFmpeg hands the container's to every decoded frame)."""
+        av = _av()
+        with self._open() as container:
+            stream = self._stream(container)
+            try:
+                frame = next(container.decode(stream), None)
+            except av.error.FFmpegError as exc:
+                raise DataError(self.path, f"decoding failed at frame 0 ({_reason(exc)})", REENCODE_FIX) from None
+        for data in frame.side_data if frame is not None else ():
+            if DISPLAY_MATRIX in str(getattr(data, "type", "")):
+                return tuple(int(v) for v in np.frombuffer(bytes(data), dtype=np.int32)[:9])
+        return None
 
     def _open(self):
         av = _av()
@@ -81,15 +107,77 @@ class VideoReader:
             try:
                 for frame in container.decode(stream):
                     rgb = frame.to_ndarray(format="rgb24")
-                    if rgb.shape[:2] != self.size:
+                    if rgb.shape[:2] != self.stored_size:
+                        h, w = self.stored_size
                         raise DataError(
-                            self.path, f"frame {n} is {rgb.shape[1]}x{rgb.shape[0]}, not {self.size[1]}x{self.size[0]}",
+                            self.path, f"frame {n} is {rgb.shape[1]}x{rgb.shape[0]}, not {w}x{h}",
                             "videos whose size changes are not supported; " + REENCODE_FIX,
                         )
                     n += 1
-                    yield rgb
+                    yield self.orientation.apply(rgb)
             except av.error.FFmpegError as exc:
                 raise DataError(self.path, f"decoding failed at frame {n} ({_reason(exc)})", REENCODE_FIX) from None
+
+
+class Orientation:
+    """How a stored frame is shown: transposed, then rows and/or columns reversed (the eight quarter
+    turns and mirrorings of a display matrix). FFmpeg's matrix [a b u; c d v; x y w] maps a stored
+    pixel (p, q) (x right, y down) to (a p + c q, b p + d q) on the screen, up to a shift."""
+
+    def __init__(self, transpose: bool = False, flip_rows: bool = False, flip_cols: bool = False,
+                 description: str = "") -> None:
+        self.transpose, self.flip_rows, self.flip_cols = transpose, flip_rows, flip_cols
+        self.description = description  # e.g. "rotated 90 degrees clockwise" (empty: as stored)
+
+    @classmethod
+    def of(cls, path: Path, matrix: Sequence[int] | None) -> Orientation:
+        """The orientation of a display matrix (None: as stored); DataError for one that is no quarter turn."""
+        if matrix is None:
+            return cls()
+        a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+        mirrored = a * d - b * c < 0
+        angle = round(-math.degrees(math.atan2(b, a))) % 360  # counter-clockwise, as FFmpeg reads it
+        straight = b == 0 and c == 0 and a != 0 and d != 0
+        turned = a == 0 and d == 0 and b != 0 and c != 0
+        if not (straight or turned):
+            raise DataError(path, f"the video's display matrix turns it by {angle} degrees, not a quarter turn",
+                            "re-encode it upright, e.g. `ffmpeg -i <video> -c:v libx264 out.mp4` (ffmpeg applies the "
+                            "rotation)")
+        if mirrored:
+            description = "mirrored by its display matrix"
+        elif angle:
+            turn = f"{angle} degrees counter-clockwise" if angle == 90 else (
+                "90 degrees clockwise" if angle == 270 else f"{angle} degrees")
+            description = f"rotated {turn} for display"
+        else:
+            description = ""
+        if a == 0:  # (p, q) -> (c q, b p): transposed
+            return cls(True, b < 0, c < 0, description)
+        return cls(False, d < 0, a < 0, description)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """A stored (H, W, 3) frame as displayed."""
+        if not (self.transpose or self.flip_rows or self.flip_cols):
+            return rgb
+        if self.transpose:
+            rgb = rgb.transpose(1, 0, 2)
+        if self.flip_rows:
+            rgb = rgb[::-1]
+        if self.flip_cols:
+            rgb = rgb[:, ::-1]
+        return np.ascontiguousarray(rgb)
+
+
+def _tag_matrix(path: Path, tag: str) -> tuple[int, ...]:
+    """The display matrix of an older `rotate` tag (degrees clockwise, as FFmpeg up to 4.x wrote it)."""
+    try:
+        degrees = float(tag)
+    except ValueError:
+        raise DataError(path, f"the video's rotate tag {tag!r} is not a number of degrees", REENCODE_FIX) from None
+    angle = math.radians(degrees)
+    one = 1 << 16  # 16.16 fixed point
+    cos, sin = round(math.cos(angle) * one), round(math.sin(angle) * one)
+    return (cos, sin, 0, -sin, cos, 0, 0, 0, 1 << 30)
 
 
 def _reason(exc: Exception) -> str:
