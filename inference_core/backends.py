@@ -34,6 +34,16 @@ OPENVINO_MAX_SHAPES = 16  # compiled input-shape variants kept per part (frame s
 COMPILED_METHODS = ("encode_key", "encode_value", "decode")
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+REEXPORT = "export it again: python scripts/export.py --model <the weights> --output {folder}"
+
+
+class UnreadableModel(DataError):
+    """An exported part its runtime cannot read: a truncated, zeroed or otherwise damaged .onnx file."""
+
+    def __init__(self, path: Path, runtime: str, reason: str) -> None:
+        reason = " ".join(reason.split()).rstrip(".") or "no reason given"
+        super().__init__(path, f"{runtime} cannot read it ({reason}): the file is incomplete or damaged",
+                         REEXPORT.format(folder=Path(path).parent))
 
 
 # ------------------------------------------------------------------------------------ runtimes
@@ -46,7 +56,12 @@ def onnxruntime_runner(path: Path, threads: int | None = None) -> tuple[Runner, 
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
+
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except (InvalidProtobuf, InvalidArgument, InvalidGraph, Fail) as exc:  # a truncated or zeroed file, ...
+        raise UnreadableModel(path, "onnxruntime", str(exc).rpartition("failed:")[2]) from None
 
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return session.run(None, inputs)
@@ -62,9 +77,17 @@ def openvino_runner(path: Path, threads: int | None = None, precision: str = "fp
     (2026.4) fails on the decoder's batch-1 skip features broadcast over the objects.
     """
     import openvino as ov
+    from openvino.frontend import FrontEndManager
 
+    # checked by the ONNX reader first: given a file that is no ONNX model (e.g. zeroed), read_model
+    # tries every other format's reader, and TensorFlow's prints its parse errors to stderr
+    if not FrontEndManager().load_by_framework("onnx").supported(str(path)):
+        raise UnreadableModel(path, "OpenVINO", "not an ONNX model")
     core = ov.Core()
-    model = core.read_model(str(path))
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as exc:  # e.g. a truncated file; the reason is the message's last line
+        raise UnreadableModel(path, "OpenVINO", str(exc).strip().rpartition("\n")[2]) from None
     names = [next(iter(p.get_names())) for p in model.inputs]
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
               "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
@@ -157,12 +180,24 @@ def _usable(folder: Path, digest: str, single_object: bool) -> str | None:
         return f"no readable {folder / 'manifest.json'}: not a folder written by scripts/export.py"
     if manifest.get("export_version") != EXPORT_VERSION:
         return f"written by export version {manifest.get('export_version')}, this code reads {EXPORT_VERSION}"
-    if manifest.get("weights") != digest or manifest.get("single_object") != single_object:
-        return "exported from other weights than --model"
+    differences = []
+    if manifest.get("weights") != digest:
+        differences.append("from other weights than --model")
+    if manifest.get("single_object") != single_object:
+        flag = " (scripts/export.py --single_object)" if manifest.get("single_object") else ""
+        differences.append(f"as {_network_kind(manifest.get('single_object'))}{flag}, but "
+                           f"{_network_kind(single_object)} is run")
+    if differences:
+        return "exported " + " and ".join(differences)
     missing = [name for name in PART_FILES.values() if not (folder / name).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
     return None
+
+
+def _network_kind(single_object: object) -> str:
+    """Which of the two networks (model/network.py STCN `single_object`) an export or a loaded STCN is."""
+    return "the single-object (stage-0) network" if single_object else "the multi-object network"
 
 
 def checked_export(net: STCN, onnx_dir: str | os.PathLike) -> Path:
@@ -171,7 +206,8 @@ def checked_export(net: STCN, onnx_dir: str | os.PathLike) -> Path:
     problem = _usable(folder, weights_digest(net.state_dict()), net.single_object)
     if problem is not None:
         raise DataError("--onnx_dir", f"{folder}: {problem}",
-                        "export these weights with python scripts/export.py --model M --output DIR, "
+                        f"export these weights with python scripts/export.py --model M"
+                        f"{' --single_object' if net.single_object else ''} --output DIR, "
                         "or leave --onnx_dir out to export into the cache")
     return folder
 
@@ -197,7 +233,13 @@ def exported_network(
         make = lambda p: openvino_runner(p, threads, precision)  # noqa: E731
     else:
         raise ValueError(f"unknown exported backend {backend!r}; one of {BACKENDS[1:]}")
-    runners = {part: make(folder / name) for part, name in PART_FILES.items()}
+    try:
+        runners = {part: make(folder / name) for part, name in PART_FILES.items()}
+    except UnreadableModel as exc:
+        if onnx_dir is not None:
+            raise
+        raise DataError(exc.path, exc.problem, f"remove {folder} (the export cache): the next run exports the "
+                        "network again") from None
     return ExportedNetwork(runners, net.single_object)
 
 

@@ -25,7 +25,8 @@ import inspect
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -188,12 +189,26 @@ def export_network(net: STCN, folder: str | os.PathLike, exporter: str = "auto")
     cpu = copy.deepcopy(net).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
     used = exporter if exporter != "auto" else ("dynamo" if dynamo_available() else "torchscript")
     for part, name in PART_FILES.items():
-        export_part(part, cpu, folder / name, used)
+        with _naming(folder / name):
+            export_part(part, cpu, folder / name, used)
     manifest = {"export_version": EXPORT_VERSION, "weights": weights_digest(cpu.state_dict()),
                 "single_object": cpu.single_object, "exporter": used, "opset": OPSETS[used],
                 "torch": torch.__version__, "parts": PART_FILES}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    with _naming(folder / MANIFEST):
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError without a file name raised inside (a failed write: a full disk, ...) gets `path` as its
+    file, so that the error line (util/outputs.py write_error_line) names the file being written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:

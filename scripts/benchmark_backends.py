@@ -90,9 +90,17 @@ def machine() -> str:
             f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}")
 
 
+# flag -> smallest value; a frame of any positive size runs (padded to multiples of 16)
+MINIMUMS = {"height": 1, "width": 1, "objects": 1, "threads": 1, "repeats": 1}
+
+
 def main(argv: list[str] | None = None) -> int:
     """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    for flag, least in MINIMUMS.items():  # before the export and the timing runs, which take minutes
+        if getattr(args, flag) < least:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be at least {least}")
     return run_command(lambda: benchmark(args))
 
 

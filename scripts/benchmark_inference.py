@@ -284,9 +284,30 @@ def precision_row(flag: str, device: torch.device, requested: str | None) -> tup
     return (f"amp ({precision_label(dtype)})" if dtype is not None else "amp -> fp32 (no native bf16)"), dtype
 
 
+# flag -> smallest value of each of its numbers (--threads and --report_at may be left out); a frame of any
+# positive size runs (padded to multiples of 16)
+MINIMUMS = {"height": 1, "lengths": 1, "objects": 1, "threads": 1, "warmup": 0, "top": 1, "mem_every": 1,
+            "report_at": 1}
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse's error (one line, exit 2) for a number below its flag's minimum or a --budgets entry that
+    is neither none nor a positive number of memory frames."""
+    for flag, least in MINIMUMS.items():
+        value = getattr(args, flag)
+        for number in value if isinstance(value, list) else [] if value is None else [value]:
+            if number < least:
+                parser.error(f"--{flag} {number}: must be at least {least}")
+    for budget in args.budgets:
+        if budget.lower() != "none" and not (budget.isdigit() and int(budget) >= 1):
+            parser.error(f"--budgets {budget}: must be none or a number of memory frames (at least 1)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_numbers(parser, args)
     return run_command(lambda: benchmark(args))
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.run_video import report_errors  # noqa: E402
-from model.checkpoint import load_network  # noqa: E402
+from model.checkpoint import CheckpointError, load_network  # noqa: E402
 from model.export import EXPORTERS, MANIFEST, PART_FILES, export_network, read_manifest  # noqa: E402
+from util.io import DataError  # noqa: E402
 from util.outputs import OutputDir, as_final, partial_folder, prepare_output_dir  # noqa: E402
 
 
@@ -28,7 +29,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="saves/stcn.pth", help="network weights (released format)")
     p.add_argument("--output", required=True, help="folder for the ONNX models")
-    p.add_argument("--single_object", action="store_true", help="the stage-0 network (no 'other objects' input)")
+    p.add_argument("--single_object", action="store_true",
+                   help="the stage-0 network (no 'other objects' input), from stage-0 weights; the evaluation "
+                        "commands run the multi-object network (stage-0 weights are converted to it)")
     p.add_argument("--exporter", choices=EXPORTERS, default="auto",
                    help="torch.onnx exporter: dynamo (torch.export; default where available) or torchscript")
     p.add_argument("--overwrite", action="store_true",
@@ -42,6 +45,20 @@ def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) 
     written into as with --overwrite: its export files are replaced, nothing else in it is touched."""
     older = Path(folder).is_dir() and read_manifest(folder) is not None
     return prepare_output_dir(folder, "--output", [model], overwrite or older)
+
+
+def load_export_network(model: str, single_object: bool):
+    """The network to export; multi-object weights with --single_object are one error line (their value
+    encoder reads the other objects' masks too, which the stage-0 network has no input for)."""
+    try:
+        return load_network(model, single_object=single_object)
+    except CheckpointError:
+        if not single_object:
+            raise
+        load_network(model)  # a file that is no STCN checkpoint at all: its own error
+        raise DataError("--single_object", f"{model} holds multi-object weights (stages 1-3 or released), and "
+                        "--single_object exports the stage-0 network, which has no 'other objects' input",
+                        "leave --single_object out (the evaluation commands run the multi-object network)") from None
 
 
 def write_export(out: OutputDir, net, exporter: str) -> dict:
@@ -64,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         out = prepare_export_dir(args.output, args.model, args.overwrite)
-        net = load_network(args.model, single_object=args.single_object)
+        net = load_export_network(args.model, args.single_object)
         with out.writing():
             manifest = write_export(out, net, args.exporter)
         print(f"wrote {', '.join(PART_FILES.values())} to {out.path} ({manifest['exporter']} exporter, "

@@ -6,7 +6,12 @@ whole videos through InferenceCore and through eval_generic's --backend give the
 """
 from __future__ import annotations
 
+import builtins
 import copy
+import errno
+import io
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +28,10 @@ from inference_core.backends import ExportedNetwork, compile_network, exported_n
 from inference_core.core import probabilities_to_labels
 from model.export import EXPORT_VERSION, PART_FILES, example_inputs, export_part, read_manifest, weights_digest
 from scripts import export as export_script
+from tests import helpers
 from tests.eval_fixtures import generic_template  # noqa: F401
 from tests.test_inference_core import moving_squares
+from util import outputs as util_outputs
 from util.outputs import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,3 +289,98 @@ def test_example_inputs_cover_every_part():
     for part in PART_FILES:
         assert example_inputs(part)
     assert "others" not in example_inputs("value_encoder", single_object=True)
+
+
+# ------------------------------------------------------------------ damaged exports, a full disk (issue 22)
+def damaged_copy(onnx_dir: Path, folder: Path, damage: str, part: str = "decoder.onnx") -> Path:
+    """`onnx_dir` (hard links) with `part` truncated to half its bytes or zeroed, as a user might find it."""
+    folder.mkdir()
+    for entry in onnx_dir.iterdir():
+        if entry.name != part:
+            (folder / entry.name).hardlink_to(entry)
+    size = (onnx_dir / part).stat().st_size
+    with open(onnx_dir / part, "rb") as f:
+        head = f.read(size // 2)
+    (folder / part).write_bytes(head if damage == "truncated" else bytes(size))
+    return folder
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_onnx_file_is_one_error_naming_it(tmp_path, generic_template, released_checkpoint,  # noqa: F811
+                                                    onnx_dir, capsys, backend, damage):
+    bad = damaged_copy(onnx_dir, tmp_path / "onnx", damage)
+    argv = ["--model", str(released_checkpoint), "--data_path", str(generic_template), "--size", "32", "--device",
+            "cpu", "--output", str(tmp_path / "out"), "--backend", backend, "--onnx_dir", str(bad)]
+    if backend in ISOLATED:  # in a child: also no runtime's own lines on the real stderr
+        done = subprocess.run([sys.executable, str(ROOT / "eval_generic.py"), *argv], cwd=ROOT, capture_output=True,
+                              text=True)
+        rc, err = done.returncode, done.stderr
+    else:
+        rc, _, err = helpers.run_main(eval_generic.main, argv, capsys)
+    line = helpers.one_error(rc, err, str(bad / "decoder.onnx"), "scripts/export.py", f"--output {bad}")
+    assert "damaged" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_predictor_with_a_damaged_onnx_file_raises_one_user_error(tmp_path, released_checkpoint, onnx_dir):
+    from inference_core import Predictor
+    from util.errors import UserError
+
+    bad = damaged_copy(onnx_dir, tmp_path / "onnx", "truncated", part="key_encoder.onnx")
+    with pytest.raises(UserError, match="re-export|export it again") as info:
+        Predictor.from_checkpoint(released_checkpoint, device="cpu", backend="onnxruntime", onnx_dir=bad)
+    assert info.value.where == str(bad / "key_encoder.onnx")
+
+
+def test_manifest_differing_only_in_single_object_says_so(tmp_path, generic_template, released_checkpoint,  # noqa: F811
+                                                          onnx_dir, capsys):
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    for name in PART_FILES.values():
+        (folder / name).hardlink_to(onnx_dir / name)
+    manifest = read_manifest(onnx_dir) | {"single_object": True}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rc, _, err = helpers.run_main(eval_generic.main, [
+        "--model", released_checkpoint, "--data_path", generic_template, "--output", tmp_path / "out", "--device",
+        "cpu", "--backend", "onnxruntime", "--onnx_dir", folder], capsys)
+    line = helpers.one_error(rc, err, "--onnx_dir", "single-object", "--single_object", "multi-object network is run")
+    assert "other weights" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_on_a_full_disk_names_the_file(tmp_path, released_checkpoint, capsys, monkeypatch):
+    out = tmp_path / "onnx"
+    real_open = builtins.open
+
+    class FullDisk(io.RawIOBase):  # every write fails as on a full disk: an OSError without a file name
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def open_on_a_full_disk(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".onnx"):
+            real_open(file, mode, *args, **kwargs).close()  # the file is created, its bytes do not fit
+            return FullDisk()
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_on_a_full_disk)
+    rc, _, err = helpers.run_main(export_script.main, ["--model", released_checkpoint, "--output", out, "--exporter",
+                                                       "torchscript"], capsys)
+    line = helpers.one_error(rc, err, f"{out / 'key_encoder.onnx'}:", os.strerror(errno.ENOSPC), "free some space")
+    assert "permission" not in line and ".partial" not in line
+    assert not out.exists() and not helpers.leftovers(tmp_path)
+
+
+def test_export_to_a_full_disk_is_refused_before_exporting(tmp_path, released_checkpoint, capsys, monkeypatch):
+    def no_space(*args, dir=None, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(dir) / ".stcn-probe-x"))
+
+    monkeypatch.setattr(util_outputs.tempfile, "mkstemp", no_space)
+    out = tmp_path / "onnx"
+    rc, _, err = helpers.run_main(export_script.main, ["--model", released_checkpoint, "--output", out], capsys)
+    line = helpers.one_error(rc, err, str(out), "the disk is full", "free some space")
+    assert "permission" not in line
+    assert not out.exists()

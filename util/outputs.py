@@ -61,6 +61,7 @@ TMP_FILE_RE = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
 STALE_DEPTH = 2  # levels searched inside an output folder (<out>/Annotations/.partial-<video>-...)
 SIGNAL_EXIT_BASE = 128  # shell convention: killed by signal n -> exit status 128 + n
 MAX_LISTED = 2  # paths named in the interrupt line before "and N more"
+DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}  # errno -> reason
 
 
 # ------------------------------------------------------------------------------ path relations
@@ -129,6 +130,9 @@ def probe_writable(path: Path, flag: str) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise DataError(path, f"cannot be written: {DISK_FULL[exc.errno]} ({exc.strerror} in {folder})",
+                            f"free some space there or choose another {flag}") from None
         raise DataError(path, f"cannot be written ({exc.strerror or exc} in {folder})",
                         f"choose another {flag} or fix the folder's permissions") from None
 
