@@ -31,6 +31,7 @@ probabilities are combined by soft aggregation, otherwise the one pass's result 
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,37 +69,60 @@ class PredictorError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------ arguments
-def check_core_options(options: Mapping[str, Any]) -> None:
-    """PredictorError naming the first bad InferenceCore option (unknown, or out of range)."""
+def is_integer(value: Any) -> bool:
+    """The one rule of the integer options (`size`, `top_k`, `mem_every`, ...): a Python or numpy
+    integer. Floats are refused even when integral (480.0), and so are booleans."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def not_an_integer(name: str, value: Any) -> PredictorError:
+    """The refusal of a non-integer `value` for the integer option `name`."""
+    hint = (f"pass {name}={int(value)}" if isinstance(value, (float, np.floating)) and float(value).is_integer()
+            else "pass a whole number (int or numpy integer)")
+    return PredictorError(name, f"must be an integer (got {value!r})", hint)
+
+
+def check_core_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The InferenceCore options with numpy integers made ints; PredictorError naming the first bad one
+    (unknown, not an integer where one is expected (`is_integer`), or out of range)."""
     known = set(inspect.signature(InferenceCore.__init__).parameters) - {"self", *OWN_OPTIONS}
     for name in options:
         if name not in known:
             raise PredictorError(name, "is not an inference option", f"choose from {', '.join(sorted(known))}")
-    for name in ("top_k", "mem_every"):
-        if name in options and not (isinstance(options[name], int) and options[name] >= 1):
-            raise PredictorError(name, f"must be an integer >= 1 (got {options[name]!r})", "pass a positive value")
-    for name in ("max_mem_frames", "object_batch", "chunk_size"):
+    options = dict(options)
+    for name in ("top_k", "mem_every", "max_mem_frames", "object_batch", "chunk_size"):
         value = options.get(name)
-        if value is None or (name == "chunk_size" and value == "auto"):
+        optional = name not in ("top_k", "mem_every")
+        auto = name == "chunk_size" and isinstance(value, str) and value == "auto"
+        if name not in options or (value is None and optional) or auto:
             continue
-        if not (isinstance(value, int) and value >= 1):
+        if isinstance(value, (float, np.floating)):
+            raise not_an_integer(name, value)
+        if not (is_integer(value) and value >= 1):
             extra = ", 'auto'" if name == "chunk_size" else ""
-            raise PredictorError(name, f"must be an integer >= 1{extra} or None (got {value!r})",
-                                 "pass a positive value or leave it out")
+            raise PredictorError(name, f"must be an integer >= 1{extra}{' or None' if optional else ''} "
+                                 f"(got {value!r})", "pass a positive value" + (" or leave it out" if optional else ""))
+        options[name] = int(value)
     mb = options.get("max_mem_mb")
-    if mb is not None and not (isinstance(mb, (int, float)) and mb > 0):
+    if mb is not None and not (isinstance(mb, numbers.Real) and not isinstance(mb, (bool, np.bool_)) and mb > 0):
         raise PredictorError("max_mem_mb", f"must be a positive number of MiB or None (got {mb!r})",
                              "pass a positive budget or leave it out")
+    return options
 
 
 def check_size(size: int | None) -> int | None:
-    """`size` as a short side (None: native); PredictorError below MIN_SHORT_SIDE."""
-    if size is None or size == NATIVE_SIZE:
+    """`size` as a short side (None: native); PredictorError when not an integer (`is_integer`) or below
+    MIN_SHORT_SIDE."""
+    if size is None:
         return None
-    if not isinstance(size, int) or size < MIN_SHORT_SIDE:
+    if not is_integer(size):
+        raise not_an_integer("size", size)
+    if size == NATIVE_SIZE:
+        return None
+    if size < MIN_SHORT_SIDE:
         raise PredictorError("size", f"{size!r} is below the network's minimum shorter side of {MIN_SHORT_SIDE} "
                              "pixels", f"pass size={MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), or None")
-    return size
+    return int(size)
 
 
 def backend_device(device: str | torch.device | None, backend: str, onnx_dir, compile: bool, amp: bool
@@ -108,9 +132,9 @@ def backend_device(device: str | torch.device | None, backend: str, onnx_dir, co
         raise PredictorError("backend", f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
     auto = device in (None, "", "auto")
     try:
-        resolved = device if isinstance(device, torch.device) else resolve_device(device)
+        resolved = resolve_device(device)  # a name or a torch.device, checked to exist
     except DeviceError as exc:
-        raise PredictorError("device", exc.problem, "use device='cpu' or 'auto'") from None
+        raise PredictorError("device", exc.problem, "use device='auto', 'cpu' or a GPU this machine has") from None
     except RuntimeError:  # a device string torch does not know
         raise PredictorError("device", f"unknown device {device!r}",
                              "choose 'auto', 'cpu', 'cuda' or 'cuda:i'") from None
@@ -188,7 +212,7 @@ class Predictor:
     def __init__(self, network, size: int | None = EVAL_SHORT_SIDE, antialias: bool = False,
                  amp_dtype: torch.dtype | None = None, **options: Any) -> None:
         self.size = check_size(size)
-        check_core_options(options)
+        options = check_core_options(options)
         self.network = network
         self.antialias = antialias
         self.amp_dtype = amp_dtype
@@ -213,7 +237,7 @@ class Predictor:
         PredictorError naming the argument; a bad checkpoint CheckpointError naming the file.
         """
         size = check_size(size)
-        check_core_options(options)
+        options = check_core_options(options)
         if isinstance(amp_dtype, torch.dtype):
             amp_dtype = str(amp_dtype).rpartition(".")[2]
         if amp_dtype is not None and amp_dtype not in AMP_DTYPES:

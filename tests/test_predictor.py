@@ -346,6 +346,47 @@ def test_bad_options_name_the_argument(stcn_net, kwargs, where):
     assert info.value.where == where
 
 
+@pytest.mark.parametrize("name", ["size", "top_k", "mem_every", "max_mem_frames", "object_batch", "chunk_size"])
+@pytest.mark.parametrize("value", [480.0, np.float32(40), True])
+def test_integer_options_refuse_floats_and_booleans_as_not_integers(stcn_net, name, value):
+    """One rule for every integer option: ints and numpy integers; 480.0 is 'not an integer', not 'too small'."""
+    with pytest.raises(PredictorError) as info:
+        Predictor(stcn_net, **{name: value})
+    assert info.value.where == name and "must be an integer" in info.value.problem
+    assert "minimum" not in info.value.problem
+    if isinstance(value, float):
+        assert f"{name}={int(value)}" in info.value.fix
+
+
+def test_integer_options_take_numpy_integers(stcn_net, video):
+    images, labels = video
+    kwargs = dict(top_k=np.int64(20), mem_every=np.int32(5), max_mem_frames=np.int64(4), object_batch=np.uint8(1),
+                  chunk_size=np.int16(500))
+    predictor = Predictor(stcn_net, size=np.int64(SIZE), **kwargs)
+    assert predictor.size == SIZE and type(predictor.size) is int
+    assert all(type(predictor.options[k]) is int and predictor.options[k] == v for k, v in kwargs.items())
+    want = Predictor(stcn_net, size=SIZE, **{k: int(v) for k, v in kwargs.items()}).new_stream()
+    got = predictor.new_stream()
+    for t in range(3):
+        mask = labels[0] if t == 0 else None
+        assert np.array_equal(got.step(images[t], mask), want.step(images[t], mask))
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", torch.device("cuda"), torch.device("cuda", 3)])
+def test_a_cuda_device_the_machine_lacks_is_one_device_error(released_checkpoint, device, monkeypatch):
+    """Without CUDA (also a torch.device), and with CUDA but fewer GPUs than cuda:i asks for."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PredictorError) as info:
+        Predictor.from_checkpoint(released_checkpoint, device=device)
+    assert info.value.where == "device" and "CUDA" in info.value.problem
+    if str(device).endswith(":3"):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(PredictorError) as info:
+            Predictor.from_checkpoint(released_checkpoint, device=device)
+        assert info.value.where == "device" and "CUDA device 3 does not exist" in info.value.problem
+
+
 @pytest.mark.parametrize("kwargs, where", [
     (dict(device="cuda:7" if not torch.cuda.is_available() else "nonsense"), "device"),
     (dict(backend="tensorflow"), "backend"), (dict(onnx_dir="x"), "onnx_dir"),
