@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from inference_core.objects import LostObject, lost_objects, lost_objects_note, present_ids, starting_objects
 from util import layouts
 from util.frames import EVAL_SHORT_SIDE, normalise, resize_frame, resize_labels
 from util.io import (
@@ -91,6 +92,8 @@ class EvalVideo:
         self._reader: MaskReader | None = None
         self._size: tuple[int, int] | None = None
         self.object_labels: list[int] = []  # every label in the annotations (set by `prepare`)
+        self.notes: list[str] = []  # `note:` lines for the user, set by `prepare` (printed by run_dataset)
+        self.lost: dict[int, list[LostObject]] = {}  # frame -> objects it starts that the network size loses
 
     def __repr__(self) -> str:
         return f"EvalVideo({self.name!r}, {len(self.frames)} frames)"
@@ -121,14 +124,17 @@ class EvalVideo:
         """
         if self._reader is not None:
             return
+        self.lost = {}
         reader = MaskReader(single_object=self.single_object)
         found: dict[Path, set[int]] = {}
-        for frame in self.frames:
+        tracked: list[int] = []
+        for index, frame in enumerate(self.frames):
             if frame.mask_path is None:
                 continue
             labels = reader.read(frame.mask_path)
             self._check_mask_size(frame, labels.shape)
             found[frame.mask_path] = {int(v) for v in np.unique(labels) if v != 0}
+            self._find_lost(index, torch.from_numpy(labels.astype(np.int64)), tracked)
         for label, path in self.expected_labels.items():
             if label not in found.get(path, set()):
                 raise DataError(
@@ -145,9 +151,27 @@ class EvalVideo:
         self.object_labels = sorted(set().union(*found.values()))
         if not self.object_labels:
             raise no_object_error(self.name, list(found))
+        self.notes = [*reader.notes, *(self._lost_note(i) for i in self.lost)]
         self._reader = MaskReader(single_object=self.single_object)  # re-read in frame order below
         self._reader.palette = list(reader.palette)
         self._reader.colour_labels = dict(reader.colour_labels)
+
+    def _find_lost(self, index: int, labels: Tensor, tracked: list[int]) -> None:
+        """The objects that annotation `index` starts (the evaluation rule, `starting_objects`; `tracked`:
+        those started before, updated here) and that have no pixel at the network size (`lost_objects`)."""
+        if self.network_size == tuple(labels.shape):
+            return
+        at_network = resize_labels(labels, self.network_size)
+        starting = present_ids(labels) if self.frames[index].start_labels is None else self.frames[index].start_labels
+        lost = lost_objects(labels, at_network, [v for v in starting if v not in tracked])
+        if lost:
+            self.lost[index] = lost
+        tracked += starting_objects(at_network, self.frames[index].start_labels, tracked)[1]
+
+    def _lost_note(self, index: int) -> str:
+        return lost_objects_note(str(self.frames[index].mask_path), self.lost[index], self.network_size,
+                                 f"to track {'them' if len(self.lost[index]) > 1 else 'it'}: a larger --size, "
+                                 "-1 for the frames' own size, or a larger object in the mask")
 
     def _check_mask_size(self, frame: Frame, shape: tuple[int, ...]) -> None:
         image_hw = image_size(frame.image_path)

@@ -37,7 +37,7 @@ from inference_core.backends import BACKENDS, CACHE_ENV
 from inference_core.batch import BatchItem, fresh_core, step_cores
 from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
 from inference_core.ensemble import EnsembleCore, ScaledFrame
-from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
+from inference_core.objects import keep_lost, starting_objects  # starting_objects: later annotations only start objects
 from inference_core.predictor import Predictor, PredictorError, merge_directions
 from model.memory_util import SIMILARITIES, TOP_K
 from util.device import DeviceError, resolve_device, synchronize
@@ -139,7 +139,8 @@ class VideoRun:
             prob, ids = merge_directions((prob, self.core.labels), self.backward.pop(frame.index), self.starts,
                                          frame.index)
             label_map = np.array([0, *ids], dtype=np.int64)
-        return probabilities_to_labels(prob, self.size, label_map)
+        # objects this frame's annotation starts that the network size loses keep their given pixels here
+        return keep_lost(probabilities_to_labels(prob, self.size, label_map), self.video.lost.get(frame.index, ()))
 
     def write(self, frame: FrameInput, labels: np.ndarray | None) -> None:
         if labels is not None:
@@ -389,13 +390,17 @@ def run_dataset(
 ) -> RunStats:
     """Run every video with a progress bar over all frames; returns the totals for the timing lines.
 
-    Every video is checked first (`check_videos`), so a bad one stops the run before any work.
+    Every video is checked first (`check_videos`), so a bad one stops the run before any work; then the
+    notes of the videos' masks (`EvalVideo.notes`) are printed, one `note:` line each.
     The bar shows the current video, the size of its memory (frames and MiB of keys and values)
     and the processing frame rate (I/O excluded, as the final FPS line).
     video_batch > 1: that many videos at once (`run_videos_batched`), `core` and copies of it
     (`fresh_core`: the same network and options); the same masks as one at a time.
     """
     check_videos(videos)
+    for video in videos:  # what the user should know of their masks (colours read as ids, objects too small)
+        for line in video.notes:
+            print(line, file=sys.stderr)
     stats = RunStats()
     cores = [core] + [fresh_core(core) for _ in range(min(video_batch, len(videos)) - 1)]
     if quiet:

@@ -5,10 +5,18 @@ the core numbers them 0, 1, ... in order of appearance, which is the order of th
 channels (channel i + 1 is internal object i, channel 0 the background) and of the memory bank's
 value columns. Removing an object shifts the later indices down by one, in the registry, the
 probabilities and the memory bank alike.
+
+Objects lost at the network size (`lost_objects`): a given mask is resized to the network size by
+nearest neighbour, which samples one pixel in (original / network size) per side; an object smaller
+than that spacing (1-2 pixels of a 1080p mask at 480p) may have no sampled pixel, so the network never
+sees it and cannot follow it. Both doors (the evaluation loop and the Python API) then say so in one
+`note:` line (`lost_objects_note`) and keep its given pixels in the output of the frame where it was
+given (`keep_lost`); the other objects' results are untouched.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -78,3 +86,57 @@ def starting_objects(
     for v in start:
         keep |= mask == v
     return torch.where(keep, mask, torch.zeros_like(mask)), start
+
+
+@dataclass(frozen=True, eq=False)
+class LostObject:
+    """An object of a given mask with no pixel at the network size: its id and its given pixels (rows,
+    columns at the frame's size)."""
+
+    id: int
+    rows: np.ndarray
+    cols: np.ndarray
+
+    def describe(self) -> str:
+        """'3 (2 pixels, 1x2)': the id, the pixel count and the bounding box (width x height) at the frame's size."""
+        n = len(self.rows)
+        width, height = int(np.ptp(self.cols)) + 1, int(np.ptp(self.rows)) + 1
+        return f"{self.id} ({n} pixel{'' if n == 1 else 's'}, {width}x{height})"
+
+
+def lost_objects(given: torch.Tensor, at_network: torch.Tensor, ids: Iterable[int] | None = None) -> list[LostObject]:
+    """The objects among `ids` (default: every object of `given`) that the mask `given` (H, W, at the
+    frame's size) holds and `at_network` (the same mask resized to the network size) does not."""
+    if tuple(given.shape) == tuple(at_network.shape):
+        return []
+    kept = set(present_ids(at_network))
+    lost = []
+    for v in present_ids(given) if ids is None else ids:
+        if v in kept:
+            continue
+        rows, cols = np.nonzero((given == v).cpu().numpy())
+        if len(rows):
+            lost.append(LostObject(int(v), rows, cols))
+    return lost
+
+
+def lost_objects_note(where: str, lost: Sequence[LostObject], network_size: tuple[int, int], fix: str) -> str:
+    """The one `note:` line of the objects of one mask lost at the network size (H, W); `fix` says how to
+    track them where the note is read (a flag, an argument)."""
+    many = len(lost) > 1
+    return (f"note: {where}: object{'s' if many else ''} {', '.join(o.describe() for o in lost)} "
+            f"{'have' if many else 'has'} no pixel at the network size {network_size[1]}x{network_size[0]}, so "
+            f"the network cannot follow {'them' if many else 'it'}: the given pixels are kept on this frame only "
+            f"({fix})")
+
+
+def keep_lost(labels: np.ndarray, lost: Sequence[LostObject]) -> np.ndarray:
+    """A label map (at the frame's size) with the given pixels of each lost object set to its id
+    (uint16 when an id does not fit uint8); `labels` itself when nothing was lost."""
+    if not lost:
+        return labels
+    top = max(o.id for o in lost)
+    out = labels.astype(np.uint16) if top > np.iinfo(labels.dtype).max else labels.copy()
+    for o in lost:
+        out[o.rows, o.cols] = o.id
+    return out

@@ -22,6 +22,17 @@ exactly its pixels on that frame, every other object gives way on the labelled p
 becomes permanent memory. (The evaluation scripts keep the datasets' rule instead: a later annotation
 only starts objects, `inference_core.objects.starting_objects`.)
 
+A mask is H x W ids, or colours (H x W x 3 RGB / x 4 RGBA uint8, a PIL image in mode RGB/RGBA) read as
+the commands read a colour PNG (`colour_ids`: one id per colour for the whole video, anti-aliased
+colours refused). An object with no pixel at the network size (1-2 pixels of a large frame;
+inference_core/objects.py `lost_objects`) is not tracked; its given pixels are kept in the labels of
+the frame where it was given.
+
+Notes: what the user should know but is no error is kept as `note: ...` lines, never printed, as
+`Predictor.note` keeps the precision line of `from_checkpoint`: `Stream.notes` gets one line for each
+mask whose colours became ids (which colour became which id) and one for each mask with objects lost
+at the network size (their ids and sizes); `Predictor.notes` holds the lines of the last `segment` call.
+
 Bidirectional `segment`: an object first annotated on frame m is propagated forward from m to the
 end and backward from m to frame 0 (a second stream over the reversed frames, with its own memory,
 taking the masks in the same way). Per frame t, each object comes from the forward pass when t >= m
@@ -31,9 +42,10 @@ probabilities are combined by soft aggregation, otherwise the one pass's result 
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +57,13 @@ from torch import Tensor
 from inference_core.backends import BACKENDS, compile_network, exported_network
 from inference_core.batch import BatchItem, step_cores
 from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
-from inference_core.objects import present_ids
+from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids
 from model.aggregate import soft_aggregate
 from model.checkpoint import load_network
 from util.device import DeviceError, precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device
 from util.errors import UserError
 from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
-from util.io import DataError, image_files, read_image, resized_shape, rgb_image
+from util.io import DataError, MaskReader, image_files, read_image, resized_shape, rgb_image
 from util.video import VideoReader
 
 NATIVE_SIZE = -1  # size=-1 (or None): frames at their own size
@@ -68,37 +80,60 @@ class PredictorError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------ arguments
-def check_core_options(options: Mapping[str, Any]) -> None:
-    """PredictorError naming the first bad InferenceCore option (unknown, or out of range)."""
+def is_integer(value: Any) -> bool:
+    """The one rule of the integer options (`size`, `top_k`, `mem_every`, ...): a Python or numpy
+    integer. Floats are refused even when integral (480.0), and so are booleans."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def not_an_integer(name: str, value: Any) -> PredictorError:
+    """The refusal of a non-integer `value` for the integer option `name`."""
+    hint = (f"pass {name}={int(value)}" if isinstance(value, (float, np.floating)) and float(value).is_integer()
+            else "pass a whole number (int or numpy integer)")
+    return PredictorError(name, f"must be an integer (got {value!r})", hint)
+
+
+def check_core_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The InferenceCore options with numpy integers made ints; PredictorError naming the first bad one
+    (unknown, not an integer where one is expected (`is_integer`), or out of range)."""
     known = set(inspect.signature(InferenceCore.__init__).parameters) - {"self", *OWN_OPTIONS}
     for name in options:
         if name not in known:
             raise PredictorError(name, "is not an inference option", f"choose from {', '.join(sorted(known))}")
-    for name in ("top_k", "mem_every"):
-        if name in options and not (isinstance(options[name], int) and options[name] >= 1):
-            raise PredictorError(name, f"must be an integer >= 1 (got {options[name]!r})", "pass a positive value")
-    for name in ("max_mem_frames", "object_batch", "chunk_size"):
+    options = dict(options)
+    for name in ("top_k", "mem_every", "max_mem_frames", "object_batch", "chunk_size"):
         value = options.get(name)
-        if value is None or (name == "chunk_size" and value == "auto"):
+        optional = name not in ("top_k", "mem_every")
+        auto = name == "chunk_size" and isinstance(value, str) and value == "auto"
+        if name not in options or (value is None and optional) or auto:
             continue
-        if not (isinstance(value, int) and value >= 1):
+        if isinstance(value, (float, np.floating)):
+            raise not_an_integer(name, value)
+        if not (is_integer(value) and value >= 1):
             extra = ", 'auto'" if name == "chunk_size" else ""
-            raise PredictorError(name, f"must be an integer >= 1{extra} or None (got {value!r})",
-                                 "pass a positive value or leave it out")
+            raise PredictorError(name, f"must be an integer >= 1{extra}{' or None' if optional else ''} "
+                                 f"(got {value!r})", "pass a positive value" + (" or leave it out" if optional else ""))
+        options[name] = int(value)
     mb = options.get("max_mem_mb")
-    if mb is not None and not (isinstance(mb, (int, float)) and mb > 0):
+    if mb is not None and not (isinstance(mb, numbers.Real) and not isinstance(mb, (bool, np.bool_)) and mb > 0):
         raise PredictorError("max_mem_mb", f"must be a positive number of MiB or None (got {mb!r})",
                              "pass a positive budget or leave it out")
+    return options
 
 
 def check_size(size: int | None) -> int | None:
-    """`size` as a short side (None: native); PredictorError below MIN_SHORT_SIDE."""
-    if size is None or size == NATIVE_SIZE:
+    """`size` as a short side (None: native); PredictorError when not an integer (`is_integer`) or below
+    MIN_SHORT_SIDE."""
+    if size is None:
         return None
-    if not isinstance(size, int) or size < MIN_SHORT_SIDE:
+    if not is_integer(size):
+        raise not_an_integer("size", size)
+    if size == NATIVE_SIZE:
+        return None
+    if size < MIN_SHORT_SIDE:
         raise PredictorError("size", f"{size!r} is below the network's minimum shorter side of {MIN_SHORT_SIDE} "
                              "pixels", f"pass size={MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), or None")
-    return size
+    return int(size)
 
 
 def backend_device(device: str | torch.device | None, backend: str, onnx_dir, compile: bool, amp: bool
@@ -108,9 +143,9 @@ def backend_device(device: str | torch.device | None, backend: str, onnx_dir, co
         raise PredictorError("backend", f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
     auto = device in (None, "", "auto")
     try:
-        resolved = device if isinstance(device, torch.device) else resolve_device(device)
+        resolved = resolve_device(device)  # a name or a torch.device, checked to exist
     except DeviceError as exc:
-        raise PredictorError("device", exc.problem, "use device='cpu' or 'auto'") from None
+        raise PredictorError("device", exc.problem, "use device='auto', 'cpu' or a GPU this machine has") from None
     except RuntimeError:  # a device string torch does not know
         raise PredictorError("device", f"unknown device {device!r}",
                              "choose 'auto', 'cpu', 'cuda' or 'cuda:i'") from None
@@ -156,8 +191,14 @@ def as_rgb(frame: Frame, name: str = "frame") -> np.ndarray | Tensor:
     return frame
 
 
-def as_label_map(mask: Any, size: tuple[int, int], name: str = "mask") -> Tensor:
-    """An H x W integer label map (numpy, tensor or PIL image, ids 0..MAX_LABEL) as a long CPU tensor."""
+def as_label_map(mask: Any, size: tuple[int, int], name: str = "mask", colours: MaskReader | None = None,
+                 where: str = "mask") -> Tensor:
+    """An H x W integer label map (numpy, tensor or PIL image, ids 0..MAX_LABEL) as a long CPU tensor.
+
+    A colour mask is first read as ids by `colour_ids` (with `colours`, the video's colour -> id map).
+    """
+    if colours is not None:
+        mask = colour_ids(mask, colours, where, name)
     if isinstance(mask, Image.Image):
         mask = np.asarray(mask)
     if isinstance(mask, np.ndarray):
@@ -180,6 +221,28 @@ def as_label_map(mask: Any, size: tuple[int, int], name: str = "mask") -> Tensor
     return mask
 
 
+def colour_ids(mask: Any, colours: MaskReader, where: str, name: str = "mask") -> Any:
+    """A colour mask (H x W x 3 RGB or x 4 RGBA uint8 array or tensor, a PIL image in mode RGB/RGBA) as the
+    H x W uint8 ids the commands read from the same colours in a PNG: `MaskReader.colour_labels_of`
+    (util/io.py; one id per colour, kept for the video by `colours`, a note naming `where` saying which
+    colour became which id, anti-aliased colours refused). Any other mask is returned as it is."""
+    if isinstance(mask, Image.Image):
+        if mask.mode not in ("RGB", "RGBA"):
+            return mask
+        mask = np.asarray(mask)
+    elif isinstance(mask, Tensor) and mask.ndim == 3:
+        mask = mask.detach().cpu().numpy()
+    if not (isinstance(mask, np.ndarray) and mask.ndim == 3 and mask.shape[2] in (3, 4)):
+        return mask
+    if mask.dtype != np.uint8:
+        raise PredictorError(name, f"colour mask of dtype {mask.dtype}, not uint8",
+                             "pass colours as H x W x 3 uint8 RGB, or ids as an H x W integer array")
+    try:
+        return colours.colour_labels_of(where, mask)
+    except DataError as exc:
+        raise PredictorError(name, exc.problem, exc.fix) from None
+
+
 # ------------------------------------------------------------------------------ predictor
 class Predictor:
     """The network and the inference options; `new_stream()` for each video.
@@ -195,12 +258,13 @@ class Predictor:
     def __init__(self, network, size: int | None = EVAL_SHORT_SIDE, antialias: bool = False,
                  amp_dtype: torch.dtype | None = None, **options: Any) -> None:
         self.size = check_size(size)
-        check_core_options(options)
+        options = check_core_options(options)
         self.network = network
         self.antialias = antialias
         self.amp_dtype = amp_dtype
         self.options = dict(options)
         self.note: str | None = None  # a line for the user about the precision (from_checkpoint)
+        self.notes: list[str] = []  # lines for the user about the masks of the last `segment` call
         self.device = self.new_core().device
 
     @classmethod
@@ -220,7 +284,7 @@ class Predictor:
         PredictorError naming the argument; a bad checkpoint CheckpointError naming the file.
         """
         size = check_size(size)
-        check_core_options(options)
+        options = check_core_options(options)
         if isinstance(amp_dtype, torch.dtype):
             amp_dtype = str(amp_dtype).rpartition(".")[2]
         if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
@@ -305,21 +369,28 @@ class Predictor:
         """
         source = _FrameSource(frames)
         masks = _check_masks(masks, source.length)
+        self.notes = []
         if not bidirectional:
             stream = self.new_stream()
+            stream.notes = self.notes  # its mask notes are this call's
             for t, frame in enumerate(source.forward()):
                 yield t, stream.step(frame, masks.get(t))
             _check_masks(masks, stream.frame_index + 1)
             return
+        colours = MaskReader()  # both passes see the same ids: colour masks read once, in frame order
+        masks = {t: colour_ids(masks[t], colours, f"mask of frame {t}") for t in sorted(masks)}
+        self.notes.extend(colours.notes)
         starts = first_annotations(masks)
         last = max(starts.values(), default=-1)
         backward = self._backward(source, masks, last)
         stream = self.new_stream()
+        stream.notes = self.notes  # the forward pass sees every mask (the backward pass the same ones, reversed)
         for t, frame in enumerate(source.forward()):
             labels = stream.step(frame, masks.get(t))
             if t in backward:
                 prob, ids = merge_directions((stream.network_probabilities, stream.objects), backward.pop(t), starts, t)
                 labels = probabilities_to_labels(prob, stream.frame_size, np.array([0, *ids], dtype=np.int64))
+                labels = keep_lost(labels, stream.lost)
             yield t, labels
 
     def _backward(self, source: _FrameSource, masks: dict[int, Any], last: int) -> dict[int, tuple[Tensor, list[int]]]:
@@ -446,6 +517,7 @@ class StepInput:
     start: list[int]  # the ids that start here
     annotation: Tensor | None  # h, w long: the whole given mask when it also corrects tracked ids
     size: tuple[int, int]  # the frame's own (H, W)
+    lost: list[LostObject] = field(default_factory=list)  # objects of the mask with no pixel at the network size
 
 
 class Stream:
@@ -461,6 +533,9 @@ class Stream:
         self.frame_size: tuple[int, int] | None = None  # (H, W) of the video
         self._image: Tensor | None = None  # the last frame at the network size
         self._prob: Tensor | None = None  # its probabilities (1 + K, h, w)
+        self.lost: list[LostObject] = []  # objects of the last frame's mask too small for the network size
+        self.notes: list[str] = []  # `note:` lines for the user about the masks given (module docstring)
+        self._colours = MaskReader()  # colour masks: colour -> id, kept for the video
 
     @property
     def frame_index(self) -> int:
@@ -487,8 +562,10 @@ class Stream:
         return {obj: prob[c] for c, obj in enumerate([0, *self.objects])}
 
     def labels(self) -> np.ndarray:
-        """The last frame's label map (H x W, the caller's ids)."""
-        return probabilities_to_labels(self.network_probabilities, self.frame_size, self.core.label_map())
+        """The last frame's label map (H x W, the caller's ids); objects of its mask lost at the network
+        size keep their given pixels (module docstring)."""
+        return keep_lost(probabilities_to_labels(self.network_probabilities, self.frame_size, self.core.label_map()),
+                         self.lost)
 
     # ------------------------------------------------------------------------------ step
     def step(self, frame: Frame, mask: Any = None) -> np.ndarray:
@@ -509,22 +586,41 @@ class Stream:
             raise PredictorError("frame", f"is {net_size[1]}x{net_size[0]} at the network size, below its minimum "
                                  f"shorter side of {MIN_SHORT_SIDE} pixels",
                                  f"pass larger frames or size>={MIN_SHORT_SIDE}")
-        labels = None if mask is None else as_label_map(mask, size)
+        where = f"mask of frame {self.frame_index + 1}"
+        given = None if mask is None else self._label_map(mask, size, where)
         image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
-        if labels is None:
+        if given is None:
             return StepInput(image, None, [], None, size)
-        labels = resize_labels(labels, net_size)
+        labels = resize_labels(given, net_size)
+        lost = self._lost_objects(where, given, labels)
         tracked, new = self.core.objects.split(present_ids(labels))
         start_mask = None
         if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
             start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
-        return StepInput(image, start_mask, new, labels if tracked else None, size)
+        return StepInput(image, start_mask, new, labels if tracked else None, size, lost)
+
+    def _label_map(self, mask: Any, size: tuple[int, int], where: str) -> Tensor:
+        """`as_label_map` with this video's colour -> id map; its note (which colour became which id) to `notes`."""
+        labels = as_label_map(mask, size, colours=self._colours, where=where)
+        self.notes.extend(self._colours.notes)
+        self._colours.notes.clear()
+        return labels
+
+    def _lost_objects(self, where: str, given: Tensor, at_network: Tensor) -> list[LostObject]:
+        """The objects of a mask with no pixel at the network size, told in one line of `notes`."""
+        lost = lost_objects(given, at_network)
+        if lost:
+            self.notes.append(lost_objects_note(
+                where, lost, tuple(at_network.shape), f"to track {'them' if len(lost) > 1 else 'it'}: a larger size, "
+                "None for the frames' own size, or a larger object in the mask"))
+        return lost
 
     def finish(self, prepared: StepInput, prob: Tensor) -> np.ndarray:
         """After the core's step: correct the tracked ids of the mask, keep the probabilities, the label map."""
         self.frame_size = prepared.size
         self._image = prepared.image
         self._prob = prob
+        self.lost = prepared.lost
         if prepared.annotation is not None:
             self._prob = self.core.correct(prepared.image, prepared.annotation, prob)
         return self.labels()
@@ -544,7 +640,8 @@ class Stream:
         if frame_index is not None and frame_index != self.frame_index:
             raise PredictorError("frame_index", f"{frame_index} is not the current frame ({self.frame_index})",
                                  "correct a frame right after step() gave it")
-        labels = as_label_map(mask, self.frame_size)
+        where = f"correction of frame {self.frame_index}"
+        labels = self._label_map(mask, self.frame_size, where)
         ids = present_ids(labels)
         if not ids:
             raise PredictorError("mask", "holds no object", "label the corrected objects with their ids")
@@ -553,6 +650,7 @@ class Stream:
             raise PredictorError("mask", f"ids {unknown} are not tracked (tracked: {self.objects})",
                                  "add new objects with step(frame, mask)")
         net_labels = resize_labels(labels, tuple(self._image.shape[-2:]))
+        self.lost = [*self.lost, *self._lost_objects(where, labels, net_labels)]
         self._prob = self.core.correct(self._image, net_labels, self._prob)
         return self.labels()
 

@@ -80,7 +80,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true",
                    help="also print where the time goes (key encoder, memory read, decoder, value encoder, rest)")
     p.add_argument("--report_at", type=int, nargs="+", default=None,
-                   help="also print a row after these many frames of each video (a memory/speed curve)")
+                   help="also print a row after these many frames of each video (a memory/speed curve; from 1 "
+                        "to the longest of --lengths)")
     p.add_argument("--video_batch", type=int, nargs="+", default=None,
                    help="videos stepped side by side in one batch (e.g. 1 2 4): throughput over all videos and "
                         "peak memory per batch size, instead of the per-video table (pytorch backend)")
@@ -311,6 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(lambda: benchmark(args))
 
 
+def check_report_at(points: list[int] | None, lengths: list[int]) -> None:
+    """`--report_at`: DataError for a point that no video reaches (below 1 or past every length: it would
+    print no row); one `note:` line for points past some lengths only (those videos' rows lack them)."""
+    if not points:
+        return
+    bad = [n for n in points if n < 1 or n > max(lengths)]
+    if bad:
+        raise DataError("--report_at", f"{bad[0]} is outside every video (--lengths {' '.join(map(str, lengths))}), "
+                        "so no row would be printed for it", f"pass frame counts from 1 to {max(lengths)}")
+    partly = sorted({n for n in points if n > min(lengths)})
+    if partly:
+        shorter = sorted({m for m in lengths if m < max(partly)})
+        print(f"note: --report_at {' '.join(map(str, partly))}: past the end of the "
+              f"{', '.join(map(str, shorter))}-frame videos, whose rows stop at their last frame", file=sys.stderr)
+
+
 def benchmark(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -318,6 +335,7 @@ def benchmark(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)  # a missing CUDA: DeviceError, one line (run_command)
     except RuntimeError:  # torch.device's own "Expected one of cpu, cuda, ..."
         raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
+    check_report_at(args.report_at, args.lengths)
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)  # random weights: the same every run (one cached export for --backend)
     net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device)

@@ -503,6 +503,11 @@ CASES = [
          lambda ws: (["--device", "cpu", "--height", "32", "--video_batch", "0"], "--video_batch")),
     Case("benchmark_inference/unknown-device", benchmark_inference.main,
          lambda ws: (["--device", "tpu"], "--device")),
+    Case("benchmark_inference/report_at-past-every-length", benchmark_inference.main,
+         lambda ws: (["--device", "cpu", "--height", "32", "--lengths", "3", "4", "--report_at", "2", "9"],
+                     "--report_at")),
+    Case("benchmark_inference/report_at-0", benchmark_inference.main,
+         lambda ws: (["--device", "cpu", "--height", "32", "--lengths", "3", "--report_at", "0"], "--report_at")),
     Case("benchmark_backends/model-missing", benchmark_backends.main,
          lambda ws: (["--model", ws.root / "nope.pth"], str(ws.root / "nope.pth"))),
     Case("benchmark_backends/onnx_dir-not-an-export", benchmark_backends.main,
@@ -630,6 +635,18 @@ def test_bad_input_gives_one_error_line_and_changes_nothing(case: Case, tmp_path
     if case.mid_run:  # the frames before the bad one were processed: no file of theirs may remain
         added = [k for k in added if after[k] != "dir"]
     assert not changed and not added, (changed, added)
+
+
+def test_report_at_past_some_lengths_is_one_note(capsys):
+    """A `--report_at` point that only the longer videos reach: their rows have it, one note says so."""
+    argv = ["--device", "cpu", "--height", "32", "--lengths", "2", "3", "--objects", "1", "--precision", "fp32",
+            "--warmup", "0", "--report_at", "1", "3"]
+    with torch.random.fork_rng(devices=[]):  # the benchmark seeds torch for its process
+        code, out, err = run_main(benchmark_inference.main, argv, capsys)
+    notes = [line for line in err.splitlines() if line.strip()]
+    assert code == 0 and len(notes) == 1 and notes[0].startswith("note: --report_at 3: "), err
+    assert "2-frame videos" in notes[0]
+    assert [line.split(" | ")[4] for line in out.splitlines() if line.startswith("| core |")] == ["1", "2", "1", "3"]
 
 
 def test_the_battery_covers_every_command():

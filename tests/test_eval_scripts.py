@@ -193,6 +193,51 @@ def test_generic_rgb_mask_converted_with_its_colours(tmp_path, generic_template,
     colours = np.array(first.getpalette()[:768]).reshape(-1, 3)[np.array(first)]
     rgb = np.array(Image.open(data / "Annotations" / "clip" / "00000.png").convert("RGB"))
     assert (colours == rgb).all(-1).mean() > 0.99  # the output shows the input's colours
+    # one note per mask that brings new colours, saying which colour became which id
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    colour = {k: tuple(TEST_PALETTE[3 * k : 3 * k + 3]) for k in (1, 2)}
+    assert notes == [f"note: {data / 'Annotations/clip/00000.png'}: colour (RGB) mask, objects numbered by colour: "
+                     f"{colour[1]} -> 1 (an indexed PNG keeps the ids you choose)",
+                     f"note: {data / 'Annotations/clip/00003.png'}: colour (RGB) mask, objects numbered by colour: "
+                     f"{colour[2]} -> 2 (an indexed PNG keeps the ids you choose)"], err
+
+
+def test_generic_object_lost_at_the_network_size_is_noted_and_kept_on_its_frame(tmp_path, generic_template,
+                                                                                  released_checkpoint, capsys):
+    """A 1-pixel object of a first mask has no pixel at --size 32: one note names it and its size, the first
+    frame's output keeps its pixel, and every other pixel of every frame is what the mask without it gives."""
+    from util.frames import resize_labels
+    from util.io import resized_shape
+
+    data = Path(shutil.copytree(generic_template, tmp_path / "data"))
+    first = data / "Annotations" / "clip" / "00000.png"
+    labels = np.array(Image.open(first))
+    net = resized_shape(*labels.shape, 32)
+    for y, x in zip(*np.nonzero(labels == 0)):
+        mask = labels.copy()
+        mask[y, x] = 5
+        if 5 not in resize_labels(torch.from_numpy(mask.astype(np.int64)), net).unique().tolist():
+            break
+    img = Image.open(first)
+    lost = Image.frombytes("P", img.size, mask.tobytes())
+    lost.putpalette(img.getpalette())
+    lost.save(first)
+    outs = {}
+    for name, root in (("plain", generic_template), ("lost", data)):
+        outs[name] = tmp_path / name
+        rc, _, err = run(eval_generic.main, ["--model", released_checkpoint, "--data_path", root, "--output",
+                                             outs[name], "--size", "32"], capsys)
+        assert rc == 0, err
+        notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {first}: object 5 (1 pixel, 1x1) has no pixel at the network size 42x32, so the "
+                     "network cannot follow it: the given pixels are kept on this frame only (to track it: a larger "
+                     "--size, -1 for the frames' own size, or a larger object in the mask)"], err
+    for png in sorted((outs["plain"] / "clip").glob("*.png")):
+        want, got = np.array(Image.open(png)), np.array(Image.open(outs["lost"] / "clip" / png.name))
+        if png.name == "00000.png":
+            assert got[y, x] == 5
+            got[y, x] = want[y, x]
+        assert np.array_equal(got, want), png.name
 
 
 # ----------------------------------------------------------------------------------- bad input

@@ -16,11 +16,11 @@ import segment_video
 from inference_core import InferenceCore, MemoryBank, Predictor, PredictorError
 from inference_core.core import probabilities_to_labels
 from inference_core.predictor import merge_directions
-from tests.eval_fixtures import TEST_PALETTE, VideoSpec, render, save_indexed, save_jpg
+from tests.eval_fixtures import TEST_PALETTE, VideoSpec, render, save_indexed, save_jpg, save_rgb
 from tests.helpers import PROB_TOL, assert_same_labels
 from util.errors import UserError
 from util.frames import normalise, resize_frame, resize_labels
-from util.io import resized_shape
+from util.io import DataError, MaskReader, resized_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # network short side of the tests: small and fast
@@ -152,6 +152,67 @@ def test_ids_are_kept_and_large_ids_come_back_as_uint16(predictor, video):
     out = [stream.step(img, first if t == 0 else None) for t, img in enumerate(images[:3])]
     assert out[0].dtype == np.uint16 and set(np.unique(out[0])) == {0, 300}
     assert stream.objects == [300]
+
+
+def with_lost_object(labels: np.ndarray, obj: int = 7) -> tuple[np.ndarray, tuple[int, int]]:
+    """`labels` plus object `obj` on one background pixel that the nearest resize to SIZE samples none of."""
+    net = resized_shape(*labels.shape, SIZE)
+    for y, x in zip(*np.nonzero(labels == 0)):
+        mask = labels.copy()
+        mask[y, x] = obj
+        if obj not in resize_labels(torch.from_numpy(mask.astype(np.int64)), net).unique().tolist():
+            return mask, (int(y), int(x))
+    raise AssertionError("no background pixel is lost at the network size")
+
+
+def test_an_object_lost_at_the_network_size_is_noted_and_kept_on_its_frame(predictor, video):
+    """A 1-pixel object is not tracked (the network never sees it) but its frame's labels keep it, with one
+    note naming it and its size; the other objects' labels stay those of the mask without it."""
+    images, labels = video
+    mask, (y, x) = with_lost_object(labels[0])
+    stream, plain = predictor.new_stream(), predictor.new_stream()
+    got = [stream.step(img, mask if t == 0 else None) for t, img in enumerate(images[:3])]
+    want = [plain.step(img, labels[0] if t == 0 else None) for t, img in enumerate(images[:3])]
+    assert got[0][y, x] == 7 and stream.objects == [3]
+    got[0][y, x] = want[0][y, x]
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert len(stream.notes) == 1 and not plain.notes
+    assert stream.notes[0].startswith("note: mask of frame 0: object 7 (1 pixel, 1x1) has no pixel at the network "
+                                      "size 42x32"), stream.notes
+    offline = dict(predictor.segment(images[:3], {0: mask}))
+    assert offline[0][y, x] == 7 and np.array_equal(offline[2], want[2]) and predictor.notes == stream.notes
+    # bidirectional: frame 0 comes from the backward pass (object 9 starts on frame 2) and keeps it too
+    later = np.where(labels[2] == 3, 9, 0).astype(np.uint8)
+    both = dict(predictor.segment(images[:3], {0: mask, 2: later}, bidirectional=True))
+    assert both[0][y, x] == 7 and len(predictor.notes) == 1
+
+
+def test_a_colour_mask_is_read_by_the_commands_rule(predictor, video, tmp_path):
+    """An RGB mask gets the ids a command gives the same colours in a PNG (util/io.py MaskReader), with one
+    note saying which colour became which id; an anti-aliased one is refused with the commands' reason."""
+    images, labels = video
+    save_rgb(tmp_path / "first.png", labels[5])
+    rgb = np.array(Image.open(tmp_path / "first.png"))
+    ids = MaskReader().read(tmp_path / "first.png")  # what segment_video / eval_generic read
+    assert sorted(np.unique(ids)) == [0, 1, 2]
+    stream, plain = predictor.new_stream(), predictor.new_stream()
+    assert np.array_equal(stream.step(images[5], rgb), plain.step(images[5], ids))
+    assert np.array_equal(stream.step(images[6], rgb), plain.step(images[6], ids))  # the same ids again
+    pil = predictor.new_stream()
+    assert np.array_equal(pil.step(images[5], Image.open(tmp_path / "first.png")), plain.labels())
+    assert len(stream.notes) == 1 and stream.notes == pil.notes, stream.notes
+    for obj in (3, 200):
+        colour = tuple(TEST_PALETTE[3 * obj : 3 * obj + 3])
+        assert f"{colour} -> {int(ids[labels[5] == obj][0])}" in stream.notes[0]
+    smooth = rgb.copy()
+    ys, xs = np.nonzero(labels[5] == 3)
+    smooth[ys.min() - 1, xs.min() : xs.max() + 1] = rgb[ys.min(), xs.min()] // 2  # an anti-aliased edge
+    Image.fromarray(smooth).save(tmp_path / "smooth.png")
+    with pytest.raises(DataError) as cli:
+        MaskReader().read(tmp_path / "smooth.png")
+    with pytest.raises(PredictorError) as api:
+        predictor.new_stream().step(images[5], smooth)
+    assert api.value.where == "mask" and api.value.problem == cli.value.problem
 
 
 def test_object_added_at_frame_5_and_removed_at_frame_8(native, video):
@@ -344,6 +405,47 @@ def test_bad_options_name_the_argument(stcn_net, kwargs, where):
     with pytest.raises(PredictorError) as info:
         Predictor(stcn_net, **kwargs)
     assert info.value.where == where
+
+
+@pytest.mark.parametrize("name", ["size", "top_k", "mem_every", "max_mem_frames", "object_batch", "chunk_size"])
+@pytest.mark.parametrize("value", [480.0, np.float32(40), True])
+def test_integer_options_refuse_floats_and_booleans_as_not_integers(stcn_net, name, value):
+    """One rule for every integer option: ints and numpy integers; 480.0 is 'not an integer', not 'too small'."""
+    with pytest.raises(PredictorError) as info:
+        Predictor(stcn_net, **{name: value})
+    assert info.value.where == name and "must be an integer" in info.value.problem
+    assert "minimum" not in info.value.problem
+    if isinstance(value, float):
+        assert f"{name}={int(value)}" in info.value.fix
+
+
+def test_integer_options_take_numpy_integers(stcn_net, video):
+    images, labels = video
+    kwargs = dict(top_k=np.int64(20), mem_every=np.int32(5), max_mem_frames=np.int64(4), object_batch=np.uint8(1),
+                  chunk_size=np.int16(500))
+    predictor = Predictor(stcn_net, size=np.int64(SIZE), **kwargs)
+    assert predictor.size == SIZE and type(predictor.size) is int
+    assert all(type(predictor.options[k]) is int and predictor.options[k] == v for k, v in kwargs.items())
+    want = Predictor(stcn_net, size=SIZE, **{k: int(v) for k, v in kwargs.items()}).new_stream()
+    got = predictor.new_stream()
+    for t in range(3):
+        mask = labels[0] if t == 0 else None
+        assert np.array_equal(got.step(images[t], mask), want.step(images[t], mask))
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", torch.device("cuda"), torch.device("cuda", 3)])
+def test_a_cuda_device_the_machine_lacks_is_one_device_error(released_checkpoint, device, monkeypatch):
+    """Without CUDA (also a torch.device), and with CUDA but fewer GPUs than cuda:i asks for."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PredictorError) as info:
+        Predictor.from_checkpoint(released_checkpoint, device=device)
+    assert info.value.where == "device" and "CUDA" in info.value.problem
+    if str(device).endswith(":3"):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(PredictorError) as info:
+            Predictor.from_checkpoint(released_checkpoint, device=device)
+        assert info.value.where == "device" and "CUDA device 3 does not exist" in info.value.problem
 
 
 @pytest.mark.parametrize("kwargs, where", [

@@ -24,13 +24,21 @@ class DeviceError(UserError, ValueError):
     """A device that this machine does not have."""
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """`None`/"auto" -> default_device(); otherwise torch.device(name), checked to exist."""
-    if name in (None, "", "auto"):
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """`None`/"auto" -> default_device(); otherwise torch.device(name) (a name or a torch.device),
+    checked to exist: CUDA present and, for "cuda:i", device i among this machine's GPUs. DeviceError
+    otherwise; torch's own RuntimeError for a name it does not know."""
+    if name is None or (isinstance(name, str) and name in ("", "auto")):
         return default_device()
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name}", "CUDA is not available on this machine", "use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}", "CUDA is not available on this machine", "use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name}", f"CUDA device {device.index} does not exist (this machine has "
+                              f"{count}: {', '.join(f'cuda:{i}' for i in range(count))})",
+                              "use --device cuda (the first GPU) or one of those")
     return device
 
 

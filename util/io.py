@@ -204,15 +204,18 @@ class MaskReader:
     """Reads the label masks of one video so that labels and palette agree across its files.
 
     Indexed PNGs give their indices and palette. Colour (RGB/RGBA) masks are mapped colour ->
-    label once per video: a colour already in the palette (from an earlier file of the video)
-    keeps that index, a new colour gets the next free label. Greyscale masks use the grey value
-    as the label. `single_object` (DAVIS 2016) makes every non-zero pixel the one object instead.
+    label once per video (`colour_labels_of`, the one rule of the commands and the Python API): a
+    colour already in the palette (from an earlier file of the video) keeps that index, a new colour
+    gets the next free label, and each mask that maps new colours adds one line to `notes` saying
+    which colour became which label. Greyscale masks use the grey value as the label.
+    `single_object` (DAVIS 2016) makes every non-zero pixel the one object instead.
     """
 
     def __init__(self, single_object: bool = False) -> None:
         self.single_object = single_object
         self.palette: list[int] | None = None  # 768 values once the first mask was read
         self.colour_labels: dict[tuple[int, int, int], int] = {}
+        self.notes: list[str] = []  # `note: ...` lines for the user (colour masks' colour -> label)
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         """(H, W) uint8 label map of the mask at `path`."""
@@ -226,7 +229,7 @@ class MaskReader:
         if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
             return self._grey(path, arr, mode)
         if mode in ("RGB", "RGBA"):
-            return self._colour(path, arr)
+            return self.colour_labels_of(path, arr)
         if mode == "LA":
             return self._grey(path, _drop_alpha(path, arr), "L")
         raise DataError(path, f"mask in unsupported PNG mode {mode}", "save it as an indexed (palette) PNG")
@@ -265,15 +268,20 @@ class MaskReader:
             self.palette = grey_palette()
         return arr
 
-    def _colour(self, path, arr: np.ndarray) -> np.ndarray:
+    def colour_labels_of(self, where: str | os.PathLike, arr: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 labels of an (H, W, 3) RGB or (H, W, 4) RGBA uint8 colour mask, by the rule of
+        the class docstring (black and transparent pixels: background). DataError naming `where` (the
+        file, or the argument) when the colours do not map onto objects unambiguously
+        (`labels_from_colours_problem`); one line in `notes` for the colours this mask adds."""
         if arr.shape[-1] == 4:
-            arr = _drop_alpha(path, arr)
+            arr = _drop_alpha(where, arr)
+        added: list[tuple[tuple[int, int, int], int]] = []
         colours, inverse = np.unique(arr.reshape(-1, 3), axis=0, return_inverse=True)
         inverse = inverse.reshape(arr.shape[:2])
         colours_t = [tuple(int(v) for v in c) for c in colours]
         problem = labels_from_colours_problem(colours, inverse)
         if problem:
-            raise DataError(path, f"colour (RGB) mask that is not unambiguous: {problem}",
+            raise DataError(where, f"colour (RGB) mask that is not unambiguous: {problem}",
                             "save it as an indexed (palette) PNG with one index per object and no anti-aliasing")
         if self.palette is None:
             self.palette = full_palette([])
@@ -286,10 +294,16 @@ class MaskReader:
                 used = set(self.colour_labels.values())
                 label = next((v for v in range(1, MAX_OBJECTS + 1) if v not in used), None)
                 if label is None:
-                    raise DataError(path, f"more than {MAX_OBJECTS} object colours in this video", "use fewer objects")
+                    raise DataError(where, f"more than {MAX_OBJECTS} object colours in this video", "use fewer objects")
                 self.palette[3 * label : 3 * label + 3] = list(c)
+            if c not in self.colour_labels:
+                added.append((c, label))
             self.colour_labels[c] = label
             lut[i] = label
+        if added:
+            pairs = ", ".join(f"{c} -> {label}" for c, label in added)
+            self.notes.append(f"note: {where}: colour (RGB) mask, objects numbered by colour: {pairs} "
+                              "(an indexed PNG keeps the ids you choose)")
         return lut[inverse]
 
     def _palette_index(self, colour: tuple[int, int, int]) -> int | None:
