@@ -100,8 +100,7 @@ def load_state_dict_file(
         raise CheckpointError(
             path,
             f"cannot be read as a PyTorch checkpoint ({type(exc).__name__})",
-            f"re-download it (python download_model.py --force), or use weights written by train.py, "
-            f"or point {flag} at another file",
+            f"re-download it if it came from download_model.py (--force), or point {flag} at another file",
         ) from None
     if isinstance(obj, Mapping) and "network" in obj and isinstance(obj["network"], Mapping):
         obj = obj["network"]
