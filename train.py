@@ -7,32 +7,129 @@
 
 Weights are saved in the released format at `<save_dir>/<id>/<id>_<iteration>.pth`, the resumable
 state at `<save_dir>/<id>/<id>_checkpoint.pth` (resume with `--load_model`). `--id NULL` trains
-without logging or saving anything, as in the original. Both record the network's `--similarity`
+without logging or saving anything, as in the original. A resumed run keeps the settings saved in
+its checkpoint. Both record the network's `--similarity`
 and `--key_dim` (model/network.py), which evaluation reads back; loaded weights must match them.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import sys
-import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from util import layouts
+from util.errors import UserError
+from util.launch import add_local_rank_arg
 
-from dataset.util import worker_init_fn
-from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file
-from model.memory_util import SIMILARITIES
-from model.modules import KEY_DIM
-from model.network import STCN, CheckpointMismatchError, state_options
-from model.resnet import DEFAULT_KEY_BACKBONE, KEY_BACKBONES, WeightsUnavailableError
-from training.config import KEY_DIMS, ConfigError, TrainConfig, describe, max_skip_at, resolve_stage
-from training.distributed import (
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_SEED = 14159265  # the original's seed
+NULL_ID = "NULL"
+# The choices of --similarity, --key_dim and --backbone, spelled out here so that `--help` and a
+# mistyped flag are answered without importing torch (seconds); tests/test_training.py checks them
+# against model/memory_util.py SIMILARITIES, training/config.py KEY_DIMS and model/resnet.py KEY_BACKBONES.
+SIMILARITY_CHOICES = ("l2", "dot", "cosine")
+KEY_DIM_CHOICES = (64, 128)
+BACKBONE_CHOICES = ("resnet50", "wrn50", "wrn50_aspp")
+
+
+class NonFiniteLossError(UserError, RuntimeError):
+    """The loss became NaN or infinite; training stops without saving that state."""
+
+
+class SaveError(UserError, RuntimeError):
+    """Weights or a checkpoint could not be written (e.g. a full disk); the earlier files are kept."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The flags (the original's, plus this project's); defaults are shown by `--help`."""
+    default = " (default: %(default)s)"
+    p = argparse.ArgumentParser(description="Train STCN (stages 0-3 of the paper, supplementary F)", add_help=True)
+    p.add_argument("--stage", type=int, default=0,
+                   help="0 static images, 1 BL30K, 2 main training 300K (after BL30K), 3 main training 150K"
+                        + default)
+    p.add_argument("--id", default=NULL_ID,
+                   help="run name (a name, not a path: the run folder is <save_dir>/<id>); NULL disables logging "
+                        "and saving" + default)
+    p.add_argument("--load_network", default=None, metavar="PATH",
+                   help="start a new run from these weights (stage-0 weights are converted)")
+    p.add_argument("--load_model", default=None, metavar="PATH",
+                   help="resume the run of this <id>_checkpoint.pth, with the settings saved in it")
+    p.add_argument("--static_root", default=layouts.default_path("static"),
+                   help="static image sets (stage 0)" + default)
+    p.add_argument("--bl_root", default=layouts.default_path("bl30k"), help="BL30K (stage 1)" + default)
+    p.add_argument("--yv_root", default=layouts.default_path("youtube"),
+                   help="YouTube-VOS (stages 2, 3), read as "
+                        f"<yv_root>/{layouts.sub_path('youtube_train_480p', 'youtube')}" + default)
+    p.add_argument("--davis_root", default=layouts.default_path("davis"),
+                   help=f"DAVIS (stages 2, 3), read as <davis_root>/{layouts.sub_path('davis17_trainval', 'davis')}"
+                        + default)
+    p.add_argument("--all_videos", action="store_true",
+                   help="stages 2, 3: train on every video under --davis_root and --yv_root (your own videos in "
+                        "that layout) instead of the paper's lists in dataset/subsets/")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="override the stage's iterations (default: per stage)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="per process; override the stage's (default: per stage)")
+    p.add_argument("--steps", type=int, nargs="*", default=None,
+                   help="iterations at which the lr decays (default: per stage)")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: per stage, 1e-5)")
+    p.add_argument("--gamma", type=float, default=None, help="lr decay ratio (default: per stage, 0.1)")
+    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers per process" + default)
+    p.add_argument("--no_amp", action="store_true", help="no automatic mixed precision (AMP is CUDA only)")
+    p.add_argument("--benchmark", action="store_true", help="cudnn.benchmark")
+    p.add_argument("--debug", action="store_true", help="log scalars and images every iteration")
+    add_local_rank_arg(p)
+    p.add_argument("--save_dir", default="saves", help="folder of the run folders <save_dir>/<id>" + default)
+    p.add_argument("--save_every", type=int, default=50_000,
+                   help="iterations between released-format weights <id>_<iteration>.pth" + default)
+    p.add_argument("--checkpoint_every", type=int, default=5_000,
+                   help="iterations between resumable <id>_checkpoint.pth (overwritten)" + default)
+    p.add_argument("--log_every", type=int, default=100, help="iterations between TensorBoard scalars" + default)
+    p.add_argument("--log_image_every", type=int, default=800,
+                   help="iterations between TensorBoard image grids" + default)
+    p.add_argument("--crop_size", type=int, default=384,
+                   help="training crop (supplementary F.3), multiple of 16" + default)
+    p.add_argument("--similarity", choices=SIMILARITY_CHOICES, default="l2",
+                   help="memory-read similarity (section 4, Table 2); stored with the weights, read by evaluation"
+                        + default)
+    p.add_argument("--key_dim", type=int, choices=KEY_DIM_CHOICES, default=64, help="key channels C_k (Table 2)"
+                   + default)
+    p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="resnet50",
+                   help="key-encoder backbone: resnet50 (the paper's), or supplementary E's ensemble members wrn50 "
+                        "(WideResNet-50-2) and wrn50_aspp (+ ASPP); evaluation reads it from the weights" + default)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw" + default)
+    p.add_argument("--no_pretrained", action="store_true",
+                   help="random backbones instead of ImageNet weights (tests; not the paper's recipe)")
+    return p
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the flags written on the command line (argparse fills in a default only
+    where the namespace it is given lacks the attribute)."""
+    unset = object()
+    start = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    return {dest for dest, value in vars(parser.parse_args(argv, namespace=start)).items() if value is not unset}
+
+
+if __name__ == "__main__":  # --help and a mistyped flag are answered before the slow imports below
+    get_args_parser().parse_args()
+
+import math  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import torch  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from dataset.util import worker_init_fn  # noqa: E402
+from model.checkpoint import CheckpointError, atomic_save, load_state_dict_file, safe_load  # noqa: E402
+from model.network import STCN, CheckpointMismatchError, state_options  # noqa: E402
+from model.resnet import WeightsUnavailableError, imagenet_files  # noqa: E402
+from training.config import ConfigError, TrainConfig, describe, max_skip_at, resolve_stage  # noqa: E402
+from training.distributed import (  # noqa: E402
     DistContext,
     ResumableDistributedSampler,
     SeededSamples,
@@ -46,70 +143,79 @@ from training.distributed import (
     seed_process,
     set_rng_states,
 )
-from training.logger import TrainLogger, tensorboard_dir
-from training.losses import BootstrappedCE, compute_loss
-from training.train_wrapper import STCNTrainWrapper
-from util import layouts
-from util.device import resolve_amp_dtype, synchronize
-from util.errors import UserError
-from util.launch import add_local_rank_arg
-from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts
+from training.logger import TrainLogger, tensorboard_dir  # noqa: E402
+from training.losses import BootstrappedCE, compute_loss  # noqa: E402
+from training.train_wrapper import STCNTrainWrapper  # noqa: E402
+from util.device import resolve_amp_dtype, synchronize  # noqa: E402
+from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts  # noqa: E402, E501
 
-REPO_ROOT = Path(__file__).resolve().parent
-DEFAULT_SEED = 14159265  # the original's seed
-NULL_ID = "NULL"
-
-
-class NonFiniteLossError(UserError, RuntimeError):
-    """The loss became NaN or infinite; training stops without saving that state."""
-
-
-class SaveError(UserError, RuntimeError):
-    """Weights or a checkpoint could not be written (e.g. a full disk); the earlier files are kept."""
+# The settings a resumed run takes from its checkpoint (flag -> keys in the saved config): the ones
+# that decide what is trained. A flag written on the command line must agree with them; --iterations
+# may differ (to train a finished run further), the others (workers, intervals, data roots, AMP) are
+# free. Checkpoints written before --all_videos existed hold no such key: they trained on the lists.
+RESUMED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "stage": ("stage", "stage"), "batch_size": ("stage", "batch_size"), "steps": ("stage", "steps"),
+    "lr": ("stage", "lr"), "gamma": ("stage", "gamma"), "iterations": ("stage", "iterations"),
+    "crop_size": ("crop_size",), "seed": ("seed",), "similarity": ("similarity",), "key_dim": ("key_dim",),
+    "backbone": ("backbone",), "all_videos": ("all_videos",),
+}
+CHANGEABLE_ON_RESUME = ("iterations",)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train STCN (stages 0-3 of the paper)", add_help=True)
-    p.add_argument("--stage", type=int, default=0,
-                   help="0 static images, 1 BL30K, 2 main training 300K (after BL30K), 3 main training 150K")
-    p.add_argument("--id", default=NULL_ID, help="run name; NULL disables logging and saving")
-    p.add_argument("--load_network", default=None, help="start from these weights (stage-0 weights are converted)")
-    p.add_argument("--load_model", default=None, help="resume from a <id>_checkpoint.pth")
-    p.add_argument("--static_root", default=layouts.default_path("static"))
-    p.add_argument("--bl_root", default=layouts.default_path("bl30k"))
-    p.add_argument("--yv_root", default=layouts.default_path("youtube"),
-                   help=f"read as <yv_root>/{layouts.sub_path('youtube_train_480p', 'youtube')}")
-    p.add_argument("--davis_root", default=layouts.default_path("davis"),
-                   help=f"read as <davis_root>/{layouts.sub_path('davis17_trainval', 'davis')}")
-    p.add_argument("--iterations", type=int, default=None, help="override the stage's iterations")
-    p.add_argument("--batch_size", type=int, default=None, help="per process; override the stage's")
-    p.add_argument("--steps", type=int, nargs="*", default=None, help="iterations at which lr decays")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--gamma", type=float, default=None, help="lr decay ratio")
-    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers per process")
-    p.add_argument("--no_amp", action="store_true", help="no automatic mixed precision (AMP is CUDA only)")
-    p.add_argument("--benchmark", action="store_true", help="cudnn.benchmark")
-    p.add_argument("--debug", action="store_true", help="log scalars and images every iteration")
-    add_local_rank_arg(p)
-    p.add_argument("--save_dir", default="saves")
-    p.add_argument("--save_every", type=int, default=50_000, help="released-format weights interval")
-    p.add_argument("--checkpoint_every", type=int, default=5_000, help="resumable checkpoint interval")
-    p.add_argument("--log_every", type=int, default=100)
-    p.add_argument("--log_image_every", type=int, default=800)
-    p.add_argument("--crop_size", type=int, default=384, help="training crop (supplementary F.3), multiple of 16")
-    p.add_argument("--similarity", choices=SIMILARITIES, default="l2",
-                   help="memory-read similarity (section 4, Table 2); stored with the weights, read by evaluation")
-    p.add_argument("--key_dim", type=int, choices=KEY_DIMS, default=KEY_DIM, help="key channels C_k (Table 2)")
-    p.add_argument("--backbone", choices=KEY_BACKBONES, default=DEFAULT_KEY_BACKBONE,
-                   help="key-encoder backbone: resnet50 (the paper's), or supplementary E's ensemble members wrn50 "
-                        "(WideResNet-50-2) and wrn50_aspp (+ ASPP); evaluation reads it from the weights")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--no_pretrained", action="store_true",
-                   help="random backbones instead of ImageNet weights (tests; not the paper's recipe)")
-    return p
+def check_run_id(run_id: str) -> None:
+    """A run name names the folder <save_dir>/<id> and its files: one plain name, never a path."""
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    if not run_id or run_id in (".", "..") or any(sep in run_id for sep in separators):
+        raise ConfigError(f"--id {run_id}", "a run name is a name, not a path",
+                          "pass a plain name such as s03 (--save_dir chooses the folder it goes in)")
 
 
-def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
+def resumed_args(args: argparse.Namespace, given: set[str], saved: dict, path: str) -> argparse.Namespace:
+    """`args` with the run's settings from its checkpoint's config `saved`: a flag left out takes the
+    saved value, one given with another value is refused (ConfigError naming the flag and the value)."""
+    args = argparse.Namespace(**vars(args))
+    for flag, keys in RESUMED_SETTINGS.items():
+        value = saved
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None and flag == "all_videos":
+            value = False  # saved before the flag existed: the paper's lists
+        if value is None:
+            continue
+        value = [int(v) for v in value] if flag == "steps" else value
+        if flag not in given:
+            setattr(args, flag, value)
+        elif getattr(args, flag) != value and flag not in CHANGEABLE_ON_RESUME:
+            raise ConfigError(
+                path, f"was saved by a run with {flag_text(flag, value)}, this command has "
+                f"{flag_text(flag, getattr(args, flag))}",
+                f"leave --{flag} out (a resumed run keeps its settings) or start a new run with another --id",
+            )
+    return args
+
+
+def flag_text(flag: str, value) -> str:
+    """How `value` of --flag is written on a command line ("--steps 10 20", "--all_videos", "no --all_videos")."""
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"no --{flag}"
+    if isinstance(value, (list, tuple)):
+        return " ".join([f"--{flag}", *map(str, value)])
+    return f"--{flag} {value}"
+
+
+def build_config(args: argparse.Namespace, ctx: DistContext, given: set[str] | None = None,
+                 saved: dict | None = None) -> TrainConfig:
+    """The run's configuration from the flags (`given`: those written on the command line) and, when
+    resuming, from the checkpoint's saved config `saved`."""
+    check_run_id(args.id)
+    if args.load_network and args.load_model:
+        raise ConfigError(
+            f"--load_network {args.load_network} --load_model {args.load_model}",
+            "pass one",
+            "--load_model resumes a run (network included), --load_network starts a new one",
+        )
+    if saved is not None:
+        args = resumed_args(args, given if given is not None else set(), saved, args.load_model)
     stage = resolve_stage(args.stage, {"iterations": args.iterations, "steps": args.steps,
                                        "batch_size": args.batch_size, "lr": args.lr, "gamma": args.gamma})
     if args.crop_size < 16 or args.crop_size % 16:
@@ -119,12 +225,6 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
     for name in ("save_every", "checkpoint_every", "log_every", "log_image_every"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} {getattr(args, name)}", "must be at least 1")
-    if args.load_network and args.load_model:
-        raise ConfigError(
-            f"--load_network {args.load_network} --load_model {args.load_model}",
-            "pass one",
-            "--load_model resumes a run (network included), --load_network starts a new one",
-        )
     debug = args.debug
     return TrainConfig(
         stage=stage, run_id=args.id, save_dir=args.save_dir,
@@ -134,7 +234,7 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
         pretrained=not args.no_pretrained, crop_size=args.crop_size, seed=args.seed,
         save_every=args.save_every, checkpoint_every=args.checkpoint_every,
         log_every=1 if debug else args.log_every, log_image_every=1 if debug else args.log_image_every,
-        similarity=args.similarity, key_dim=args.key_dim, backbone=args.backbone,
+        similarity=args.similarity, key_dim=args.key_dim, backbone=args.backbone, all_videos=args.all_videos,
     )
 
 
@@ -158,9 +258,34 @@ def build_datasets(cfg: TrainConfig) -> TrainData:
     first_skip = s.skip_values[0]  # the curriculum's first maximum skip
     if s.data == "bl30k":
         data = bl30k_dataset(cfg.bl_root, first_skip, crop)
-    else:  # DAVIS x5 + YouTube-VOS (skip divided by its annotation stride inside)
+    elif cfg.all_videos:  # every video under the roots (the user's own, in the same layout)
+        data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, davis_subset=None, yv_subset=None,
+                                      crop_size=crop)
+    else:  # DAVIS x5 + YouTube-VOS of the paper's lists (skip divided by its annotation stride inside)
         data = main_training_datasets(cfg.davis_root, cfg.yv_root, first_skip, crop_size=crop)
     return TrainData(data, lambda skip: set_max_skip(data, skip))
+
+
+def data_notes(dataset: Dataset) -> list[str]:
+    """`note:` lines naming what the training set leaves out (videos without a clip or an object) or
+    trains as background only (static images whose mask is empty)."""
+    parts = dataset.datasets if isinstance(dataset, torch.utils.data.ConcatDataset) else [dataset]
+    lines = []
+    for part in dict.fromkeys(parts):  # DAVIS and the high-quality static sets appear several times
+        for reason, videos in getattr(part, "skipped", {}).items():
+            if videos:
+                lines.append(f"note: {part.im_root}: skipped {len(videos)} video(s) with {reason}: {some(videos)}")
+        empty = getattr(part, "empty_masks", [])
+        if empty:
+            lines.append(f"note: {part.root}: {len(empty)} of {len(part)} image(s) have an empty mask and train "
+                         f"as background only: {some([p.name for p in empty])}")
+    return lines
+
+
+def some(names: list[str], shown: int = 5) -> str:
+    """The first few of `names`, and how many more."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def build_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> tuple[DataLoader, ResumableDistributedSampler]:
@@ -188,9 +313,15 @@ def build_network(cfg: TrainConfig) -> STCN:
     try:
         net = STCN(single_object=cfg.stage.single_object, pretrained=cfg.pretrained and not loading,
                    similarity=cfg.similarity, key_dim=cfg.key_dim, backbone=cfg.backbone)
-    except WeightsUnavailableError as exc:
-        raise WeightsUnavailableError(exc.where, exc.problem, f"{exc.fix}; --no_pretrained starts from random "
-                                      "backbones instead (not the paper's recipe)") from None
+    except WeightsUnavailableError:
+        files = imagenet_files(cfg.backbone)
+        missing = {url: path for url, path in files.items() if not path.is_file()} or files
+        folder = next(iter(missing.values())).parent
+        raise WeightsUnavailableError(
+            folder, f"could not fetch the ImageNet weights {' and '.join(missing)}",
+            f"save {'them' if len(missing) > 1 else 'it'} there as {' and '.join(p.name for p in missing.values())} "
+            "(torchvision's cache), or pass --no_pretrained for random backbones (not the paper's recipe)",
+        ) from None
     if cfg.load_network is not None:
         load_weights_from(net, cfg.load_network)
     return net
@@ -230,13 +361,13 @@ def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScale
     return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
-def read_training_checkpoint(path: str, device: torch.device) -> dict:
+def read_training_checkpoint(path: str) -> dict:
+    """A `<id>_checkpoint.pth` read safely (model/checkpoint.py `safe_load`) onto the CPU."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "no such checkpoint", "--load_model takes a <id>_checkpoint.pth written by train.py")
     try:
-        # weights_only=False: the file holds numpy/python RNG states; only load checkpoints you wrote.
-        obj = torch.load(p, map_location=device, weights_only=False)
+        obj = safe_load(p)
     except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
         raise CheckpointError(
             p,
@@ -262,6 +393,7 @@ class Saver:
         self.run_dir = Path(cfg.save_dir) / cfg.run_id
         self.cfg = cfg
         self.last_checkpoint: Path | None = None
+        self.weights_written: list[Path] = []
 
     def weights_path(self, it: int) -> Path:
         return self.run_dir / f"{self.cfg.run_id}_{it}.pth"
@@ -282,7 +414,8 @@ class Saver:
 
     def save_weights(self, net: STCN, it: int) -> None:
         if self.enabled:
-            note_kept(self._save(net.state_dict(), self.weights_path(it)))
+            self.weights_written.append(self._save(net.state_dict(), self.weights_path(it)))
+            note_kept(self.weights_written[-1])
 
     def save_checkpoint(self, state: dict) -> None:
         if self.enabled:
@@ -313,7 +446,8 @@ class Trainer:
     the loop that ties them together. The order of the set-up (seeding before the network, the
     checkpoint's RNG states after `seed_process`) is what makes a resumed run exact."""
 
-    def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, resumed: dict | None = None) -> None:
+        """`resumed`: the `--load_model` file's contents when resuming (read once, with the config)."""
         self.cfg, self.ctx, s = cfg, ctx, cfg.stage
         self.saver = Saver(cfg, ctx)
         resume_path = Path(cfg.load_model).resolve() if cfg.load_model else None
@@ -335,6 +469,9 @@ class Trainer:
                       flush=True)
 
         self.data = build_datasets(cfg)  # checks the roots before any worker starts
+        if ctx.is_main:
+            for line in data_notes(self.data.dataset):
+                print(line, file=sys.stderr, flush=True)
         self.loader, self.sampler = build_loader(self.data, cfg, ctx)
 
         seed_all(cfg.seed)  # identical initialisation on every rank
@@ -352,7 +489,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         self.it, self.epoch, self.epoch_step = 0, 0, 0
-        ckpt = self.resume(cfg.load_model) if cfg.load_model else None
+        ckpt = self.resume(cfg.load_model, resumed) if cfg.load_model else None
         seed_process(cfg.seed, ctx.rank, self.it)
         if ckpt is not None and ctx.is_main and "rng" in ckpt:
             set_rng_states(ckpt["rng"])
@@ -367,24 +504,22 @@ class Trainer:
             print(f"git commit: {commit}", flush=True)
 
     # ------------------------------------------------------------------------------ resume
-    def resume(self, path: str) -> dict:
-        """Load network, optimizer, scheduler, scaler and position from a `<id>_checkpoint.pth`;
-        returns the checkpoint (its RNG states are restored after `seed_process`)."""
-        s, ctx = self.cfg.stage, self.ctx
-        ckpt = read_training_checkpoint(path, ctx.device)
-        saved_stage = ckpt["config"]["stage"]["stage"]
-        if saved_stage != s.stage:
-            raise ConfigError(path, f"saved by a stage {saved_stage} run", f"resume it with --stage {saved_stage}")
+    def resume(self, path: str, ckpt: dict | None = None) -> dict:
+        """Load network, optimizer, scheduler, scaler and position from a `<id>_checkpoint.pth` (read
+        here unless given); returns the checkpoint (its RNG states are restored after `seed_process`).
+        The run's settings came from it already (`build_config`)."""
+        ctx = self.ctx
+        ckpt = ckpt if ckpt is not None else read_training_checkpoint(path)
         load_weights_from(self.net, path, ckpt["network"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.it, self.epoch, self.epoch_step = ckpt["iteration"], ckpt["epoch"], ckpt["epoch_step"]
-        if ckpt.get("world_size") != ctx.world_size or ckpt["config"]["stage"]["batch_size"] != s.batch_size:
-            warnings.warn("resuming with another number of processes or batch size: the data order differs "
-                          "from the interrupted run", stacklevel=1)
         if ctx.is_main:
+            if ckpt.get("world_size") != ctx.world_size:
+                print(f"note: {path} was saved by a run of {ckpt.get('world_size')} process(es), this one has "
+                      f"{ctx.world_size}: the data order differs from the interrupted run's", file=sys.stderr)
             print(f"resumed {path} at iteration {self.it}", flush=True)
         return ckpt
 
@@ -448,14 +583,16 @@ class Trainer:
                     else "no checkpoint was written" if saver.enabled else "nothing is saved with --id NULL")
             raise NonFiniteLossError(
                 exc.where, exc.problem, f"training stopped and this state was not saved, {kept} "
-                "(resume with --load_model, e.g. with --no_amp or a lower --lr)",
+                "(resume with --load_model, e.g. with --no_amp; for a lower --lr start a new run from the last weights "
+                "with --load_network)",
             ) from None
         finally:
             if self.logger is not None:
                 self.logger.close()
         if self.ctx.is_main and self.saver.enabled:
             self.run_dir.finish()
-            print(f"saved {self.saver.weights_path(self.it)} and {self.saver.checkpoint_path}", flush=True)
+            weights = ", ".join(map(str, self.saver.weights_written))
+            print(f"wrote the weights {weights} and the checkpoint {self.saver.checkpoint_path}", flush=True)
         barrier()  # no process leaves (e.g. to load these weights next) before rank 0 has written them
         return 0
 
@@ -498,9 +635,9 @@ class Trainer:
         self.save_final(saved_at == self.it)
 
 
-def train(cfg: TrainConfig, ctx: DistContext) -> int:
-    """Train one stage (the command's body)."""
-    return Trainer(cfg, ctx).run()
+def train(cfg: TrainConfig, ctx: DistContext, checkpoint: dict | None = None) -> int:
+    """Train one stage (the command's body); `checkpoint`: the contents of `--load_model`."""
+    return Trainer(cfg, ctx, checkpoint).run()
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -519,13 +656,37 @@ def reduce_stats(losses: dict[str, torch.Tensor], ctx: DistContext) -> dict[str,
     return {k: v / ctx.world_size if k in MEAN_KEYS else v for k, v in zip(keys, values)}
 
 
+class ResumeHint:
+    """The interrupt line's last part, decided when the interrupt comes: the checkpoint to resume
+    from, once one exists (this run's, or the one it resumed)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.checkpoint = Path(args.save_dir) / args.id / f"{args.id}_checkpoint.pth"
+        self.enabled, self.resumed = args.id != NULL_ID, args.load_model
+
+    def __str__(self) -> str:
+        if self.enabled and self.checkpoint.is_file():
+            return f"resume with --load_model {self.checkpoint}"
+        return f"resume with --load_model {self.resumed}" if self.resumed else ""
+
+    def __bool__(self) -> bool:
+        return bool(str(self))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv)
     ctx = init_distributed(args.local_rank)
     where = f"[rank {ctx.rank}] " if ctx.distributed else ""  # every process reports its own failure
+
+    def body() -> int:
+        checkpoint = read_training_checkpoint(args.load_model) if args.load_model else None
+        cfg = build_config(args, ctx, given, None if checkpoint is None else checkpoint["config"])
+        return train(cfg, ctx, checkpoint)
+
     try:
-        return run_command(lambda: train(build_config(args, ctx), ctx), prefix=where,
-                           resume_hint="resume from the kept <id>_checkpoint.pth with --load_model")
+        return run_command(body, prefix=where, resume_hint=ResumeHint(args))
     finally:
         cleanup(ctx)
 

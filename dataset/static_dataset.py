@@ -22,7 +22,15 @@ from dataset.transforms import (
     to_model_input,
     tv_tensors,
 )
-from dataset.util import NUM_FRAMES, STATIC_SUBSETS, DatasetLayoutError, check_dataset_root, list_frames, read_image
+from dataset.util import (
+    NUM_FRAMES,
+    STATIC_SUBSETS,
+    DatasetLayoutError,
+    check_dataset_root,
+    list_frames,
+    read_image,
+    scan,
+)
 from util.io import read_binary_mask
 
 __all__ = ["StaticTransformDataset", "static_datasets", "HIGH_QUALITY_REPEAT"]
@@ -61,6 +69,9 @@ class StaticTransformDataset(Dataset):
                 self.images.append(folder / im)
         if not self.images:
             raise DatasetLayoutError(self.root, "no image + mask pairs", f"expected {self.root}/<n>.jpg + <n>.png")
+        # images whose mask holds no object: kept (they train the background, as in the original)
+        has_object = scan(lambda im: bool(read_binary_mask(im.with_suffix(".png")).any()), self.images)
+        self.empty_masks: list[Path] = [im for im, full in zip(self.images, has_object) if not full]
 
         self.base_transform = static_base_transform()
         self.frame_transform = static_frame_transform(crop_size)
@@ -100,4 +111,7 @@ def static_datasets(static_root: str | os.PathLike, crop_size: int = DEFAULT_CRO
     for name, nested in STATIC_SUBSETS:
         dataset = StaticTransformDataset(root / name, nested=nested, crop_size=crop_size)
         parts.extend([dataset] * (HIGH_QUALITY_REPEAT if name in HIGH_QUALITY_SETS else 1))
+    if all(len(d.empty_masks) == len(d) for d in parts):
+        raise DatasetLayoutError(root, "every mask is empty (no object pixel)",
+                                 "the masks are grey PNGs with the object at 255 and the background at 0")
     return ConcatDataset(parts)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ __all__ = [
     "list_frames",
     "load_subset",
     "check_dataset_root",
+    "scan",
     "worker_init_fn",
 ]
 
@@ -90,6 +93,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def list_frames(folder: str | os.PathLike) -> list[str]:
     """The JPEG file names in `folder` in frame order (numbers in names compared by value: util/io.py frame_order)."""
     return sorted((f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)), key=io.frame_order)
+
+
+def scan(fn: Callable, items: Iterable) -> list:
+    """`[fn(item) for item in items]` on a few threads (image decoding releases the GIL): the start-up
+    checks that read one mask per video or image of a training set."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
 
 
 def load_subset(path: str | os.PathLike) -> set[str]:

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
@@ -39,6 +40,7 @@ from dataset.util import (
     list_frames,
     load_subset,
     read_image,
+    scan,
 )
 from util.io import read_index_mask
 
@@ -114,7 +116,10 @@ class VOSDataset(Dataset):
 
         self.videos: list[str] = []
         self.frames: dict[str, list[str]] = {}
-        too_short = 0
+        # videos left out, by reason: no clip of three frames, or no object to track in any annotation
+        self.skipped: dict[str, list[str]] = {f"fewer than {NUM_FRAMES} frames": [], "no object in any annotation": []}
+        too_short, empty = self.skipped.values()
+        candidates = {}
         for video in sorted(os.listdir(self.im_root)):
             if wanted is not None and video not in wanted:
                 continue
@@ -122,27 +127,47 @@ class VOSDataset(Dataset):
                 continue
             frames = list_frames(self.im_root / video)
             if len(frames) < NUM_FRAMES:
-                too_short += 1
+                too_short.append(video)
                 continue
-            self.videos.append(video)
-            self.frames[video] = frames
+            candidates[video] = frames
+        for (video, frames), usable in zip(candidates.items(), scan(self._has_object, candidates.items())):
+            if usable:
+                self.videos.append(video)
+                self.frames[video] = frames
+            else:
+                empty.append(video)
         if not self.videos:
             what = f"none of the {len(wanted)} videos of {subset_source or 'the subset'}" if wanted else "no video"
+            left_out = "; ".join(f"{len(v)} with {why}" for why, v in self.skipped.items() if v)
             raise DatasetLayoutError(
                 self.im_root,
-                f"{what} with at least {NUM_FRAMES} frames found",
-                f"expected {self.im_root}/<video>/00000.jpg",
+                f"{what} with at least {NUM_FRAMES} frames and an object found"
+                + (f" ({left_out})" if left_out else ""),
+                f"expected {self.im_root}/<video>/00000.jpg with {self.gt_root}/<video>/00000.png holding "
+                "object labels 1..K" + ("; train.py --all_videos trains on every video there instead of the list"
+                                        if wanted is not None else ""),
             )
-        if wanted is not None and len(self.videos) + too_short < len(wanted):
+        if wanted is not None and len(self.videos) + len(too_short) + len(empty) < len(wanted):
             warnings.warn(
-                f"{self.im_root}: {len(wanted) - len(self.videos) - too_short} of the {len(wanted)} videos "
-                f"listed in {subset_source or 'the subset'} are missing",
+                f"{self.im_root}: {len(wanted) - len(self.videos) - len(too_short) - len(empty)} of the {len(wanted)} "
+                f"videos listed in {subset_source or 'the subset'} are missing",
                 stacklevel=2,
             )
 
         crop_scale = BL30K_CROP_SCALE if is_bl else VOS_CROP_SCALE
         self.clip_transform = vos_clip_transform(crop_size, crop_scale)
         self.frame_transform = vos_frame_transform()
+
+    def _has_object(self, item: tuple[str, list[str]]) -> bool:
+        """Whether an annotation of the video holds an object a clip can be drawn for (BL30K: one of
+        100 pixels), reading the frames' masks in order up to the first such one."""
+        video, frames = item
+        least = BL30K_MIN_OBJECT_PIXELS if self.is_bl else 1
+        for name in frames:
+            path = self.gt_root / video / (Path(name).stem + ".png")
+            if path.is_file() and np.bincount(read_index_mask(path).ravel())[1:].max(initial=0) >= least:
+                return True
+        return False
 
     # -- curriculum ------------------------------------------------------------------------------------
     @property
@@ -222,9 +247,9 @@ class VOSDataset(Dataset):
             if labels:
                 break
         else:
-            raise RuntimeError(
-                f"{self.gt_root}: no object found in the first frame of {MAX_TRIALS} sampled clips; "
-                "check that the annotations are palette PNGs with object labels 1..K"
+            raise DatasetLayoutError(
+                self.gt_root, f"no object found in the first frame of {MAX_TRIALS} sampled clips",
+                "check that the annotations are palette PNGs with object labels 1..K",
             )
 
         order = torch.randperm(len(labels))[:MAX_OBJECTS].tolist()

@@ -6,6 +6,7 @@ checkpoint file can be wrong into one `CheckpointError` that names the file and 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,6 +61,23 @@ def write_failure(path: Path) -> OSError:
     return OSError(errno.EIO, "torch could not write the file (is the disk full?)", str(path))
 
 
+def _numpy_array_globals() -> list:
+    """What pickle needs to rebuild a numpy array: the arrays of the numpy random state that training
+    checkpoints held before they stored it as plain numbers (training/distributed.py `rng_states`)."""
+    reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuilder, wherever it lives
+    # numpy 1 pickles it as numpy.core.multiarray._reconstruct, numpy 2 as numpy._core.multiarray._reconstruct
+    names = [(reconstruct, f"{package}.multiarray._reconstruct") for package in ("numpy.core", "numpy._core")]
+    return [*names, np.ndarray, np.dtype, type(np.dtype(np.uint32))]  # the state's keys are uint32
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with `weights_only=True` (no code runs while reading), plus exactly the numpy array
+    types an older training checkpoint holds, so that every checkpoint this project wrote loads safely."""
+    allowed = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    with allowed(_numpy_array_globals()) if allowed else contextlib.nullcontext():
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_state_dict_file(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", flag: str = "--model"
 ) -> dict[str, Tensor]:
@@ -76,12 +95,12 @@ def load_state_dict_file(
             f"run `python download_model.py` (saves/stcn.pth) or pass {flag} PATH",
         )
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = safe_load(path, map_location)
     except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
         raise CheckpointError(
             path,
             f"cannot be read as a PyTorch checkpoint ({type(exc).__name__})",
-            f"re-download it (python download_model.py --force) or point {flag} at another file",
+            f"re-download it if it came from download_model.py (--force), or point {flag} at another file",
         ) from None
     if isinstance(obj, Mapping) and "network" in obj and isinstance(obj["network"], Mapping):
         obj = obj["network"]

@@ -68,13 +68,25 @@ def resnet50_trunk(pretrained: bool, backbone: str = DEFAULT_KEY_BACKBONE) -> mo
     are used by the key encoder."""
     if backbone not in KEY_BACKBONES:
         raise ValueError(f"unknown key-encoder backbone {backbone!r} (choose {', '.join(KEY_BACKBONES)})")
-    if backbone == DEFAULT_KEY_BACKBONE:
-        net, weights = models.resnet50(weights=None), models.ResNet50_Weights.IMAGENET1K_V1
-    else:
-        net, weights = models.wide_resnet50_2(weights=None), models.Wide_ResNet50_2_Weights.IMAGENET1K_V1
+    net = models.resnet50(weights=None) if backbone == DEFAULT_KEY_BACKBONE else models.wide_resnet50_2(weights=None)
     if pretrained:
-        net.load_state_dict(imagenet_state_dict(weights))
+        net.load_state_dict(imagenet_state_dict(key_backbone_weights(backbone)))
     return net
+
+
+def key_backbone_weights(backbone: str = DEFAULT_KEY_BACKBONE) -> models.WeightsEnum:
+    """torchvision's ImageNet weights of a key-encoder backbone."""
+    if backbone == DEFAULT_KEY_BACKBONE:
+        return models.ResNet50_Weights.IMAGENET1K_V1
+    return models.Wide_ResNet50_2_Weights.IMAGENET1K_V1
+
+
+def imagenet_files(backbone: str = DEFAULT_KEY_BACKBONE) -> dict[str, Path]:
+    """URL -> file in the torch hub cache, of every ImageNet weights file an ImageNet-initialised STCN
+    reads: its key encoder's backbone and the value encoder's ResNet-18."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    urls = (key_backbone_weights(backbone).url, models.ResNet18_Weights.IMAGENET1K_V1.url)
+    return {url: cache / Path(url).name for url in urls}
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:

@@ -186,6 +186,13 @@ def jpeg_mask(ws: Workspace) -> Path:
     return path
 
 
+def static_all_blank(ws: Workspace) -> Path:
+    """The static sets with every mask empty."""
+    for png in ws.static.rglob("*.png"):
+        blank_mask(png)
+    return ws.static
+
+
 def static_without(ws: Workspace, name: str) -> Path:
     root = ws.static
     shutil.rmtree(root / name)
@@ -404,6 +411,9 @@ CASES = [
                      str(ws.root / "DAVIS_nope"))),
     Case("train/missing-bl30k-root", train.main,
          lambda ws: (tr(ws, "--stage", "1", "--bl_root", ws.root / "BL30K"), str(ws.root / "BL30K"))),
+    Case("train/id-is-a-path", train.main, lambda ws: (tr(ws, "--id", "../../escaped"), "--id ../../escaped")),
+    Case("train/every-static-mask-empty", train.main,
+         lambda ws: (tr(ws, "--static_root", static_all_blank(ws)), str(ws.root / "static"))),
     Case("train/unknown-stage", train.main, lambda ws: (tr(ws, "--stage", "7"), "--stage")),
     Case("train/crop_size-not-multiple-of-16", train.main, lambda ws: (tr(ws, "--crop_size", "100"), "--crop_size")),
     Case("train/iterations-0", train.main, lambda ws: (tr(ws, "--iterations", "0"), "--iterations")),

@@ -125,6 +125,7 @@ def test_sigterm_during_training_keeps_the_last_checkpoint(tmp_path, fake_data, 
     err = message_lines(capsys.readouterr().err)
     checkpoint = tmp_path / "stop" / "stop_checkpoint.pth"
     assert len(err) == 1 and err[0].startswith("interrupted by SIGTERM: kept ") and str(checkpoint) in err[0], err
+    assert err[0].endswith(f"; resume with --load_model {checkpoint}"), err  # the real path, not <id>_...
     assert torch.load(checkpoint, weights_only=False)["iteration"] == 2 and not leftovers(tmp_path)
 
 

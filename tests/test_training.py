@@ -271,3 +271,226 @@ def test_every_stage_trains_on_real_dataset_layouts(tmp_path):
         assert (tmp_path / "saves" / f"s{stage}" / f"s{stage}_1.pth").is_file()
     # a missing root is reported before any worker starts
     assert train.main(["--stage", "2", "--id", "NULL", "--davis_root", str(tmp_path / "nope"), *roots[:6], *TINY]) == 1
+
+
+# ------------------------------------------------------------- a run's own files, resuming, own videos
+@pytest.fixture(scope="module")
+def static_run(tmp_path_factory) -> Path:
+    """A real one-iteration stage-0 run of train.py on synthetic static images: its run folder."""
+    from tests import synthetic_data as sd
+
+    root = tmp_path_factory.mktemp("static_run")
+    sd.make_static_root(root, images_per_set=1, fss_classes=1)
+    args = ["--stage", "0", "--id", "s0", "--save_dir", str(root / "saves"), "--static_root", str(root / "static"),
+            "--iterations", "1", *TINY]
+    assert train.main(args) == 0
+    return root / "saves" / "s0"
+
+
+def test_training_checkpoints_load_as_weights_everywhere(static_run, tmp_path, capsys):
+    """A <id>_checkpoint.pth (and one written with numpy's RNG state as numpy objects, as before) loads
+    in eval_generic.py, Predictor.from_checkpoint, train.py --load_network and --load_model."""
+    import numpy as np
+
+    import eval_generic
+    from inference_core import Predictor
+    from tests.eval_fixtures import VideoSpec, make_generic
+
+    checkpoint = static_run / "s0_checkpoint.pth"
+    state = torch.load(checkpoint, weights_only=True)  # plain types only: no allowance needed
+    old = tmp_path / "old" / "old_checkpoint.pth"
+    old.parent.mkdir()
+    state["rng"]["numpy"] = np.random.get_state()
+    torch.save(state, old)
+    data = make_generic(tmp_path / "data", [VideoSpec("v", 48, 64, 3, {1: 0})])
+    static = static_run.parents[1] / "static"
+    for k, path in enumerate((checkpoint, old)):
+        out = tmp_path / f"out{k}"
+        assert eval_generic.main(["--model", str(path), "--data_path", str(data), "--output", str(out),
+                                  "--size", "32", "--device", "cpu"]) == 0, capsys.readouterr().err
+        assert len(list((out / "v").glob("*.png"))) == 3
+        assert Predictor.from_checkpoint(path, device="cpu", size=32).network is not None
+        assert train.main(["--stage", "0", "--id", "NULL", "--load_network", str(path), "--static_root", str(static),
+                           "--iterations", "1", *TINY]) == 0, capsys.readouterr().err
+    # the old checkpoint resumes (its numpy state restored), in its own folder
+    assert train.main(["--id", "old", "--save_dir", str(tmp_path), "--load_model", str(old), "--iterations", "2",
+                       "--static_root", str(static), *TINY]) == 0, capsys.readouterr().err
+    assert torch.load(old, weights_only=True)["iteration"] == 2
+
+
+def test_rng_states_survive_the_safe_loader_exactly(tmp_path):
+    import random
+
+    import numpy as np
+
+    from training.distributed import rng_states, set_rng_states
+
+    np.random.seed(1)
+    np.random.randn()  # numpy caches the second gaussian: part of the state
+    random.seed(2)
+    torch.manual_seed(3)
+    torch.save(rng_states(), tmp_path / "rng.pth")
+
+    def draws():
+        return np.random.randn(3).tolist(), np.random.rand(2).tolist(), random.random(), torch.rand(2).tolist()
+
+    expected = draws()
+    np.random.seed(9)
+    random.seed(9)
+    torch.manual_seed(9)
+    set_rng_states(torch.load(tmp_path / "rng.pth", weights_only=True))
+    assert draws() == expected
+
+
+def test_run_name_is_not_a_path(tmp_path, fake_data, capsys):
+    saves = tmp_path / "a" / "saves"
+    for name in ("../../escaped", "x/y", "..", ""):
+        assert train.main(["--stage", "0", "--id", name, "--save_dir", str(saves), "--iterations", "1", *TINY]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --id {name}: a run name is a name, not a path"), err
+    assert not list(tmp_path.iterdir())  # neither the escaped folder nor --save_dir was made
+
+
+def test_last_line_names_every_file_written(tmp_path, fake_data, capsys):
+    args = ["--stage", "0", "--id", "w", "--save_dir", str(tmp_path), "--iterations", "4", "--save_every", "2", *TINY]
+    assert train.main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    run = tmp_path / "w"
+    weights = f"{run / 'w_2.pth'}, {run / 'w_4.pth'}"
+    assert last == f"wrote the weights {weights} and the checkpoint {run / 'w_checkpoint.pth'}"
+
+
+def test_resumed_run_takes_its_settings_from_the_checkpoint(tmp_path, fake_data, capsys):
+    first = ["--stage", "3", "--id", "r", "--save_dir", str(tmp_path), "--iterations", "1", "--steps", "5",
+             "--lr", "2e-5", "--seed", "7", *TINY]
+    assert train.main(first) == 0
+    checkpoint = tmp_path / "r" / "r_checkpoint.pth"
+    capsys.readouterr()
+    # only what a resume needs: --stage, --crop_size, --batch_size, --lr, --steps, --seed come back from the checkpoint
+    resume = ["--id", "r", "--save_dir", str(tmp_path), "--load_model", str(checkpoint), "--iterations", "2",
+              "--no_pretrained", "--num_workers", "0"]
+    assert train.main(resume) == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "Warning" not in err and "batch 1 per process" in out and "lr 2e-05 x0.1 at [5]" in out
+    config = torch.load(checkpoint, weights_only=True)["config"]
+    stage = config["stage"]
+    assert (stage["stage"], stage["batch_size"], stage["lr"], stage["steps"]) == (3, 1, 2e-5, (5,))
+    assert (config["crop_size"], config["seed"]) == (32, 7)
+    assert stage["iterations"] == 2  # --iterations may train a run further
+    # a flag that contradicts the checkpoint is refused with one line; the same value is accepted
+    for flag, value, saved in (("--crop_size", "48", "--crop_size 32"), ("--batch_size", "2", "--batch_size 1"),
+                               ("--stage", "2", "--stage 3"), ("--similarity", "dot", "--similarity l2"),
+                               ("--all_videos", None, "no --all_videos")):
+        extra = [flag] if value is None else [flag, value]
+        assert train.main([*resume, "--iterations", "3", *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {checkpoint}: was saved by a run with {saved}"), err
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
+    assert train.main([*resume, "--iterations", "3", "--crop_size", "32", "--stage", "3"]) == 0
+
+
+def test_imagenet_offline_error_names_every_file_needed(tmp_path, fake_data, capsys, monkeypatch):
+    import urllib.error
+
+    from model import resnet
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(resnet.models.WeightsEnum, "get_state_dict", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert train.main(["--stage", "0", "--id", "NULL", "--num_workers", "0", "--crop_size", "32",
+                       "--batch_size", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'hub' / 'checkpoints'}: "), err
+    names = [Path(url).name for url in resnet.imagenet_files()]
+    assert len(names) == 2 and all(name in err[0] for name in names) and "--no_pretrained" in err[0]
+    docs = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    assert "files named in the error message" in docs and all(f"`{name}`" in docs for name in names)
+
+
+def test_help_is_fast_complete_and_shows_defaults():
+    """--help answers before torch is imported, every flag has help text, defaults are shown."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "train.py"), "--help"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "numpy" not in imported
+    text = " ".join(proc.stdout.split())  # argparse wraps the lines
+    assert "(default: 384)" in text and "(default: saves)" in text and "(default: NULL)" in text
+    for action in train.get_args_parser()._actions:
+        assert action.help, action.dest
+    from model.memory_util import SIMILARITIES
+    from model.resnet import KEY_BACKBONES
+    from training.config import KEY_DIMS
+
+    assert (train.SIMILARITY_CHOICES, train.KEY_DIM_CHOICES, train.BACKBONE_CHOICES) == (
+        SIMILARITIES, KEY_DIMS, KEY_BACKBONES)
+
+
+def _blank(png: Path) -> None:
+    """The mask at `png` with every pixel background (same size, same kind of PNG)."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.synthetic_data import save_palette_png
+
+    with Image.open(png) as img:
+        mode, size = img.mode, img.size
+    zeros = np.zeros(size[::-1], np.uint8)
+    save_palette_png(png, zeros) if mode == "P" else Image.fromarray(zeros).save(png)
+
+
+def test_own_videos_train_with_all_videos_and_unusable_ones_are_named(tmp_path, capsys):
+    """Stages 2/3 on videos outside the paper's lists (--all_videos); a video without three frames or
+    without any object is left out with a note naming it; nothing usable left is one error line."""
+    from tests import synthetic_data as sd
+
+    davis = sd.make_davis_root(tmp_path, videos=["mine-a", "mine-b", "mine-c"], frames=4)
+    sd.make_youtube_root(tmp_path, videos=2, frames=3, valid_videos=0)
+    base = davis / "2017" / "trainval"
+    for t in range(1, 4):  # mine-c keeps one frame
+        (base / "JPEGImages" / "480p" / "mine-c" / f"{t:05d}.jpg").unlink()
+    for png in (base / "Annotations" / "480p" / "mine-b").glob("*.png"):
+        _blank(png)
+    args = ["--stage", "3", "--id", "NULL", "--iterations", "1", "--davis_root", str(davis),
+            "--yv_root", str(tmp_path / "YouTube"), *TINY]
+    capsys.readouterr()
+    assert train.main(args) == 1  # the paper's lists name none of these videos
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "none of the 60 videos" in err[0] and "train.py --all_videos trains on every" in err[0]
+    assert train.main([*args, "--all_videos"]) == 0
+    out, err = capsys.readouterr()
+    im_root = base / "JPEGImages" / "480p"
+    assert f"note: {im_root}: skipped 1 video(s) with fewer than 3 frames: mine-c" in err.splitlines()
+    assert f"note: {im_root}: skipped 1 video(s) with no object in any annotation: mine-b" in err.splitlines()
+    assert "Traceback" not in err and "every one under --davis_root" in out
+    for png in (base / "Annotations" / "480p" / "mine-a").glob("*.png"):
+        _blank(png)
+    assert train.main([*args, "--all_videos"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert len(err) == 1 and err[0].startswith(f"error: {im_root}: no video with at least 3 frames and an object"), err
+    assert "1 with fewer than 3 frames; 2 with no object in any annotation" in err[0]
+
+
+def test_static_images_with_empty_masks_are_named(tmp_path, capsys):
+    """Stage 0: an image whose mask is empty trains as background (as in the original), with a note;
+    every mask empty is one error line."""
+    from tests import synthetic_data as sd
+
+    static = sd.make_static_root(tmp_path, images_per_set=1, fss_classes=1)
+    _blank(static / "ecssd" / "1.png")
+    args = ["--stage", "0", "--id", "NULL", "--iterations", "1", "--static_root", str(static), *TINY]
+    assert train.main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: {static / 'ecssd'}: 1 of 1 image(s) have an empty mask and train as background only: "
+                     "1.jpg"]
+    for png in static.rglob("*.png"):
+        _blank(png)
+    assert train.main(args) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert err == [f"error: {static}: every mask is empty (no object pixel); the masks are grey PNGs with the "
+                   "object at 255 and the background at 0"], err

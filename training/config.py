@@ -170,6 +170,7 @@ class TrainConfig:
     similarity: str = "l2"  # the memory read's similarity (section 4: L2 in all experiments; Table 2)
     key_dim: int = KEY_DIM  # C_k (section 4: 64 in all experiments; Table 2 also 128)
     backbone: str = DEFAULT_KEY_BACKBONE  # the key encoder's (ResNet-50; supplementary E: WideResNet-50 [+ ASPP])
+    all_videos: bool = False  # stages 2/3: every video under the roots instead of the paper's lists (F.3.2)
 
     @property
     def logging_enabled(self) -> bool:
@@ -196,6 +197,8 @@ def describe(cfg: TrainConfig, world_size: int) -> list[str]:
     ]
     if cfg.backbone != DEFAULT_KEY_BACKBONE:
         lines.append(f"key encoder backbone: {cfg.backbone} (supplementary E)")
+    if cfg.all_videos and s.data == "vos":
+        lines.append("videos: every one under --davis_root and --yv_root (--all_videos), not the paper's lists")
     if s.skip_values:
         points = [round(f * s.iterations) for f in s.skip_fractions]
         lines.append(f"max skip curriculum {list(s.skip_values)} at iterations {points}")

@@ -109,15 +109,29 @@ def seed_process(seed: int, rank: int, iteration: int = 0) -> None:
 
 
 def rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The process generators' states in types `torch.load(weights_only=True)` reads (tensors, ints,
+    floats, strings, lists, tuples), so that a checkpoint holding them loads as weights; numpy's state
+    is kept as its parts, restored exactly by `set_rng_states`."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"bit_generator": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `rng_states` saved (numpy's state also as the tuple checkpoints held before)."""
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    saved = states["numpy"]
+    if isinstance(saved, dict):
+        keys = np.asarray(saved["keys"].numpy() if torch.is_tensor(saved["keys"]) else saved["keys"], dtype=np.uint32)
+        saved = (saved["bit_generator"], keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"])
+    np.random.set_state(saved)
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
