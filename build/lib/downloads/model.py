@@ -1,0 +1,142 @@
+"""The released STCN models: where each is published, its sha256, and `ensure_model`, which returns
+the path of an intact checkpoint, downloading it when needed (used by download_model.py and the demo).
+
+A file already present is kept when it is an STCN model (the released keys and tensor shapes) and
+matches the sha256 recorded in ``<file>.sha256`` at its first download; anything else is reported
+and replaced only with --force. A downloaded file is checked the same way before it is kept.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from downloads.fetch import (
+    DownloadError,
+    Fetcher,
+    check_free_space,
+    download,
+    format_gb,
+    sha256_file,
+    sidecar_path,
+    source_url,
+    verify_file,
+    write_sidecar,
+)
+
+if TYPE_CHECKING:  # torch and the network are imported where used: `download_model.py --help` stays instant
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    gdrive_id: str
+    default_path: str
+    description: str
+    sha256: str | None = None  # no official hash is published; the sidecar records the first one
+
+
+MODELS = {
+    's012': ModelSpec('1mRrE0uCI2ktdWlUgapJI_KmgeIiF2eOm', 'saves/stcn.pth',
+                      'static + BL30K + main training (the better one)'),
+    's03': ModelSpec('1JllXPJZola0G-g1aUQfXe9nLMBioj-aH', 'saves/stcn_s03.pth',
+                     'static + main training, no BL30K'),
+}
+DEFAULT_MODEL = 's012'
+# 54,469,310 float32 values (reference/README.md) plus zip overhead and room for the .part copy
+MODEL_NEEDED_BYTES = 300 * 10**6
+
+
+def released_layout() -> dict[str, torch.Tensor]:
+    """The released evaluation checkpoint's keys and shapes: the multi-object STCN's state dict.
+
+    Built on the meta device (shapes only: no memory, no weights, no download). s012 and s03
+    share it (reference/README.md; tests/fixtures/stcn-state-dict.tsv holds the same contract).
+    """
+    import torch
+
+    from model.network import STCN
+
+    with torch.device('meta'):
+        return STCN(single_object=False, pretrained=False).state_dict()
+
+
+def stcn_problem(path: Path) -> str | None:
+    """Why ``path`` is not a released-format STCN model (None when its keys and shapes match).
+
+    Read with ``weights_only=True`` (no code from the file runs) and memory-mapped: only the
+    tensor shapes are looked at.
+    """
+    import torch
+
+    from model.network import CheckpointMismatchError, check_state_dict
+
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises many kinds for a foreign or damaged file
+        return f'cannot be read as a PyTorch state dict ({type(exc).__name__})'
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return 'not a state dict (a plain dict of tensors, as the released stcn.pth)'
+    try:
+        check_state_dict(state, released_layout())
+    except CheckpointMismatchError as exc:
+        return exc.problem
+    return None
+
+
+def _check_checkpoint(path: Path, fix: str, expected_sha256: str | None = None, what: str | None = None) -> None:
+    """Reject what is not the released STCN model (keys and shapes) or has the wrong hash.
+
+    ``what`` names the file in the message (default: its path); ``fix`` ends it.
+    """
+    what = what or str(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise DownloadError(what, 'not a PyTorch checkpoint (not a zip archive)', fix)
+    problem = stcn_problem(path)
+    if problem:
+        raise DownloadError(what, f'not the released STCN model ({problem})', fix)
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise DownloadError(what, f'does not have the published sha256 {expected_sha256}', fix)
+
+
+def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
+                 source: str | None = None, force: bool = False,
+                 fetcher: Fetcher | None = None) -> Path:
+    """Return the path of an intact ``model`` checkpoint, downloading it if needed.
+
+    ``source`` overrides the Google Drive id (an id or an http(s) URL, e.g. a mirror).
+    Raises `DownloadError` with a message fit for the user.
+    """
+    if model not in MODELS:
+        raise DownloadError('--model', f'unknown model {model!r}', f'choose one of {", ".join(MODELS)}')
+    spec = MODELS[model]
+    path = Path(path or spec.default_path)
+    url = source_url(source or spec.gdrive_id)
+
+    if path.is_file() and not force:
+        intact = verify_file(path)
+        if intact is False:
+            raise DownloadError(path, f'does not match the checksum recorded in {sidecar_path(path)} (damaged '
+                                'or replaced)', 'rerun with --force to download it again (the current file is '
+                                'kept until the new one is complete)')
+        # even a recorded hash proves nothing: older versions recorded any file they found
+        _check_checkpoint(path, f'move it away, or rerun with --force to replace it with {url}', spec.sha256)
+        if intact is None:  # placed by hand or by an older script: checked above, record it
+            write_sidecar(path)
+            print(f'{path} is present; recorded its sha256 in {sidecar_path(path)}')
+        else:
+            print(f'{path} is present and intact; nothing to download')
+        return path
+    if path.exists() and not path.is_file():
+        raise DownloadError(path, 'exists and is not a file', 'move it away or choose --output')
+
+    check_free_space(path.parent, MODEL_NEEDED_BYTES, 'choose another --output')
+    expected = spec.sha256 if source is None else None  # a mirror may hold another build
+    download(source or spec.gdrive_id, path, fetcher=fetcher,
+             validate=lambda part: _check_checkpoint(
+                 part, f'nothing was saved to {path}; check --source', expected, what=f'the file sent by {url}'))
+    digest = write_sidecar(path)
+    print(f'saved the {model} model ({format_gb(path.stat().st_size)}) to {path}; '
+          f'sha256 {digest} recorded in {sidecar_path(path)}')
+    return path

@@ -1,0 +1,97 @@
+"""Extra outputs of a segmented video, written frame by frame beside the palette masks.
+
+A sink sees each written frame's label map as soon as it is produced (`add`), and makes its result
+visible only when the whole video is done (`commit`); on an error `abort` removes what it wrote,
+so an output that exists is complete. Where a finished output may go, and what it may replace,
+is the output contract of util/outputs.py (the scripts check it before any work).
+
+    BinaryMaskSink   <root>/<video>/<label>/<frame>.png: 0/255 greyscale, one folder per object
+    OverlaySink      <root>/<video>.mp4 (or one given file): the frames with the masks blended in
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from evaluation.datasets import EvalVideo
+from util.io import atomic_save_image
+from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir
+from util.video import DEFAULT_FPS, VideoWriter, overlay
+
+BINARY_FOREGROUND = 255
+
+
+class FrameSink(Protocol):
+    def begin(self, video: EvalVideo) -> None: ...
+    def add(self, index: int, labels: np.ndarray) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class BinaryMaskSink:
+    """One 0/255 PNG per object and frame: `<dir_of(video)>/<label>/<frame>.png`."""
+
+    def __init__(self, dir_of: Callable[[EvalVideo], Path], output: OutputDir | None = None) -> None:
+        self.dir_of = dir_of
+        self.output = output  # the checked --binary_masks folder: how an existing result is replaced
+        self._video: EvalVideo | None = None
+        self._tmp: Path | None = None
+
+    def begin(self, video: EvalVideo) -> None:
+        video.prepare()
+        self._video, self._tmp = video, partial_dir(Path(self.dir_of(video)))
+        for label in video.object_labels:
+            (self._tmp / str(label)).mkdir()
+
+    def add(self, index: int, labels: np.ndarray) -> None:
+        assert self._video is not None and self._tmp is not None
+        name = self._video.frames[index].name
+        for label in self._video.object_labels:
+            binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
+            try:
+                atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+            except OSError as exc:  # name the file's final place
+                raise as_final(exc, self._tmp, Path(self.dir_of(self._video))) from None
+
+    def commit(self) -> None:
+        assert self._video is not None and self._tmp is not None
+        (self.output.replace if self.output is not None else replace_dir)(self._tmp, Path(self.dir_of(self._video)))
+        self._tmp = None
+
+    def abort(self) -> None:
+        if self._tmp is not None:
+            remove_partial(self._tmp)
+            self._tmp = None
+
+
+class OverlaySink:
+    """A video of the frames with each object's palette colour blended in (`path_of(video)`)."""
+
+    def __init__(self, path_of: Callable[[EvalVideo], Path], fps: float | None = None) -> None:
+        self.path_of = path_of
+        self.fps = fps  # None: the video file's own rate, else DEFAULT_FPS
+        self._video: EvalVideo | None = None
+        self._writer: VideoWriter | None = None
+
+    def begin(self, video: EvalVideo) -> None:
+        fps = self.fps or getattr(video, "fps", None) or DEFAULT_FPS
+        self._video = video
+        self._writer = VideoWriter(Path(self.path_of(video)), fps=fps)
+
+    def add(self, index: int, labels: np.ndarray) -> None:
+        assert self._video is not None and self._writer is not None
+        self._writer.write(overlay(self._video.original_rgb(index), labels, self._video.palette))
+
+    def commit(self) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._writer = None
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None

@@ -1,0 +1,561 @@
+"""STCN from Python: `Predictor` (weights and options), `Stream` (one video, frame by frame), `segment`.
+
+    predictor = Predictor.from_checkpoint("saves/stcn.pth")
+    stream = predictor.new_stream()
+    labels = stream.step(frame, mask)        # H x W x 3 uint8 in, H x W label map out (your ids)
+
+A `Predictor` holds the network and the inference options; every `Stream` is one video with its own
+`InferenceCore` (its memory and its object registry). A stream does its work in three steps so that a
+batched step (several streams in one forward pass) can drive it: `prepare` (frame and mask -> the
+network-size tensors), the core's `step`, and `finish` (corrections, probabilities, the label map
+at the frame's size).
+
+Frames are normalised and resized exactly as the evaluation scripts do (util/frames.py: the
+normalised frame, plain bicubic, to `size` on the shorter side), and the probabilities are resized
+back bilinearly before the argmax (`probabilities_to_labels`), so a stream gives the masks of
+`eval_generic.py` for the same frames and first-appearance masks.
+
+Objects and masks (the rule for a mask given with a frame, `Stream.step(frame, mask)`): the mask is
+authoritative on its frame. Ids not tracked yet start there (their memory starts with that frame);
+ids that are tracked already are corrected there, as by `Stream.correct`: every id in the mask gets
+exactly its pixels on that frame, every other object gives way on the labelled pixels, and the frame
+becomes permanent memory. (The evaluation scripts keep the datasets' rule instead: a later annotation
+only starts objects, `inference_core.objects.starting_objects`.)
+
+Bidirectional `segment`: an object first annotated on frame m is propagated forward from m to the
+end and backward from m to frame 0 (a second stream over the reversed frames, with its own memory,
+taking the masks in the same way). Per frame t, each object comes from the forward pass when t >= m
+and from the backward pass when t < m; when both passes contribute objects on a frame, their
+probabilities are combined by soft aggregation, otherwise the one pass's result is kept as it is.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from inference_core.backends import BACKENDS, compile_network, exported_network
+from inference_core.batch import BatchItem, step_cores
+from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
+from inference_core.objects import present_ids
+from model.aggregate import soft_aggregate
+from model.checkpoint import load_network
+from util.device import DeviceError, precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device
+from util.errors import UserError
+from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
+from util.io import image_files, read_image, resized_shape
+from util.video import VideoReader
+
+NATIVE_SIZE = -1  # size=-1 (or None): frames at their own size
+MAX_LABEL = 2**16 - 1  # label maps come back as uint8 (ids <= 255) or uint16
+AMP_DTYPES = ("float16", "bfloat16")
+OWN_OPTIONS = ("network", "amp", "amp_dtype")  # InferenceCore parameters the predictor sets itself
+
+Frame = np.ndarray | Tensor | Image.Image
+Frames = str | os.PathLike | Iterable[Frame]
+
+
+class PredictorError(UserError, ValueError):
+    """A bad argument to the Python API; `where` names the argument (e.g. `mask`, `top_k`)."""
+
+
+# ------------------------------------------------------------------------------ arguments
+def check_core_options(options: Mapping[str, Any]) -> None:
+    """PredictorError naming the first bad InferenceCore option (unknown, or out of range)."""
+    known = set(inspect.signature(InferenceCore.__init__).parameters) - {"self", *OWN_OPTIONS}
+    for name in options:
+        if name not in known:
+            raise PredictorError(name, "is not an inference option", f"choose from {', '.join(sorted(known))}")
+    for name in ("top_k", "mem_every"):
+        if name in options and not (isinstance(options[name], int) and options[name] >= 1):
+            raise PredictorError(name, f"must be an integer >= 1 (got {options[name]!r})", "pass a positive value")
+    for name in ("max_mem_frames", "object_batch", "chunk_size"):
+        value = options.get(name)
+        if value is None or (name == "chunk_size" and value == "auto"):
+            continue
+        if not (isinstance(value, int) and value >= 1):
+            extra = ", 'auto'" if name == "chunk_size" else ""
+            raise PredictorError(name, f"must be an integer >= 1{extra} or None (got {value!r})",
+                                 "pass a positive value or leave it out")
+    mb = options.get("max_mem_mb")
+    if mb is not None and not (isinstance(mb, (int, float)) and mb > 0):
+        raise PredictorError("max_mem_mb", f"must be a positive number of MiB or None (got {mb!r})",
+                             "pass a positive budget or leave it out")
+
+
+def check_size(size: int | None) -> int | None:
+    """`size` as a short side (None: native); PredictorError below MIN_SHORT_SIDE."""
+    if size is None or size == NATIVE_SIZE:
+        return None
+    if not isinstance(size, int) or size < MIN_SHORT_SIDE:
+        raise PredictorError("size", f"{size!r} is below the network's minimum shorter side of {MIN_SHORT_SIDE} "
+                             "pixels", f"pass size={MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), or None")
+    return size
+
+
+def backend_device(device: str | torch.device | None, backend: str, onnx_dir, compile: bool, amp: bool
+                   ) -> torch.device:
+    """The device to load the network on (exported backends: the CPU); PredictorError on conflicts."""
+    if backend not in BACKENDS:
+        raise PredictorError("backend", f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
+    auto = device in (None, "", "auto")
+    try:
+        resolved = device if isinstance(device, torch.device) else resolve_device(device)
+    except DeviceError as exc:
+        raise PredictorError("device", exc.problem, "use device='cpu' or 'auto'") from None
+    except RuntimeError:  # a device string torch does not know
+        raise PredictorError("device", f"unknown device {device!r}",
+                             "choose 'auto', 'cpu', 'cuda' or 'cuda:i'") from None
+    if backend == "pytorch":
+        if onnx_dir is not None:
+            raise PredictorError("onnx_dir", "is read by the exported backends only",
+                                 "pass backend='onnxruntime' or 'openvino', or leave onnx_dir out")
+        return resolved
+    if compile:
+        raise PredictorError("compile", f"applies to the pytorch backend, not {backend}", "leave compile out")
+    if amp and backend == "onnxruntime":
+        raise PredictorError("amp", "onnxruntime runs the exported networks in fp32 only",
+                             "leave amp out, or use backend='openvino' (bf16) or 'pytorch'")
+    if auto:
+        return torch.device("cpu")
+    if resolved.type != "cpu":
+        raise PredictorError("device", f"backend {backend} runs on the CPU", "use device='cpu' or 'auto'")
+    return resolved
+
+
+def as_rgb(frame: Frame, name: str = "frame") -> np.ndarray | Tensor:
+    """An H x W x 3 uint8 frame (numpy, tensor, or a PIL image in any mode, converted to RGB)."""
+    if isinstance(frame, Image.Image):
+        return np.asarray(frame.convert("RGB"), dtype=np.uint8)
+    if not isinstance(frame, (np.ndarray, Tensor)):
+        raise PredictorError(name, f"expected an H x W x 3 uint8 array, tensor or PIL image, "
+                             f"got {type(frame).__name__}",
+                             "pass the frame as a numpy array (H, W, 3), dtype uint8")
+    dtype = frame.dtype
+    if dtype not in (np.uint8, torch.uint8):
+        raise PredictorError(name, f"dtype {dtype} is not uint8",
+                             "pass 0..255 RGB values as uint8 (e.g. .astype(np.uint8))")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise PredictorError(name, f"shape {tuple(frame.shape)} is not H x W x 3",
+                             "pass RGB frames channels last (a C x H x W tensor: .permute(1, 2, 0))")
+    return frame
+
+
+def as_label_map(mask: Any, size: tuple[int, int], name: str = "mask") -> Tensor:
+    """An H x W integer label map (numpy, tensor or PIL image, ids 0..MAX_LABEL) as a long CPU tensor."""
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask)
+    if isinstance(mask, np.ndarray):
+        if mask.dtype.kind not in "iu":
+            raise PredictorError(name, f"dtype {mask.dtype} is not an integer type", "pass object ids as integers")
+        mask = torch.from_numpy(mask.astype(np.int64))
+    elif isinstance(mask, Tensor):
+        if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.dtype == torch.bool:
+            raise PredictorError(name, f"dtype {mask.dtype} is not an integer type", "pass object ids as integers")
+        mask = mask.detach().to("cpu", torch.int64)
+    else:
+        raise PredictorError(name, f"expected an H x W integer array, got {type(mask).__name__}",
+                             "pass a numpy array of object ids (0 = background)")
+    if tuple(mask.shape) != tuple(size):
+        shape = "x".join(str(v) for v in reversed(mask.shape))
+        raise PredictorError(name, f"mask is {shape} but the frame is {size[1]}x{size[0]}",
+                             "give the mask at the frame's size (H x W)")
+    if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) > MAX_LABEL):
+        raise PredictorError(name, f"ids outside 0..{MAX_LABEL}", f"use object ids 1..{MAX_LABEL} (0 = background)")
+    return mask
+
+
+# ------------------------------------------------------------------------------ predictor
+class Predictor:
+    """The network and the inference options; `new_stream()` for each video.
+
+    network: an STCN in eval mode (or an exported backend, inference_core/backends.py).
+    size: the shorter side frames are resized to for the network (480 as the paper; None or -1:
+        native size). antialias: resize frames with antialiasing (util/frames.py resize_frame).
+    amp_dtype: run the network under autocast in this dtype (None: fp32).
+    options: passed to every InferenceCore (top_k, mem_every, include_last, max_mem_frames,
+        max_mem_mb, chunk_size, object_batch and any option the core gains).
+    """
+
+    def __init__(self, network, size: int | None = EVAL_SHORT_SIDE, antialias: bool = False,
+                 amp_dtype: torch.dtype | None = None, **options: Any) -> None:
+        self.size = check_size(size)
+        check_core_options(options)
+        self.network = network
+        self.antialias = antialias
+        self.amp_dtype = amp_dtype
+        self.options = dict(options)
+        self.note: str | None = None  # a line for the user about the precision (from_checkpoint)
+        self.device = self.new_core().device
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "auto", amp: bool = False,
+        size: int | None = EVAL_SHORT_SIDE, *, amp_dtype: str | torch.dtype | None = None,
+        backend: str = "pytorch", onnx_dir: str | os.PathLike | None = None, compile: bool = False,
+        antialias: bool = False, **options: Any,
+    ) -> Predictor:
+        """Load weights as the evaluation scripts do (released stcn.pth, training checkpoints,
+        stage-0 files converted; model/checkpoint.py load_network) and keep the options.
+
+        device: "auto" (CUDA when present), "cpu", "cuda", ... amp: autocast (float16 on CUDA;
+        on a CPU bfloat16 where it is native, else fp32 with a note in `.note`); amp_dtype forces
+        "float16" or "bfloat16". backend: "pytorch", "onnxruntime" or "openvino" (exported, CPU;
+        onnx_dir: their exports), compile: torch.compile (pytorch). Bad arguments raise
+        PredictorError naming the argument; a bad checkpoint CheckpointError naming the file.
+        """
+        size = check_size(size)
+        check_core_options(options)
+        if isinstance(amp_dtype, torch.dtype):
+            amp_dtype = str(amp_dtype).rpartition(".")[2]
+        if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
+            raise PredictorError("amp_dtype", f"unknown autocast dtype {amp_dtype!r}",
+                                 f"choose {' or '.join(AMP_DTYPES)}")
+        device = backend_device(device, backend, onnx_dir, compile, amp)
+        dtype, note = resolve_amp_dtype(device, amp, amp_dtype)
+        network = prepare_for_inference(load_network(path, device=device))
+        # the read's similarity is the weights' own (model/network.py); kept here because an exported
+        # backend (below) no longer carries it
+        wanted, trained = options.get("similarity"), network.similarity
+        if wanted is not None and wanted != trained:
+            raise PredictorError("similarity", f"{wanted} contradicts {path}, which was trained with {trained} "
+                                 "similarity", f"leave similarity out or pass similarity={trained!r}")
+        options["similarity"] = trained
+        if backend != "pytorch":
+            network = exported_network(network, backend, onnx_dir, precision=precision_label(dtype))
+            dtype = None  # the exported network runs in its own precision
+        elif compile:
+            network = compile_network(network)
+        predictor = cls(network, size=size, antialias=antialias, amp_dtype=dtype, **options)
+        predictor.note = note
+        return predictor
+
+    @property
+    def similarity(self) -> str:
+        """The memory read's similarity: the weights' own ("l2" for released weights; model/network.py)."""
+        return self.options.get("similarity") or getattr(self.network, "similarity", "l2")
+
+    def new_core(self) -> InferenceCore:
+        """A fresh InferenceCore with this predictor's network and options."""
+        return InferenceCore(self.network, amp=self.amp_dtype is not None,
+                             amp_dtype=self.amp_dtype, **self.options)
+
+    def new_stream(self) -> Stream:
+        """One video, streamed: `step` every frame in order."""
+        return Stream(self)
+
+    def network_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) of a frame of size (h, w) at the network."""
+        return resized_shape(h, w, self.size)
+
+    def step_batch(self, items: Sequence[tuple[Stream, Frame] | tuple[Stream, Frame, Any]]) -> list[np.ndarray]:
+        """Step several streams (videos) on one frame each, in one forward pass of the key encoder, the
+        decoder and the value encoder (inference_core/batch.py `step_cores`; frames of different
+        padded sizes go in separate passes of the same call).
+
+        items: (stream, frame) or (stream, frame, mask), each stream of this predictor and at most
+        once. Returns each stream's label map, in order, as `stream.step(frame, mask)` would: the same
+        arithmetic per stream (only the summation order of batched convolutions differs, ~1e-6 on
+        the probabilities). Streams may track different numbers of objects and memory frames.
+        """
+        streams = []
+        for n, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[0], Stream):
+                raise PredictorError("items", f"item {n} is not (stream, frame) or (stream, frame, mask)",
+                                     "pass a list of (stream, frame[, mask]) tuples")
+            if item[0].predictor is not self:
+                raise PredictorError("items", f"item {n}: the stream belongs to another predictor",
+                                     "step each predictor's streams with its own step_batch")
+            if any(item[0] is s for s in streams):
+                raise PredictorError("items", f"item {n}: the stream is given twice", "give each stream once per call")
+            streams.append(item[0])
+        prepared = [stream.prepare(*item[1:]) for stream, item in zip(streams, items)]
+        probs = step_cores([BatchItem(stream.core, p.image, p.mask, p.start or None)
+                            for stream, p in zip(streams, prepared)])
+        return [stream.finish(p, prob) for stream, p, prob in zip(streams, prepared, probs)]
+
+    # -------------------------------------------------------------------------- offline
+    def segment(self, frames: Frames, masks: Mapping[int, Any], bidirectional: bool = False
+                ) -> Iterator[tuple[int, np.ndarray]]:
+        """Segment a whole video; yields (frame index, H x W label map) in frame order.
+
+        frames: a folder of images (sorted by name), a video file (.mp4, ...; decoded one frame at a
+            time) or a sequence of H x W x 3 uint8 frames. masks: frame index -> label map of that
+            frame (the rule of the module docstring: new ids start there, tracked ids are corrected).
+        bidirectional: also propagate every object backward from the frame where it is first
+            annotated to frame 0 (module docstring). This runs the backward pass first and keeps its
+            probabilities (at the network size) and, for a video file, its decoded frames up to the
+            last first-annotation frame in memory.
+        """
+        source = _FrameSource(frames)
+        masks = _check_masks(masks, source.length)
+        if not bidirectional:
+            stream = self.new_stream()
+            for t, frame in enumerate(source.forward()):
+                yield t, stream.step(frame, masks.get(t))
+            _check_masks(masks, stream.frame_index + 1)
+            return
+        starts = first_annotations(masks)
+        last = max(starts.values(), default=-1)
+        backward = self._backward(source, masks, last)
+        stream = self.new_stream()
+        for t, frame in enumerate(source.forward()):
+            labels = stream.step(frame, masks.get(t))
+            if t in backward:
+                prob, ids = merge_directions((stream.network_probabilities, stream.objects), backward.pop(t), starts, t)
+                labels = probabilities_to_labels(prob, stream.frame_size, np.array([0, *ids], dtype=np.int64))
+            yield t, labels
+
+    def _backward(self, source: _FrameSource, masks: dict[int, Any], last: int) -> dict[int, tuple[Tensor, list[int]]]:
+        """The backward pass from frame `last` to 0: frame -> (probabilities at the network size, ids), t < last."""
+        if last <= 0:
+            return {}
+        frames = source.upto(last)
+        stream = self.new_stream()
+        out = {}
+        for t in range(last, -1, -1):
+            stream.step(frames[t], masks.get(t))
+            if t < last:
+                out[t] = (stream.network_probabilities.cpu(), list(stream.objects))
+        return out
+
+
+def first_annotations(masks: Mapping[int, Any]) -> dict[int, int]:
+    """Object id -> the first frame whose mask holds it."""
+    starts: dict[int, int] = {}
+    for t in sorted(masks):
+        mask = masks[t]
+        arr = np.asarray(mask) if not isinstance(mask, Tensor) else mask.cpu().numpy()
+        for v in np.unique(arr).tolist():
+            if v != 0:
+                starts.setdefault(int(v), t)
+    return starts
+
+
+def merge_directions(forward: tuple[Tensor, Sequence[int]], backward: tuple[Tensor, Sequence[int]],
+                     starts: Mapping[int, int], t: int) -> tuple[Tensor, list[int]]:
+    """Frame t's probabilities from the two passes: each object from the forward pass when it was
+    first annotated at or before t, else from the backward pass. (prob (1 + K, h, w), ids) each.
+
+    When one pass gives every object and holds no other, its result is kept unchanged; otherwise the
+    chosen objects' probabilities are renormalised together by soft aggregation (model/aggregate.py).
+    """
+    (fprob, fids), (bprob, bids) = forward, backward
+    use_f = [i for i, o in enumerate(fids) if starts.get(o, -1) <= t]
+    use_b = [i for i, o in enumerate(bids) if starts.get(o, -1) > t]
+    if not use_b and len(use_f) == len(fids):
+        return fprob, list(fids)
+    if not use_f and len(use_b) == len(bids):
+        return bprob.to(fprob.device), list(bids)
+    objects = torch.cat([fprob[[1 + i for i in use_f]], bprob.to(fprob.device)[[1 + i for i in use_b]]])
+    return soft_aggregate(objects, dim=0), [fids[i] for i in use_f] + [bids[i] for i in use_b]
+
+
+def _check_masks(masks: Mapping[int, Any], length: int | None) -> dict[int, Any]:
+    if not isinstance(masks, Mapping):
+        raise PredictorError("masks", f"expected a mapping frame index -> label map, got {type(masks).__name__}",
+                             "pass e.g. {0: first_mask}")
+    for t in masks:
+        if not isinstance(t, (int, np.integer)) or t < 0:
+            raise PredictorError("masks", f"key {t!r} is not a frame index", "use frame indices 0, 1, ... as keys")
+        if length is not None and t >= length:
+            raise PredictorError("masks", f"frame {t} is past the end of the video ({length} frames)",
+                                 "annotate frames of the video")
+    return {int(t): m for t, m in masks.items()}
+
+
+class _FrameSource:
+    """A folder of images, a video file or a sequence of frames: forward iteration and frames 0..n."""
+
+    def __init__(self, frames: Frames) -> None:
+        self.files: list[Path] | None = None
+        self.video: VideoReader | None = None
+        self.frames: Iterable[Frame] | None = None
+        if isinstance(frames, (str, os.PathLike)):
+            path = Path(frames)
+            if path.is_dir():
+                self.files = image_files(path)
+                if not self.files:
+                    raise PredictorError("frames", f"{path}: no images in the folder", "pass a folder of frames")
+            elif path.is_file():
+                self.video = VideoReader(path)  # DataError naming the file when it is no video
+            else:
+                raise PredictorError("frames", f"{path}: no such folder or video file", "check the path")
+        else:
+            self.frames = frames
+        self.length = (len(self.files) if self.files is not None else self.video.num_frames if self.video is not None
+                       else len(frames) if isinstance(frames, Sequence) else None)
+
+    def forward(self) -> Iterator[Frame]:
+        if self.files is not None:
+            return (read_image(p) for p in self.files)
+        if self.video is not None:
+            return self.video.frames()
+        return iter(self.frames)
+
+    def upto(self, last: int) -> Sequence[Frame]:
+        """Frames 0..last with random access (a video file is decoded up to `last` and kept)."""
+        if self.files is not None:
+            return _LazyImages(self.files)
+        if isinstance(self.frames, Sequence):
+            return self.frames
+        out = []
+        for frame in self.forward():
+            out.append(frame)
+            if len(out) > last:
+                break
+        if isinstance(self.frames, Iterator):  # a one-shot iterator: keep what was read for the forward pass
+            self.frames = out + list(self.frames)
+        return out
+
+
+class _LazyImages(Sequence):
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return read_image(self.files[i])
+
+
+# --------------------------------------------------------------------------------- stream
+@dataclass
+class StepInput:
+    """One frame prepared for the core (what a batched step needs of a stream)."""
+
+    image: Tensor  # 3, h, w normalised, at the network size
+    mask: Tensor | None  # h, w long: the objects that start here, or None
+    start: list[int]  # the ids that start here
+    annotation: Tensor | None  # h, w long: the whole given mask when it also corrects tracked ids
+    size: tuple[int, int]  # the frame's own (H, W)
+
+
+class Stream:
+    """One video given frame by frame (`step`), with corrections (`correct`) and removal (`remove`).
+
+    Label maps are H x W at the frame's size in the caller's ids, uint8 while every id is <= 255,
+    else uint16 (ids up to 65535). `probabilities` are those of the last frame.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.core = predictor.new_core()
+        self.frame_size: tuple[int, int] | None = None  # (H, W) of the video
+        self._image: Tensor | None = None  # the last frame at the network size
+        self._prob: Tensor | None = None  # its probabilities (1 + K, h, w)
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the last frame given to `step` (-1 before the first)."""
+        return self.core.frame_index
+
+    @property
+    def objects(self) -> list[int]:
+        """The tracked ids, in the order of the probability channels (after the background)."""
+        return list(self.core.objects.ids)
+
+    @property
+    def network_probabilities(self) -> Tensor:
+        """The last frame's probabilities at the network size, (1 + K, h, w), background first."""
+        if self._prob is None:
+            raise PredictorError("probabilities", "no frame given yet", "call step(frame) first")
+        return self._prob
+
+    @property
+    def probabilities(self) -> dict[int, np.ndarray]:
+        """The last frame's probabilities at its size: id -> H x W float32 (0: the background);
+        they sum to one at each pixel."""
+        prob = resize_probabilities(self.network_probabilities, self.frame_size).cpu().numpy()
+        return {obj: prob[c] for c, obj in enumerate([0, *self.objects])}
+
+    def labels(self) -> np.ndarray:
+        """The last frame's label map (H x W, the caller's ids)."""
+        return probabilities_to_labels(self.network_probabilities, self.frame_size, self.core.label_map())
+
+    # ------------------------------------------------------------------------------ step
+    def step(self, frame: Frame, mask: Any = None) -> np.ndarray:
+        """Segment the next frame; `mask` (H x W ids, optional): see the module docstring's rule."""
+        prepared = self.prepare(frame, mask)
+        prob = self.core.step(prepared.image, prepared.mask, labels=prepared.start or None)
+        return self.finish(prepared, prob)
+
+    def prepare(self, frame: Frame, mask: Any = None) -> StepInput:
+        """Check and convert a frame and its mask for the core (no network work)."""
+        rgb = as_rgb(frame)
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        if self.frame_size is not None and size != self.frame_size:
+            raise PredictorError("frame", f"is {size[1]}x{size[0]} but this stream's frames are "
+                                 f"{self.frame_size[1]}x{self.frame_size[0]}", "start a new stream for another video")
+        net_size = self.predictor.network_size(*size)
+        if min(net_size) < MIN_SHORT_SIDE:
+            raise PredictorError("frame", f"is {net_size[1]}x{net_size[0]} at the network size, below its minimum "
+                                 f"shorter side of {MIN_SHORT_SIDE} pixels",
+                                 f"pass larger frames or size>={MIN_SHORT_SIDE}")
+        labels = None if mask is None else as_label_map(mask, size)
+        image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
+        if labels is None:
+            return StepInput(image, None, [], None, size)
+        labels = resize_labels(labels, net_size)
+        tracked, new = self.core.objects.split(present_ids(labels))
+        start_mask = None
+        if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
+            start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
+        return StepInput(image, start_mask, new, labels if tracked else None, size)
+
+    def finish(self, prepared: StepInput, prob: Tensor) -> np.ndarray:
+        """After the core's step: correct the tracked ids of the mask, keep the probabilities, the label map."""
+        self.frame_size = prepared.size
+        self._image = prepared.image
+        self._prob = prob
+        if prepared.annotation is not None:
+            self._prob = self.core.correct(prepared.image, prepared.annotation, prob)
+        return self.labels()
+
+    # ----------------------------------------------------------------------- corrections
+    def correct(self, mask: Any, frame_index: int | None = None) -> np.ndarray:
+        """Replace the masks of the tracked ids in `mask` on the current frame (the last stepped one).
+
+        Every id of `mask` must be tracked (new objects: `step(frame, mask)`); each becomes exactly
+        its pixels, the other objects give way on the labelled pixels, and the frame becomes
+        permanent memory (its values re-encoded from the corrected masks; never dropped by a memory
+        bound), so the following frames follow the correction. frame_index: if given, it must be
+        the current frame's (past frames are not kept). Returns the corrected label map.
+        """
+        if self._image is None:
+            raise PredictorError("correct", "no frame given yet", "call step(frame) first")
+        if frame_index is not None and frame_index != self.frame_index:
+            raise PredictorError("frame_index", f"{frame_index} is not the current frame ({self.frame_index})",
+                                 "correct a frame right after step() gave it")
+        labels = as_label_map(mask, self.frame_size)
+        ids = present_ids(labels)
+        if not ids:
+            raise PredictorError("mask", "holds no object", "label the corrected objects with their ids")
+        unknown = [v for v in ids if v not in self.core.objects]
+        if unknown:
+            raise PredictorError("mask", f"ids {unknown} are not tracked (tracked: {self.objects})",
+                                 "add new objects with step(frame, mask)")
+        net_labels = resize_labels(labels, tuple(self._image.shape[-2:]))
+        self._prob = self.core.correct(self._image, net_labels, self._prob)
+        return self.labels()
+
+    def remove(self, obj_id: int) -> None:
+        """Stop tracking `obj_id`: it leaves the registry and the memory; from the next frame on it is
+        background (and in `probabilities` of the current frame its share goes to the background)."""
+        if obj_id not in self.core.objects:
+            raise PredictorError("obj_id", f"{obj_id!r} is not tracked (tracked: {self.objects})", "pass a tracked id")
+        channel = 1 + self.core.objects.index(obj_id)
+        self.core.remove(obj_id)
+        if self._prob is not None:
+            prob = self._prob.clone()
+            prob[0] += prob[channel]
+            self._prob = torch.cat([prob[:channel], prob[channel + 1 :]])

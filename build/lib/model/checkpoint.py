@@ -1,0 +1,114 @@
+"""Reading and writing checkpoints safely.
+
+`atomic_save` writes to a temporary file in the target folder and renames it, so an interrupted
+write never leaves a truncated file under the final name. `load_state_dict_file` turns every way a
+checkpoint file can be wrong into one `CheckpointError` that names the file and the fix.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.network import STCN, CheckpointMismatchError, state_options
+from util.atomic import atomic_path
+from util.errors import UserError
+
+# torch's zip writer (caffe2 inline_container.cc) when a write fails, e.g. on a full disk:
+# "... PytorchStreamWriter failed writing file ..." or "... unexpected pos 704 vs 598"
+WRITER_FAILURE = ("PytorchStreamWriter failed", "inline_container")
+NEARLY_FULL_BYTES = 16 * 2**20  # below this much free space a failed write is taken for a full disk
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file that is missing, unreadable or not an STCN state dict."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk.
+
+    A failed write (a full disk, ...) raises OSError naming `path`; the file there before is kept.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write as RuntimeError
+            if not any(sign in str(exc) for sign in WRITER_FAILURE):
+                raise
+            raise write_failure(Path(path)) from None
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_failure(path: Path) -> OSError:
+    """The OSError for a torch.save that failed while writing `path` (torch gives no errno)."""
+    try:
+        full = shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, "torch could not write the file (is the disk full?)", str(path))
+
+
+def load_state_dict_file(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", flag: str = "--model"
+) -> dict[str, Tensor]:
+    """Read a released-format network state dict (a plain dict of tensors).
+
+    A training checkpoint (`{"network": state_dict, ...}`) is accepted too: its network is returned.
+    `flag` is the command-line flag that named the file (for the messages). The state dict's
+    metadata (the network's options, see model/network.py `state_options`) is kept.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            path,
+            "no such checkpoint",
+            f"run `python download_model.py` (saves/stcn.pth) or pass {flag} PATH",
+        )
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt/foreign file
+        raise CheckpointError(
+            path,
+            f"cannot be read as a PyTorch checkpoint ({type(exc).__name__})",
+            f"re-download it (python download_model.py --force) or point {flag} at another file",
+        ) from None
+    if isinstance(obj, Mapping) and "network" in obj and isinstance(obj["network"], Mapping):
+        obj = obj["network"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(path, "not a network state dict (expected a dict of tensors as stcn.pth)")
+    state = OrderedDict(obj)
+    if isinstance(getattr(obj, "_metadata", None), Mapping):
+        state._metadata = obj._metadata  # the options of the network that wrote it
+    return state
+
+
+def load_network(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    for_training: bool = False,
+    single_object: bool = False,
+) -> STCN:
+    """Build an STCN (no download) and load `path` strictly; stage-0 files are converted.
+
+    The network gets the similarity and key size the weights were trained with (`state_options`:
+    released weights are L2 with C_k = 64). It is returned in eval mode unless `for_training`.
+    """
+    state = load_state_dict_file(path)
+    try:
+        net = STCN(single_object=single_object, pretrained=False, **state_options(state))
+        net.load_weights(state, for_training=for_training)
+    except CheckpointMismatchError as exc:
+        raise CheckpointError(path, exc.problem, "use a released STCN checkpoint (python download_model.py)") from None
+    net.train(for_training)
+    return net.to(device)

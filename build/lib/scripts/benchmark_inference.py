@@ -1,0 +1,354 @@
+"""Inference speed and memory benchmark on synthetic videos (no dataset, no download).
+
+For every (length, objects, precision) it propagates a synthetic video of moving textured shapes
+with the inference core and reports frames per second (processing only, I/O and frame synthesis
+excluded, the GPU synchronised before the clock is read), peak memory (CUDA max allocated, or the
+process' peak RSS on CPU) and the number of memory frames at the end. `--baseline` also times the
+dense, unoptimised transcription of the original computation (inference_core/reference.py).
+
+    python scripts/benchmark_inference.py --height 480 --lengths 50 200 --objects 1 2 4 --precision fp32 amp
+
+Long videos: `--budgets none 20` runs every configuration unbounded and with at most 20 memory
+frames; `--report_at` prints rows while one long video runs (FPS over the frames since the
+previous row, peak memory so far), so one 10,000-frame run gives the whole curve:
+
+    python scripts/benchmark_inference.py --height 64 --lengths 10000 --report_at 100 1000 10000 \
+        --objects 2 --precision fp32 --budgets none 20
+
+Several videos per batch: `--video_batch 1 2 4` propagates, for each batch size B, B synthetic videos
+side by side (inference_core/batch.py `step_cores`: one batch through the key encoder, decoder and
+value encoder per frame index) and reports the throughput over all videos (B x length frames over
+the total time) and the peak memory, in a table of its own:
+
+    python scripts/benchmark_inference.py --height 480 --lengths 50 --objects 2 --precision fp32 amp \
+        --video_batch 1 2 4
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference_core import InferenceCore  # noqa: E402
+from inference_core.backends import BACKENDS, compile_network, exported_network  # noqa: E402
+from inference_core.batch import fresh_core, step_cores  # noqa: E402
+from inference_core.reference import ReferencePropagation  # noqa: E402
+from model import STCN  # noqa: E402
+from model.checkpoint import load_network  # noqa: E402
+from util.cli import HelpFormatter  # noqa: E402
+from util.device import (  # noqa: E402
+    cpu_features,
+    precision_label,
+    prepare_for_inference,
+    resolve_amp_dtype,
+    resolve_device,
+    synchronize,
+)
+from util.io import DataError  # noqa: E402
+from util.outputs import run_command  # noqa: E402
+
+ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--model", default=None, help="checkpoint (default: random weights; speed does not depend on them)")
+    p.add_argument("--height", type=int, default=480, help="frame height; width = height * 854/480")
+    p.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
+    p.add_argument("--objects", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--precision", nargs="+", choices=["fp32", "amp"], default=["fp32", "amp"])
+    p.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
+                   help="autocast dtype (default as --amp in the evaluation scripts: float16 on CUDA, bfloat16 "
+                        "on a CPU with native bf16, else fp32)")
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="encoders and decoder in PyTorch or exported (CPU); amp = OpenVINO bf16, not for onnxruntime")
+    p.add_argument("--onnx_dir", default=None, help="exports from scripts/export.py (default: the export cache)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoder (pytorch backend)")
+    p.add_argument("--baseline", action="store_true", help="also time the dense reference propagation (fp32)")
+    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--mem_every", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--warmup", type=int, default=2, help="frames of a short run before timing")
+    p.add_argument("--budgets", nargs="+", default=["none"],
+                   help="memory bounds to compare: none (unbounded, the paper) or a number of memory frames")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where the time goes (key encoder, memory read, decoder, value encoder, rest)")
+    p.add_argument("--report_at", type=int, nargs="+", default=None,
+                   help="also print a row after these many frames of each video (a memory/speed curve)")
+    p.add_argument("--video_batch", type=int, nargs="+", default=None,
+                   help="videos stepped side by side in one batch (e.g. 1 2 4): throughput over all videos and "
+                        "peak memory per batch size, instead of the per-video table (pytorch backend)")
+    return p
+
+
+class SyntheticVideo:
+    """Moving textured squares over a textured background, made on the fly (seeded)."""
+
+    def __init__(self, height: int, width: int, objects: int, device: torch.device, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.h, self.w = height, width
+        self.background = (torch.rand(3, height, width, generator=g) - 0.5).to(device)
+        self.texture = (torch.rand(objects, 3, 1, 1, generator=g) * 2 - 1).to(device)
+        self.objects = objects
+        self.side = max(8, height // 6)
+
+    def frame(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.background.roll(shifts=t % self.w, dims=2).clone()
+        labels = torch.zeros(self.h, self.w, dtype=torch.long, device=img.device)
+        for o in range(self.objects):
+            cy = int((0.5 + 0.3 * math.sin(0.05 * t + o)) * (self.h - self.side))
+            cx = int((0.5 + 0.4 * math.cos(0.03 * t + 2 * o)) * (self.w - self.side))
+            img[:, cy : cy + self.side, cx : cx + self.side] = self.texture[o]
+            labels[cy : cy + self.side, cx : cx + self.side] = o + 1
+        return img, labels
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: reset the peak resident set size of this process
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StageTimer:
+    """Times the network's stages by wrapping the bound methods of one network and memory bank.
+
+    Each wrapped call synchronises the device before and after, so the split is exact but the
+    total is slightly slower than an unprofiled run; "rest" is the frame time outside the stages
+    (aggregation, padding, Python).
+    """
+
+    STAGES = ("key encoder", "memory read", "decoder", "value encoder")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+
+    def wrap(self, obj, attr: str, stage: str) -> None:
+        fn = getattr(obj, attr)
+
+        def timed(*a, **kw):
+            synchronize(self.device)
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            synchronize(self.device)
+            self.seconds[stage] += time.perf_counter() - t0
+            return out
+
+        setattr(obj, attr, timed)
+
+    def attach(self, net: STCN, core) -> None:
+        for attr, stage in (("encode_key", "key encoder"), ("decode", "decoder"), ("encode_value", "value encoder")):
+            self.wrap(net, attr, stage)
+        if isinstance(core, InferenceCore):
+            self.wrap(core.memory, "read", "memory read")
+
+    def detach(self, net: STCN) -> None:
+        for attr in ("encode_key", "decode", "encode_value"):
+            net.__dict__.pop(attr, None)
+
+    def report(self, total: float, frames: int) -> str:
+        parts = [f"{k} {1000 * v / frames:.1f} ms ({100 * v / total:.0f}%)" for k, v in self.seconds.items()]
+        rest = total - sum(self.seconds.values())
+        parts.append(f"rest {1000 * rest / frames:.1f} ms ({100 * rest / total:.0f}%)")
+        return "per frame: " + ", ".join(parts)
+
+
+def run_once(
+    net: STCN, args, device, length: int, objects: int, amp_dtype: torch.dtype | None, baseline: bool,
+    budget: int | None,
+) -> list[dict]:
+    """Propagate one synthetic video under `amp_dtype` autocast (None: fp32); one result row per
+    `--report_at` point (and at the end)."""
+    video = SyntheticVideo(args.height, round(args.height * ASPECT), objects, device)
+
+    def make():
+        if baseline:
+            return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
+        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
+                             amp=amp_dtype is not None and args.backend == "pytorch",
+                             amp_dtype=amp_dtype, max_mem_frames=budget)
+
+    warm = make()  # warm-up: allocator, kernels, autotuning
+    for t in range(min(args.warmup, length)):
+        img, lab = video.frame(t)
+        warm.step(img, lab) if t == 0 else warm.step(img)
+    del warm
+    reset_peak_memory(device)
+    core = make()
+    timer = StageTimer(device) if args.profile and not baseline else None
+    if timer is not None:
+        timer.attach(net, core)
+    marks = sorted({n for n in (args.report_at or []) if 0 < n < length} | {length})
+    rows, total, since, whole = [], 0.0, 0, 0.0
+    for t in range(length):
+        img, lab = video.frame(t)
+        synchronize(device)
+        start = time.perf_counter()
+        core.step(img, lab) if t == 0 else core.step(img, end=t == length - 1)
+        synchronize(device)
+        total += time.perf_counter() - start
+        whole += time.perf_counter() - start
+        if t + 1 in marks:
+            mem_frames = len(core.mem_k) if baseline else core.memory.num_frames
+            mem_mib = (sum(x.nelement() * x.element_size() for x in core.mem_k + core.mem_v) if baseline
+                       else core.memory.nbytes) / 2**20
+            rows.append({"frames": t + 1, "fps": (t + 1 - since) / total, "peak_mb": peak_memory_mb(device),
+                         "mem_frames": mem_frames, "mem_mib": mem_mib})
+            total, since = 0.0, t + 1
+    if timer is not None:
+        timer.detach(net)
+        rows[-1]["profile"] = timer.report(whole, length)
+    return rows
+
+
+def run_batch(
+    net: STCN, args, device, length: int, objects: int, amp_dtype: torch.dtype | None, budget: int | None,
+    videos: int,
+) -> dict:
+    """Propagate `videos` synthetic videos (seeds 0, 1, ...) side by side with `step_cores`, one call per
+    frame index; returns the throughput over all videos and the peak memory."""
+    clips = [SyntheticVideo(args.height, round(args.height * ASPECT), objects, device, seed=v) for v in range(videos)]
+
+    def make() -> list[InferenceCore]:
+        first = InferenceCore(net, top_k=args.top, mem_every=args.mem_every, amp=amp_dtype is not None,
+                              amp_dtype=amp_dtype, max_mem_frames=budget)
+        return [first] + [fresh_core(first) for _ in range(videos - 1)]
+
+    def step_all(cores: list[InferenceCore], t: int, last: int) -> float:
+        frames = [clip.frame(t) for clip in clips]  # synthesis: not timed
+        synchronize(device)
+        start = time.perf_counter()
+        step_cores([(c, img, lab if t == 0 else None, None, t == last) for c, (img, lab) in zip(cores, frames)])
+        synchronize(device)
+        return time.perf_counter() - start
+
+    warm = make()  # warm-up: allocator, kernels, autotuning at this batch size
+    for t in range(min(args.warmup, length)):
+        step_all(warm, t, length - 1)
+    del warm
+    reset_peak_memory(device)
+    cores = make()
+    total = sum(step_all(cores, t, length - 1) for t in range(length))
+    return {"frames": videos * length, "fps": videos * length / total, "peak_mb": peak_memory_mb(device),
+            "mem_frames": cores[0].memory.num_frames}
+
+
+def print_batch_table(args, nets, precisions, device) -> None:
+    """The `--video_batch` table: one row per (length, objects, precision, bound, videos per batch)."""
+    print("| precision | objects | memory bound | frames per video | videos per batch | FPS (all videos) "
+          "| peak memory (MB) | memory frames per video |")
+    print("|---|---|---|---|---|---|---|---|")
+    budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
+    for length in args.lengths:
+        for objects in args.objects:
+            for flag in args.precision:
+                precision, amp_dtype = precisions[flag]
+                for budget in budgets:
+                    for videos in args.video_batch:
+                        r = run_batch(nets[flag], args, device, length, objects, amp_dtype, budget, videos)
+                        bound = "none" if budget is None else f"{budget} frames"
+                        print(f"| {precision} | {objects} | {bound} | {length} | {videos} | {r['fps']:.2f} | "
+                              f"{r['peak_mb']:.0f} | {r['mem_frames']} |", flush=True)
+
+
+def precision_row(flag: str, device: torch.device, requested: str | None) -> tuple[str, torch.dtype | None]:
+    """(row label, autocast dtype) of `--precision` fp32 or amp, the dtype chosen as the evaluation
+    scripts' `--amp` does: 'amp (bf16)', or 'amp -> fp32 (no native bf16)' where --amp falls back."""
+    if flag == "fp32":
+        return "fp32", None
+    dtype, _ = resolve_amp_dtype(device, True, requested)
+    return (f"amp ({precision_label(dtype)})" if dtype is not None else "amp -> fp32 (no native bf16)"), dtype
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
+    args = get_args_parser().parse_args(argv)
+    return run_command(lambda: benchmark(args))
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)  # a missing CUDA: DeviceError, one line (run_command)
+    except RuntimeError:  # torch.device's own "Expected one of cpu, cuda, ..."
+        raise DataError("--device", f"unknown device {args.device!r}", "choose auto, cpu, cuda or cuda:i") from None
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)  # random weights: the same every run (one cached export for --backend)
+    net = load_network(args.model, device) if args.model else STCN(pretrained=False).to(device)
+    net = prepare_for_inference(net)
+    if args.compile:
+        net = compile_network(net)
+    if args.video_batch is not None:
+        if min(args.video_batch) < 1:
+            raise DataError("--video_batch", "every batch size must be at least 1", "pass positive batch sizes")
+        if args.backend != "pytorch" or args.baseline or args.profile or args.report_at:
+            raise DataError("--video_batch", "runs the pytorch backend's core only (the exported graphs have a batch "
+                            "of one frame)", "leave out --backend, --baseline, --profile and --report_at")
+    if args.backend == "onnxruntime" and "amp" in args.precision:
+        raise DataError("--precision amp", "onnxruntime runs the exported networks in fp32 only",
+                        "pass --precision fp32")
+    precisions = {p: precision_row(p, device, args.amp_dtype) for p in {*args.precision, "fp32"}}
+    nets = {p: net if args.backend == "pytorch" else
+            exported_network(net, args.backend, args.onnx_dir, precision=precision_label(precisions[p][1]))
+            for p in args.precision}
+    width = round(args.height * ASPECT)
+    width += (-width) % 2
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
+          f"frames {width}x{args.height} (padded to multiples of 16)")
+    print(f"cpu: {cpu_features().describe()}")
+    if args.video_batch is not None:
+        print_batch_table(args, nets, precisions, device)
+        return 0
+    print("| path | precision | objects | memory bound | frames | FPS | peak memory (MB) | memory frames "
+          "| memory (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    budgets = [None if b.lower() == "none" else int(b) for b in args.budgets]
+    core_path = "core" if args.backend == "pytorch" and not args.compile else (
+        f"core ({args.backend}{', compiled' if args.compile else ''})")
+    runs = [(core_path, p, b) for p in args.precision for b in budgets]
+    runs += [("dense reference", "fp32", None)] if args.baseline else []
+    for length in args.lengths:
+        for objects in args.objects:
+            for path, flag, budget in runs:
+                precision, amp_dtype = precisions[flag]
+                baseline = path == "dense reference"
+                rows = run_once(net if baseline else nets[flag], args, device, length, objects, amp_dtype,
+                                baseline, budget)
+                for r in rows:
+                    bound = "none" if budget is None else f"{budget} frames"
+                    print(f"| {path} | {precision} | {objects} | {bound} | {r['frames']} | {r['fps']:.2f} | "
+                          f"{r['peak_mb']:.0f} | {r['mem_frames']} | {r['mem_mib']:.1f} |", flush=True)
+                    if "profile" in r:
+                        print(f"<!-- {path} {precision} {objects} objects: {r['profile']} -->", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

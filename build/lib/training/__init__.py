@@ -1,0 +1,1 @@
+"""Training infrastructure: configuration, losses, the training wrapper, distributed set-up, logging."""
