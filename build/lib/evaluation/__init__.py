@@ -1,1 +1,0 @@
-"""Evaluation: the evaluation datasets, the shared video loop and its outputs, DAVIS scoring."""

@@ -1,1 +1,0 @@
-"""Training infrastructure: configuration, losses, the training wrapper, distributed set-up, logging."""
