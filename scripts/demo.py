@@ -93,20 +93,23 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def demo_model(path: str | None) -> Path:
-    """The weights to run: `path` as it is when it exists (nothing is written beside a user's file),
-    else the released model fetched to it (default saves/stcn.pth); offline, the error says how to
-    try the demo without them."""
+    """The weights to run: a file that exists is used as it is (nothing is written beside it; eval_generic.py
+    checks it when loading), else the released model is fetched to `path` (default saves/stcn.pth). A failed
+    fetch says how to try the demo without the weights, and names only flags the demo has."""
     from downloads.fetch import DownloadError
     from downloads.model import ensure_model
 
-    if path is not None and Path(path).is_file():
-        return Path(path)
+    path = Path(path or DEFAULT_MODEL)
+    if path.is_file():
+        return path
     try:
-        return ensure_model(path or DEFAULT_MODEL)
+        return ensure_model(path)
     except DownloadError as exc:
-        raise DownloadError(exc.where, exc.problem, f"{exc.fix}; or try the pipeline without them: "
-                            "bash scripts/demo.sh --random_weights --size 240 (random weights: meaningless masks, "
-                            "every step runs)") from None
+        fix = exc.fix if "--" not in exc.fix else ("fetch it with `python download_model.py` (its flags: "
+                                                   "docs/downloads.md) and pass it with --model")
+        raise DownloadError(exc.where, exc.problem, f"{fix}; or try the pipeline without it: bash scripts/demo.sh "
+                            "--random_weights --size 240 (random weights: meaningless masks, every step runs)"
+                            ) from None
 
 
 def random_weights(folder: Path) -> Path:
