@@ -26,6 +26,7 @@ from downloads.fetch import (
     run_download_command,
 )
 from util import layouts
+from util.cli import HelpFormatter
 
 TARGET = layouts.folder('bl30k')
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
@@ -51,7 +52,8 @@ TERMS = ('BL30K (https://github.com/hkchengrex/MiVOS) is rendered with Blender f
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Download BL30K segment by segment (download, extract, delete); reruns '
-                    'continue after the last finished segment.')
+                    'continue after the last finished segment.',
+        formatter_class=HelpFormatter)
     parser.add_argument('--root', type=Path, default=layouts.DATA_ROOT,
                         help=f'folder that receives {TARGET}/ (default: .., next to the code, '
                              'as the loaders expect)')

@@ -29,6 +29,7 @@ from downloads.fetch import (
 from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS
 from downloads.resize_youtube import resize_youtube
 from util import layouts
+from util.cli import HelpFormatter
 
 FRAMES = (layouts.FRAMES,)
 FRAMES_MASKS = (layouts.FRAMES, layouts.MASKS)
@@ -134,7 +135,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description='Download the STCN training/evaluation datasets (not BL30K: see '
                     'download_bl30k.py). Reruns skip finished parts.',
         epilog=f'parts:\n{parts}\ngroups:\n{groups}',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument('--root', type=Path, default=layouts.DATA_ROOT,
                         help='folder that receives static/ DAVIS/ YouTube/ YouTube2018/ '
                              '(default: .., next to the code, as the loaders expect)')

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from downloads.fetch import run_download_command
 from downloads.model import DEFAULT_MODEL, MODELS, ensure_model
+from util.cli import HelpFormatter
 
 RESUME_HINT = 'rerun the same command to continue (a partial download is kept as .part)'
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description='Download a released STCN model (skipped when already present and intact).')
+        description='Download a released STCN model (skipped when already present and intact).',
+        formatter_class=HelpFormatter)
     parser.add_argument('--model', choices=sorted(MODELS), default=DEFAULT_MODEL,
                         help='; '.join(f'{k}: {v.description}' for k, v in MODELS.items())
                         + f' (default: {DEFAULT_MODEL})')

@@ -1,4 +1,4 @@
-"""Segment a video file (e.g. .mp4) from the masks of its first frame(s).
+r"""Segment a video file (e.g. .mp4) from the masks of its first frame(s).
 
     python segment_video.py --video clip.mp4 --mask first.png --output results/clip
     python segment_video.py --video clip.mp4 --mask_dir masks/ --output results/clip \
@@ -36,7 +36,7 @@ from util.outputs import check_distinct, prepare_output_dir, prepare_output_file
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCN on a video file",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                     epilog=__doc__)
     parser.add_argument("--video", required=True, help="video file (anything FFmpeg decodes: .mp4, .mov, .avi, ...)")
     parser.add_argument("--mask", default=None, help="indexed PNG of the first frame's objects")
     parser.add_argument("--mask_dir", default=None, help="folder of <frame index>.png where objects first appear")

@@ -10,8 +10,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from downloads.fetch import (
     DownloadError,
@@ -25,7 +24,9 @@ from downloads.fetch import (
     verify_file,
     write_sidecar,
 )
-from model.network import STCN, CheckpointMismatchError, check_state_dict
+
+if TYPE_CHECKING:  # torch and the network are imported where used: `download_model.py --help` stays instant
+    import torch
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ def released_layout() -> dict[str, torch.Tensor]:
     Built on the meta device (shapes only: no memory, no weights, no download). s012 and s03
     share it (reference/README.md; tests/fixtures/stcn-state-dict.tsv holds the same contract).
     """
+    import torch
+
+    from model.network import STCN
+
     with torch.device('meta'):
         return STCN(single_object=False, pretrained=False).state_dict()
 
@@ -63,6 +68,10 @@ def stcn_problem(path: Path) -> str | None:
     Read with ``weights_only=True`` (no code from the file runs) and memory-mapped: only the
     tensor shapes are looked at.
     """
+    import torch
+
+    from model.network import CheckpointMismatchError, check_state_dict
+
     try:
         state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many kinds for a foreign or damaged file

@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from util.atomic import atomic_path
+from util.cli import HelpFormatter
 from util.errors import UserError
 from util.io import DataError, resized_shape
 from util.outputs import check_not_input, probe_writable, run_command
@@ -154,7 +155,7 @@ def add_resize_args(parser: argparse.ArgumentParser) -> None:
 def resize_parser(description: str, paths: Sequence[tuple[str, dict[str, Any]]]) -> argparse.ArgumentParser:
     """The parser of a resize command (defaults shown in --help): its folder arguments, given as
     ``(name, add_argument options)`` and read as paths, then `add_resize_args`."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     for name, options in paths:
         parser.add_argument(name, type=Path, **options)
     add_resize_args(parser)

@@ -40,6 +40,7 @@ from inference_core.ensemble import EnsembleCore, ScaledFrame
 from inference_core.objects import keep_lost, starting_objects  # starting_objects: later annotations only start objects
 from inference_core.predictor import Predictor, PredictorError, merge_directions
 from model.memory_util import SIMILARITIES, TOP_K
+from util.cli import HelpFormatter
 from util.device import DeviceError, resolve_device, synchronize
 from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
@@ -445,7 +446,9 @@ def run_dataset(
 
 # ------------------------------------------------------------------------ shared CLI pieces
 def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves/stcn.pth") -> None:
-    """The flags every evaluation script shares (names as in the original STCN scripts)."""
+    """The flags every evaluation script shares (names as in the original STCN scripts); `--help` shows
+    the defaults."""
+    parser.formatter_class = HelpFormatter
     parser.add_argument("--model", default=model_default, nargs="+", action=ModelPaths,
                         help="network weights (released format); several: an ensemble averaging their probabilities")
     parser.set_defaults(models=[model_default])  # every --model path (evaluation/ensembles.py ModelPaths)

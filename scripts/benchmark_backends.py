@@ -27,13 +27,14 @@ from inference_core.backends import ExportedNetwork, cached_export, checked_expo
 from model import STCN  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
 from model.export import PART_FILES  # noqa: E402
+from util.cli import HelpFormatter  # noqa: E402
 from util.device import cpu_features  # noqa: E402
 from util.outputs import run_command  # noqa: E402
 from util.tensor_util import STRIDE  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint (default: seeded random weights)")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=854)

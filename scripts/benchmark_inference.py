@@ -41,6 +41,7 @@ from inference_core.batch import fresh_core, step_cores  # noqa: E402
 from inference_core.reference import ReferencePropagation  # noqa: E402
 from model import STCN  # noqa: E402
 from model.checkpoint import load_network  # noqa: E402
+from util.cli import HelpFormatter  # noqa: E402
 from util.device import (  # noqa: E402
     cpu_features,
     precision_label,
@@ -56,7 +57,7 @@ ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint (default: random weights; speed does not depend on them)")
     p.add_argument("--height", type=int, default=480, help="frame height; width = height * 854/480")
     p.add_argument("--lengths", type=int, nargs="+", default=[50, 200])

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.run_video import report_errors  # noqa: E402
 from model.checkpoint import CheckpointError, load_network  # noqa: E402
 from model.export import EXPORTERS, MANIFEST, PART_FILES, export_network, read_manifest  # noqa: E402
+from util.cli import HelpFormatter  # noqa: E402
 from util.io import DataError  # noqa: E402
 from util.outputs import OutputDir, as_final, partial_folder, prepare_output_dir  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", default="saves/stcn.pth", help="network weights (released format)")
     p.add_argument("--output", required=True, help="folder for the ONNX models")
     p.add_argument("--single_object", action="store_true",

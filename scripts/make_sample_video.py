@@ -14,11 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.sample_video import MIN_SIDE, write_sample_output  # noqa: E402
+from util.cli import HelpFormatter  # noqa: E402
 from util.outputs import run_command  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--output", default="sample_data", help="folder to write (JPEGImages/ and Annotations/)")
     p.add_argument("--name", default="shapes", help="video name")
     p.add_argument("--frames", type=int, default=30)

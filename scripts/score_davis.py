@@ -19,13 +19,14 @@ if str(ROOT) not in sys.path:  # `python scripts/score_davis.py` puts scripts/ f
 
 from evaluation.davis_scoring import GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis, sequences_in_results  # noqa: E402
 from util import layouts  # noqa: E402
+from util.cli import HelpFormatter  # noqa: E402
 from util.outputs import prepare_output_dir, prepare_output_file, run_command  # noqa: E402
 
 DEFAULT_DAVIS_PATH = {"2017": layouts.default_path("davis17_trainval"), "2016": layouts.default_path("davis16")}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--results", required=True, help="folder with <video>/<frame>.png result masks")
     parser.add_argument(
         "--davis_path",
