@@ -52,10 +52,11 @@ then
         if command -v flock >/dev/null 2>&1; then flock 9 || exit 1; fi
         # --no-deps: requirements.txt is installed already. setuptools >= 70.1 (in the environment
         # with the requirements) builds it offline; an older one is replaced by pip's isolated build.
-        _stcn_isolation=--no-build-isolation
-        "$_stcn_venv/bin/python" -c "import setuptools as s, sys; sys.exit(tuple(map(int, s.__version__.split('.')[:2])) < (70, 1))" \
-            2>/dev/null || _stcn_isolation=--isolated  # (a no-op flag here: pip's isolated build is the default)
-        _stcn_log="$("$_stcn_venv/bin/python" -m pip install --quiet --no-deps "$_stcn_isolation" -e "$_stcn_root" 2>&1)" \
+        if "$_stcn_venv/bin/python" -c "import setuptools as s, sys; sys.exit(tuple(map(int, s.__version__.split('.')[:2])) < (70, 1))" 2>/dev/null; then
+            _stcn_log="$("$_stcn_venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$_stcn_root" 2>&1)"
+        else
+            _stcn_log="$("$_stcn_venv/bin/python" -m pip install --quiet --no-deps -e "$_stcn_root" 2>&1)"
+        fi \
             || { echo "$_stcn_log" >&2; exit 1; }
     ) 9>"$_stcn_lock" || { echo "[env] could not install $_stcn_root into $_stcn_venv (pip install -e)" >&2
                            return 1 2>/dev/null || exit 1; }
