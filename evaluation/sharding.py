@@ -95,7 +95,12 @@ class ShardedStats:
 
     @property
     def total(self) -> RunStats:
-        return RunStats(frames=sum(s.frames for s in self.ranks), seconds=max(s.seconds for s in self.ranks))
+        return RunStats(frames=sum(s.frames for s in self.ranks), seconds=max(s.seconds for s in self.ranks),
+                        masks=sum(s.masks for s in self.ranks), videos=sum(s.videos for s in self.ranks))
+
+    def written(self, videos: bool = True) -> str:
+        """What every rank wrote together (RunStats.written)."""
+        return self.total.written(videos)
 
     @property
     def fps_per_process(self) -> float:
