@@ -27,6 +27,7 @@ from downloads.fetch import (
 )
 from util import layouts
 from util.cli import HelpFormatter
+from util.outputs import wrote_line
 
 TARGET = layouts.folder('bl30k')
 SEGMENT_GB = 115  # project README: "each segment is about 115GB in size"
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             check_free_space(args.root, needed_bytes([job]),
                              'choose another --root, or pass --min_free_gb 0 to skip this check')
         run_archive_job(job, args.root, mirror=args.mirror, keep_archive=args.keep_archives)
-    print(f'finished: {", ".join(job.name for job in pending)} in {target}')
+    print(wrote_line((', '.join(job.name for job in pending), target)))
     return 0
 
 

@@ -30,6 +30,7 @@ from downloads.resize import DEFAULT_SIZE, DEFAULT_WORKERS
 from downloads.resize_youtube import resize_youtube
 from util import layouts
 from util.cli import HelpFormatter
+from util.outputs import wrote_line
 
 FRAMES = (layouts.FRAMES,)
 FRAMES_MASKS = (layouts.FRAMES, layouts.MASKS)
@@ -186,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
             print(f'[{name}] resizing {src} -> {dst} (shorter side {DEFAULT_SIZE})')
             resize_youtube(src, dst, DEFAULT_SIZE, args.workers)
             mark_done(dst, RESIZED_YV[2])
-    print(f'finished: {", ".join(pending)} in {root}')
+    print(wrote_line(*((name, [root / PARTS[name].target, *([root / RESIZED_YV[1]] if name == RESIZED_YV[0] else [])])
+                       for name in pending)))
     return 0
 
 

@@ -41,8 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     path = ensure_model(args.output, args.model, source=args.source, force=args.force)
-    print('evaluate with, e.g.:')
-    print(f'  python eval_davis.py --model {path} --output ../output/d17')
+    print(f'the model is {path}; evaluate with, e.g.: python eval_davis.py --model {path} --output ../output/d17')
     return 0
 
 

@@ -3,7 +3,9 @@
     python eval_davis.py --output ../output/d17 [--split val|testdev] [--davis_path ../DAVIS/2017]
 
 Masks go to <output>/<video>/<frame>.png. On val, where the ground truth covers every frame, the
-results are then scored (J, F, J&F; CSV files in <output>) unless --no_score.
+results are then scored (J&F, J, F printed in percent as the paper's tables; the toolkit's CSV files,
+in fractions, in <output>) unless --no_score. test-dev's ground truth is not public: it is scored by
+the DAVIS evaluation server, and <output>.zip (the videos' folders at its top) is the file to upload.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from evaluation.datasets import DAVISEvalDataset
 from evaluation.davis_scoring import score
 from evaluation.ensembles import weight_inputs
 from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
+from evaluation.server_zip import make_zip, prepare_zip, upload_hint
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
-from util.outputs import prepare_output_dir
+from util.outputs import OutputDir, prepare_output_dir, wrote_line
 
 SPLITS = {  # split -> (folder under --davis_path, video list under ImageSets)
     "val": (layouts.sub_path("davis17_trainval", "davis17"), "2017/val.txt"),
@@ -30,11 +33,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--davis_path", default=layouts.default_path("davis17"),
                         help=f"folder holding {SPLITS['val'][0]}/ and {SPLITS['testdev'][0]}/")
     parser.add_argument("--split", choices=tuple(SPLITS), default="val")
-    parser.add_argument("--no_score", action="store_true", help="do not score the val results")
+    parser.add_argument("--no_score", action="store_true",
+                        help="do not score the val results (test-dev is scored by the server: <output>.zip)")
     add_common_args(parser)
     add_video_batch_arg(parser)
     add_antialias_arg(parser, native=True)
     return parser
+
+
+def prepare_outputs(args: argparse.Namespace, inputs: list) -> OutputDir:
+    """The checked output folder, and on test-dev its zip (listed in the folder's marker)."""
+    out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
+    if args.split == "testdev":
+        prepare_zip(out, inputs, args.overwrite)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         folder, imset = SPLITS[args.split]
         davis_root = Path(args.davis_path) / folder
         inputs = [args.davis_path, *weight_inputs(args)]
-        out = shard.on_main(prepare_output_dir, args.output, "--output", inputs, args.overwrite)
+        out = shard.on_main(prepare_outputs, args, inputs)
         # layout errors before loading the network
         dataset = DAVISEvalDataset(davis_root, imset=imset, antialias=args.antialias)
         check_videos(dataset.videos)  # and every first-frame annotation
@@ -53,11 +65,18 @@ def main(argv: list[str] | None = None) -> int:
             output = out.path
             stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out,
                                       video_batch=args.video_batch)
-        if not shard.is_main:  # rank 0 reports and scores for every rank
-            return 0
+            if not shard.is_main:  # rank 0 zips, reports and scores for every rank
+                return 0
+            zipped = make_zip(output, output) if args.split == "testdev" else None
         stats.print()
-        if args.split == "val" and not args.no_score:
-            score(output, davis_root, "val", year="2017")
+        if zipped is not None:
+            print(f"{wrote_line((stats.written(), output), ('their zip', zipped))}; "
+                  f"{upload_hint('DAVIS 2017 test-dev')}")
+        elif not args.no_score:
+            csvs = score(output, davis_root, "val", year="2017")
+            print(wrote_line((stats.written(), output), ("the scores", csvs)))
+        else:
+            print(wrote_line((stats.written(), output)))
         return 0
 
     return run_sharded(body, args.local_rank)

@@ -7,7 +7,8 @@ folder, `<davis17_path>/ImageSets/2016/val.txt`, with --davis17_path defaulting 
 `<davis_path>/../2017/trainval` (the layout of the original README). If that file is absent,
 `<davis_path>/ImageSets/2016/val.txt` and then DAVIS 2016's own `ImageSets/480p/val.txt` are used.
 Masks are written with the ground truth's values (object = 255 for the greyscale DAVIS 2016 files)
-and then scored (CSV files in <output>) unless --no_score.
+and then scored (J&F, J, F printed in percent as the paper's tables; the toolkit's CSV files, in
+fractions, in <output>) unless --no_score.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from evaluation.run_video import add_antialias_arg, add_common_args, add_video_b
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.io import DataError
-from util.outputs import prepare_output_dir
+from util.outputs import prepare_output_dir, wrote_line
 
 VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
 DAVIS16_OWN_LIST = Path("ImageSets") / "480p" / "val.txt"
@@ -74,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         if not shard.is_main:  # rank 0 reports and scores for every rank
             return 0
         stats.print()
-        if not args.no_score:
-            score(output, davis_root, "val", year="2016")
+        if args.no_score:
+            print(wrote_line((stats.written(), output)))
+        else:
+            csvs = score(output, davis_root, "val", year="2016")
+            print(wrote_line((stats.written(), output), ("the scores", csvs)))
         return 0
 
     return run_sharded(body, args.local_rank)

@@ -29,7 +29,7 @@ from evaluation.run_video import (
 from evaluation.sharding import Shard, run_sharded
 from evaluation.sinks import BinaryMaskSink, OverlaySink
 from util.io import DataError
-from util.outputs import check_distinct, prepare_output_dir
+from util.outputs import check_distinct, prepare_output_dir, wrote_line
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if not shard.is_main:  # rank 0 reports for every rank
             return 0
         stats.print()
+        extras = [("overlay videos", folders["--overlay"].path)] if "--overlay" in folders else []
+        extras += [("binary masks", folders["--binary_masks"].path)] if "--binary_masks" in folders else []
+        print(wrote_line((stats.written(), out.path), *extras))
         return 0
 
     return run_sharded(body, args.local_rank)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import zipfile
-from pathlib import Path
 
 from evaluation.datasets import YouTubeVOSEvalDataset
 from evaluation.ensembles import weight_inputs
@@ -27,10 +25,10 @@ from evaluation.run_video import (
     check_videos,
     short_side,
 )
+from evaluation.server_zip import make_zip, prepare_zip, upload_hint
 from evaluation.sharding import Shard, run_sharded
 from util import layouts
-from util.atomic import atomic_path
-from util.outputs import OutputDir, prepare_output_dir, prepare_output_file
+from util.outputs import OutputDir, prepare_output_dir, wrote_line
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
@@ -48,29 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def zip_path(output: Path) -> Path:
-    """<output>.zip, next to the output folder."""
-    output = output.resolve()
-    return output.parent / f"{output.name}.zip"
-
-
-def make_zip(output: Path) -> Path:
-    """Zip <output>/Annotations into <output>.zip (next to the output folder), atomically."""
-    output = output.resolve()
-    target = zip_path(output)
-    (output / RESULT_FOLDER).mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        # PNGs are compressed already
-        for video in sorted(p for p in (output / RESULT_FOLDER).iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for png in sorted(video.glob("*.png")):
-                zf.write(png, f"{RESULT_FOLDER}/{video.name}/{png.name}")
-    return target
-
-
 def prepare_outputs(args: argparse.Namespace, inputs: list) -> OutputDir:
     """The checked output folder, and its zip (listed in the folder's marker)."""
     out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
-    prepare_output_file(zip_path(out.path), "--output (its .zip)", inputs, args.overwrite, owner=out)
+    prepare_zip(out, inputs, args.overwrite)
     return out
 
 
@@ -95,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                                       video_batch=args.video_batch)
             if not shard.is_main:  # rank 0 zips and reports for every rank
                 return 0
-            zipped = make_zip(output)
+            zipped = make_zip(output, output / RESULT_FOLDER, RESULT_FOLDER)
         stats.print()
-        print(f"Zip for the evaluation server: {zipped}")
+        print(f"{wrote_line((stats.written(), output / RESULT_FOLDER), ('their zip', zipped))}; "
+              f"{upload_hint(f'YouTube-VOS {args.split}')}")
         return 0
 
     return run_sharded(body, args.local_rank)

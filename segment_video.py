@@ -31,7 +31,7 @@ from evaluation.run_video import (
 )
 from evaluation.sinks import BinaryMaskSink, OverlaySink
 from evaluation.video_file import VideoFileVideo, annotations_by_frame
-from util.outputs import check_distinct, prepare_output_dir, prepare_output_file
+from util.outputs import check_distinct, prepare_output_dir, prepare_output_file, wrote_line
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             stats = run_dataset(core, [video], lambda v: out.path, sinks=sinks, output=out,
                                 bidirectional=args.bidirectional)
         stats.print()
+        extras = [("the overlay", overlay)] if overlay is not None else []
+        extras += [("binary masks", binary.path)] if binary is not None else []
+        print(wrote_line((stats.written(videos=False), out.path), *extras))
         return 0
 
     return report_errors(body)

@@ -4,6 +4,10 @@ Layouts:
     <results>/<video>/<frame>.png                  indexed PNG (palette or grayscale), 0 = background
     <davis_root>/Annotations/480p/<video>/<frame>.png
     <davis_root>/ImageSets/2017/<split>.txt         the videos of a split (DAVIS 2017)
+  or, layout="generic", eval_generic.py's --data_path folder with a mask for every frame:
+    <root>/JPEGImages/<video>/<frame>.jpg           the frames (their order is the video's)
+    <root>/Annotations/<video>/<frame>.png          the ground truth of every frame, named as the frame;
+                                                   the videos are the folders of Annotations/
 
 Semi-supervised protocol (toolkit `DAVISEvaluation._evaluate_semisupervised`):
 - the objects of a video are 1..K with K the largest id in its first GT frame (255 counts as
@@ -39,14 +43,17 @@ from evaluation.metrics import boundary_f_measure, region_similarity, sequence_s
 from util import layouts
 from util.atomic import atomic_path
 from util.errors import UserError
-from util.io import DataError, frame_order, single_object_mask
+from util.io import DataError, frame_order, image_files, single_object_mask
 
 RESOLUTION = "480p"  # the toolkit's default resolution; STCN's numbers are on 480p
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
 CSV_DECIMALS = 6
+PRINT_DECIMALS = 1  # printed scores: percentages with one decimal, as the paper's tables
+PAPER_COLUMNS = (("J&F", "J&F-Mean"), ("J", "J-Mean"), ("F", "F-Mean"))  # the paper's DAVIS columns
 TOOLKIT_VOID_LABEL = 255  # DAVIS 2017 GT: 255 marks void pixels; the toolkit reads them as background
 YEARS = ("2016", "2017")
+LAYOUTS = ("davis", "generic")  # DAVIS's <root>/Annotations/480p, or eval_generic's <root>/Annotations
 SINGLE_OBJECT_ID = 1
 
 
@@ -155,13 +162,23 @@ def list_sequences(
     split: str = "val",
     year: str | int = "2017",
     imset: str | os.PathLike | None = None,
+    layout: str = "davis",
 ) -> list[str]:
-    """The videos of `split`: from `imset` when given, else from the dataset's ImageSets."""
+    """The videos of `split`: from `imset` when given, else from the dataset's ImageSets (a generic
+    layout: every video folder of its Annotations/)."""
     if imset is not None:
         path = Path(imset)
         if not path.is_file():
             raise ScoringError(path, "no such sequence list", "pass an existing file to --imset")
         return _read_sequence_list(path)
+    if _layout(layout) == "generic":
+        folder = Path(davis_root) / layouts.MASKS
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if folder.is_dir() else []
+        if not names:
+            raise ScoringError(folder, "no video folders of ground truth",
+                               "point --data_path at a folder with Annotations/<video>/<frame>.png for every frame")
+        return names
     candidates = sequence_list_candidates(davis_root, split, year)
     for path in candidates:
         if path.is_file():
@@ -186,7 +203,16 @@ def sequences_in_results(results_dir: str | os.PathLike) -> list[str]:
     return names
 
 
-def _gt_frames(davis_root: Path, video: str) -> tuple[Path, list[str]]:
+def _layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ScoringError(f"layout {layout}", "unknown dataset layout", f"use one of {', '.join(LAYOUTS)}")
+    return layout
+
+
+def _gt_frames(davis_root: Path, video: str, layout: str = "davis") -> tuple[Path, list[str]]:
+    """The ground-truth folder of `video` and its frames in order (every frame must have a mask)."""
+    if _layout(layout) == "generic":
+        return _generic_gt_frames(davis_root, video)
     gt_dir = davis_root / "Annotations" / RESOLUTION / video
     if not gt_dir.is_dir():
         raise ScoringError(
@@ -207,18 +233,38 @@ def _gt_frames(davis_root: Path, video: str) -> tuple[Path, list[str]]:
     return gt_dir, frames
 
 
+def _generic_gt_frames(root: Path, video: str) -> tuple[Path, list[str]]:
+    """A generic layout: the frames of JPEGImages/<video> in the order eval_generic.py reads them
+    (`util.io.image_files`; without that folder, the masks' names in frame order), each with its mask."""
+    gt_dir = root / layouts.MASKS / video
+    fix = ("scoring needs a ground-truth mask for every frame (Annotations/<video>/<frame>.png, named as the "
+           "frame) and at least 3 frames (the first and last are not scored)")
+    if not gt_dir.is_dir():
+        raise ScoringError(gt_dir, f"no ground truth for video '{video}'",
+                           "point --data_path at the folder holding Annotations/<video>/, or drop the video")
+    frame_dir = root / layouts.FRAMES / video
+    masks = {p.stem for p in gt_dir.glob("*.png")}
+    frames = [p.stem for p in image_files(frame_dir)] if frame_dir.is_dir() else sorted(masks, key=frame_order)
+    missing = [f for f in frames if f not in masks]
+    if missing or len(frames) < 3:
+        raise ScoringError(gt_dir, f"{len(frames) - len(missing)} of {len(frames)} frame(s) have a ground-truth "
+                                   f"mask" + (f" (none for {missing[0]})" if missing else ""), fix)
+    return gt_dir, frames
+
+
 def ground_truth_available(
     davis_root: str | os.PathLike,
     split: str = "val",
     year: str | int = "2017",
     imset: str | os.PathLike | None = None,
     sequences: Sequence[str] | None = None,
+    layout: str = "davis",
 ) -> bool:
     """True when every video of the split has ground truth for all its frames (so it can be scored)."""
     try:
-        videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset)
+        videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset, layout)
         for video in videos:
-            _gt_frames(Path(davis_root), video)
+            _gt_frames(Path(davis_root), video, layout)
     except ScoringError:
         return False
     return True
@@ -338,12 +384,13 @@ def _score_video(task: _VideoTask) -> _VideoResult:
     return _VideoResult(objects, notes)
 
 
-def _plan(results_dir: Path, davis_root: Path, videos: Sequence[str], year: str) -> list[_VideoTask]:
+def _plan(results_dir: Path, davis_root: Path, videos: Sequence[str], year: str, layout: str = "davis"
+          ) -> list[_VideoTask]:
     """Check every video's GT and results before scoring anything; the first problem becomes one ScoringError."""
     tasks = []
     missing: list[Path] = []
     for video in videos:
-        gt_dir, frames = _gt_frames(davis_root, video)
+        gt_dir, frames = _gt_frames(davis_root, video, layout)
         res_dir = results_dir / video
         if not res_dir.is_dir():
             raise ScoringError(
@@ -371,10 +418,13 @@ def score_results(
     sequences: Sequence[str] | None = None,
     imset: str | os.PathLike | None = None,
     workers: int = 0,
+    layout: str = "davis",
 ) -> DavisScores:
     """Score every video of the split (or of `sequences`) and return the per-object scores.
 
     workers > 1 scores videos in a process pool; 0 or 1 scores them in this process.
+    layout: "davis" (`davis_root`/Annotations/480p, ImageSets) or "generic" (`davis_root` is an
+    eval_generic.py --data_path with a mask for every frame; module docstring).
     """
     year = _normalise_year(year)
     if not Path(results_dir).is_dir():
@@ -383,12 +433,14 @@ def score_results(
         raise ScoringError(
             davis_root,
             "no such dataset folder",
+            "pass --data_path (a folder with JPEGImages/<video>/ and Annotations/<video>/)"
+            if _layout(layout) == "generic" else
             f"pass --davis_path (e.g. {layouts.default_path('davis17_trainval')} or {layouts.default_path('davis16')})",
         )
-    videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset)
+    videos = list(sequences) if sequences is not None else list_sequences(davis_root, split, year, imset, layout)
     if not videos:
         raise ScoringError(results_dir, "no videos to score", "give a non-empty sequence list")
-    tasks = _plan(Path(results_dir), Path(davis_root), videos, year)
+    tasks = _plan(Path(results_dir), Path(davis_root), videos, year, layout)
 
     results: Iterable[_VideoResult]
     if workers > 1 and len(tasks) > 1:
@@ -421,6 +473,11 @@ def _write_csv(path: Path, rows: list[Sequence[str]]) -> None:
         os.fsync(handle.fileno())
 
 
+def csv_paths(out_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """`global_results-<split>.csv` and `per-sequence_results-<split>.csv` in `out_dir` (the toolkit's names)."""
+    return Path(out_dir) / f"global_results-{split}.csv", Path(out_dir) / f"per-sequence_results-{split}.csv"
+
+
 def write_csvs(scores: DavisScores, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `global_results-<split>.csv` and `per-sequence_results-<split>.csv` atomically.
 
@@ -434,7 +491,7 @@ def write_csvs(scores: DavisScores, out_dir: str | os.PathLike) -> tuple[Path, P
     global_row = scores.global_results()
     global_rows = [list(GLOBAL_COLUMNS), [_fmt(global_row[c]) for c in GLOBAL_COLUMNS]]
     seq_rows = [list(SEQUENCE_COLUMNS)] + [[n, _fmt(j), _fmt(f)] for n, j, f in scores.per_sequence_results()]
-    targets = (out / f"global_results-{scores.split}.csv", out / f"per-sequence_results-{scores.split}.csv")
+    targets = csv_paths(out, scores.split)
     try:  # both written before either replaces its target
         with atomic_path(targets[0]) as global_tmp, atomic_path(targets[1]) as seq_tmp:
             _write_csv(global_tmp, global_rows)
@@ -444,24 +501,35 @@ def write_csvs(scores: DavisScores, out_dir: str | os.PathLike) -> tuple[Path, P
     return targets
 
 
+def percent(value: float) -> str:
+    """A score as the paper's tables print it: a percentage with one decimal (0.8537 -> "85.4")."""
+    return f"{100.0 * value:.{PRINT_DECIMALS}f}"
+
+
 def format_table(scores: DavisScores, per_sequence: bool = True) -> str:
-    """The toolkit's console summary: the global row, then J-Mean and F-Mean per object."""
+    """The toolkit's console summary, in percent as the paper's tables: the global row, then J-Mean
+    and F-Mean per object (the csv files keep the toolkit's fractions)."""
     global_row = scores.global_results()
-    widths = [max(len(c), CSV_DECIMALS + 2) for c in GLOBAL_COLUMNS]
+    widths = [len(c) for c in GLOBAL_COLUMNS]
     lines = [
-        f"{'-' * 27} Global results for {scores.split} {'-' * 27}",
+        f"{'-' * 23} Global results for {scores.split} (percent) {'-' * 23}",
         " ".join(c.rjust(w) for c, w in zip(GLOBAL_COLUMNS, widths)),
-        " ".join(_fmt(global_row[c]).rjust(w) for c, w in zip(GLOBAL_COLUMNS, widths)),
+        " ".join(percent(global_row[c]).rjust(w) for c, w in zip(GLOBAL_COLUMNS, widths)),
     ]
     if per_sequence:
         rows = scores.per_sequence_results()
         name_w = max([len(SEQUENCE_COLUMNS[0])] + [len(n) for n, _, _ in rows])
-        lines += ["", f"{'-' * 10} Per sequence results for {scores.split} {'-' * 10}"]
-        value_w = CSV_DECIMALS + 2
+        lines += ["", f"{'-' * 10} Per sequence results for {scores.split} (percent) {'-' * 10}"]
+        value_w = max(len(c) for c in SEQUENCE_COLUMNS[1:])
         lines.append(" ".join([SEQUENCE_COLUMNS[0].rjust(name_w)] + [c.rjust(value_w) for c in SEQUENCE_COLUMNS[1:]]))
         for name, j, f in rows:
-            lines.append(f"{name.rjust(name_w)} {_fmt(j).rjust(value_w)} {_fmt(f).rjust(value_w)}")
+            lines.append(f"{name.rjust(name_w)} {percent(j).rjust(value_w)} {percent(f).rjust(value_w)}")
     return "\n".join(lines)
+
+
+def paper_line(global_row: dict[str, float]) -> str:
+    """The columns of the paper's DAVIS tables, in percent: `J&F 85.4  J 82.2  F 88.6`."""
+    return "  ".join(f"{label} {percent(global_row[key])}" for label, key in PAPER_COLUMNS)
 
 
 def evaluate_davis(
@@ -475,6 +543,7 @@ def evaluate_davis(
     workers: int = 0,
     print_table: bool = True,
     per_sequence: bool = True,
+    layout: str = "davis",
 ) -> dict[str, float]:
     """Score `results_dir`, write the two csv files into `out_dir` (default: `results_dir`), print
     the summary table, and return the global row {"J&F-Mean": ..., "J-Mean": ..., ...} (fractions
@@ -483,28 +552,16 @@ def evaluate_davis(
     Raises ScoringError (message `<path>: <problem>; <fix>`) for a missing/incomplete results folder,
     a size mismatch, unreadable files or a dataset without full ground truth.
     """
-    scores = score_results(results_dir, davis_root, split, year, sequences, imset, workers)
+    scores = score_results(results_dir, davis_root, split, year, sequences, imset, workers, layout)
     write_csvs(scores, results_dir if out_dir is None else out_dir)
     if print_table:
         print(format_table(scores, per_sequence=per_sequence), flush=True)
     return scores.global_results()
 
 
-SCORE_KEYS = ("J&F-Mean", "J-Mean", "F-Mean")  # printed by the evaluation commands after scoring
-
-
-def find_score(result: dict, key: str):
-    """`key` in the scorer's result, at the top level or one level down."""
-    if key in result:
-        return result[key]
-    for value in result.values():
-        if isinstance(value, dict) and key in value:
-            return value[key]
-    return None
-
-
-def score(output: Path, davis_root: Path, split: str, year: str) -> None:
-    """Score finished results against the ground truth and print the means."""
+def score(output: Path, davis_root: Path, split: str, year: str) -> tuple[Path, Path]:
+    """Score finished results against the ground truth, print the table and the paper's columns
+    (`paper_line`), and return the two csv files written into `output`."""
     print(f"Scoring {output} against {davis_root} ...")
     try:
         result = evaluate_davis(output, davis_root, split, year=year, out_dir=output)
@@ -513,7 +570,5 @@ def score(output: Path, davis_root: Path, split: str, year: str) -> None:
             output, f"scoring failed ({type(exc).__name__}: {exc})",
             "the masks are complete; fix the ground truth and run python scripts/score_davis.py",
         ) from None
-    for key in SCORE_KEYS:
-        value = find_score(result, key)
-        if value is not None:
-            print(f"{key}: {float(value):.4f}")
+    print(paper_line(result))
+    return csv_paths(output, split)

@@ -53,10 +53,13 @@ NATIVE_SIZE = -1  # `--size -1`: frames at their own size
 
 @dataclass
 class RunStats:
-    """Processed frames and processing time (I/O excluded) over all videos."""
+    """Processed frames and processing time (I/O excluded) over all videos; the masks written and
+    the videos finished, for the command's last line (`written`)."""
 
     frames: int = 0
     seconds: float = 0.0
+    masks: int = 0
+    videos: int = 0
 
     @property
     def fps(self) -> float:
@@ -68,6 +71,14 @@ class RunStats:
         print(f"Total processing time: {self.seconds}", file=file)
         print(f"Total processed frames: {self.frames}", file=file)
         print(f"FPS: {self.fps}", file=file)
+
+    def written(self, videos: bool = True) -> str:
+        """What the run wrote, for `util.outputs.wrote_line`: "30 masks of 2 videos" ("30 masks": one video file)."""
+        return plural(self.masks, "mask") + (f" of {plural(self.videos, 'video')}" if videos else "")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def frames_to_process(video: EvalVideo) -> int:
@@ -121,6 +132,7 @@ class VideoRun:
         # each object's first annotated frame (`backward_pass`)
         self.backward: dict[int, tuple[torch.Tensor, list[int]]] = {}
         self.starts: dict[int, int] = {}
+        self.written = 0  # masks written
 
     def start(self) -> None:
         for sink in self.sinks:
@@ -146,15 +158,18 @@ class VideoRun:
     def write(self, frame: FrameInput, labels: np.ndarray | None) -> None:
         if labels is not None:
             write_mask(self.tmp / f"{self.video.frames[frame.index].name}.png", labels, self.palette)
+            self.written += 1
             for sink in self.sinks:
                 sink.add(frame.index, labels)
         if self.on_frame is not None:
             self.on_frame()
 
-    def commit(self) -> None:
+    def commit(self, stats: RunStats) -> None:
         for sink in self.sinks:
             sink.commit()
         (self.output.replace if self.output is not None else replace_dir)(self.tmp, self.out_dir)
+        stats.masks += self.written
+        stats.videos += 1
 
     def abort(self) -> None:
         remove_partial(self.tmp)
@@ -235,7 +250,7 @@ def run_video(
             stats.seconds += time.perf_counter() - t0
             stats.frames += 1  # once per frame, whatever the number of ensemble variants
             run.write(frame, labels)
-        run.commit()
+        run.commit(stats)
     except BaseException as exc:
         run.abort()
         if isinstance(exc, OSError):
@@ -279,7 +294,7 @@ def run_videos_batched(
             run.start()
             frame = run.next_frame()
             if frame is None:
-                run.commit()
+                run.commit(stats)
                 running.remove(run)
             else:
                 slots[k] = (run, frame)
@@ -305,7 +320,7 @@ def run_videos_batched(
                 following = run.next_frame()
                 slots[k] = None if following is None else (run, following)
                 if following is None:
-                    run.commit()
+                    run.commit(stats)
                     running.remove(run)
                     fill(k)
     except BaseException as exc:

@@ -10,7 +10,7 @@ videos into the one output folder; a plain `python eval_*.py` is a world of one 
 The output contract (util/outputs.py) is kept by rank 0 alone: it checks the output folders
 (`Shard.on_main`), claims and marks them (`Shard.writing`) before any other rank writes, and marks
 them complete only after every rank finished its videos (`Shard.run_dataset`). Rank 0 then does what
-happens once (the YouTube-VOS zip, the DAVIS scores) and prints for the run: the other ranks' output
+happens once (the zip for an evaluation server, the DAVIS scores) and prints for the run: the other ranks' output
 is held back (their progress bars are off), so a failure is one `error:` line and the timing lines
 are printed once, per rank and in total.
 
@@ -95,7 +95,12 @@ class ShardedStats:
 
     @property
     def total(self) -> RunStats:
-        return RunStats(frames=sum(s.frames for s in self.ranks), seconds=max(s.seconds for s in self.ranks))
+        return RunStats(frames=sum(s.frames for s in self.ranks), seconds=max(s.seconds for s in self.ranks),
+                        masks=sum(s.masks for s in self.ranks), videos=sum(s.videos for s in self.ranks))
+
+    def written(self, videos: bool = True) -> str:
+        """What every rank wrote together (RunStats.written)."""
+        return self.total.written(videos)
 
     @property
     def fps_per_process(self) -> float:

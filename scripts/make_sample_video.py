@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.sample_video import MIN_SIDE, write_sample_output  # noqa: E402
 from util.cli import HelpFormatter  # noqa: E402
-from util.outputs import run_command  # noqa: E402
+from util.outputs import run_command, wrote_line  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         out = write_sample_output(Path(args.output), "--output", args.name, args.frames, args.height, args.width,
                                   video_file=args.video_file, overwrite=args.overwrite)
-        print(f"wrote {args.frames} frames of '{args.name}' to {out}/JPEGImages/{args.name} "
-              f"with its first-frame mask in {out}/Annotations/{args.name}")
+        items = [(f"{args.frames} frames of '{args.name}'", out / "JPEGImages" / args.name),
+                 ("its first-frame mask", out / "Annotations" / args.name)]
         if args.video_file:
-            print(f"wrote {out / args.name}.mp4 and its first-frame mask {out}/{args.name}_first.png")
+            items.append(("the video file and its first-frame mask",
+                          [out / f"{args.name}.mp4", out / f"{args.name}_first.png"]))
+        print(wrote_line(*items))
         return 0
 
     return run_command(body)

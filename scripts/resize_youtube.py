@@ -27,8 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def resize(args: argparse.Namespace) -> str:
-    resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
-    return f'done: {args.dst}'
+    count = resize_youtube(args.src, args.dst, args.size, args.workers, not args.quiet)
+    return f'resized {count} videos from {args.src} into {args.dst} (shorter side {args.size})'
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,13 @@
 
     python scripts/score_davis.py --results output/d17 --davis_path ../DAVIS/2017/trainval --split val
     python scripts/score_davis.py --results output/d16 --davis_path ../DAVIS/2016 --year 2016
+    python scripts/score_davis.py --results output/mine --data_path ../my_videos
 
-Writes global_results-<split>.csv and per-sequence_results-<split>.csv into the results folder
-(or --output) and prints the toolkit's summary table.
+--data_path: a generic layout, the folder eval_generic.py reads (JPEGImages/<video>/ and
+Annotations/<video>/) with a ground-truth mask for every frame, named as the frame; every video of
+its Annotations/ is scored (or --sequences / --imset / --from_results), by the same rules as DAVIS.
+Writes global_results-<split>.csv and per-sequence_results-<split>.csv (the toolkit's fractions)
+into the results folder (or --output) and prints the summary table in percent, as the paper's tables.
 """
 from __future__ import annotations
 
@@ -17,10 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/score_davis.py` puts scripts/ first on the path
     sys.path.insert(0, str(ROOT))
 
-from evaluation.davis_scoring import GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_davis, sequences_in_results  # noqa: E402
+from evaluation.davis_scoring import (  # noqa: E402
+    GLOBAL_COLUMNS,
+    SEQUENCE_COLUMNS,
+    csv_paths,
+    evaluate_davis,
+    paper_line,
+    sequences_in_results,
+)
 from util import layouts  # noqa: E402
 from util.cli import HelpFormatter  # noqa: E402
-from util.outputs import prepare_output_dir, prepare_output_file, run_command  # noqa: E402
+from util.outputs import prepare_output_dir, prepare_output_file, run_command, wrote_line  # noqa: E402
 
 DEFAULT_DAVIS_PATH = {"2017": layouts.default_path("davis17_trainval"), "2016": layouts.default_path("davis16")}
 
@@ -28,13 +39,19 @@ DEFAULT_DAVIS_PATH = {"2017": layouts.default_path("davis17_trainval"), "2016": 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--results", required=True, help="folder with <video>/<frame>.png result masks")
-    parser.add_argument(
+    root = parser.add_mutually_exclusive_group()
+    root.add_argument(
         "--davis_path",
         default=None,
         help=f"dataset root with Annotations/480p (default {DEFAULT_DAVIS_PATH['2017']}, "
              f"or {DEFAULT_DAVIS_PATH['2016']} with --year 2016)",
     )
-    parser.add_argument("--split", default="val", help="split whose ImageSets list is scored (default val)")
+    root.add_argument("--data_path", default=None,
+                      help="instead of --davis_path: a generic layout (eval_generic.py's --data_path) with "
+                           "Annotations/<video>/<frame>.png for every frame of JPEGImages/<video>/")
+    parser.add_argument("--split", default="val",
+                        help="split whose ImageSets list is scored (default val); with --data_path it only names "
+                             "the csv files")
     parser.add_argument(
         "--year", default="2017", choices=["2017", "2016"], help="2016: single object, non-zero = object"
     )
@@ -77,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error(f"--workers {args.workers}: must be 0 or more (0/1: no pool)")
-    davis_path = args.davis_path if args.davis_path is not None else DEFAULT_DAVIS_PATH[args.year]
+    layout = "generic" if args.data_path is not None else "davis"
+    davis_path = args.data_path or args.davis_path or DEFAULT_DAVIS_PATH[args.year]
 
     def body() -> int:
         check_csv_targets(args, davis_path)
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")
             try:
                 sequences = sequences_in_results(args.results) if args.from_results else args.sequences
-                evaluate_davis(
+                scores = evaluate_davis(
                     args.results,
                     davis_path,
                     split=args.split,
@@ -96,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                     workers=args.workers,
                     print_table=True,
                     per_sequence=not args.no_per_sequence,
+                    layout=layout,
                 )
             finally:
                 _print_warnings(caught)
+        print(paper_line(scores))
+        print(wrote_line(("the scores", csv_paths(args.output if args.output is not None else args.results,
+                                                  args.split))))
         return 0
 
     return run_command(body)

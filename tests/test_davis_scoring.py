@@ -89,6 +89,11 @@ def test_perfect_results_cli(davis, tmp_path, capsys):
     assert score_cli.main(["--results", str(results), "--davis_path", str(davis), "--split", "val"]) == 0
     out = capsys.readouterr().out
     assert "J&F-Mean" in out and "alpha_3" in out
+    lines = out.strip().splitlines()
+    # printed in percent with one decimal, as the paper's tables; the csv files keep the fractions (below)
+    assert "  100.0    100.0" in out and "J&F 100.0  J 100.0  F 100.0" in lines
+    assert lines[-1] == (f"wrote the scores to {results / 'global_results-val.csv'}, "
+                         f"{results / 'per-sequence_results-val.csv'}")
 
     rows = read_csv(results / "global_results-val.csv")
     assert rows[0] == ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
@@ -232,3 +237,40 @@ def test_davis2016_mode(tmp_path, capsys):
         rows = read_csv(tmp_path / res / "per-sequence_results-val.csv")
         assert rows[1] == ["cows_1", "1.000000", "1.000000"]
     capsys.readouterr()
+
+
+def generic_layout(root: Path, edit=None) -> Path:
+    """eval_generic.py's layout (JPEGImages/<video>/*.jpg, Annotations/<video>/*.png, names not DAVIS's) with
+    a mask for every frame."""
+    for video, (n_obj, n_frames) in VIDEOS.items():
+        for t in range(n_frames):
+            jpg = root / "JPEGImages" / video / f"{t}.jpg"
+            jpg.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (W, H)).save(jpg)
+            save_indexed(root / "Annotations" / video / f"{t}.png", gt_frame(n_obj, t))
+    return root
+
+
+def test_generic_layout_is_scored_as_davis(davis, tmp_path, capsys):
+    data = generic_layout(tmp_path / "mine")
+    results, expected = tmp_path / "res", tmp_path / "expected"
+    for video, (n_obj, n_frames) in VIDEOS.items():
+        for t in range(n_frames):
+            ids = gt_frame(n_obj, t) if t % 2 else np.roll(gt_frame(n_obj, t), 3, axis=1)  # some frames off
+            save_indexed(results / video / f"{t}.png", ids)
+            save_indexed(expected / video / f"{t:05d}.png", ids)
+    rc = score_cli.main(["--results", str(results), "--data_path", str(data)])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.strip().splitlines()[-1].startswith("wrote the scores to ")
+    # the same numbers as the DAVIS layout of the same videos and predictions (frames in the same order)
+    reference = evaluate_davis(expected, davis, "val", print_table=False)
+    assert read_csv(results / "global_results-val.csv")[1] == [f"{reference[c]:.6f}" for c in GLOBAL_COLUMNS]
+    assert 0 < reference["J&F-Mean"] < 1
+    # a generic folder with first-frame masks only (eval_generic's input) is refused with one line
+    for png in (data / "Annotations" / "beta").glob("*.png"):
+        if png.stem != "0":
+            png.unlink()
+    rc = score_cli.main(["--results", str(results), "--data_path", str(data), "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("error:") == 1 and "Annotations/beta" in err
+    assert "1 of 5 frame(s) have a ground-truth mask (none for 1)" in err and "every frame" in err

@@ -408,6 +408,7 @@ def test_download_model_main_prints_where_and_how(server, tmp_path, capsys):
     assert download_model.main(['--source', f'{server.url}/m.pth', '--output', str(out)]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and f'python eval_davis.py --model {out}' in printed
+    assert printed.strip().splitlines()[-1].startswith(f'the model is {out}; ')  # the last line says where it is
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,6 +487,7 @@ def test_datasets_end_to_end_through_a_local_mirror(server, tmp_path, capsys):
     assert download_datasets.main(args) == 0
     printed = capsys.readouterr().out
     assert 'YouTube-VOS' not in printed and 'DAVIS' in printed  # terms of the selected parts only
+    assert printed.strip().splitlines()[-1] == f'wrote static to {root / "static"} and davis16 to {root / "DAVIS/2016"}'
     assert (root / 'DAVIS/2016/JPEGImages/480p/bear/00000.jpg').exists()
     assert (root / 'static/fss/cat/1.jpg').exists() and (root / 'static/DUTS-TR/2.jpg').exists()
     assert not list(root.rglob('*.zip'))

@@ -65,6 +65,26 @@ def no_partial_left(root: Path) -> bool:
     return not any(p.name.startswith(".partial-") for p in root.rglob("*"))
 
 
+def last_line(stdout: str) -> str:
+    lines = stdout.strip().splitlines()
+    assert lines, stdout
+    return lines[-1]
+
+
+PAPER_ROW = re.compile(r"^J&F (\d+\.\d)  J (\d+\.\d)  F (\d+\.\d)$", re.MULTILINE)
+
+
+def assert_paper_row(stdout: str, global_csv: Path) -> None:
+    """The printed J&F, J, F are the csv's fractions in percent with one decimal, as the paper's tables."""
+    m = PAPER_ROW.search(stdout)
+    assert m, stdout
+    header, values = global_csv.read_text().splitlines()[:2]
+    row = dict(zip(header.split(","), (float(v) for v in values.split(","))))
+    for printed, key in zip(m.groups(), ("J&F-Mean", "J-Mean", "F-Mean")):
+        assert 0.0 <= row[key] <= 1.0  # the csv keeps the toolkit's fractions
+        assert abs(float(printed) - 100 * row[key]) <= 0.05 + 1e-4, (printed, row[key])
+
+
 @pytest.fixture()
 def davis(tmp_path, davis_template):
     return Path(shutil.copytree(davis_template, tmp_path / "DAVIS"))
@@ -84,7 +104,10 @@ def test_davis_val_writes_masks_and_scores(davis, released_checkpoint, tmp_path,
     assert processed_frames(stdout) == sum(s.frames for s in DAVIS_VIDEOS)
     assert (out / "global_results-val.csv").is_file() and (out / "per-sequence_results-val.csv").is_file()
     assert "J&F-Mean" in (out / "global_results-val.csv").read_text()
-    assert re.search(r"^J&F-Mean: [0-9.]+$", stdout, re.MULTILINE)
+    assert_paper_row(stdout, out / "global_results-val.csv")
+    frames = sum(s.frames for s in DAVIS_VIDEOS)
+    assert last_line(stdout) == (f"wrote {frames} masks of 2 videos to {out} and the scores to "
+                                 f"{out / 'global_results-val.csv'}, {out / 'per-sequence_results-val.csv'}")
     assert no_partial_left(out)
 
 
@@ -97,6 +120,20 @@ def test_davis_testdev_amp_include_last_not_scored(davis, released_checkpoint, t
     assert_palette_video(out / "odd", [f"{t:05d}" for t in range(6)], (50, 70))
     assert not list(out.glob("*.csv")) and "J&F" not in stdout
     processed_frames(stdout)
+    # the zip to upload to the DAVIS server: the videos' folders at its top, as eval_youtube's zip
+    zipped = tmp_path / "out.zip"
+    with zipfile.ZipFile(zipped) as zf:
+        masks = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*.png"))
+        assert sorted(zf.namelist()) == masks and "odd/00005.png" in masks
+        assert zf.read("odd/00003.png") == (out / "odd" / "00003.png").read_bytes()
+    assert last_line(stdout) == (f"wrote {len(masks)} masks of 2 videos to {out} and their zip to {zipped}; DAVIS 2017 "
+                                 "test-dev is scored by its evaluation server (no public ground truth): upload the zip "
+                                 "there")
+    # a rerun replaces the zip it wrote (listed in the result's marker) without --overwrite
+    rc, stdout, err = run(eval_davis.main, ["--model", released_checkpoint, "--davis_path", davis / "2017",
+                                            "--output", out, "--split", "testdev"], capsys)
+    assert rc == 0, err
+    assert zipfile.ZipFile(zipped).namelist() and last_line(stdout).endswith("upload the zip there")
 
 
 # ---------------------------------------------------------------------------------- DAVIS 2016
@@ -113,6 +150,9 @@ def test_davis_2016_finds_list_in_2017_folder(davis, released_checkpoint, tmp_pa
     assert set(np.unique(np.array(first))) == {0, 255}  # the ground truth's object value
     assert (out / "global_results-val.csv").is_file()
     processed_frames(stdout)
+    assert_paper_row(stdout, out / "global_results-val.csv")
+    assert last_line(stdout) == (f"wrote {sum(s.frames for s in DAVIS_VIDEOS)} masks of 2 videos to {out} and the "
+                                 f"scores to {out / 'global_results-val.csv'}, {out / 'per-sequence_results-val.csv'}")
 
 
 def test_davis_2016_without_list_explains(tmp_path, davis, released_checkpoint, capsys):
@@ -141,6 +181,9 @@ def test_youtube_meta_subset_resize_and_zip(tmp_path, youtube_template, released
     )
     # frames neither listed nor memory are skipped: yv_a 0, 5, 10 and yv_b 0, 5
     assert processed_frames(stdout) == 5
+    assert last_line(stdout) == (f"wrote 5 masks of 2 videos to {out / 'Annotations'} and their zip to "
+                                 f"{tmp_path / 'yv_out.zip'}; YouTube-VOS valid is scored by its evaluation server "
+                                 "(no public ground truth): upload the zip there")
 
 
 def test_youtube_output_all(tmp_path, youtube_template, released_checkpoint, capsys):
@@ -179,6 +222,7 @@ def test_generic_objects_start_on_any_frame(tmp_path, generic_template, released
     assert (lab3[gt3 == 2] == 2).mean() > 0.8  # object 2 starts on frame 3 (network at 32 px: resize loss)
     assert 2 not in np.unique(np.array(Image.open(out / "clip" / "00002.png")))
     assert processed_frames(stdout) == 8
+    assert last_line(stdout) == f"wrote 8 masks of 1 video to {out}"
 
 
 def test_generic_rgb_mask_converted_with_its_colours(tmp_path, generic_template, released_checkpoint, capsys):

@@ -428,8 +428,12 @@ def test_sample_video_follows_the_output_contract(tmp_path, capsys):
     one_error(rc, err, "notes.txt", "is a file")
     out = tmp_path / "sample"
     for _ in range(2):  # a rerun replaces the earlier sample whole
-        rc, _, err = run_main(make_sample_video.main, ["--output", out, *argv, "--video_file"], capsys)
+        rc, printed, err = run_main(make_sample_video.main, ["--output", out, *argv, "--video_file"], capsys)
         assert rc == 0, err
+        assert printed.splitlines() == [  # one line naming everything written
+            f"wrote 3 frames of 'shapes' to {out / 'JPEGImages' / 'shapes'}, its first-frame mask to "
+            f"{out / 'Annotations' / 'shapes'} and the video file and its first-frame mask to {out / 'shapes.mp4'}, "
+            f"{out / 'shapes_first.png'}"]
         (out / "stale.txt").write_text("of the earlier sample")
     (out / "stale.txt").unlink()
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "Annotations", "JPEGImages", "shapes.mp4",

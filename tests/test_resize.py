@@ -141,11 +141,14 @@ def test_resize_youtube_sizes_palettes_and_alignment(tmp_path):
                 assert overlap > 0.9, (video, obj, overlap)
 
 
-def test_resize_youtube_skips_finished_videos_and_redoes_interrupted_ones(tmp_path):
+def test_resize_youtube_skips_finished_videos_and_redoes_interrupted_ones(tmp_path, capsys):
     src = make_youtube_split(tmp_path / 'train')
     dst = tmp_path / 'train_480p'
     resize_youtube_lib.resize_youtube(src, dst, workers=1, progress=False)
     assert resize_youtube_lib.resize_youtube(src, dst, workers=1, progress=False) == 0
+    assert resize_youtube.main(['--src', str(src), '--dst', str(dst), '--workers', '1', '--quiet']) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]  # the command's last line says what it wrote where
+    assert last == f'resized 0 videos from {src} into {dst} (shorter side 480)'
 
     # an interrupted run: masks done, frames half-written in a temporary folder
     kept_mask = dst / 'Annotations' / 'portrait' / '00000.png'

@@ -86,6 +86,8 @@ def test_video_round_trip_masks_align_with_frames(clip, released_checkpoint, tmp
     with Image.open(out / "00004.png") as img:
         assert img.getpalette()[:15] == TEST_PALETTE[:15]
     assert re.search(r"Total processed frames: 9\b", stdout)
+    last = stdout.strip().splitlines()[-1]
+    assert last == f"wrote 9 masks to {out}, the overlay to {overlay} and binary masks to {binary}"
 
     # overlay: same frame count and size (even sizes), the object colour blended in on frame 0
     ov = VideoReader(overlay)

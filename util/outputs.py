@@ -410,6 +410,16 @@ def note_removed(path: Path) -> None:
     LEDGER.removed.append(Path(path))
 
 
+def wrote_line(*items: tuple[str, str | os.PathLike | Sequence[str | os.PathLike]]) -> str:
+    """The last line of every command that writes, saying what went where:
+    `wrote <what> to <place>, <what> to <place> and <what> to <place>, <place>` from (what, place or places)."""
+    parts = []
+    for what, where in items:
+        places = [where] if isinstance(where, (str, os.PathLike)) else where
+        parts.append(f"{what} to {', '.join(str(p) for p in places)}")
+    return "wrote " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
+
+
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread by the SIGTERM handler `run_command` installs."""
 
