@@ -314,11 +314,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_report_at(points: list[int] | None, lengths: list[int]) -> None:
-    """`--report_at`: DataError for a point that no video reaches (below 1 or past every length: it would
-    print no row); one `note:` line for points past some lengths only (those videos' rows lack them)."""
+    """`--report_at` (each at least 1, checked by the parser): DataError for a point past every length (it
+    would print no row); one `note:` line for points past some lengths only (those videos' rows lack them)."""
     if not points:
         return
-    bad = [n for n in points if n < 1 or n > max(lengths)]
+    bad = [n for n in points if n > max(lengths)]
     if bad:
         raise DataError("--report_at", f"{bad[0]} is outside every video (--lengths {' '.join(map(str, lengths))}), "
                         "so no row would be printed for it", f"pass frame counts from 1 to {max(lengths)}")

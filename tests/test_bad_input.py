@@ -517,7 +517,7 @@ CASES = [
          lambda ws: (["--device", "cpu", "--height", "32", "--lengths", "3", "4", "--report_at", "2", "9"],
                      "--report_at")),
     Case("benchmark_inference/report_at-0", benchmark_inference.main,
-         lambda ws: (["--device", "cpu", "--height", "32", "--lengths", "3", "--report_at", "0"], "--report_at")),
+         lambda ws: (["--device", "cpu", "--height", "32", "--lengths", "3", "--report_at", "0"], "--report_at"), 2),
     Case("benchmark_backends/model-missing", benchmark_backends.main,
          lambda ws: (["--model", ws.root / "nope.pth"], str(ws.root / "nope.pth"))),
     Case("benchmark_backends/onnx_dir-not-an-export", benchmark_backends.main,
