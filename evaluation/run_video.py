@@ -113,7 +113,7 @@ class VideoRun:
         self.palette = video.palette
         self.size = video.size
         self.out_dir = Path(out_dir)
-        self.tmp = partial_dir(self.out_dir)
+        self.tmp = (output.partial_dir if output is not None else partial_dir)(self.out_dir)
         self.started: list[FrameSink] = []
         self._frames = frames_to_step(core, video, on_skip=on_frame)
         # `--bidirectional` (run_video): required frame -> the backward pass's (probabilities, labels), and

@@ -18,7 +18,7 @@ import eval_youtube
 import segment_video
 import train
 from tests.eval_fixtures import VideoSpec, generic_template, youtube_template  # noqa: F401
-from tests.helpers import leftovers, one_error, run_main, snapshot, write_clip
+from tests.helpers import as_written, killed_partial, leftovers, one_error, run_main, snapshot, write_clip
 from tests.test_training import TINY, _load, fake_data  # noqa: F401 (fixture)
 from util import outputs
 from util.outputs import MARKER, check_not_input, overlaps, read_marker
@@ -183,6 +183,7 @@ def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpo
     marker = read_marker(out)
     assert marker["complete"] and str(overlay.resolve()) in marker["companions"]
     (out / "00099.png").write_bytes(b"a stale frame of the earlier result")
+    as_written(out, "00099.png")
     rc, _, err = run(segment_video.main, argv, capsys)
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(SPEC.frames)]
@@ -210,14 +211,9 @@ def test_youtube_zip_of_someone_else_is_refused(youtube_template, released_check
 
 
 def test_stale_partials_of_a_killed_run_are_removed(clip, released_checkpoint, tmp_path, capsys):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # a process id that no longer runs
     out = tmp_path / "masks"
-    stale_dir = tmp_path / f".partial-masks-{gone.pid}-0123abcd"
-    stale_dir.mkdir()
-    (stale_dir / "00000.png").write_bytes(b"half")
-    stale_tmp = tmp_path / f".ov.mp4.{gone.pid}.k2j4h5g6.tmp.mp4"
-    stale_tmp.write_bytes(b"half")
+    stale_dir = killed_partial(out)  # the output folder's, and the overlay's temporary
+    stale_tmp = killed_partial(tmp_path / "ov.mp4", file=True)
     other = tmp_path / ".partial-someone-else"  # not named by this project: left alone
     other.mkdir()
     rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", out,
@@ -225,6 +221,26 @@ def test_stale_partials_of_a_killed_run_are_removed(clip, released_checkpoint, t
     assert rc == 0, err
     assert not stale_dir.exists() and not stale_tmp.exists() and other.is_dir()
     assert "note: removed" in err and str(stale_dir) in err
+
+
+def test_files_named_like_temporaries_are_never_cleaned(generic_template, released_checkpoint, tmp_path, capsys,
+                                                        monkeypatch):
+    # issue 22: only what the project can prove it made is removed, never a name that merely looks like it
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # the process id in the names no longer runs
+    monkeypatch.chdir(tmp_path)
+    Path(f".results.{gone.pid}.backup.tmp").write_text("x")
+    user_files(tmp_path / "mine")
+    (tmp_path / "mine" / f".partial-backup-{gone.pid}-deadbeef").mkdir()
+    (tmp_path / "mine" / f".partial-backup-{gone.pid}-deadbeef" / "old.txt").write_text("my backup")
+    (tmp_path / "mine" / f".draft.{gone.pid}.v2.tmp").write_text("my draft")
+    before = snapshot(tmp_path)
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--size", "32"]
+    for out in ("results", "mine"):
+        rc, _, err = run(eval_generic.main, [*argv, "--output", out, "--overwrite"], capsys)
+        assert rc == 0 and "removed" not in err, err
+    after = snapshot(tmp_path)
+    assert {k: after[k] for k in before} == before
 
 
 # ------------------------------------------------------------------------- write errors (disk full)
@@ -398,15 +414,11 @@ def test_ctrl_c_during_an_export_keeps_the_earlier_one(released_checkpoint, tmp_
 def test_stale_partials_in_the_export_cache_are_removed(tmp_path, stcn_net, monkeypatch):
     from inference_core import backends
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     monkeypatch.setattr(backends, "export_network", fake_export())
     cache = tmp_path / "cache"
     digest = backends.weights_digest(stcn_net.state_dict())
     name = f"{digest}-{'single' if stcn_net.single_object else 'multi'}-v{backends.EXPORT_VERSION}"
-    stale = cache / f".partial-{name}-{gone.pid}-0123abcd"
-    stale.mkdir(parents=True)
-    (stale / "decoder.onnx").write_bytes(b"half")
+    killed_partial(cache / name)
     folder = backends.cached_export(stcn_net, cache)
     assert [p.name for p in cache.iterdir()] == [folder.name] == [name]
 
@@ -431,6 +443,7 @@ def test_sample_video_follows_the_output_contract(tmp_path, capsys):
         rc, _, err = run_main(make_sample_video.main, ["--output", out, *argv, "--video_file"], capsys)
         assert rc == 0, err
         (out / "stale.txt").write_text("of the earlier sample")
+        as_written(out, "stale.txt")
     (out / "stale.txt").unlink()
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "Annotations", "JPEGImages", "shapes.mp4",
                                                             "shapes_first.png"])
