@@ -679,7 +679,7 @@ def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.
     return device
 
 
-def report_errors(fn: Callable[[], int]) -> int:
+def report_errors(fn: Callable[[], int], tool: str | None = None) -> int:
     """Run a script body: a user mistake or a write error becomes one `error:` line on stderr and exit
     code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (util/outputs.py run_command)."""
-    return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos")
+    return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos", tool=tool)

@@ -113,11 +113,11 @@ def killed_partial(final: Path, file: bool = False) -> Path:
 
 def as_written(folder: Path, *names: str) -> None:
     """Add `names` to the files a result's marker lists (util/outputs.py): files the project wrote."""
-    from util.outputs import marker_files, read_marker, write_marker  # noqa: PLC0415
+    from util.outputs import read_marker, write_marker  # noqa: PLC0415
 
     marker = read_marker(folder)
     write_marker(folder, marker["command"], marker["complete"], [Path(c) for c in marker["companions"]],
-                 {*marker_files(marker), *names})
+                 {*marker["files"], *names}, marker["tool"])
 
 
 # ------------------------------------------------------------------------------ a video on disk

@@ -175,6 +175,23 @@ def test_unwritable_destination_is_refused_before_any_work(clip, released_checkp
     assert "Total processing" not in stdout and not (tmp_path / "o").exists()
 
 
+def test_overwrite_never_writes_through_a_link_inside_the_output(generic_template, released_checkpoint, tmp_path,
+                                                                 capsys):
+    # issue 22: `mine/clip -> data/Annotations/clip` with --overwrite replaced the ground truth
+    data = Path(shutil.copytree(generic_template, tmp_path / "data"))
+    before = snapshot(data)
+    argv = ["--data_path", data, "--model", released_checkpoint, "--size", "32", "--overwrite"]
+    for flag, inside in (("--output", "Annotations"), ("--binary_masks", "JPEGImages")):
+        mine = tmp_path / f"mine{flag}"
+        mine.mkdir()
+        (mine / "clip").symlink_to(data / inside / "clip", target_is_directory=True)
+        extra = ["--output", mine] if flag == "--output" else ["--output", tmp_path / "o", flag, mine]
+        rc, _, err = run(eval_generic.main, [*argv, *extra], capsys)
+        one_error(rc, err, str(mine / "clip"), "symbolic link")
+        assert (mine / "clip").is_symlink() and sorted(p.name for p in mine.iterdir()) == ["clip"]
+    assert snapshot(data) == before and not leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- previous results
 def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpoint, tmp_path, capsys):
     out, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
@@ -188,6 +205,51 @@ def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpo
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(SPEC.frames)]
     assert not leftovers(tmp_path)
+
+
+def test_a_result_holding_the_users_files_is_not_replaced_whole(generic_template, clip, released_checkpoint,
+                                                                tmp_path, capsys):
+    # issue 22: a rerun deleted notes.txt and fixed/00003.png the user had added to its result, and
+    # segment_video --output <an eval_generic result> deleted that result
+    out = tmp_path / "masks"
+    argv = segment(clip, released_checkpoint, "--output", out)
+    assert run(segment_video.main, argv, capsys)[0] == 0
+    (out / "notes.txt").write_text("my notes")
+    (out / "fixed").mkdir()
+    shutil.copy(out / "00003.png", out / "fixed" / "00003.png")
+    generic = tmp_path / "generic"
+    rc, _, err = run(eval_generic.main, ["--data_path", generic_template, "--model", released_checkpoint, "--size",
+                                         "32", "--output", generic], capsys)
+    assert rc == 0, err
+    for folder, names in ((out, ["fixed/00003.png", "notes.txt"]), (generic, ["clip/00000.png"])):
+        before = snapshot(folder)
+        rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", folder), capsys)
+        one_error(rc, err, str(folder), "--overwrite", *names)
+        assert snapshot(folder) == before
+        rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", folder, "--overwrite"),
+                         capsys)
+        assert rc == 0, err
+        after = snapshot(folder)
+        kept = {k: v for k, v in before.items() if not k.startswith(("0", MARKER))}
+        assert {k: after[k] for k in kept} == kept and len(kept) >= 2  # the user's files, the other result's
+        assert all(f"{i:05d}.png" in after for i in range(SPEC.frames)) and not leftovers(tmp_path)
+    assert read_marker(out)["complete"] and "notes.txt" not in read_marker(out)["files"]
+
+
+def test_a_link_in_a_result_is_refused_never_renamed(generic_template, released_checkpoint, tmp_path, capsys):
+    # issue 22: the link was renamed to .partial-old-clip-*, never removed, and every later run said "removed"
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--size", "32", "--output", out]
+    assert run(eval_generic.main, argv, capsys)[0] == 0
+    shutil.move(out / "clip", elsewhere)
+    (out / "clip").symlink_to(elsewhere, target_is_directory=True)
+    before = snapshot(elsewhere)
+    for extra in ((), ("--overwrite",), ()):
+        rc, _, err = run(eval_generic.main, [*argv, *extra], capsys)
+        line = one_error(rc, err, str(out), "clip")
+        assert "removed" not in err and ("symbolic link" in line) == bool(extra)
+        assert (out / "clip").is_symlink() and snapshot(elsewhere) == before
+        assert sorted(p.name for p in out.iterdir()) == [MARKER, "clip"] and not leftovers(tmp_path)
 
 
 def test_existing_overlay_file_needs_overwrite(clip, released_checkpoint, tmp_path, capsys):

@@ -162,17 +162,19 @@ def is_result(folder: Path) -> bool:
 
 
 def write_marker(folder: Path, command: str, complete: bool, companions: Sequence[Path] = (),
-                 files: Iterable[str] = ()) -> None:
+                 files: Iterable[str] = (), tool: str | None = None) -> None:
     """Mark `folder` as a result of this project (atomically; see util/atomic.py). files: the paths,
-    relative to `folder`, of every file the project wrote there (the user's own files are the others)."""
-    data = {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": complete,
+    relative to `folder`, of every file the project wrote there (the user's own files are the others);
+    tool: the program that wrote them (`LEDGER.tool`)."""
+    data = {"command": command, "tool": tool, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": complete,
             "companions": sorted({str(_resolved(p)) for p in companions}), "files": sorted(set(files))}
     atomic_write_text(Path(folder) / MARKER, json.dumps(data, indent=1) + "\n")
 
 
 def marker_files(marker: dict | None) -> set[str]:
-    """The files a result's marker says the project wrote (none for a marker without that list)."""
-    files = marker.get("files") if marker else None
+    """The files a result's marker says the project wrote (none for a marker without that list, or one
+    written by another program: this one may replace only its own results)."""
+    files = marker.get("files") if marker and marker.get("tool") == LEDGER.tool else None
     return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
 
 
@@ -361,6 +363,7 @@ class OutputDir:
     _writer: int | None = None  # the process that claimed the folder: the one that keeps its marker
     _command: str = ""
     _complete: bool = False
+    tool: str | None = None  # the program writing it (LEDGER.tool when it was checked)
 
     def check_target(self, target: Path) -> Path:
         """Refuse to write or replace `target` in this folder through a link (or replacing one), or in
@@ -393,7 +396,8 @@ class OutputDir:
         replace_dir(src, dst, whole=self.ours and not user_inside)
 
     def _mark(self, complete: bool) -> None:
-        write_marker(self.path, self._command, complete=complete, companions=self.companions, files=self.files)
+        write_marker(self.path, self._command, complete=complete, companions=self.companions, files=self.files,
+                     tool=self.tool)
 
     def claim(self, command: str | None = None) -> None:
         """Create the folder and mark it as ours (not complete yet), before writing into it."""
@@ -402,6 +406,7 @@ class OutputDir:
             self._created = True
         if self.ours:
             self._writer, self._command, self._complete = os.getpid(), command or command_line(), False
+            self.tool = self.tool or LEDGER.tool
             self._mark(complete=False)
             LEDGER.claimed.append(self)
 
@@ -456,9 +461,12 @@ def prepare_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str 
         files = marker_files(marker)
         foreign = [f for f in folder_files(path) if f not in files]
         if foreign and not overwrite:
-            raise DataError(path, f"is a result of this project but also holds files it did not write "
-                                  f"({_list(foreign)})", f"move them away, choose another {flag}, or pass "
-                                  "--overwrite to replace only the project's files and keep those")
+            other = marker.get("tool") != LEDGER.tool
+            what = f"a result of another command ({marker.get('tool') or marker.get('command')})" if other else \
+                "a result of this project but also holds files it did not write"
+            raise DataError(path, f"is {what}: {_list(foreign)}", f"move them away, choose another {flag}, or pass "
+                            f"--overwrite to replace only the files {LEDGER.tool or 'this command'} writes and keep "
+                            "those")
     elif path.is_dir() and _has_user_entries(path):
         if not overwrite:
             raise DataError(path, "exists and holds files that are not a result of this project",
@@ -466,7 +474,7 @@ def prepare_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str 
         ours = False
     probe_writable(path, flag)
     clean_stale(path, inside=ours or overwrite)
-    return OutputDir(path, flag, ours, inputs=inputs, foreign=frozenset(foreign), files=files)
+    return OutputDir(path, flag, ours, inputs=inputs, foreign=frozenset(foreign), files=files, tool=LEDGER.tool)
 
 
 def prepare_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = (),
@@ -502,6 +510,7 @@ class Ledger:
     kept: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
     claimed: list[OutputDir] = field(default_factory=list)  # their markers list what was written, at the end
+    tool: str | None = None  # the running program (run_command): a result's marker names the one that wrote it
 
     def reset(self) -> None:
         self.kept.clear()
@@ -586,17 +595,26 @@ def write_error_parts(exc: OSError) -> tuple[str, str, str]:
     return where, reason, fix
 
 
-def run_command(fn: Callable[[], int], resume_hint: str = "", prefix: str = "") -> int:
+def tool_of(fn: Callable) -> str:
+    """The program a command's body belongs to: its module's last name (the script's when run as one)."""
+    module = getattr(fn, "__module__", None) or "__main__"
+    return Path(sys.argv[0]).stem if module == "__main__" else module.rsplit(".", 1)[-1]
+
+
+def run_command(fn: Callable[[], int], resume_hint: str = "", prefix: str = "", tool: str | None = None) -> int:
     """The one reporter of every entry point: runs a command's body; a `UserError` (util/errors.py)
     and a write error become one `error: [prefix]where: problem; fix` line (exit 1), SIGINT and SIGTERM
-    one `interrupted by ...` line (exit 130 / 143); never a traceback for these."""
+    one `interrupted by ...` line (exit 130 / 143); never a traceback for these.
+    tool: the program's name (default `tool_of(fn)`), recorded in the markers of the results it writes."""
     LEDGER.reset()
+    LEDGER.tool = tool or tool_of(fn)
     try:
         with terminate_as_interrupt():
             try:
                 return fn()
             finally:
                 LEDGER.record_claimed()
+                LEDGER.tool = None
     except KeyboardInterrupt as exc:
         line, status = interrupt_line(exc, resume_hint)
         print(line, file=sys.stderr, flush=True)
