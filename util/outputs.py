@@ -4,16 +4,17 @@ What a command may write (checked before any work, by `prepare_output_dir` / `pr
 
 - A folder output (`--output`, `--binary_masks`, eval_generic's `--overlay`, a training run folder) is
   used when it is absent, empty, or a previous result of this project: a folder this project created
-  holds `MARKER`, a small JSON file (command, time, complete, and `files`: every file the project
-  wrote there). Inside such a folder earlier results of the same name are replaced whole. A previous
-  result that also holds files not in its `files` (the user's own, or a link) is refused, naming them,
+  holds `MARKER`, a small JSON file (command, `tool`: the program, time, complete, and `files`: every
+  file the program wrote there). Inside such a folder earlier results of the same name are replaced
+  whole. A previous result that also holds files not in its `files` (the user's own, a link, or any
+  file when another program wrote the result) is refused, naming them,
   unless `--overwrite`: then only files of the same names as those written are replaced and the
   user's files are kept. Any other existing folder is refused, unless `--overwrite`: then the files
   the command writes replace files of the same name, and nothing else there is deleted (and the
   folder does not become a "previous result").
 - A single-file output (segment_video's `--overlay`, the YouTube-VOS zip, the score csv files) may be
-  replaced when it lies in a previous result folder or a result's marker lists it (`companions`);
-  otherwise an existing file needs `--overwrite`.
+  replaced when the marker of the result folder it lies in lists it (`files`) or a result's marker
+  lists it (`companions`); otherwise an existing file needs `--overwrite`.
 - Never, whatever the flags: an output that is equal to, inside, or contains one of the command's
   inputs (data root, frames, annotations, video file, masks, weights), and an existing file where a
   folder is expected (or a folder where a file is expected). Every path written or replaced inside an
