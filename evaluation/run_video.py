@@ -125,7 +125,7 @@ class VideoRun:
         self.palette = video.palette
         self.size = video.size
         self.out_dir = Path(out_dir)
-        self.tmp = partial_dir(self.out_dir)
+        self.tmp = (output.partial_dir if output is not None else partial_dir)(self.out_dir)
         self.started: list[FrameSink] = []
         self._frames = frames_to_step(core, video, on_skip=on_frame)
         # `--bidirectional` (run_video): required frame -> the backward pass's (probabilities, labels), and
@@ -702,7 +702,7 @@ def check_backend_args(args: argparse.Namespace, device: torch.device) -> torch.
     return device
 
 
-def report_errors(fn: Callable[[], int]) -> int:
+def report_errors(fn: Callable[[], int], tool: str | None = None) -> int:
     """Run a script body: a user mistake or a write error becomes one `error:` line on stderr and exit
     code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (util/outputs.py run_command)."""
-    return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos")
+    return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos", tool=tool)

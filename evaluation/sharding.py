@@ -41,7 +41,7 @@ from evaluation.run_video import RunStats, frames_to_process, report_errors, run
 from inference_core.core import InferenceCore
 from util.errors import UserError
 from util.launch import launch_from_env
-from util.outputs import OutputDir, write_error_line
+from util.outputs import OutputDir, tool_of, write_error_line
 
 T = TypeVar("T")
 
@@ -329,7 +329,7 @@ def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None)
     """
     with eval_group(local_rank_arg) as shard:
         if not shard.distributed:
-            return report_errors(lambda: body(shard))
+            return report_errors(lambda: body(shard), tool=tool_of(body))
         held = io.StringIO()
         status, raised = 1, None
         try:
@@ -337,7 +337,7 @@ def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None)
                 if not shard.is_main:
                     stack.enter_context(contextlib.redirect_stdout(held))
                     stack.enter_context(contextlib.redirect_stderr(held))
-                status = report_errors(lambda: _silent_peer(body, shard))
+                status = report_errors(lambda: _silent_peer(body, shard), tool=tool_of(body))
         except Exception as exc:  # noqa: BLE001 - a bug: raised again (traceback) once the others are told
             raised = exc
         interrupted = status >= 128 and raised is None  # every rank got the signal: nobody waits

@@ -43,7 +43,8 @@ class BinaryMaskSink:
 
     def begin(self, video: EvalVideo) -> None:
         video.prepare()
-        self._video, self._tmp = video, partial_dir(Path(self.dir_of(video)))
+        make = self.output.partial_dir if self.output is not None else partial_dir
+        self._video, self._tmp = video, make(Path(self.dir_of(video)))
         for label in video.object_labels:
             (self._tmp / str(label)).mkdir()
 

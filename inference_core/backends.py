@@ -24,6 +24,7 @@ from torch import Tensor
 
 from model.export import EXPORT_VERSION, PART_FILES, export_network, read_manifest, weights_digest
 from model.network import STCN
+from util.atomic import settle
 from util.io import DataError
 from util.outputs import clean_stale, partial_dir, remove_partial
 
@@ -164,7 +165,7 @@ def cached_export(net: STCN, root: Path | None = None) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True)  # torchrun rank, evaluation/sharding.py), maybe in use
                 return folder
             shutil.rmtree(folder, ignore_errors=True)  # an incomplete or outdated one (ours: inside the cache)
-            os.replace(tmp, folder)
+            settle(tmp, folder)  # renamed into place, its proof of being unfinished dropped
         except BaseException as exc:
             remove_partial(tmp)
             # a failure is ours unless another process's complete export is now in place; an interrupt always is

@@ -72,7 +72,7 @@ def write_export(out: OutputDir, net, exporter: str) -> dict:
     if not out.ours:  # file by file into the older export: it is incomplete until the manifest is back
         (out.path / MANIFEST).unlink(missing_ok=True)
         for name in PART_FILES.values():
-            (tmp / name).replace(out.path / name)
+            (tmp / name).replace(out.check_target(out.path / name))
     out.replace(tmp, out.path)
     return manifest
 

@@ -6,6 +6,8 @@ sharded evaluation, distributed training):
     one_error(rc, err, *names)       the single `error:` line of a refused command
     snapshot(root) / file_hashes     the user's files before and after (sha256)
     leftovers(root)                  what an unfinished write would leave behind
+    killed_partial(final, file=)     the partial folder a killed run leaves beside `final` (its process gone)
+    as_written(folder, *names)       list files in a result's marker, as if the command had written them
     write_video / write_clip         a short video file and its first-frame mask
     run_torchrun(script, args, cwd)  two local processes over Gloo, on the CPU (torchrun or the old launcher)
 """
@@ -93,6 +95,29 @@ def snapshot(root: Path, dirs: bool = False) -> dict[str, str]:
 def leftovers(root: Path) -> list[Path]:
     """Unfinished outputs, temporary files and write probes under ``root`` (none after any command)."""
     return [p for p in Path(root).rglob("*") if p.name.startswith(LEFTOVER_MARKS) or TMP_MARK in p.name]
+
+
+def killed_partial(final: Path, file: bool = False) -> Path:
+    """The partial folder (util/atomic.py) a process leaves beside `final` when it is killed while
+    writing: a folder output's (`partial_dir`) or, file=True, an atomic file write's temporary."""
+    code = ("import os, sys; from pathlib import Path; from util.atomic import atomic_path;"
+            "from util.outputs import partial_dir; final = Path(sys.argv[1]);"
+            "cm = atomic_path(final); tmp = cm.__enter__() if sys.argv[2] == '1' else partial_dir(final);"
+            "(tmp if tmp.is_dir() else tmp.parent).joinpath('half').write_bytes(b'half'); print(tmp, flush=True);"
+            "os._exit(0)")  # no cleanup runs, as under SIGKILL
+    done = subprocess.run([sys.executable, "-c", code, str(final), "1" if file else "0"], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    tmp = Path(done.stdout.strip())
+    return tmp if tmp.is_dir() else tmp.parent
+
+
+def as_written(folder: Path, *names: str) -> None:
+    """Add `names` to the files a result's marker lists (util/outputs.py): files the project wrote."""
+    from util.outputs import read_marker, write_marker  # noqa: PLC0415
+
+    marker = read_marker(folder)
+    write_marker(folder, marker["command"], marker["complete"], [Path(c) for c in marker["companions"]],
+                 {*marker["files"], *names}, marker["tool"])
 
 
 # ------------------------------------------------------------------------------ a video on disk

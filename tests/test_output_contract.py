@@ -18,7 +18,7 @@ import eval_youtube
 import segment_video
 import train
 from tests.eval_fixtures import VideoSpec, generic_template, youtube_template  # noqa: F401
-from tests.helpers import leftovers, one_error, run_main, snapshot, write_clip
+from tests.helpers import as_written, killed_partial, leftovers, one_error, run_main, snapshot, write_clip
 from tests.test_training import TINY, _load, fake_data  # noqa: F401 (fixture)
 from util import outputs
 from util.outputs import MARKER, check_not_input, overlaps, read_marker
@@ -175,6 +175,23 @@ def test_unwritable_destination_is_refused_before_any_work(clip, released_checkp
     assert "Total processing" not in stdout and not (tmp_path / "o").exists()
 
 
+def test_overwrite_never_writes_through_a_link_inside_the_output(generic_template, released_checkpoint, tmp_path,
+                                                                 capsys):
+    # issue 22: `mine/clip -> data/Annotations/clip` with --overwrite replaced the ground truth
+    data = Path(shutil.copytree(generic_template, tmp_path / "data"))
+    before = snapshot(data)
+    argv = ["--data_path", data, "--model", released_checkpoint, "--size", "32", "--overwrite"]
+    for flag, inside in (("--output", "Annotations"), ("--binary_masks", "JPEGImages")):
+        mine = tmp_path / f"mine{flag}"
+        mine.mkdir()
+        (mine / "clip").symlink_to(data / inside / "clip", target_is_directory=True)
+        extra = ["--output", mine] if flag == "--output" else ["--output", tmp_path / "o", flag, mine]
+        rc, _, err = run(eval_generic.main, [*argv, *extra], capsys)
+        one_error(rc, err, str(mine / "clip"), "symbolic link")
+        assert (mine / "clip").is_symlink() and sorted(p.name for p in mine.iterdir()) == ["clip"]
+    assert snapshot(data) == before and not leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- previous results
 def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpoint, tmp_path, capsys):
     out, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
@@ -183,10 +200,56 @@ def test_rerun_replaces_a_previous_result_and_its_overlay(clip, released_checkpo
     marker = read_marker(out)
     assert marker["complete"] and str(overlay.resolve()) in marker["companions"]
     (out / "00099.png").write_bytes(b"a stale frame of the earlier result")
+    as_written(out, "00099.png")
     rc, _, err = run(segment_video.main, argv, capsys)
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(SPEC.frames)]
     assert not leftovers(tmp_path)
+
+
+def test_a_result_holding_the_users_files_is_not_replaced_whole(generic_template, clip, released_checkpoint,
+                                                                tmp_path, capsys):
+    # issue 22: a rerun deleted notes.txt and fixed/00003.png the user had added to its result, and
+    # segment_video --output <an eval_generic result> deleted that result
+    out = tmp_path / "masks"
+    argv = segment(clip, released_checkpoint, "--output", out)
+    assert run(segment_video.main, argv, capsys)[0] == 0
+    (out / "notes.txt").write_text("my notes")
+    (out / "fixed").mkdir()
+    shutil.copy(out / "00003.png", out / "fixed" / "00003.png")
+    generic = tmp_path / "generic"
+    rc, _, err = run(eval_generic.main, ["--data_path", generic_template, "--model", released_checkpoint, "--size",
+                                         "32", "--output", generic], capsys)
+    assert rc == 0, err
+    for folder, names in ((out, ["fixed/00003.png", "notes.txt"]), (generic, ["clip/00000.png"])):
+        before = snapshot(folder)
+        rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", folder), capsys)
+        one_error(rc, err, str(folder), "--overwrite", *names)
+        assert snapshot(folder) == before
+        rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", folder, "--overwrite"),
+                         capsys)
+        assert rc == 0, err
+        after = snapshot(folder)
+        kept = {k: v for k, v in before.items() if not k.startswith(("0", MARKER))}
+        assert {k: after[k] for k in kept} == kept and len(kept) >= 2  # the user's files, the other result's
+        assert all(f"{i:05d}.png" in after for i in range(SPEC.frames)) and not leftovers(tmp_path)
+    assert read_marker(out)["complete"] and "notes.txt" not in read_marker(out)["files"]
+
+
+def test_a_link_in_a_result_is_refused_never_renamed(generic_template, released_checkpoint, tmp_path, capsys):
+    # issue 22: the link was renamed to .partial-old-clip-*, never removed, and every later run said "removed"
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--size", "32", "--output", out]
+    assert run(eval_generic.main, argv, capsys)[0] == 0
+    shutil.move(out / "clip", elsewhere)
+    (out / "clip").symlink_to(elsewhere, target_is_directory=True)
+    before = snapshot(elsewhere)
+    for extra in ((), ("--overwrite",), ()):
+        rc, _, err = run(eval_generic.main, [*argv, *extra], capsys)
+        line = one_error(rc, err, str(out), "clip")
+        assert "removed" not in err and ("symbolic link" in line) == bool(extra)
+        assert (out / "clip").is_symlink() and snapshot(elsewhere) == before
+        assert sorted(p.name for p in out.iterdir()) == [MARKER, "clip"] and not leftovers(tmp_path)
 
 
 def test_existing_overlay_file_needs_overwrite(clip, released_checkpoint, tmp_path, capsys):
@@ -210,14 +273,9 @@ def test_youtube_zip_of_someone_else_is_refused(youtube_template, released_check
 
 
 def test_stale_partials_of_a_killed_run_are_removed(clip, released_checkpoint, tmp_path, capsys):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # a process id that no longer runs
     out = tmp_path / "masks"
-    stale_dir = tmp_path / f".partial-masks-{gone.pid}-0123abcd"
-    stale_dir.mkdir()
-    (stale_dir / "00000.png").write_bytes(b"half")
-    stale_tmp = tmp_path / f".ov.mp4.{gone.pid}.k2j4h5g6.tmp.mp4"
-    stale_tmp.write_bytes(b"half")
+    stale_dir = killed_partial(out)  # the output folder's, and the overlay's temporary
+    stale_tmp = killed_partial(tmp_path / "ov.mp4", file=True)
     other = tmp_path / ".partial-someone-else"  # not named by this project: left alone
     other.mkdir()
     rc, _, err = run(segment_video.main, segment(clip, released_checkpoint, "--output", out,
@@ -225,6 +283,26 @@ def test_stale_partials_of_a_killed_run_are_removed(clip, released_checkpoint, t
     assert rc == 0, err
     assert not stale_dir.exists() and not stale_tmp.exists() and other.is_dir()
     assert "note: removed" in err and str(stale_dir) in err
+
+
+def test_files_named_like_temporaries_are_never_cleaned(generic_template, released_checkpoint, tmp_path, capsys,
+                                                        monkeypatch):
+    # issue 22: only what the project can prove it made is removed, never a name that merely looks like it
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # the process id in the names no longer runs
+    monkeypatch.chdir(tmp_path)
+    Path(f".results.{gone.pid}.backup.tmp").write_text("x")
+    user_files(tmp_path / "mine")
+    (tmp_path / "mine" / f".partial-backup-{gone.pid}-deadbeef").mkdir()
+    (tmp_path / "mine" / f".partial-backup-{gone.pid}-deadbeef" / "old.txt").write_text("my backup")
+    (tmp_path / "mine" / f".draft.{gone.pid}.v2.tmp").write_text("my draft")
+    before = snapshot(tmp_path)
+    argv = ["--data_path", generic_template, "--model", released_checkpoint, "--size", "32"]
+    for out in ("results", "mine"):
+        rc, _, err = run(eval_generic.main, [*argv, "--output", out, "--overwrite"], capsys)
+        assert rc == 0 and "removed" not in err, err
+    after = snapshot(tmp_path)
+    assert {k: after[k] for k in before} == before
 
 
 # ------------------------------------------------------------------------- write errors (disk full)
@@ -398,15 +476,11 @@ def test_ctrl_c_during_an_export_keeps_the_earlier_one(released_checkpoint, tmp_
 def test_stale_partials_in_the_export_cache_are_removed(tmp_path, stcn_net, monkeypatch):
     from inference_core import backends
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     monkeypatch.setattr(backends, "export_network", fake_export())
     cache = tmp_path / "cache"
     digest = backends.weights_digest(stcn_net.state_dict())
     name = f"{digest}-{'single' if stcn_net.single_object else 'multi'}-v{backends.EXPORT_VERSION}"
-    stale = cache / f".partial-{name}-{gone.pid}-0123abcd"
-    stale.mkdir(parents=True)
-    (stale / "decoder.onnx").write_bytes(b"half")
+    killed_partial(cache / name)
     folder = backends.cached_export(stcn_net, cache)
     assert [p.name for p in cache.iterdir()] == [folder.name] == [name]
 
@@ -435,6 +509,7 @@ def test_sample_video_follows_the_output_contract(tmp_path, capsys):
             f"{out / 'Annotations' / 'shapes'} and the video file and its first-frame mask to {out / 'shapes.mp4'}, "
             f"{out / 'shapes_first.png'}"]
         (out / "stale.txt").write_text("of the earlier sample")
+        as_written(out, "stale.txt")
     (out / "stale.txt").unlink()
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "Annotations", "JPEGImages", "shapes.mp4",
                                                             "shapes_first.png"])

@@ -208,7 +208,7 @@ class VideoWriter:
         if fmt is None:
             raise DataError(self.path, "unknown video container",
                             f"name the overlay with one of {sorted(CONTAINER_FORMATS)}")
-        self._atomic = atomic_path(self.path, suffix=self.path.suffix)
+        self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         self._container = av.open(str(self._tmp), mode="w", format=fmt)
         codec = "libx264" if "libx264" in av.codecs_available and fmt != "webm" else "mpeg4"
