@@ -24,7 +24,7 @@ from torch import Tensor
 
 from model.export import EXPORT_VERSION, PART_FILES, export_network, read_manifest, weights_digest
 from model.network import STCN
-from util.defaults import BACKENDS, CACHE_ENV  # noqa: F401
+from util.defaults import BACKENDS, CACHE_ENV
 from util.io import DataError
 from util.outputs import clean_stale, partial_dir, remove_partial
 

@@ -31,7 +31,7 @@ from inference_core.objects import ObjectRegistry, present_ids
 from model.aggregate import soft_aggregate
 from model.memory_util import TOP_K, check_similarity
 from model.network import STCN
-from util.defaults import MEM_EVERY  # noqa: F401  (section 3.3's every 5th frame)
+from util.defaults import MEM_EVERY  # section 3.3's every 5th frame
 from util.device import resolve_amp_dtype
 from util.tensor_util import pad_divide_by, unpad
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from model.modules import F16_DIM, VALUE_DIM
 from model.network import STCN
-from util.defaults import EXPORTERS  # noqa: F401
+from util.defaults import EXPORTERS
 
 OPSETS = {"dynamo": 18, "torchscript": 17}  # dynamo: its lowest; torchscript: the highest torch 2.1 writes
 EXPORT_VERSION = 1  # bump when the exported graphs change: cached exports are then rebuilt

@@ -10,6 +10,12 @@ from __future__ import annotations
 STRIDE = 16  # the coarsest feature stride (res4)
 TOP_K = 20  # section 4: top-k filtering with k = 20 in all experiments
 SIMILARITIES = ("l2", "dot", "cosine")  # the measures of Table 2; "l2" is the paper's (and the default)
+KEY_DIMS = (64, 128)  # Table 2's key sizes, the choices of --key_dim
+# the key encoder's backbones: the paper's ResNet-50 (section 3.1), and the WideResNet-50 (Zagoruyko and
+# Komodakis, 2016; torchvision's wide_resnet50_2) of supplementary E's ensemble, with or without an ASPP
+# head (model/modules.py). WideResNet-50-2 doubles the bottleneck width, not the block outputs, so its
+# res2 / res3 / res4 give the same 256 / 512 / 1024 channels and everything after the trunk is unchanged.
+KEY_BACKBONES = ("resnet50", "wrn50", "wrn50_aspp")
 EXPORTERS = ("auto", "dynamo", "torchscript")  # the ONNX exporters of model/export.py
 
 # --- inference (inference_core/)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from util.defaults import STRIDE  # noqa: F401  (res4's)
+from util.defaults import STRIDE  # res4's
 
 
 def pad_divide_by(x: Tensor, d: int = STRIDE) -> tuple[Tensor, tuple[int, int, int, int]]:
