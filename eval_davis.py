@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evaluation.datasets import DAVISEvalDataset
-from evaluation.davis_scoring import score
-from evaluation.ensembles import weight_inputs
-from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
+from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg
 from evaluation.server_zip import make_zip, prepare_zip, upload_hint
-from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.outputs import OutputDir, prepare_output_dir, wrote_line
+
+if TYPE_CHECKING:
+    from evaluation.sharding import Shard
 
 SPLITS = {  # split -> (folder under --davis_path, video list under ImageSets)
     "val": (layouts.sub_path("davis17_trainval", "davis17"), "2017/val.txt"),
@@ -51,6 +51,12 @@ def prepare_outputs(args: argparse.Namespace, inputs: list) -> OutputDir:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.datasets import DAVISEvalDataset
+    from evaluation.davis_scoring import score
+    from evaluation.ensembles import weight_inputs
+    from evaluation.run_video import build_core, check_videos
+    from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
         folder, imset = SPLITS[args.split]

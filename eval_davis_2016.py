@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evaluation.datasets import DAVISEvalDataset
-from evaluation.davis_scoring import score
-from evaluation.ensembles import weight_inputs
-from evaluation.run_video import add_antialias_arg, add_common_args, add_video_batch_arg, build_core, check_videos
-from evaluation.sharding import Shard, run_sharded
+from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg
 from util import layouts
 from util.io import DataError
 from util.outputs import prepare_output_dir, wrote_line
+
+if TYPE_CHECKING:
+    from evaluation.sharding import Shard
 
 VAL_LIST = Path("ImageSets") / "2016" / "val.txt"
 DAVIS16_OWN_LIST = Path("ImageSets") / "480p" / "val.txt"
@@ -59,6 +59,12 @@ def find_video_list(davis_path: Path, davis17_path: Path | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.datasets import DAVISEvalDataset
+    from evaluation.davis_scoring import score
+    from evaluation.ensembles import weight_inputs
+    from evaluation.run_video import build_core, check_videos
+    from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
         davis_root = Path(args.davis_path)

@@ -14,22 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evaluation.datasets import GenericEvalDataset
-from evaluation.ensembles import weight_inputs
-from evaluation.run_video import (
-    add_bidirectional_arg,
-    add_common_args,
-    add_size_arg,
-    add_video_batch_arg,
-    build_core,
-    check_videos,
-    short_side,
-)
-from evaluation.sharding import Shard, run_sharded
-from evaluation.sinks import BinaryMaskSink, OverlaySink
+from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg, add_video_batch_arg
 from util.io import DataError
 from util.outputs import check_distinct, prepare_output_dir, wrote_line
+
+if TYPE_CHECKING:
+    from evaluation.sharding import Shard
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -48,6 +40,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.datasets import GenericEvalDataset
+    from evaluation.ensembles import weight_inputs
+    from evaluation.run_video import build_core, check_videos, short_side
+    from evaluation.sharding import run_sharded
+    from evaluation.sinks import BinaryMaskSink, OverlaySink
 
     def body(shard: Shard) -> int:
         if args.overlay_fps is not None and not args.overlay_fps > 0:

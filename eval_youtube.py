@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from evaluation.datasets import YouTubeVOSEvalDataset
-from evaluation.ensembles import weight_inputs
-from evaluation.run_video import (
-    add_common_args,
-    add_size_arg,
-    add_video_batch_arg,
-    build_core,
-    check_videos,
-    short_side,
-)
+from evaluation.flags import add_common_args, add_size_arg, add_video_batch_arg
 from evaluation.server_zip import make_zip, prepare_zip, upload_hint
-from evaluation.sharding import Shard, run_sharded
 from util import layouts
 from util.outputs import OutputDir, prepare_output_dir, wrote_line
+
+if TYPE_CHECKING:
+    from evaluation.sharding import Shard
 
 RESULT_FOLDER = "Annotations"  # the server expects Annotations/<video>/<frame>.png in the zip
 
@@ -55,6 +49,11 @@ def prepare_outputs(args: argparse.Namespace, inputs: list) -> OutputDir:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.datasets import YouTubeVOSEvalDataset
+    from evaluation.ensembles import weight_inputs
+    from evaluation.run_video import build_core, check_videos, short_side
+    from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
         dataset = YouTubeVOSEvalDataset(

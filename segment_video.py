@@ -18,19 +18,7 @@ import argparse
 import contextlib
 import sys
 
-from evaluation.ensembles import weight_inputs
-from evaluation.run_video import (
-    add_bidirectional_arg,
-    add_common_args,
-    add_size_arg,
-    build_core,
-    check_videos,
-    report_errors,
-    run_dataset,
-    short_side,
-)
-from evaluation.sinks import BinaryMaskSink, OverlaySink
-from evaluation.video_file import VideoFileVideo, annotations_by_frame
+from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg
 from util.outputs import check_distinct, prepare_output_dir, prepare_output_file, wrote_line
 
 
@@ -51,6 +39,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.ensembles import weight_inputs
+    from evaluation.run_video import build_core, check_videos, report_errors, run_dataset, short_side
+    from evaluation.sinks import BinaryMaskSink, OverlaySink
+    from evaluation.video_file import VideoFileVideo, annotations_by_frame
 
     def body() -> int:
         inputs = [args.video, args.mask, args.mask_dir, *weight_inputs(args)]

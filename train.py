@@ -19,18 +19,13 @@ import sys
 from pathlib import Path
 
 from util import layouts
+from util.defaults import KEY_BACKBONES, KEY_DIMS, SIMILARITIES  # torch-free: `--help` answers at once
 from util.errors import UserError
 from util.launch import add_local_rank_arg
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_SEED = 14159265  # the original's seed
 NULL_ID = "NULL"
-# The choices of --similarity, --key_dim and --backbone, spelled out here so that `--help` and a
-# mistyped flag are answered without importing torch (seconds); tests/test_training.py checks them
-# against model/memory_util.py SIMILARITIES, training/config.py KEY_DIMS and model/resnet.py KEY_BACKBONES.
-SIMILARITY_CHOICES = ("l2", "dot", "cosine")
-KEY_DIM_CHOICES = (64, 128)
-BACKBONE_CHOICES = ("resnet50", "wrn50", "wrn50_aspp")
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -90,12 +85,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="iterations between TensorBoard image grids" + default)
     p.add_argument("--crop_size", type=int, default=384,
                    help="training crop (supplementary F.3), multiple of 16" + default)
-    p.add_argument("--similarity", choices=SIMILARITY_CHOICES, default="l2",
+    p.add_argument("--similarity", choices=SIMILARITIES, default="l2",
                    help="memory-read similarity (section 4, Table 2); stored with the weights, read by evaluation"
                         + default)
-    p.add_argument("--key_dim", type=int, choices=KEY_DIM_CHOICES, default=64, help="key channels C_k (Table 2)"
+    p.add_argument("--key_dim", type=int, choices=KEY_DIMS, default=64, help="key channels C_k (Table 2)"
                    + default)
-    p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="resnet50",
+    p.add_argument("--backbone", choices=KEY_BACKBONES, default="resnet50",
                    help="key-encoder backbone: resnet50 (the paper's), or supplementary E's ensemble members wrn50 "
                         "(WideResNet-50-2) and wrn50_aspp (+ ASPP); evaluation reads it from the weights" + default)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw" + default)

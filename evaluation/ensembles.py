@@ -21,22 +21,10 @@ import torch
 from evaluation.datasets import EVAL_SHORT_SIDE, EvalVideo
 from inference_core.core import InferenceCore
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
-from inference_core.memory_bank import KERNEL_SIGMA
+from util.defaults import KERNEL_ABOVE_SIDE, KERNEL_SIGMA, MIN_SHORT_SIDE
 from util.io import DataError
 
-# supplementary E: "As we trained our network with 480p images, we additionally employ kernelized
-# memory reading in 600p inference": --kernel_sigma applies to the variants whose shorter side exceeds this
-KERNEL_ABOVE_SIDE = 480
 TABLE10_SCALES = (480, 600)  # supplementary E: "480p/600p and original/flipped images"
-
-
-class ModelPaths(argparse.Action):
-    """`--model a.pth [b.pth ...]`: `args.model` stays the first path (what every script names as an
-    input), `args.models` holds them all."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        namespace.model = values[0]
-        namespace.models = list(values)
 
 
 def model_paths(args: argparse.Namespace) -> list[str]:
@@ -50,25 +38,8 @@ def weight_inputs(args: argparse.Namespace) -> list[str | None]:
     return [*model_paths(args), getattr(args, "onnx_dir", None)]
 
 
-def add_ensemble_args(parser: argparse.ArgumentParser) -> None:
-    """--scales, --flip and --kernel_sigma (--model takes several paths: see add_common_args)."""
-    group = parser.add_argument_group("multi-scale, flip and ensembles (supplementary E; docs/experiments.md)")
-    group.add_argument("--scales", type=int, nargs="+", default=None, metavar="SIDE",
-                       help="run each network at each of these shorter sides (e.g. 480 600, as Table 10), each "
-                            "with its own memory, and average the probabilities at the original size (default: "
-                            "the video's own network size only)")
-    group.add_argument("--flip", action="store_true",
-                       help="also run every network and scale on the mirrored video and average it in")
-    group.add_argument("--kernel_sigma", type=float, nargs="?", const=KERNEL_SIGMA, default=None, metavar="SIGMA",
-                       help=f"kernelized memory reading (KMN, the paper's [22]) for the scales above "
-                            f"{KERNEL_ABOVE_SIDE}, Gaussian std in stride-16 cells (default {KERNEL_SIGMA:g}, "
-                            "MiVOS's); off unless given")
-
-
 def check_ensemble_args(args: argparse.Namespace) -> None:
     """The ensemble flags' user mistakes as DataError (one `error:` line), before any network is loaded."""
-    from evaluation.run_video import MIN_SHORT_SIDE  # run_video imports this module: imported on use
-
     scales = getattr(args, "scales", None)
     sigma = getattr(args, "kernel_sigma", None)
     if scales is not None:

@@ -30,25 +30,20 @@ import progressbar
 import torch
 
 from evaluation.datasets import EVAL_SHORT_SIDE, EvalVideo
-from evaluation.ensembles import ModelPaths, add_ensemble_args, annotation_input, ensemble_from_args, frame_input
+from evaluation.ensembles import annotation_input, ensemble_from_args, frame_input
 from evaluation.sinks import FrameSink
 from evaluation.video_file import VideoFileVideo
-from inference_core.backends import BACKENDS, CACHE_ENV
 from inference_core.batch import BatchItem, fresh_core, step_cores
-from inference_core.core import MEM_EVERY, InferenceCore, probabilities_to_labels
+from inference_core.core import InferenceCore, probabilities_to_labels
 from inference_core.ensemble import EnsembleCore, ScaledFrame
 from inference_core.objects import keep_lost, starting_objects  # starting_objects: later annotations only start objects
 from inference_core.predictor import Predictor, PredictorError, merge_directions
-from model.memory_util import SIMILARITIES, TOP_K
-from util.cli import HelpFormatter
+from util.defaults import NATIVE_SIZE  # `--size -1`: frames at their own size
 from util.device import DeviceError, resolve_device, synchronize
 from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
-from util.launch import add_local_rank_arg
 from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
 from util.tensor_util import STRIDE
-
-NATIVE_SIZE = -1  # `--size -1`: frames at their own size
 
 
 @dataclass
@@ -460,58 +455,6 @@ def run_dataset(
 
 
 # ------------------------------------------------------------------------ shared CLI pieces
-def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves/stcn.pth") -> None:
-    """The flags every evaluation script shares (names as in the original STCN scripts); `--help` shows
-    the defaults."""
-    parser.formatter_class = HelpFormatter
-    parser.add_argument("--model", default=model_default, nargs="+", action=ModelPaths,
-                        help="network weights (released format); several: an ensemble averaging their probabilities")
-    parser.set_defaults(models=[model_default])  # every --model path (evaluation/ensembles.py ModelPaths)
-    parser.add_argument("--output", required=True, help="folder for the result masks")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into existing folders that are not a previous result (replacing only the "
-                             "files written) and replace existing files; never an input")
-    parser.add_argument("--top", type=int, default=TOP_K, help="top-k memory entries read (section 3.3)")
-    parser.add_argument("--amp", action="store_true", help="run the network under autocast (mixed precision)")
-    parser.add_argument("--amp_dtype", choices=("float16", "bfloat16"), default=None,
-                        help="autocast dtype (default: float16 on CUDA as the original; on CPU bfloat16 "
-                             "where the CPU has native bf16 (AVX-512 BF16, AMX, Arm BF16), else fp32)")
-    parser.add_argument("--mem_every", type=int, default=MEM_EVERY, help="every this many frames become memory")
-    parser.add_argument("--include_last", action="store_true", help="keep the previous frame as temporary memory")
-    add_similarity_arg(parser)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:i")
-    # passed by the old `python -m torch.distributed.launch` (evaluation/sharding.py)
-    add_local_rank_arg(parser)
-    add_ensemble_args(parser)
-    long = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
-    long.add_argument("--max_mem_frames", type=int, default=None,
-                      help="keep at most this many memory frames: the annotated frames always, then the most recent")
-    long.add_argument("--max_mem_mb", type=float, default=None,
-                      help="keep the memory's keys and values under this many MiB (same policy)")
-    long.add_argument("--chunk_size", type=_chunk_size, default="auto",
-                      help="query positions per memory-read chunk; auto (default): the whole query when its "
-                           "affinity fits a quarter of the free memory, else chunks; none: always whole. "
-                           "Same result")
-    long.add_argument("--object_batch", type=int, default=None,
-                      help="objects value-encoded and decoded per batch (default: all at once), same result")
-    speed = parser.add_argument_group("backends (default: PyTorch fp32; README, 'Speed')")
-    speed.add_argument("--backend", choices=BACKENDS, default="pytorch",
-                       help="run the encoders and decoder with PyTorch, or exported to ONNX with onnxruntime or "
-                            "OpenVINO (CPU, fp32; --amp: OpenVINO in bf16), same masks within float rounding")
-    speed.add_argument("--onnx_dir", default=None,
-                       help="exports of --model from scripts/export.py (default: exported on first use into "
-                            f"the cache, ${CACHE_ENV} or ~/.cache/stcn/onnx)")
-    speed.add_argument("--compile", action="store_true",
-                       help="torch.compile the encoders and decoder (pytorch backend; slow first frames)")
-
-
-def add_video_batch_arg(parser: argparse.ArgumentParser) -> None:
-    """`--video_batch N`: segment N videos side by side, their frames in one batch (1: one video at a time)."""
-    parser.add_argument("--video_batch", type=int, default=1,
-                        help="videos segmented side by side, the network run on one frame of each in one batch "
-                             "(pytorch backend; same masks as 1, the default: one video at a time)")
-
-
 def video_batch_option(args: argparse.Namespace) -> int:
     """The `--video_batch` flag (1 where a script has none); DataError when below 1 or with an exported backend.
 
@@ -527,36 +470,6 @@ def video_batch_option(args: argparse.Namespace) -> int:
         raise DataError("--video_batch", "runs videos forward side by side; --bidirectional runs each video twice",
                         "leave out --video_batch or --bidirectional")
     return n
-
-
-def add_size_arg(parser: argparse.ArgumentParser) -> None:
-    """`--size`: the shorter side frames are resized to for the network (480 as the paper, -1 native).
-
-    With `--antialias` (`add_antialias_arg`).
-    """
-    parser.add_argument("--size", type=int, default=EVAL_SHORT_SIDE,
-                        help=f"shorter side the frames are resized to for the network ({EVAL_SHORT_SIDE} as the "
-                             f"original, at least {MIN_SHORT_SIDE}; {NATIVE_SIZE}: native size); masks are written "
-                             "at the original size")
-    add_antialias_arg(parser)
-
-
-def add_antialias_arg(parser: argparse.ArgumentParser, native: bool = False) -> None:
-    """`--antialias`: resize frames with antialiasing, as the original code does under torchvision >= 0.17
-    (the default is the paper's plain bicubic; see `util.frames.resize_frame`). native: the dataset is
-    evaluated at its own size (DAVIS), so the flag reaches only the frames `--scales` resizes."""
-    parser.add_argument("--antialias", action="store_true",
-                        help="antialiased bicubic resize, as the original code gives under torchvision >= 0.17 "
-                             "(default: plain bicubic on the normalised frame, as for the paper's numbers)"
-                             + ("; DAVIS frames are resized only for --scales" if native else ""))
-
-
-def add_bidirectional_arg(parser: argparse.ArgumentParser) -> None:
-    """`--bidirectional` (eval_generic.py, segment_video.py): objects annotated on a later frame also backwards."""
-    parser.add_argument("--bidirectional", action="store_true",
-                        help="also propagate each object backwards, from the frame where it is first annotated to "
-                             "the first frame (its own memory, the frames in reverse); frames before an object's "
-                             "annotation take it from that pass")
 
 
 def short_side(args: argparse.Namespace) -> int | None:
@@ -591,15 +504,6 @@ def check_videos(videos: Sequence[EvalVideo]) -> None:
                 f"{MIN_SHORT_SIDE} pixels ({MIN_FEATURE_CELLS} cells of its stride-{STRIDE} features)",
                 f"upscale the frames (--size {MIN_SHORT_SIDE} or more where the script has it)",
             )
-
-
-def _chunk_size(text: str) -> int | str | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of query positions, auto or none, got {text!r}") from None
 
 
 def build_core(args: argparse.Namespace, notes: set[str] | None = None) -> InferenceCore:
@@ -662,13 +566,6 @@ def predictor_from_args(args: argparse.Namespace, device: torch.device, notes: s
         print(predictor.note, file=sys.stderr)
         notes.add(predictor.note)
     return predictor
-
-
-def add_similarity_arg(parser: argparse.ArgumentParser) -> None:
-    """`--similarity`: a check of the weights' similarity (they carry it; released weights are L2)."""
-    parser.add_argument("--similarity", choices=SIMILARITIES, default=None,
-                        help="the memory read's similarity (section 4, Table 2); default: the one --model was "
-                             "trained with (stored by train.py; released weights: l2). A different value is refused")
 
 
 def check_similarity_flag(args: argparse.Namespace, trained: str) -> None:

@@ -25,11 +25,10 @@ from torch import Tensor
 from model.export import EXPORT_VERSION, PART_FILES, export_network, read_manifest, weights_digest
 from model.network import STCN
 from util.atomic import settle
+from util.defaults import BACKENDS, CACHE_ENV
 from util.io import DataError
 from util.outputs import clean_stale, partial_dir, remove_partial
 
-BACKENDS = ("pytorch", "onnxruntime", "openvino")
-CACHE_ENV = "STCN_ONNX_CACHE"
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # our name -> INFERENCE_PRECISION_HINT
 OPENVINO_MAX_SHAPES = 16  # compiled input-shape variants kept per part (frame sizes x object counts)
 COMPILED_METHODS = ("encode_key", "encode_value", "decode")

@@ -31,10 +31,10 @@ from inference_core.objects import ObjectRegistry, present_ids
 from model.aggregate import soft_aggregate
 from model.memory_util import TOP_K, check_similarity
 from model.network import STCN
+from util.defaults import MEM_EVERY  # section 3.3's every 5th frame
 from util.device import resolve_amp_dtype
 from util.tensor_util import pad_divide_by, unpad
 
-MEM_EVERY = 5  # section 3.3 / 4: every 5th frame is memory
 MASK_THRESHOLD = 0.5  # an annotated pixel belongs to the given objects above this
 
 

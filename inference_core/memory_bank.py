@@ -60,11 +60,11 @@ import torch
 from torch import Tensor
 
 from model.memory_util import TOP_K, readout_topk, similarity, topk_softmax
+from util.defaults import KERNEL_SIGMA  # noqa: F401  (MiVOS's sigma)
 from util.device import free_memory_bytes
 
 AUTO_CHUNK_FRACTION = 0.25  # share of the free memory the similarity of one chunk may take
 SIMILARITY_COPIES = 3  # similarity, its top-k workspace and the readout's temporaries, per chunk
-KERNEL_SIGMA = 7.0  # kernelized reading: Gaussian std in stride-16 cells (MiVOS's make_gaussian default; KMN [22])
 
 
 @dataclass

@@ -60,13 +60,13 @@ from inference_core.core import InferenceCore, probabilities_to_labels, resize_p
 from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids
 from model.aggregate import soft_aggregate
 from model.checkpoint import load_network
+from util.defaults import NATIVE_SIZE  # size=-1 (or None): frames at their own size
 from util.device import DeviceError, precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device
 from util.errors import UserError
 from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
 from util.io import DataError, MaskReader, image_files, read_image, resized_shape, rgb_image
 from util.video import VideoReader
 
-NATIVE_SIZE = -1  # size=-1 (or None): frames at their own size
 MAX_LABEL = 2**16 - 1  # label maps come back as uint8 (ids <= 255) or uint16
 AMP_DTYPES = ("float16", "bfloat16")
 OWN_OPTIONS = ("network", "amp", "amp_dtype")  # InferenceCore parameters the predictor sets itself

@@ -34,12 +34,12 @@ from torch import Tensor, nn
 
 from model.modules import F16_DIM, VALUE_DIM
 from model.network import STCN
+from util.defaults import EXPORTERS
 
 OPSETS = {"dynamo": 18, "torchscript": 17}  # dynamo: its lowest; torchscript: the highest torch 2.1 writes
 EXPORT_VERSION = 1  # bump when the exported graphs change: cached exports are then rebuilt
 MANIFEST = "manifest.json"
 PART_FILES = {"key_encoder": "key_encoder.onnx", "value_encoder": "value_encoder.onnx", "decoder": "decoder.onnx"}
-EXPORTERS = ("auto", "dynamo", "torchscript")
 # example sizes the graphs are traced at (any others run: the axes are dynamic)
 EXAMPLE_CELLS = (3, 4)  # h, w of the stride-16 map: a 48 x 64 frame
 EXAMPLE_OBJECTS = 2  # K; >= 2 so that the traced graph is the objects-batched one

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from util.defaults import KEY_BACKBONES  # ResNet-50, WideResNet-50, with or without ASPP
 from util.errors import UserError
 
 RESNET18_BLOCKS = (2, 2, 2)  # BasicBlocks in layer1..layer3 of ResNet-18
@@ -55,11 +56,6 @@ def imagenet_state_dict(weights: models.WeightsEnum) -> dict[str, Tensor]:
         ) from exc
 
 
-# the key encoder's backbones: the paper's ResNet-50 (section 3.1), and the WideResNet-50 (Zagoruyko and
-# Komodakis, 2016; torchvision's wide_resnet50_2) of supplementary E's ensemble, with or without an ASPP
-# head (model/modules.py). WideResNet-50-2 doubles the bottleneck width, not the block outputs, so its
-# res2 / res3 / res4 give the same 256 / 512 / 1024 channels and everything after the trunk is unchanged.
-KEY_BACKBONES = ("resnet50", "wrn50", "wrn50_aspp")
 DEFAULT_KEY_BACKBONE = "resnet50"  # the paper's (and the released weights')
 
 

@@ -19,18 +19,31 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference_core.backends import ExportedNetwork, cached_export, checked_export, onnxruntime_runner, openvino_runner  # noqa: E402
-from model import STCN  # noqa: E402
-from model.checkpoint import load_network  # noqa: E402
-from model.export import PART_FILES  # noqa: E402
 from util.cli import HelpFormatter  # noqa: E402
-from util.device import cpu_features  # noqa: E402
+from util.defaults import STRIDE  # noqa: E402
 from util.outputs import run_command  # noqa: E402
-from util.tensor_util import STRIDE  # noqa: E402
+
+
+def import_network_modules() -> None:
+    """torch and the network's modules, bound as this module's globals once the flags are read: they take
+    seconds to import, and `--help` or a mistyped flag needs none of them."""
+    global torch, ExportedNetwork, cached_export, checked_export, onnxruntime_runner, openvino_runner
+    global STCN, load_network, PART_FILES, cpu_features
+    import torch
+
+    from inference_core.backends import (
+        ExportedNetwork,
+        cached_export,
+        checked_export,
+        onnxruntime_runner,
+        openvino_runner,
+    )
+    from model import STCN
+    from model.checkpoint import load_network
+    from model.export import PART_FILES
+    from util.device import cpu_features
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -102,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, least in MINIMUMS.items():  # before the export and the timing runs, which take minutes
         if getattr(args, flag) < least:
             parser.error(f"--{flag} {getattr(args, flag)}: must be at least {least}")
+    import_network_modules()
     return run_command(lambda: benchmark(args))
 
 

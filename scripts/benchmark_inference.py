@@ -31,27 +31,37 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference_core import InferenceCore  # noqa: E402
-from inference_core.backends import BACKENDS, compile_network, exported_network  # noqa: E402
-from inference_core.batch import fresh_core, step_cores  # noqa: E402
-from inference_core.reference import ReferencePropagation  # noqa: E402
-from model import STCN  # noqa: E402
-from model.checkpoint import load_network  # noqa: E402
 from util.cli import HelpFormatter  # noqa: E402
-from util.device import (  # noqa: E402
-    cpu_features,
-    precision_label,
-    prepare_for_inference,
-    resolve_amp_dtype,
-    resolve_device,
-    synchronize,
-)
+from util.defaults import BACKENDS, MEM_EVERY, TOP_K  # noqa: E402
 from util.io import DataError  # noqa: E402
 from util.outputs import run_command  # noqa: E402
+
+
+def import_network_modules() -> None:
+    """torch and the network's modules, bound as this module's globals once the flags are read: they take
+    seconds to import, and `--help` or a mistyped flag needs none of them."""
+    global torch, InferenceCore, compile_network, exported_network, fresh_core, step_cores, ReferencePropagation
+    global STCN, load_network, cpu_features, precision_label, prepare_for_inference, resolve_amp_dtype
+    global resolve_device, synchronize
+    import torch
+
+    from inference_core import InferenceCore
+    from inference_core.backends import compile_network, exported_network
+    from inference_core.batch import fresh_core, step_cores
+    from inference_core.reference import ReferencePropagation
+    from model import STCN
+    from model.checkpoint import load_network
+    from util.device import (
+        cpu_features,
+        precision_label,
+        prepare_for_inference,
+        resolve_amp_dtype,
+        resolve_device,
+        synchronize,
+    )
+
 
 ASPECT = 854 / 480  # DAVIS 480p frames are 854 x 480
 
@@ -71,8 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx_dir", default=None, help="exports from scripts/export.py (default: the export cache)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoder (pytorch backend)")
     p.add_argument("--baseline", action="store_true", help="also time the dense reference propagation (fp32)")
-    p.add_argument("--top", type=int, default=20)
-    p.add_argument("--mem_every", type=int, default=5)
+    p.add_argument("--top", type=int, default=TOP_K)
+    p.add_argument("--mem_every", type=int, default=MEM_EVERY)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="frames of a short run before timing")
@@ -310,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     check_numbers(parser, args)
+    import_network_modules()
     return run_command(lambda: benchmark(args))
 
 

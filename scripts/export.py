@@ -18,10 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.run_video import report_errors  # noqa: E402
-from model.checkpoint import CheckpointError, load_network  # noqa: E402
-from model.export import EXPORTERS, MANIFEST, PART_FILES, export_network, read_manifest  # noqa: E402
 from util.cli import HelpFormatter  # noqa: E402
+from util.defaults import EXPORTERS  # noqa: E402
 from util.io import DataError  # noqa: E402
 from util.outputs import OutputDir, as_final, partial_folder, prepare_output_dir  # noqa: E402
 
@@ -44,6 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) -> OutputDir:
     """The checked --output (util/outputs.py); an older export (a manifest.json, no result marker) is
     written into as with --overwrite: its export files are replaced, nothing else in it is touched."""
+    from model.export import read_manifest  # torch: imported once the flags are read, as below
+
     older = Path(folder).is_dir() and read_manifest(folder) is not None
     return prepare_output_dir(folder, "--output", [model], overwrite or older)
 
@@ -51,6 +51,8 @@ def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) 
 def load_export_network(model: str, single_object: bool):
     """The network to export; multi-object weights with --single_object are one error line (their value
     encoder reads the other objects' masks too, which the stage-0 network has no input for)."""
+    from model.checkpoint import CheckpointError, load_network
+
     try:
         return load_network(model, single_object=single_object)
     except CheckpointError:
@@ -64,6 +66,8 @@ def load_export_network(model: str, single_object: bool):
 
 def write_export(out: OutputDir, net, exporter: str) -> dict:
     """Export `net` into a partial folder beside `out`, then move it into place (the manifest last)."""
+    from model.export import MANIFEST, PART_FILES, export_network
+
     with partial_folder(out.path) as tmp:
         try:
             manifest = export_network(net, tmp, exporter=exporter)
@@ -79,6 +83,9 @@ def write_export(out: OutputDir, net, exporter: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.run_video import report_errors
+    from model.export import PART_FILES
 
     def body() -> int:
         out = prepare_export_dir(args.output, args.model, args.overwrite)

@@ -23,20 +23,7 @@ if str(ROOT) not in sys.path:  # `python scripts/memory_coverage.py` puts script
 
 import numpy as np  # noqa: E402
 
-from evaluation.coverage import (  # noqa: E402
-    PAPER_GINI,
-    PAPER_LEVELS,
-    exceedance_curve,
-    plot_curves,
-    record_video,
-    summary,
-    thresholds,
-    unique_labels,
-    write_curve_csv,
-    write_summary_csv,
-)
-from evaluation.datasets import DAVISEvalDataset  # noqa: E402
-from evaluation.run_video import add_common_args, build_core, check_videos, report_errors  # noqa: E402
+from evaluation.flags import add_common_args  # noqa: E402
 from util import layouts  # noqa: E402
 from util.io import DataError  # noqa: E402
 from util.outputs import prepare_output_dir  # noqa: E402
@@ -66,6 +53,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     models = args.model or [DEFAULT_MODEL]
+    # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
+    from evaluation.coverage import (
+        PAPER_GINI,
+        exceedance_curve,
+        plot_curves,
+        record_video,
+        summary,
+        thresholds,
+        unique_labels,
+        write_curve_csv,
+        write_summary_csv,
+    )
+    from evaluation.datasets import DAVISEvalDataset
+    from evaluation.run_video import build_core, check_videos, report_errors
 
     def body() -> int:
         if args.label is not None and len(args.label) != len(models):
@@ -110,6 +111,8 @@ def _with_model(args: argparse.Namespace, path: str) -> argparse.Namespace:
 
 
 def print_summary(label: str, row: dict[str, float]) -> None:
+    from evaluation.coverage import PAPER_LEVELS
+
     print(f"{label}: {int(row['nodes'])} memory nodes; Gini coefficient {row['gini']:.1f}")
     for level in PAPER_LEVELS:
         print(f"{label}: never above {100 * level:g}%: {row[f'never_above_{100 * level:g}pct']:.2f}% of the nodes")

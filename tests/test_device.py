@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import eval_generic
+import evaluation.run_video as run_video
 import segment_video
 import train
 import util.device as device_util
@@ -261,8 +262,8 @@ def test_eval_amp_on_cpu_without_native_bf16_runs_fp32(tmp_path, generic_templat
         cores.append(real_build_core(args))
         return cores[-1]
 
-    real_build_core = eval_generic.build_core
-    monkeypatch.setattr(eval_generic, "build_core", recording_build_core)
+    real_build_core = run_video.build_core
+    monkeypatch.setattr(run_video, "build_core", recording_build_core)
     common = ["--model", released_checkpoint, "--data_path", generic_template, "--size", "32", "--device", "cpu"]
 
     def run(out: Path, *flags: str) -> str:

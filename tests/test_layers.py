@@ -83,6 +83,38 @@ def test_every_import_runs_downward_and_no_module_imports_an_entry_point():
     assert not found, "\n".join(found)
 
 
+# what the commands build their parsers from: they parse before importing torch (tests/test_help.py runs them)
+TORCH_FREE = ("util.defaults", "util.cli", "util.launch", "evaluation.flags")
+
+
+def module_imports(module: str, modules: dict[str, Path]) -> set[str]:
+    """Every module `module` imports, directly or through the project's modules at their top level (the
+    imports inside functions run only when called), with the packages each one's import runs."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for n in {".".join(parts[:i]) for i in range(1, len(parts) + 1)} - seen:  # `a.b` runs `a/__init__`
+            seen.add(n)
+            if n in modules:
+                tree = ast.parse(modules[n].read_text())
+                top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+                package = n if modules[n].name == "__init__.py" else n.rpartition(".")[0]
+                todo += imported_modules(ast.unparse(ast.Module(body=top, type_ignores=[])), package)
+    return seen
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_the_flag_modules_import_no_torch(module):
+    heavy = {n for n in module_imports(module, source_modules()) if n.split(".")[0] in ("torch", "torchvision")}
+    assert not heavy, f"{module} imports {sorted(heavy)}: keep it torch-free (the commands' --help imports it)"
+
+
+def test_module_imports_follows_the_project_and_its_packages():
+    found = module_imports("evaluation.run_video", source_modules())
+    assert {"torch", "model", "inference_core.core", "util.frames"} <= found  # model/__init__ imports torch
+
+
 def test_every_package_is_a_layer_of_the_table():
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - NOT_CODE - {SCRIPTS}
     assert packages == set(LAYERS), "add the new package to LAYERS and docs/architecture.md"

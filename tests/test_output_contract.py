@@ -406,7 +406,7 @@ def export_parts() -> list[str]:
 def test_export_follows_the_output_contract(released_checkpoint, tmp_path, capsys, monkeypatch):
     from scripts import export as export_script
 
-    monkeypatch.setattr(export_script, "export_network", fake_export())
+    monkeypatch.setattr("model.export.export_network", fake_export())
     mine = tmp_path / "mine"
     before = user_files(mine)
     rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", mine], capsys)
@@ -432,7 +432,7 @@ def test_export_follows_the_output_contract(released_checkpoint, tmp_path, capsy
 def test_export_into_an_older_export_replaces_only_its_files(released_checkpoint, tmp_path, capsys, monkeypatch):
     from scripts import export as export_script
 
-    monkeypatch.setattr(export_script, "export_network", fake_export())
+    monkeypatch.setattr("model.export.export_network", fake_export())
     older = tmp_path / "older"  # written before the marker existed: the manifest says it is an export
     older.mkdir()
     for name in export_parts():
@@ -460,10 +460,10 @@ def test_ctrl_c_during_an_export_keeps_the_earlier_one(released_checkpoint, tmp_
     from scripts import export as export_script
 
     out = tmp_path / "onnx"
-    monkeypatch.setattr(export_script, "export_network", fake_export())
+    monkeypatch.setattr("model.export.export_network", fake_export())
     assert run_main(export_script.main, ["--model", released_checkpoint, "--output", out], capsys)[0] == 0
     good = snapshot(out)
-    monkeypatch.setattr(export_script, "export_network", fake_export(parts_written=1))
+    monkeypatch.setattr("model.export.export_network", fake_export(parts_written=1))
     rc, _, err = run_main(export_script.main, ["--model", released_checkpoint, "--output", out], capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 130 and len(lines) == 1 and "Traceback" not in err, err

@@ -427,8 +427,8 @@ def test_help_is_fast_complete_and_shows_defaults():
     from model.resnet import KEY_BACKBONES
     from training.config import KEY_DIMS
 
-    assert (train.SIMILARITY_CHOICES, train.KEY_DIM_CHOICES, train.BACKBONE_CHOICES) == (
-        SIMILARITIES, KEY_DIMS, KEY_BACKBONES)
+    choices = {action.dest: action.choices for action in train.get_args_parser()._actions}
+    assert (choices["similarity"], choices["key_dim"], choices["backbone"]) == (SIMILARITIES, KEY_DIMS, KEY_BACKBONES)
 
 
 def _blank(png: Path) -> None:

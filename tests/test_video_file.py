@@ -13,7 +13,7 @@ from PIL import Image
 
 import eval_generic
 import segment_video
-from evaluation.run_video import add_common_args
+from evaluation.flags import add_common_args
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, generic_template, render, save_indexed  # noqa: F401
 from tests.helpers import run_main
 from util.io import DataError

@@ -13,6 +13,7 @@ from typing import Any
 
 from model.modules import KEY_DIM
 from model.resnet import DEFAULT_KEY_BACKBONE
+from util.defaults import KEY_DIMS  # noqa: F401  (Table 2's key sizes)
 from util.errors import UserError
 
 
@@ -178,9 +179,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-KEY_DIMS = (64, 128)  # Table 2's key sizes, the choices of --key_dim
 
 
 def describe(cfg: TrainConfig, world_size: int) -> list[str]:

@@ -14,21 +14,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from util.tensor_util import STRIDE
+# the evaluation size and the network's smallest shorter side (the reasoning is in util/defaults.py)
+from util.defaults import EVAL_SHORT_SIDE, MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # noqa: F401
 
 # ImageNet statistics of the torchvision ResNet backbones (the encoders are ImageNet pre-trained).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
-MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see MIN_SHORT_SIDE)
-# The smallest shorter side the network is run at. Frames are padded to multiples of STRIDE (16,
-# the key encoder's res4), so a side of at most 16 pixels becomes a single cell of the f16 map: the
-# memory read then matches each frame as one key (no spatial correspondence is left) and the 3x3
-# convolutions of the key projection, value fusion and decoder see only zero padding around it.
-# Two cells of real image, 2 x 16 = 32 pixels, is the least where the f16 map still has spatial
-# structure; the decoder's f8/f4 stages upsample from it.
-MIN_SHORT_SIDE = MIN_FEATURE_CELLS * STRIDE
 
 
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:

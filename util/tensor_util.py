@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-STRIDE = 16  # the coarsest feature stride (res4)
+from util.defaults import STRIDE  # res4's
 
 
 def pad_divide_by(x: Tensor, d: int = STRIDE) -> tuple[Tensor, tuple[int, int, int, int]]:
