@@ -1,6 +1,7 @@
 """Shared pytest fixtures: tiny networks built without downloads."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 # progressbar keeps, for every later bar given fd=sys.stderr, the sys.stderr of the moment its
 # `utils` module is first imported. Imported here, that is pytest's session-long stream; imported
 # first inside a test using capsys, it would be that test's stream, closed when the test ends.
+
+# Ctrl-C as in a terminal: a shell starts a background job (`cmd &` without job control) with SIGINT
+# ignored, Python then installs no KeyboardInterrupt handler, and the ignored disposition is inherited
+# by every subprocess. The interrupt tests send SIGINT, so the suite restores Python's own handler;
+# the commands they start then inherit the default disposition (a handled signal is reset on exec).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
