@@ -1,10 +1,10 @@
 """Frames for the network: ImageNet normalisation and the one frame resize rule.
 
-Every path that feeds frames to the network (the evaluation datasets, the Python predictor,
-training's `to_model_input`) normalises with the ImageNet statistics of the encoders' backbones and,
-at inference, resizes the *normalised* float frame with `resize_frame` to `resized_shape(h, w,
-short_side)` (shorter side `short_side`, the longer one truncated). Keeping the order
-(normalise, then resize) and the interpolation in one place keeps every path's masks identical.
+Every path that feeds frames to the network (evaluation, the Python API, training) normalises with
+the ImageNet statistics of the encoders' backbones and, at inference, resizes the *normalised* float
+frame with `resize_frame` to `resized_shape(h, w, short_side)` (shorter side `short_side`, the longer
+one truncated). Keeping the order (normalise, then resize) and the interpolation in one place keeps
+every path's masks identical.
 """
 from __future__ import annotations
 
