@@ -46,10 +46,9 @@ multiplies the exponentiated affinity, exp(S) * g. Here log g = -d^2 / (2 sigma^
 before the top-k and the softmax: the same weights (exp is monotone, so the top-k of exp(S) * g and
 of S + log g are the same entries). sigma is in feature cells. KERNEL_SIGMA = 7 is the default of
 MiVOS's implementation of kernelized reading (hkchengrex/MiVOS, `make_gaussian(..., sigma=7)` in
-model/propagation/prop_net.py; MiVOS is the paper's [21], the code STCN builds on); KMN's own value
-is taken to be the same (that implementation follows KMN; the KMN paper's text was not at hand to
-quote). The argmax runs over the whole query (chunk by chunk when the read is chunked), so it costs
-one more similarity pass.
+its propagation network; MiVOS is the paper's [21], the code STCN builds on), which follows KMN; KMN's
+own value is assumed to be the same. The argmax runs over the whole query (chunk by chunk when the
+read is chunked), so it costs one more similarity pass.
 """
 from __future__ import annotations
 
