@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 
-# the ImageNet normalisation lives with the inference frame resize (util/frames.py); re-exported here
+# the ImageNet normalisation lives with the inference frame resize (`util.frames`); re-exported here
 from util.frames import IMAGENET_MEAN, IMAGENET_STD, im_denormalization, im_normalization
 
 try:  # torchvision >= 0.17

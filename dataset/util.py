@@ -1,4 +1,4 @@
-"""Shared dataset helpers: image reading (masks: util/io.py), frame listing, subset lists, layout checks,
+"""Shared dataset helpers: image reading (masks: `util.io`), frame listing, subset lists, layout checks,
 worker seeding.
 
 Layout checks (`check_dataset_root`) run in the trainer's main process before any DataLoader worker
@@ -86,12 +86,12 @@ LAYOUTS: dict[str, tuple[str, str, str]] = {
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an RGB image as uint8 (H, W, 3) (util/io.py's reader: a bad file raises DataError)."""
+    """Read an RGB image as uint8 (H, W, 3) (`util.io.read_image`: a bad file raises DataError)."""
     return np.array(io.read_image(path))
 
 
 def list_frames(folder: str | os.PathLike) -> list[str]:
-    """The JPEG file names in `folder` in frame order (numbers in names compared by value: util/io.py frame_order)."""
+    """The JPEG file names in `folder` in frame order (numbers in names compared by value, `frame_order`)."""
     return sorted((f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)), key=io.frame_order)
 
 

@@ -1,1 +1,1 @@
-"""Fetching and preparing the released weights and the datasets (used by the download commands)."""
+"""Fetching and preparing the released weights and the datasets."""

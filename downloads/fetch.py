@@ -1,4 +1,4 @@
-"""Download helpers shared by download_model.py, download_datasets.py and download_bl30k.py.
+"""Download helpers: fetching the weights and the datasets safely.
 
 What a download needs before it can be trusted with a terabyte:
 - a free-space check before anything is fetched (`check_free_space`);

@@ -1,5 +1,5 @@
 """The released STCN models: where each is published, its sha256, and `ensure_model`, which returns
-the path of an intact checkpoint, downloading it when needed (used by download_model.py and the demo).
+the path of an intact checkpoint, downloading it when needed.
 
 A file already present is kept when it is an STCN model (the released keys and tensor shapes) and
 matches the sha256 recorded in ``<file>.sha256`` at its first download; anything else is reported
@@ -44,7 +44,7 @@ MODELS = {
                      'static + main training, no BL30K'),
 }
 DEFAULT_MODEL = 's012'
-# 54,469,310 float32 values (reference/README.md) plus zip overhead and room for the .part copy
+# 54,469,310 float32 values (the released state dict's 405 tensors) plus zip overhead and room for the .part copy
 MODEL_NEEDED_BYTES = 300 * 10**6
 
 
@@ -52,7 +52,7 @@ def released_layout() -> dict[str, torch.Tensor]:
     """The released evaluation checkpoint's keys and shapes: the multi-object STCN's state dict.
 
     Built on the meta device (shapes only: no memory, no weights, no download). s012 and s03
-    share it (reference/README.md; tests/fixtures/stcn-state-dict.tsv holds the same contract).
+    share it (405 tensors, 54,469,310 values; the tests hold the recorded list of keys and shapes).
     """
     import torch
 
@@ -120,9 +120,9 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
             raise DownloadError(path, f'does not match the checksum recorded in {sidecar_path(path)} (damaged '
                                 'or replaced)', 'rerun with --force to download it again (the current file is '
                                 'kept until the new one is complete)')
-        # even a recorded hash proves nothing: older versions recorded any file they found
+        # a recorded hash proves only that the file is unchanged since it was recorded, not that it is STCN
         _check_checkpoint(path, f'move it away, or rerun with --force to replace it with {url}', spec.sha256)
-        if intact is None:  # placed by hand or by an older script: checked above, record it
+        if intact is None:  # placed by hand, without a recorded hash: checked above, record it
             write_sidecar(path)
             print(f'{path} is present; recorded its sha256 in {sidecar_path(path)}')
         else:

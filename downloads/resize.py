@@ -1,5 +1,4 @@
-"""Resize every image under a folder so that its shorter side has a given length (the library behind
-scripts/resize_length.py and the downloads).
+"""Resize every image under a folder so that its shorter side has a given length.
 
 The folder tree is mirrored into the output. Images are resampled with PIL's bicubic; masks (palette
 images, PIL mode 'P', or anything under an ``Annotations`` folder) with nearest neighbour, keeping
@@ -118,7 +117,7 @@ def ignore_sigint() -> None:
 
 
 def check_destination(src: Path, dst: Path, flag: str) -> None:
-    """The output contract (util/outputs.py) for a mirrored tree: never an input, never a file, writable.
+    """The output contract for a mirrored tree: never an input, never a file, writable.
 
     Nothing already in ``dst`` is replaced (finished files are skipped), so an existing ``dst`` is fine.
     """

@@ -1,5 +1,4 @@
-"""Resize YouTube-VOS train to 480p, the resolution STCN trains at (the library behind
-scripts/resize_youtube.py and download_datasets.py).
+"""Resize YouTube-VOS train to 480p, the resolution STCN trains at.
 
 Reads ``<src>/{JPEGImages,Annotations}/<video>/`` and writes the same tree under ``<dst>`` with the
 shorter side at --size (the longer one truncated): frames with PIL's bicubic, saved as JPEG with

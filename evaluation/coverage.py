@@ -6,7 +6,7 @@ other). Its contribution to a query position is its weight in that query's top-k
 over the memory (section 3.3, k = 20): the softmax weight when it is one of the k selected nodes, 0
 otherwise. Its *maximum contribution* is the largest such weight over every query position of every
 frame that read it during its lifetime. Object groups (objects entering at the same frame, see
-inference_core/memory_bank.py) each read the suffix of the memory since their annotated frame, so
+`MemoryBank`) each read the suffix of the memory since their annotated frame, so
 a node has one weight per group and query; its maximum is over the reads of all groups.
 
 Conventions (the paper's setting has neither a temporary frame nor a memory bound):
@@ -89,8 +89,8 @@ class CoverageRecorder:
 
 
 def record_video(core: InferenceCore, video: EvalVideo) -> np.ndarray:
-    """Propagate `video` as `evaluation.run_video.run_video` does (same frames, same annotations, no
-    output written) and return the maximum contribution of each of its memory nodes."""
+    """Propagate `video` as an evaluation run does (same frames, same annotations, no output written)
+    and return the maximum contribution of each of its memory nodes."""
     core.reset()
     video.prepare()
     recorder = CoverageRecorder(core.memory)

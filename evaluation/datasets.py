@@ -3,17 +3,17 @@
 Each dataset is a list of `EvalVideo`s. A video knows its frames (name, image file, the
 annotation file given on that frame if any, whether its mask is written out) and reads frames
 lazily, one at a time, so a long video never sits in memory. Frames are in the order of their names
-with numbers compared by value (`0.jpg`, `2.jpg`, `10.jpg`; util/io.py `image_files`), and a mask
+with numbers compared by value (`0.jpg`, `2.jpg`, `10.jpg`; `image_files`), and a mask
 belongs to the frame of its name.
 
 Sizes: DAVIS is evaluated at its native 480p (frames are resized only for the other sides of a
 multi-scale ensemble, `load_images`). YouTube-VOS, generic
 folders and video files are resized so that the shorter side is 480 (the longer side truncated, as
 torchvision does), as the paper did: the frame is converted to a float tensor and normalised first,
-then resized by `resize_frame` (util/frames.py), plain bicubic interpolation without antialiasing (torchvision 0.9.1's
+then resized by `resize_frame`, plain bicubic interpolation without antialiasing (torchvision 0.9.1's
 tensor `Resize`, which produced the published numbers); `antialias=True` gives what the original code
-does under torchvision >= 0.17. Masks are resized with nearest neighbour. The scripts resize the
-predictions back to each video's original size. See docs/evaluation.md, "Preprocessing".
+does under torchvision >= 0.17. Masks are resized with nearest neighbour. The predictions are resized
+back to each video's original size. See docs/evaluation.md, "Preprocessing".
 
 The output palette of a video is taken from its own annotations (the first annotation file, plus
 colours of later colour masks), never from a fixed file.
@@ -205,7 +205,7 @@ class EvalVideo:
         return self.network_size if short_side is None else resized_shape(*self.size, short_side)
 
     def load_images(self, index: int, short_sides: Sequence[int | None]) -> dict[int | None, Tensor]:
-        """Frame `index` at several shorter sides (multi-scale testing, inference_core/ensemble.py): the
+        """Frame `index` at several shorter sides (multi-scale testing, supplementary E): the
         original frame read and normalised once, then resized to each side as `load_image` (None: the
         network size)."""
         x = normalise(self.frame_image(index))
@@ -287,7 +287,7 @@ class DAVISEvalDataset:
     imset: the video list: a path, or relative to `root/ImageSets` (e.g. "2017/val.txt").
     single_object: DAVIS 2016 (one object, 255 in the ground truth).
     antialias: as `EvalVideo`'s; DAVIS frames are never resized for the network, only for the other
-        sides of a multi-scale ensemble (`load_images`, evaluation/ensembles.py --scales).
+        sides of a multi-scale ensemble (`load_images`, `--scales`).
     All objects are given on the first frame; every frame is written.
     """
 
@@ -394,7 +394,7 @@ class YouTubeVOSEvalDataset:
                     f"frame listed in meta.json for object {obj} has no image", "extract all frames of the video",
                 )
             required.update(obj_frames)
-            first = min(obj_frames, key=position.__getitem__)  # in frame order (util/io.py frame_order)
+            first = min(obj_frames, key=position.__getitem__)  # in frame order (`frame_order`)
             mask = self.mask_dir / name / (first + MASK_EXTENSION)
             if not mask.is_file():
                 raise DataError(

@@ -290,7 +290,7 @@ def _read_png(path: Path, what: str) -> np.ndarray:
 
 
 def _single_object(array: np.ndarray) -> np.ndarray:
-    """DAVIS 2016: any non-zero pixel (of any channel) is the one object (util/io.py's rule)."""
+    """DAVIS 2016: any non-zero pixel (of any channel) is the one object (`single_object_mask`)."""
     return single_object_mask(array).astype(np.uint8) * SINGLE_OBJECT_ID
 
 

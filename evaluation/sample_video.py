@@ -1,6 +1,6 @@
 """A small synthetic sample video in the generic layout (JPEGImages/<video>/*.jpg + first-frame
 Annotations): two textured shapes move over a textured background; the first frame's mask is a
-palette PNG with objects 1 and 2. Written by scripts/make_sample_video.py and the demo.
+palette PNG with objects 1 and 2, for the demo and for trying the tools without a dataset.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def write_video_file(output: Path, name: str = "shapes", fps: float = 24.0) -> P
 
 def write_sample_output(output: Path, flag: str = "--output", name: str = "shapes", frames: int = 30, height: int = 240,
                         width: int = 427, video_file: bool = False, overwrite: bool = False) -> Path:
-    """`write_sample` (and `write_video_file`) under the output contract (util/outputs.py): `output` must be
+    """`write_sample` (and `write_video_file`) under the output contract: `output` must be
     absent, empty or a previous result (replaced whole), or any folder with `overwrite` (files of the same
     names replaced, nothing else touched); written into a partial folder beside it, moved in when complete."""
     out = prepare_output_dir(output, flag, (), overwrite)

@@ -4,8 +4,8 @@
     YouTube-VOS (CodaLab)   Annotations/<video>/<frame>.png
     DAVIS 2017 test-dev     <video>/<frame>.png at the top of the zip (no enclosing folder)
 
-The zip is a single-file output of the result folder (util/outputs.py: listed in its marker, so a
-rerun replaces it), checked before any work (`prepare_zip`) and written atomically (`make_zip`).
+The zip is a single-file output of the result folder (listed in its marker, so a rerun replaces
+it), checked before any work (`prepare_zip`) and written atomically (`make_zip`).
 """
 from __future__ import annotations
 

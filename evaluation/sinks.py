@@ -3,7 +3,7 @@
 A sink sees each written frame's label map as soon as it is produced (`add`), and makes its result
 visible only when the whole video is done (`commit`); on an error `abort` removes what it wrote,
 so an output that exists is complete. Where a finished output may go, and what it may replace,
-is the output contract of util/outputs.py (the scripts check it before any work).
+is the output contract of `util.outputs` (checked before any work).
 
     BinaryMaskSink   <root>/<video>/<label>/<frame>.png: 0/255 greyscale, one folder per object
     OverlaySink      <root>/<video>.mp4 (or one given file): the frames with the masks blended in

@@ -1,11 +1,11 @@
 """Inference backends: the network's encoders and decoder on PyTorch, onnxruntime or OpenVINO.
 
 `ExportedNetwork` has the three methods `InferenceCore` calls (`encode_key`, `encode_value`,
-`decode`, with the tensors of model/export.py) and runs them as exported ONNX models, so the core
+`decode`, with the tensors of the ONNX export) and runs them as exported ONNX models, so the core
 runs unchanged; the memory read stays in PyTorch. Both runtimes run on the CPU in fp32 by default
 (OpenVINO is told so: on CPUs with AMX or AVX-512 BF16 it would otherwise infer in bf16).
 
-Exports come from `scripts/export.py --output DIR` (`onnx_dir`), or are made on first use into a
+Exports come from the export command's `--output DIR` (`onnx_dir`), or are made on first use into a
 cache folder this module creates and owns: $STCN_ONNX_CACHE, else $XDG_CACHE_HOME/stcn/onnx, else
 ~/.cache/stcn/onnx, one subfolder per weights digest. Nothing is written into a folder the user named.
 
@@ -161,7 +161,7 @@ def cached_export(net: STCN, root: Path | None = None) -> Path:
         try:
             export_network(net, tmp)
             if _usable(folder, digest, net.single_object) is None:  # made meanwhile by another process (e.g. a
-                shutil.rmtree(tmp, ignore_errors=True)  # torchrun rank, evaluation/sharding.py), maybe in use
+                shutil.rmtree(tmp, ignore_errors=True)  # torchrun rank of sharded evaluation), maybe in use
                 return folder
             shutil.rmtree(folder, ignore_errors=True)  # an incomplete or outdated one (ours: inside the cache)
             settle(tmp, folder)  # renamed into place, its proof of being unfinished dropped
@@ -196,7 +196,7 @@ def _usable(folder: Path, digest: str, single_object: bool) -> str | None:
 
 
 def _network_kind(single_object: object) -> str:
-    """Which of the two networks (model/network.py STCN `single_object`) an export or a loaded STCN is."""
+    """Which of the two networks (STCN's `single_object`) an export or a loaded STCN is."""
     return "the single-object (stage-0) network" if single_object else "the multi-object network"
 
 

@@ -68,21 +68,20 @@ class InferenceCore:
     """Propagates object masks through a video, one `step` per frame.
 
     network: an STCN in eval mode (its device is used for all work), or an object with the same
-        encode_key / encode_value / decode and a `device` (inference_core/backends.py).
+        encode_key / encode_value / decode and a `device` (an exported backend).
     top_k: memory entries read per query position (20 in the paper).
     mem_every: a frame becomes memory this many frames after the previous memory frame.
     include_last: also keep the previous frame as a temporary memory frame (off in the paper).
     amp: run the network under torch.autocast with `amp_dtype`. amp_dtype None (default): the `--amp`
-        rule of util/device.py resolve_amp_dtype for the network's device (float16 on CUDA; bfloat16 on a
-        CPU with native bf16, else fp32 with a warning); a dtype given is taken as given (as
-        Predictor.from_checkpoint and the scripts pass it).
+        rule of `resolve_amp_dtype` for the network's device (float16 on CUDA; bfloat16 on a
+        CPU with native bf16, else fp32 with a warning); a dtype given is taken as given.
     max_mem_frames: bound on stored memory frames (None = unbounded, the paper); see MemoryBank.
     max_mem_mb: bound on the memory's keys and values in MiB (None = unbounded); see MemoryBank.
     chunk_size: query positions per memory-read chunk: "auto" (default) reads the whole query at
         once whenever its similarity fits a quarter of the free memory and in chunks otherwise;
         an int fixes the chunk; None always reads at once. Same result in every case.
     object_batch: objects decoded / value-encoded per batch (None = all at once); same result.
-    similarity: the memory read's similarity ("l2", "dot", "cosine"; model/memory_util.py). None
+    similarity: the memory read's similarity ("l2", "dot", "cosine"; Table 2). None
         (default): the network's own (`network.similarity`; L2 for a network without one, e.g. an
         exported backend). A value that contradicts the network's raises ValueError: weights are
         trained for one similarity.
@@ -110,7 +109,7 @@ class InferenceCore:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.network = network.eval()
-        # an exported backend (inference_core/backends.py) has no parameters and names its device
+        # an exported backend has no parameters and names its device
         self.device = getattr(network, "device", None) or next(network.parameters()).device
         self.top_k = top_k
         self.mem_every = mem_every

@@ -20,7 +20,7 @@ frame removes it for every group, so each group's frames remain a suffix. Perman
 never dropped, so a budget smaller than they need is exceeded by them alone (the window is then
 empty: every frame reads only the annotated frames).
 
-Corrections and removal (the Python predictor, inference_core/predictor.py): `put` replaces the
+Corrections and removal (the Python predictor's `correct` and `remove`): `put` replaces the
 values of a stored frame (a corrected frame) and `pin` makes a frame permanent as well;
 `remove_object` takes an object's value columns out of its group and drops the frames no group
 reads any more.
@@ -31,7 +31,7 @@ largest temporary is N x chunk_size instead of N x h*w. `chunk_size="auto"` pick
 the largest chunk whose similarity temporaries fit in AUTO_CHUNK_FRACTION of the device's free
 memory (the whole query when it fits, so small memories are read in one piece).
 
-Observer (`observer`, off by default; the memory coverage analysis, evaluation/coverage.py): when
+Observer (`observer`, off by default; the memory coverage analysis of section 4.1, Figure 4): when
 set, `_read_chunk` calls `observer(weights, indices, start, query_offset)` once per group and chunk
 with that group's top-k read: weights, indices 1, m, k (indices into the group's suffix, which
 begins at memory position `start` of the keys read, the temporary frame last), for the query
@@ -46,10 +46,9 @@ multiplies the exponentiated affinity, exp(S) * g. Here log g = -d^2 / (2 sigma^
 before the top-k and the softmax: the same weights (exp is monotone, so the top-k of exp(S) * g and
 of S + log g are the same entries). sigma is in feature cells. KERNEL_SIGMA = 7 is the default of
 MiVOS's implementation of kernelized reading (hkchengrex/MiVOS, `make_gaussian(..., sigma=7)` in
-model/propagation/prop_net.py; MiVOS is the paper's [21], the code STCN builds on); KMN's own value
-is taken to be the same (that implementation follows KMN; the KMN paper's text was not at hand to
-quote). The argmax runs over the whole query (chunk by chunk when the read is chunked), so it costs
-one more similarity pass.
+its propagation network; MiVOS is the paper's [21], the code STCN builds on), which follows KMN; KMN's
+own value is assumed to be the same. The argmax runs over the whole query (chunk by chunk when the
+read is chunked), so it costs one more similarity pass.
 """
 from __future__ import annotations
 
@@ -88,7 +87,7 @@ class MemoryBank:
     max_frames: int | None = None  # None: unbounded (the paper)
     max_bytes: int | None = None  # None: unbounded; else bound on keys + values (temporary frame excluded)
     chunk_size: int | str | None = None  # query positions per similarity chunk; None: all at once; "auto"
-    similarity: str = "l2"  # the memory read's similarity (model/memory_util.py SIMILARITIES), the network's
+    similarity: str = "l2"  # the memory read's similarity (one of SIMILARITIES), the network's
     # called with each group's top-k read: (weights, indices, start, query_offset); see the module docstring
     observer: Callable[[Tensor, Tensor, int, int], None] | None = None
     kernel_sigma: float | None = None  # kernelized reading (module docstring); None: off (the paper's default)

@@ -9,9 +9,9 @@ probabilities and the memory bank alike.
 Objects lost at the network size (`lost_objects`): a given mask is resized to the network size by
 nearest neighbour, which samples one pixel in (original / network size) per side; an object smaller
 than that spacing (1-2 pixels of a 1080p mask at 480p) may have no sampled pixel, so the network never
-sees it and cannot follow it. Both doors (the evaluation loop and the Python API) then say so in one
-`note:` line (`lost_objects_note`) and keep its given pixels in the output of the frame where it was
-given (`keep_lost`); the other objects' results are untouched.
+sees it and cannot follow it. One `note:` line then says so (`lost_objects_note`) and its given pixels
+are kept in the output of the frame where it was given (`keep_lost`); the other objects' results are
+untouched.
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ all objects, the dense top-k affinity (a THW x HW matrix with zeros outside the 
 object, its skip convolutions run once on the batch-1 query features and broadcast over objects
 (as the original's decoder did when given one query frame). Every 5th frame
 (counted from frame 0) becomes memory; the first frame's annotation is soft-aggregated before its
-value is encoded. `InferenceCore` must produce the same probabilities (tests/test_inference_core.py)
-while doing less work; scripts/benchmark_inference.py times both.
+value is encoded. `InferenceCore` must produce the same probabilities while doing less work (the tests check
+it; the inference benchmark's `--baseline` times both).
 """
 from __future__ import annotations
 

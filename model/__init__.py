@@ -1,4 +1,4 @@
-"""STCN network: encoders, memory read, decoder (see model/network.py for the glossary)."""
+"""STCN network: encoders, memory read, decoder (the glossary is in `model.network`)."""
 from model.network import STCN
 
 __all__ = ["STCN"]

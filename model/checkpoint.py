@@ -34,7 +34,7 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` through a temporary file + rename (see util/atomic.py), flushed to disk.
+    """torch.save to `path` through a temporary file + rename (`util.atomic`), flushed to disk.
 
     A failed write (a full disk, ...) raises OSError naming `path`; the file there before is kept.
     """
@@ -62,8 +62,8 @@ def write_failure(path: Path) -> OSError:
 
 
 def _numpy_array_globals() -> list:
-    """What pickle needs to rebuild a numpy array: the arrays of the numpy random state that training
-    checkpoints held before they stored it as plain numbers (training/distributed.py `rng_states`)."""
+    """What pickle needs to rebuild a numpy array: the arrays of a numpy random state, which training
+    checkpoints that do not store it as plain numbers hold."""
     reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuilder, wherever it lives
     # numpy 1 pickles it as numpy.core.multiarray._reconstruct, numpy 2 as numpy._core.multiarray._reconstruct
     names = [(reconstruct, f"{package}.multiarray._reconstruct") for package in ("numpy.core", "numpy._core")]
@@ -72,7 +72,7 @@ def _numpy_array_globals() -> list:
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with `weights_only=True` (no code runs while reading), plus exactly the numpy array
-    types an older training checkpoint holds, so that every checkpoint this project wrote loads safely."""
+    types a training checkpoint may hold, so that every checkpoint this project wrote loads safely."""
     allowed = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     with allowed(_numpy_array_globals()) if allowed else contextlib.nullcontext():
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -85,7 +85,7 @@ def load_state_dict_file(
 
     A training checkpoint (`{"network": state_dict, ...}`) is accepted too: its network is returned.
     `flag` is the command-line flag that named the file (for the messages). The state dict's
-    metadata (the network's options, see model/network.py `state_options`) is kept.
+    metadata (the network's options, `state_options`) is kept.
     """
     path = Path(path)
     if not path.is_file():

@@ -202,7 +202,7 @@ def export_network(net: STCN, folder: str | os.PathLike, exporter: str = "auto")
 @contextmanager
 def _naming(path: Path) -> Iterator[None]:
     """An OSError without a file name raised inside (a failed write: a full disk, ...) gets `path` as its
-    file, so that the error line (util/outputs.py write_error_line) names the file being written."""
+    file, so that the command's error line names the file being written."""
     try:
         yield
     except OSError as exc:

@@ -35,7 +35,7 @@ from util.defaults import SIMILARITIES, TOP_K  # noqa: F401  (section 4's k; Tab
 # of 1 is used for both dot product and L2 similarity" (cosine's range [-1, 1] is too narrow otherwise)
 COSINE_TEMPERATURE = 0.01
 
-# the CSR product used by readout_topk is stable API in practice; its "beta" notice is noise here
+# the CSR product of readout_topk is stable API in practice; its "beta" notice is noise here
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 

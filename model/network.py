@@ -42,7 +42,7 @@ RELEASED_SIMILARITY = "l2"  # weights without metadata (the released stcn.pth) u
 
 class CheckpointMismatchError(UserError, ValueError):
     """A state dict whose keys or shapes are not those of the STCN network (`where` is "state dict";
-    callers that know the file re-raise with its path and their fix)."""
+    a reader that knows the file re-raises it with the path and the fix)."""
 
 
 class STCN(nn.Module):
@@ -55,7 +55,7 @@ class STCN(nn.Module):
     similarity: the memory read's similarity, one of SIMILARITIES ("l2", "dot", "cosine"; Table 2);
     key_dim: C_k, the key channels (64 in the paper, 128 in Table 2's other rows).
     backbone: the key encoder's, one of KEY_BACKBONES: "resnet50" (the paper's), "wrn50" or
-    "wrn50_aspp" (supplementary E's ensemble members; model/resnet.py, model/modules.py ASPP).
+    "wrn50_aspp" (supplementary E's ensemble members: WideResNet-50-2, with ASPP on its res4 features).
     """
 
     def __init__(
@@ -114,8 +114,8 @@ class STCN(nn.Module):
         self, readout16: Tensor, qv16: Tensor, f8: Tensor, f4: Tensor, owners: Tensor | None = None
     ) -> Tensor:
         """Per-object logits N, 1, H, W from readouts N, C_v, h, w; qv16/f8/f4 batch N or 1 (shared), or
-        batch B (frames) with `owners`: N long indices, the frame of each object (several videos at once,
-        inference_core/batch.py: the frame-level convolutions run once per frame, not per object)."""
+        batch B (frames) with `owners`: N long indices, the frame of each object (several videos in one
+        batch: the frame-level convolutions run once per frame, not per object)."""
         return self.decoder(readout16, qv16, f8, f4, owners)
 
     def segment(

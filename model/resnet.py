@@ -28,7 +28,7 @@ def pad_input_channels(weight: Tensor, in_channels: int, mode: str) -> Tensor:
     """Widen a conv weight (O, I, kh, kw) to (O, in_channels, kh, kw) by appending new input channels.
 
     mode="zeros": the new channels contribute nothing (a stage-0 network evaluated as multi-object
-    behaves exactly as before). mode="orthogonal": orthogonally initialised channels, the start of
+    behaves exactly as the single-object one). mode="orthogonal": orthogonally initialised channels, the start of
     further training (the mask channels of the ImageNet value encoder, stage 0 -> 1/2/3).
     """
     out_ch, have, kh, kw = weight.shape

@@ -96,7 +96,7 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def machine() -> str:
-    """The CPU model and features (util/device.py cpu_features, as benchmark_inference.py), threads, versions."""
+    """The CPU model and features (`cpu_features`), threads, versions."""
     import onnxruntime
     import openvino
 
@@ -109,7 +109,7 @@ MINIMUMS = {"height": 1, "width": 1, "objects": 1, "threads": 1, "repeats": 1}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (util/outputs.py run_command)."""
+    """A bad flag or file is one `error:` line, Ctrl-C one `interrupted` line (`run_command`)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     for flag, least in MINIMUMS.items():  # before the export and the timing runs, which take minutes

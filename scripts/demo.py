@@ -1,8 +1,8 @@
 """The README's first command: segment a small sample video with the released STCN weights.
 
 1. writes a sample video with two moving objects and its first-frame mask (scripts/make_sample_video.py);
-2. fetches the released s012 weights to saves/stcn.pth when absent (downloads/model.py, as
-   download_model.py does); a --model file that exists is used as it is (eval_generic.py checks it);
+2. fetches the released s012 weights to saves/stcn.pth when absent (as download_model.py
+   does); a --model file that exists is used as it is (eval_generic.py checks it);
    --random_weights uses a randomly initialised network instead (no download: meaningless masks,
    but every step runs);
 3. runs the eval_generic.py command on it and writes palette PNG masks to <output>/<video>/ and an overlay

@@ -5,9 +5,9 @@
 
 Writes key_encoder.onnx, value_encoder.onnx, decoder.onnx and manifest.json (the weights' digest,
 exporter, torch version) into --output, with dynamic frame size (padded to multiples of 16) and
-object count; tensors and axes in model/export.py. --output follows the output contract of
-util/outputs.py: new, empty or an earlier result of this project (replaced whole); a folder holding
-an older export's manifest.json, or any folder with --overwrite, gets only the export's files
+object count (the tensors and axes are documented in `model.export`). --output follows the output
+contract: new, empty or an earlier result of this project (replaced whole); a folder holding an
+unmarked export's manifest.json, or any folder with --overwrite, gets only the export's files
 replaced, nothing else in it touched; never the --model file's folder. Ctrl-C leaves no half export.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) -> OutputDir:
-    """The checked --output (util/outputs.py); an older export (a manifest.json, no result marker) is
+    """The checked --output; an unmarked export (a manifest.json, no result marker) is
     written into as with --overwrite: its export files are replaced, nothing else in it is touched."""
     from model.export import read_manifest  # torch: imported once the flags are read, as below
 
@@ -73,7 +73,7 @@ def write_export(out: OutputDir, net, exporter: str) -> dict:
             manifest = export_network(net, tmp, exporter=exporter)
         except OSError as exc:
             raise as_final(exc, tmp, out.path) from None
-    if not out.ours:  # file by file into the older export: it is incomplete until the manifest is back
+    if not out.ours:  # file by file into the unmarked export: it is incomplete until the manifest is back
         (out.path / MANIFEST).unlink(missing_ok=True)
         for name in PART_FILES.values():
             (tmp / name).replace(out.check_target(out.path / name))

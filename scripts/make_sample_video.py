@@ -1,7 +1,7 @@
 """Write a small sample video in the generic layout (JPEGImages/<video>/*.jpg + first-frame Annotations).
 
 Two textured shapes move over a textured background; the first frame's mask is a palette PNG with
-objects 1 and 2. Used by the README's demo command and handy for trying the tools without a dataset.
+objects 1 and 2, for the demo and for trying the tools without a dataset.
 
     python scripts/make_sample_video.py --output sample_data
 """

@@ -4,7 +4,7 @@
         --label "Dot product" --label "L2 similarity" --davis_path ../DAVIS/2017 --output ../output/coverage
 
 For every memory node (every position of every memory frame of every video) the largest weight it
-contributed to any query during its lifetime (evaluation/coverage.py). Writes into --output
+contributed to any query during its lifetime. Writes into --output
 coverage_curve.csv (nodes above each threshold t in [0, 1], one column per model), coverage.png
 (the curves, as Figure 4) and coverage_summary.csv, and prints per model the Gini coefficient and
 the shares of nodes never above 1% and 10%. The evaluation flags (--top, --mem_every, --device, ...)

@@ -3,7 +3,7 @@
     python scripts/resize_length.py ../static/BIG_small ../static/BIG_480 --size 480
 
 Images bicubic, masks nearest with their palette; the folder tree is mirrored and files already in
-the output are skipped, so an interrupted run can simply be restarted (downloads/resize.py).
+the output are skipped, so an interrupted run can simply be restarted.
 """
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
     python scripts/resize_youtube.py --src ../YouTube/train --dst ../YouTube/train_480p
 
 Writes the same JPEGImages/Annotations tree with the shorter side at --size, as the original STCN's
-resize_youtube.py made its train_480p; finished videos are skipped on a rerun
-(downloads/resize_youtube.py).
+resize_youtube.py made its train_480p; finished videos are skipped on a rerun.
 """
 from __future__ import annotations
 

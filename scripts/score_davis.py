@@ -78,7 +78,7 @@ def is_score_csv(path: Path) -> bool:
 
 
 def check_csv_targets(args: argparse.Namespace, davis_path: str) -> None:
-    """The output contract (util/outputs.py) for the two csv files, before any scoring."""
+    """The output contract for the two csv files, checked before any scoring."""
     out = Path(args.output if args.output is not None else args.results)
     inputs = [davis_path, args.imset]
     if args.output is not None:

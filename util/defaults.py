@@ -13,18 +13,18 @@ SIMILARITIES = ("l2", "dot", "cosine")  # the measures of Table 2; "l2" is the p
 KEY_DIMS = (64, 128)  # Table 2's key sizes, the choices of --key_dim
 # the key encoder's backbones: the paper's ResNet-50 (section 3.1), and the WideResNet-50 (Zagoruyko and
 # Komodakis, 2016; torchvision's wide_resnet50_2) of supplementary E's ensemble, with or without an ASPP
-# head (model/modules.py). WideResNet-50-2 doubles the bottleneck width, not the block outputs, so its
+# head on res4. WideResNet-50-2 doubles the bottleneck width, not the block outputs, so its
 # res2 / res3 / res4 give the same 256 / 512 / 1024 channels and everything after the trunk is unchanged.
 KEY_BACKBONES = ("resnet50", "wrn50", "wrn50_aspp")
-EXPORTERS = ("auto", "dynamo", "torchscript")  # the ONNX exporters of model/export.py
+EXPORTERS = ("auto", "dynamo", "torchscript")  # the ONNX exporters (torch.export, or the tracing exporter)
 
-# --- inference (inference_core/)
+# --- inference
 MEM_EVERY = 5  # section 3.3 / 4: every 5th frame is memory
 KERNEL_SIGMA = 7.0  # kernelized reading: Gaussian std in stride-16 cells (MiVOS's make_gaussian default; KMN [22])
 BACKENDS = ("pytorch", "onnxruntime", "openvino")
 CACHE_ENV = "STCN_ONNX_CACHE"  # the environment variable naming the cache of exported networks
 
-# --- frame sizes (util/frames.py)
+# --- frame sizes
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see MIN_SHORT_SIDE)
 # The smallest shorter side the network is run at. Frames are padded to multiples of STRIDE (16,
@@ -36,7 +36,7 @@ MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see 
 MIN_SHORT_SIDE = MIN_FEATURE_CELLS * STRIDE
 NATIVE_SIZE = -1  # `--size -1` (the predictor's size=-1): frames at their own size
 
-# --- multi-scale evaluation (evaluation/ensembles.py)
+# --- multi-scale evaluation
 # supplementary E: "As we trained our network with 480p images, we additionally employ kernelized
 # memory reading in 600p inference": --kernel_sigma applies to the variants whose shorter side exceeds this
 KERNEL_ABOVE_SIDE = 480

@@ -109,7 +109,7 @@ class CpuFeatures:
     native_bf16 is the decision behind `--amp` on CPU: bfloat16 autocast pays off only where the
     CPU computes in bf16 itself (x86: AVX-512 BF16 or AMX; Arm: the BF16 extension) and torch's
     oneDNN runs bf16 kernels. Elsewhere oneDNN and torch emulate bf16 through fp32 and every
-    convolution slows down (issue 18: 7.7x slower than fp32 on an AVX2-only AMD EPYC).
+    convolution slows down (7.7x slower than fp32 was measured on an AVX2-only AMD EPYC).
     """
 
     model: str

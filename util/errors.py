@@ -3,7 +3,7 @@
 Every user-facing error of the project (bad data, a wrong flag, a missing checkpoint, a failed
 download, ...) derives from `UserError` and carries three parts: `where` (the path or flag at fault),
 `problem` (what is wrong) and `fix` (what to do). An entry point catches `UserError` once, through
-`util/outputs.run_command`, and prints
+`util.outputs.run_command`, and prints
 
     error: <where>: <problem>; <fix>
 

@@ -1,10 +1,10 @@
 """Frames for the network: ImageNet normalisation and the one frame resize rule.
 
-Every path that feeds frames to the network (the evaluation datasets, the Python predictor,
-training's `to_model_input`) normalises with the ImageNet statistics of the encoders' backbones and,
-at inference, resizes the *normalised* float frame with `resize_frame` to `resized_shape(h, w,
-short_side)` (util/io.py: shorter side `short_side`, the longer one truncated). Keeping the order
-(normalise, then resize) and the interpolation in one place keeps every path's masks identical.
+Every path that feeds frames to the network (evaluation, the Python API, training) normalises with
+the ImageNet statistics of the encoders' backbones and, at inference, resizes the *normalised* float
+frame with `resize_frame` to `resized_shape(h, w, short_side)` (shorter side `short_side`, the longer
+one truncated). Keeping the order (normalise, then resize) and the interpolation in one place keeps
+every path's masks identical.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-# the evaluation size and the network's smallest shorter side (the reasoning is in util/defaults.py)
+# the evaluation size and the network's smallest shorter side (the reasoning is in `util.defaults`)
 from util.defaults import EVAL_SHORT_SIDE, MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # noqa: F401
 
 # ImageNet statistics of the torchvision ResNet backbones (the encoders are ImageNet pre-trained).

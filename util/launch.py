@@ -1,9 +1,9 @@
-"""Where this process stands in a multi-process launch: `torchrun` or the older launcher.
+"""Where this process stands in a multi-process launch: `torchrun` or `torch.distributed.launch`.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK in the environment; the deprecated
 `python -m torch.distributed.launch` passes `--local_rank` (or `--local-rank`) on the command line
-instead of LOCAL_RANK. A plain `python script.py` has none of them: a world of one. Training
-(`training/distributed.py`) and sharded evaluation (`evaluation/sharding.py`) both read it here.
+instead of LOCAL_RANK. A plain `python script.py` has none of them: a world of one. Distributed
+training and sharded evaluation both read it here.
 """
 from __future__ import annotations
 

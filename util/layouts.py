@@ -1,9 +1,8 @@
 """Where the datasets live: the one registry of dataset folders and the sub-paths read inside them.
 
 Every folder is written once here, relative to `DATA_ROOT` (the original STCN README's layout: the
-datasets sit next to the code, in ``..``). The evaluation commands' defaults, train.py's roots and
-its layout checks (dataset/util.py), the downloads (download_datasets.py, download_bl30k.py,
-downloads/resize_youtube.py) and the scorer read them from here, so they cannot drift apart.
+datasets sit next to the code, in ``..``). Evaluation, training and its layout checks, the downloads and
+the scorer all read them from here, so they cannot drift apart.
 
     ../static/                              static image sets (stage 0)
     ../BL30K/{JPEGImages,Annotations}/      BL30K (stage 1)
