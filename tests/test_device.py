@@ -21,6 +21,8 @@ from model.network import STCN
 from scripts import benchmark_inference
 from tests.eval_fixtures import VideoSpec, generic_template, render, save_indexed  # noqa: F401  (fixture)
 from training.distributed import DistContext
+from training.run_config import build_config
+from training.trainer import amp_dtype
 from util.device import (
     CPU_FLOAT16_NOTE,
     NO_NATIVE_BF16_NOTE,
@@ -349,10 +351,10 @@ def test_training_autocasts_on_cuda_only():
     parser = train.get_args_parser()
     for device, amp in ((CPU, False), (CUDA, True)):
         for extra, expected in (([], amp), (["--no_amp"], False)):
-            cfg = train.build_config(parser.parse_args(["--id", "x", "--stage", "0", *extra]),
-                                     DistContext(0, 1, 0, device, False))
+            cfg = build_config(parser.parse_args(["--id", "x", "--stage", "0", *extra]),
+                               DistContext(0, 1, 0, device, False))
             assert cfg.amp is expected
-    assert train.amp_dtype(CUDA) == torch.float16
+    assert amp_dtype(CUDA) == torch.float16
 
 
 def test_segment_video_amp_without_native_bf16_is_the_fp32_run(tmp_path, released_checkpoint, capsys, fake_cpu):

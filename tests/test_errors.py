@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import train
 from dataset.util import DatasetLayoutError
 from downloads.fetch import DownloadError
 from downloads.resize import ResizeError
@@ -15,14 +14,16 @@ from evaluation.davis_scoring import ScoringError
 from model.checkpoint import CheckpointError
 from model.network import CheckpointMismatchError
 from model.resnet import WeightsUnavailableError
+from training.checkpoints import SaveError
 from training.config import ConfigError
+from training.trainer import NonFiniteLossError
 from util.device import DeviceError, resolve_device
 from util.errors import UserError, format_error
 from util.io import DataError, single_object_mask
 from util.outputs import run_command
 
 ALL = [DataError, DeviceError, CheckpointMismatchError, WeightsUnavailableError, CheckpointError, DatasetLayoutError,
-       ConfigError, train.NonFiniteLossError, train.SaveError, ScoringError, DownloadError, ResizeError]
+       ConfigError, NonFiniteLossError, SaveError, ScoringError, DownloadError, ResizeError]
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)

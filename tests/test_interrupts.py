@@ -21,6 +21,8 @@ from tests.eval_fixtures import VideoSpec, render
 from tests.helpers import child_env, file_hashes, leftovers, message_lines, snapshot, write_clip, write_video
 from tests.test_batch import generic_three  # noqa: F401 (fixture)
 from tests.test_training import TINY, FakeClips, fake_data  # noqa: F401 (fixture)
+from training import trainer
+from training.data import TrainData
 from util.outputs import MARKER, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,9 +118,9 @@ def test_sigterm_during_training_keeps_the_last_checkpoint(tmp_path, fake_data, 
             return super().__getitem__(index)
 
     def build(cfg):
-        return train.TrainData(StopAt(4, cfg.crop_size, two_objects=False), None)
+        return TrainData(StopAt(4, cfg.crop_size, two_objects=False), None)
 
-    monkeypatch.setattr(train, "build_datasets", build)
+    monkeypatch.setattr(trainer, "build_datasets", build)
     args = ["--stage", "0", "--id", "stop", "--save_dir", str(tmp_path), "--iterations", "6",
             "--checkpoint_every", "2", *TINY]
     assert train.main(args) == 143

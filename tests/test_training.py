@@ -1,8 +1,8 @@
 """End-to-end training on CPU: tiny fake clips, networks without downloads.
 
 The real datasets (dataset/static_dataset.py, dataset/vos_dataset.py) are written separately; these
-tests swap `train.build_datasets` for `fake_build_datasets`, which serves in-memory clips (random
-texture with a moving square) with the same sample dict.
+tests swap the trainer's `build_datasets` (`training.trainer`) for `fake_build_datasets`, which serves
+in-memory clips (random texture with a moving square) with the same sample dict.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import train
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
 from model.network import STCN
 from tests.helpers import run_torchrun
+from training import trainer
+from training.data import TrainData
 from training.train_wrapper import STCNTrainWrapper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,15 +74,15 @@ class FakeClips(Dataset):
 FAKE_OPTIONS: dict = {}  # keyword arguments for FakeClips, set by a test
 
 
-def fake_build_datasets(cfg) -> train.TrainData:
+def fake_build_datasets(cfg) -> TrainData:
     options = {"n": 4, **FAKE_OPTIONS}
     ds = FakeClips(size=cfg.crop_size, two_objects=not cfg.stage.single_object, **options)
-    return train.TrainData(ds, None if cfg.stage.data == "static" else ds.set_max_jump)
+    return TrainData(ds, None if cfg.stage.data == "static" else ds.set_max_jump)
 
 
 @pytest.fixture
 def fake_data(monkeypatch):
-    monkeypatch.setattr(train, "build_datasets", fake_build_datasets)
+    monkeypatch.setattr(trainer, "build_datasets", fake_build_datasets)
     FAKE_OPTIONS.clear()
     yield FAKE_OPTIONS
     FAKE_OPTIONS.clear()
@@ -209,8 +211,9 @@ RUNNER = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import train, test_training
+from training import trainer
 from training.distributed import cleanup, init_distributed
-train.build_datasets = test_training.fake_build_datasets
+trainer.build_datasets = test_training.fake_build_datasets
 ctx = init_distributed()  # from torchrun's environment; main() reuses this group for every stage
 save = {save!r}
 common = ["--save_dir", save, "--log_every", "1", "--log_image_every", "2",

@@ -1,1 +1,2 @@
-"""Training infrastructure: configuration, losses, the training wrapper, distributed set-up, logging."""
+"""Training STCN (supplementary F): configuration, data, the starting network, losses, the training wrapper,
+the loop and its step, checkpoints, distributed set-up, logging."""

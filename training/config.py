@@ -21,6 +21,9 @@ class ConfigError(UserError, ValueError):
     """An impossible combination of flags (reported as one error line)."""
 
 
+NULL_ID = "NULL"  # the run name that trains without logging or saving (as the original)
+
+
 # supplementary F.1: Adam, base learning rate 1e-5, L2 weight decay 1e-7 (betas left at 0.9/0.999)
 BASE_LR = 1e-5
 WEIGHT_DECAY = 1e-7
@@ -149,7 +152,7 @@ class TrainConfig:
     """Everything a run needs, resolved from the CLI; saved in every checkpoint and logged."""
 
     stage: StageConfig
-    run_id: str  # "NULL": no logging, no saving (as the original)
+    run_id: str  # NULL_ID: no logging, no saving (as the original)
     save_dir: str
     static_root: str
     bl_root: str
@@ -175,7 +178,7 @@ class TrainConfig:
 
     @property
     def logging_enabled(self) -> bool:
-        return self.run_id != "NULL"
+        return self.run_id != NULL_ID
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
