@@ -142,7 +142,7 @@ from training.logger import TrainLogger, tensorboard_dir  # noqa: E402
 from training.losses import BootstrappedCE, compute_loss  # noqa: E402
 from training.train_wrapper import STCNTrainWrapper  # noqa: E402
 from util.device import resolve_amp_dtype, synchronize  # noqa: E402
-from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, run_command, write_error_parts  # noqa: E402, E501
+from util.outputs import OutputDir, clean_stale, note_kept, run_command, write_error_parts  # noqa: E402
 
 # The settings a resumed run takes from its checkpoint (flag -> keys in the saved config): the ones
 # that decide what is trained. A flag written on the command line must agree with them; --iterations
@@ -404,8 +404,8 @@ class Saver:
             return None
         if resuming and self.run_dir.is_dir():  # the resumed checkpoint's folder: ours to continue
             clean_stale(self.run_dir)
-            return OutputDir(self.run_dir, "--id", ours=True)
-        return prepare_output_dir(self.run_dir, "--save_dir/--id", inputs)
+            return OutputDir.owned(self.run_dir, "--id")
+        return OutputDir(self.run_dir, "--save_dir/--id", inputs)
 
     def save_weights(self, net: STCN, it: int) -> None:
         if self.enabled:
