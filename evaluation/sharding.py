@@ -232,20 +232,17 @@ def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None)
     video of theirs is shown (a failure before the videos is rank 0's to tell: every rank checks
     the same flags and data). A peer found gone ends this rank with status 1 and no line.
     """
-    with eval_group(local_rank_arg) as shard:
-        if shard.is_main:
-            return _unless_peer_gone(lambda: report_errors(lambda: body(shard), tool=tool_of(body)))
+    with eval_group(local_rank_arg) as shard, contextlib.ExitStack() as stack:
         held = io.StringIO()
-        with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
-            status = _unless_peer_gone(lambda: report_errors(lambda: body(shard), tool=tool_of(body)))
-        if shard.failed:
+        if not shard.is_main:
+            stack.enter_context(contextlib.redirect_stdout(held))
+            stack.enter_context(contextlib.redirect_stderr(held))
+        try:
+            status = report_errors(lambda: body(shard), tool=tool_of(body))
+        except PeerGone:
+            status = 1
+        stack.close()  # the held output ends here
+        if shard.failed and not shard.is_main:
             print(*[ln for ln in held.getvalue().splitlines() if ln.startswith("error: ")], sep="\n",
                   file=sys.stderr, flush=True)
         return status
-
-
-def _unless_peer_gone(run: Callable[[], int]) -> int:
-    try:
-        return run()
-    except PeerGone:
-        return 1
