@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg
 from util import layouts
 from util.io import DataError
-from util.outputs import prepare_output_dir, wrote_line
+from util.outputs import OutputDir, wrote_line
 
 if TYPE_CHECKING:
     from evaluation.sharding import Shard
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(shard: Shard) -> int:
         davis_root = Path(args.davis_path)
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
-        out = shard.on_main(prepare_output_dir, args.output, "--output",
+        out = shard.on_main(OutputDir, args.output, "--output",
                             [davis_root, args.davis17_path, imset, *weight_inputs(args)], args.overwrite)
         dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True, antialias=args.antialias)
         check_videos(dataset.videos)  # every annotation before loading the network

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg, add_video_batch_arg
 from util.io import DataError
-from util.outputs import check_distinct, prepare_output_dir, wrote_line
+from util.outputs import OutputDir, check_distinct, wrote_line
 
 if TYPE_CHECKING:
     from evaluation.sharding import Shard
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [args.data_path, *weight_inputs(args)]
         outputs = [(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")]
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
-        folders = shard.on_main(lambda: {flag: prepare_output_dir(path, flag, inputs, args.overwrite)
+        folders = shard.on_main(lambda: {flag: OutputDir(path, flag, inputs, args.overwrite)
                                          for path, flag in outputs if path})
         dataset = GenericEvalDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
         check_videos(dataset.videos)  # every video's masks and size before loading the network

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from evaluation.flags import add_common_args, add_size_arg, add_video_batch_arg
 from evaluation.server_zip import make_zip, prepare_zip, upload_hint
 from util import layouts
-from util.outputs import OutputDir, prepare_output_dir, wrote_line
+from util.outputs import OutputDir, wrote_line
 
 if TYPE_CHECKING:
     from evaluation.sharding import Shard
@@ -42,8 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def prepare_outputs(args: argparse.Namespace, inputs: list) -> OutputDir:
     """The checked output folder, and its zip (listed in the folder's marker)."""
-    out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
-    prepare_zip(out, inputs, args.overwrite)
+    out = OutputDir(args.output, "--output", inputs, args.overwrite)
+    prepare_zip(out)
     return out
 
 

@@ -19,7 +19,7 @@ import contextlib
 import sys
 
 from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg
-from util.outputs import check_distinct, prepare_output_dir, prepare_output_file, wrote_line
+from util.outputs import OutputDir, check_distinct, wrote_line
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -48,11 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         inputs = [args.video, args.mask, args.mask_dir, *weight_inputs(args)]
         check_distinct([(args.output, "--output"), (args.overlay, "--overlay"), (args.binary_masks, "--binary_masks")])
-        out = prepare_output_dir(args.output, "--output", inputs, args.overwrite)
-        binary = (prepare_output_dir(args.binary_masks, "--binary_masks", inputs, args.overwrite)
-                  if args.binary_masks else None)
-        overlay = (prepare_output_file(args.overlay, "--overlay", inputs, args.overwrite, owner=out)
-                   if args.overlay else None)
+        out = OutputDir(args.output, "--output", inputs, args.overwrite)
+        binary = OutputDir(args.binary_masks, "--binary_masks", inputs, args.overwrite) if args.binary_masks else None
+        overlay = out.file(args.overlay, "--overlay") if args.overlay else None
         masks = annotations_by_frame(args.mask, args.mask_dir)
         video = VideoFileVideo(args.video, masks, short_side=short_side(args), antialias=args.antialias)
         check_videos([video])  # masks and size before loading the network
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             for folder in (out, binary):
                 if folder is not None:
-                    stack.enter_context(folder.writing())
+                    stack.enter_context(folder)
             stats = run_dataset(core, [video], lambda v: out.path, sinks=sinks, output=out,
                                 bidirectional=args.bidirectional)
         stats.print()

@@ -42,7 +42,7 @@ from util.defaults import NATIVE_SIZE  # `--size -1`: frames at their own size
 from util.device import DeviceError, resolve_device, synchronize
 from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
-from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir, run_command
+from util.outputs import OutputDir, run_command
 from util.tensor_util import STRIDE
 
 
@@ -120,7 +120,8 @@ class VideoRun:
         self.palette = video.palette
         self.size = video.size
         self.out_dir = Path(out_dir)
-        self.tmp = (output.partial_dir if output is not None else partial_dir)(self.out_dir)
+        self.partial = (output if output is not None else OutputDir.owned(self.out_dir)).partial(self.out_dir)
+        self.tmp = self.partial.tmp
         self.started: list[FrameSink] = []
         self._frames = frames_to_step(core, video, on_skip=on_frame)
         # `--bidirectional` (run_video): required frame -> the backward pass's (probabilities, labels), and
@@ -162,18 +163,18 @@ class VideoRun:
     def commit(self, stats: RunStats) -> None:
         for sink in self.sinks:
             sink.commit()
-        (self.output.replace if self.output is not None else replace_dir)(self.tmp, self.out_dir)
+        self.partial.commit()
         stats.masks += self.written
         stats.videos += 1
 
     def abort(self) -> None:
-        remove_partial(self.tmp)
+        self.partial.discard()
         for sink in self.started:
             sink.abort()
 
     def as_final(self, exc: OSError) -> OSError:
         """A write error naming the mask's place, not the temporary's (e.g. a full disk)."""
-        return as_final(exc, self.tmp, self.out_dir)
+        return self.partial.error(exc)
 
 
 def frames_to_step(

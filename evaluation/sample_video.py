@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from util.outputs import partial_folder, prepare_output_dir
+from util.outputs import OutputDir
 
 MIN_SIDE = 2  # pixels: --video_file crops to even sizes (4:2:0), which leaves nothing of a 1-pixel side
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128]
@@ -76,11 +76,9 @@ def write_sample_output(output: Path, flag: str = "--output", name: str = "shape
     """`write_sample` (and `write_video_file`) under the output contract: `output` must be
     absent, empty or a previous result (replaced whole), or any folder with `overwrite` (files of the same
     names replaced, nothing else touched); written into a partial folder beside it, moved in when complete."""
-    out = prepare_output_dir(output, flag, (), overwrite)
-    with out.writing():
-        with partial_folder(out.path) as tmp:
-            write_sample(tmp, name, frames, height, width)
-            if video_file:
-                write_video_file(tmp, name)
-        out.replace(tmp, out.path)
+    out = OutputDir(output, flag, (), overwrite)
+    with out, out.partial() as tmp:
+        write_sample(tmp, name, frames, height, width)
+        if video_file:
+            write_video_file(tmp, name)
     return out.path

@@ -10,11 +10,10 @@ it), checked before any work (`prepare_zip`) and written atomically (`make_zip`)
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 
 from util.atomic import atomic_path
-from util.outputs import OutputDir, prepare_output_file
+from util.outputs import OutputDir
 
 
 def zip_path(output: Path) -> Path:
@@ -23,9 +22,9 @@ def zip_path(output: Path) -> Path:
     return output.parent / f"{output.name}.zip"
 
 
-def prepare_zip(out: OutputDir, inputs: Iterable, overwrite: bool) -> Path:
+def prepare_zip(out: OutputDir) -> Path:
     """Check `zip_path(out.path)` against the output contract (listed in `out`'s marker)."""
-    return prepare_output_file(zip_path(out.path), "--output (its .zip)", list(inputs), overwrite, owner=out)
+    return out.file(zip_path(out.path), "--output (its .zip)")
 
 
 def make_zip(output: Path, folder: Path, prefix: str = "") -> Path:

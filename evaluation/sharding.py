@@ -1,4 +1,4 @@
-"""Evaluation over several processes (`torchrun`): which videos each rank runs, and the few steps taken together.
+"""Evaluation over several processes (`torchrun`): which videos each rank runs, and the two steps taken together.
 
     torchrun --nproc_per_node=8 eval_youtube.py --output ../output/yv19
 
@@ -7,20 +7,12 @@ the environment) every rank builds the same video list, runs its share (`shard_v
 frame count) on its own device (cuda:LOCAL_RANK when CUDA is present, else the CPU) and writes its
 videos into the one output folder; a plain `python eval_*.py` is a world of one and runs as before.
 
-The output contract (util/outputs.py) is kept by rank 0 alone: it checks the output folders
-(`Shard.on_main`), claims and marks them (`Shard.writing`) before any other rank writes, and marks
-them complete only after every rank finished its videos (`Shard.run_dataset`). Rank 0 then does what
-happens once (the zip for an evaluation server, the DAVIS scores) and prints for the run: the other ranks' output
-is held back (their progress bars are off), so a failure is one `error:` line and the timing lines
-are printed once, per rank and in total.
-
-The ranks meet only at three points (after rank 0 prepared the output, after the videos, at the end),
-each an `all_gather_object` of a small tagged message over Gloo (CPU), whatever the device: a rank that
-left early (an error before the videos) is recognised by its tag instead of being waited for, and
-a rank that died ends the wait with the group's timeout (or torchrun stops the others). A rank whose
-video fails also raises a flag in the group's store (`FAILED_KEY`), and every other rank stops at the
-start of its next video (`PeerWatch`), so the run ends about one video after the failure, not after
-the other ranks' whole shares (which may take longer than the group's timeout).
+Rank 0 alone checks the output folders (`Shard.on_main`) and claims them before the others write
+(`Shard.writing`); once every rank's videos are done (`Shard.run_dataset`, the ranks' timings
+gathered over Gloo) it completes them, does what happens once (the zip, the scores) and prints for
+the run. The other ranks print nothing but the error line of a video of theirs that fails. A rank
+that fails exits with status 1, and torchrun then stops every other rank (SIGTERM: each removes its
+unfinished video, as on Ctrl-C); a rank that finds a peer gone ends with status 1 and no line.
 """
 from __future__ import annotations
 
@@ -28,7 +20,7 @@ import contextlib
 import io
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,14 +37,9 @@ from util.outputs import OutputDir, tool_of, write_error_line
 
 T = TypeVar("T")
 
-# How long a rank waits for the others at a meeting point. The longest wait is the end of the
-# videos: the imbalance left by `balanced_split`, at most about one video's time; an hour is
-# generous for that and still ends a run whose peer hangs (a peer that dies ends it at once).
+# How long a rank waits for the others to end their shares: the imbalance left by `balanced_split`,
+# at most about one video's time; an hour is generous for that and still ends a run whose peer hangs.
 GROUP_TIMEOUT = timedelta(hours=1)
-# The tags of the meeting points, in the order every rank reaches them; EXIT also after an error.
-PREPARED, VIDEOS_DONE, EXIT = "prepared", "videos done", "exit"
-# Set in the process group's store by a rank whose videos failed (cleared by rank 0 before the videos).
-FAILED_KEY = "stcn/eval/a rank failed"
 
 
 # ------------------------------------------------------------------------------- the split
@@ -116,48 +103,27 @@ class ShardedStats:
 
 
 # ---------------------------------------------------------------------------- the ranks
-class PeerFailed(Exception):
-    """Another rank failed; rank 0 says why (this rank stays silent)."""
+class ShardError(UserError):
+    """A video of this rank failed: its one line (`failure_line`), as it is."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__("", line)
+
+    def __str__(self) -> str:
+        return self.problem
 
 
-class PeerStopped(Exception):
-    """This rank stopped before its next video because another rank's video failed (`PeerWatch`)."""
-
-
-class PeerWatch:
-    """A frame sink that writes nothing: at the start of each video it stops this rank (PeerStopped,
-    before anything of that video is written) once another rank raised `FAILED_KEY` in the group's
-    store. `store`: the group's key-value store (`check(keys) -> bool`)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def begin(self, video: EvalVideo) -> None:
-        try:
-            failed = self.store.check([FAILED_KEY])
-        except (RuntimeError, ValueError):  # a store that fails only loses the early stop (the meeting tells)
-            return
-        if failed:
-            raise PeerStopped(video.name)
-
-    def add(self, index: int, labels: Any) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
+class PeerGone(Exception):
+    """A step taken together failed: another rank is gone (its own line, or torchrun's summary, says why)."""
 
 
 @dataclass
 class Shard:
-    """This process's place in the run: rank, world size, and the meeting points with the others."""
+    """This process's place in the run: rank and world size."""
 
     rank: int = 0
     world: int = 1
-    store: Any = field(default=None, repr=False)  # the group's store (FAILED_KEY); None: none to share
-    _left: bool = field(default=False, repr=False)  # a peer left early: no further meetings
+    failed: bool = False  # a video of this rank's failed: its line is printed, whatever the rank
 
     @property
     def distributed(self) -> bool:
@@ -167,57 +133,30 @@ class Shard:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def meet(self, tag: str, payload: Any = None) -> list[tuple[str, Any]]:
-        """Every rank's (tag, payload) at this meeting point; a world of one meets only itself."""
-        if not self.distributed or self._left:
-            return [(tag, payload)]
-        gathered: list = [None] * self.world
-        dist.all_gather_object(gathered, (tag, payload))
-        if any(t == EXIT for t, _ in gathered) and tag != EXIT:
-            self._left = True  # that rank is gone: do not wait for it again
-        return gathered
-
-    def _raise_failure(self, gathered: list[tuple[str, Any]]) -> None:
-        """Raise the first failure another rank reported: ShardError (its line) on rank 0, PeerFailed elsewhere.
-
-        A peer failed when it reported an error line with its videos, or when it is already at EXIT
-        (it stopped early; its payload is its error line, if it had one).
-        """
-        for rank, (tag, payload) in enumerate(gathered):
-            if rank == self.rank:
-                continue
-            if tag == EXIT:
-                message = payload or f"rank {rank} stopped before its videos"
-            elif tag == VIDEOS_DONE and payload[1] is not None:
-                message = payload[1]
-            else:
-                continue
-            raise ShardError(message) if self.is_main else PeerFailed(message)
-
     def on_main(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """`fn(*args, **kwargs)` on rank 0 only (e.g. checking the output folders); None on the others."""
         return fn(*args, **kwargs) if self.is_main else None
 
     @contextlib.contextmanager
     def writing(self, outputs: T) -> Iterator[T]:
-        """Rank 0 claims the output folders in `outputs` (one OutputDir, or a dict or list of them, from
-        `on_main`) and hands them to every rank; on leaving, rank 0 marks them complete, or releases
-        them after an error (OutputDir.writing). The other ranks only write into them."""
+        """Rank 0 claims the output folders in `outputs` (one OutputDir, or a dict of them, from `on_main`)
+        and hands them to every rank; on leaving, rank 0 completes them, or releases them after an error.
+        The other ranks only write into them."""
         with contextlib.ExitStack() as stack:
             if self.is_main:
-                for folder in _folders(outputs):
-                    stack.enter_context(folder.writing())
-                self._store_call("delete_key", FAILED_KEY)  # an earlier run's flag in a reused group
-            gathered = self.meet(PREPARED, outputs if self.is_main else None)
-            self._raise_failure(gathered)
-            yield gathered[0][1]
+                values = outputs.values() if isinstance(outputs, dict) else [outputs]
+                for folder in values:
+                    if isinstance(folder, OutputDir):
+                        stack.enter_context(folder)
+            shared = [outputs]
+            if self.distributed:
+                _together(dist.broadcast_object_list, shared, src=0)
+            yield shared[0]
 
     def run_dataset(self, core: InferenceCore, videos: Sequence[EvalVideo], out_dir_of: Callable[[EvalVideo], Path],
                     **kwargs: Any) -> RunStats | ShardedStats:
-        """`run_dataset` on this rank's share; then wait for every rank and raise the first failure.
-
-        Returns RunStats in a world of one (today's three lines), else every rank's ShardedStats.
-        """
+        """`run_dataset` on this rank's share, then every rank's timing (ShardedStats; RunStats in a world
+        of one). A failing video ends this rank with its line (ShardError; a bug: its traceback)."""
         if not self.distributed:
             return run_dataset(core, videos, out_dir_of, **kwargs)
         current: list[EvalVideo | None] = [None]
@@ -226,51 +165,25 @@ class Shard:
             current[0] = video
             return out_dir_of(video)
 
-        stats, error, failure, stopped = RunStats(), None, None, False
-        watch = [PeerWatch(self.store)] if self.store is not None else []
-        sinks = [*watch, *kwargs.pop("sinks", ())]  # the watch first: it stops a video before any sink begins
         try:
-            stats = run_dataset(core, shard_videos(videos, self.world, self.rank), tracked,
-                                quiet=not self.is_main, sinks=sinks, **kwargs)
-        except PeerStopped:
-            stopped = True  # the failing rank's line comes with the meeting
-        except Exception as exc:  # noqa: BLE001 - told to every rank, then raised again; an interrupt is not caught
-            error, failure = exc, failure_line(exc, current[0])
-            self._store_call("set", FAILED_KEY, failure)  # the others stop at their next video
-        gathered = self.meet(VIDEOS_DONE, (stats, failure))
-        if error is not None:
-            raise error
-        self._raise_failure(gathered)
-        if stopped:  # the flag without a failure at the meeting: never a complete run
-            message = "another rank raised the failure flag without reporting a failure"
-            raise ShardError(message) if self.is_main else PeerFailed(message)
-        return ShardedStats([payload[0] for _, payload in gathered])
-
-    def _store_call(self, method: str, *args: Any) -> None:
-        """`store.<method>(*args)` when there is a store; a store that fails only loses the early stop."""
-        if self.store is None:
-            return
-        try:
-            getattr(self.store, method)(*args)
-        except (RuntimeError, ValueError):  # e.g. a store without delete_key
-            pass
+            stats = run_dataset(core, shard_videos(videos, self.world, self.rank), tracked, quiet=not self.is_main,
+                                **kwargs)
+        except Exception as exc:
+            self.failed = True
+            if isinstance(exc, (UserError, OSError)):
+                raise ShardError(failure_line(exc, current[0])) from None
+            raise
+        gathered: list = [None] * self.world
+        _together(dist.all_gather_object, gathered, stats)
+        return ShardedStats(gathered)
 
 
-class ShardError(UserError):
-    """A rank's failure, told by rank 0: its error line as it is."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__("", line)
-
-    def __str__(self) -> str:
-        return self.problem
-
-
-def _folders(outputs: Any) -> list[OutputDir]:
-    if isinstance(outputs, OutputDir):
-        return [outputs]
-    values = outputs.values() if isinstance(outputs, dict) else outputs
-    return [v for v in values if isinstance(v, OutputDir)]
+def _together(step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """A collective step; PeerGone when it fails (a peer that stopped closes its connections)."""
+    try:
+        step(*args, **kwargs)
+    except RuntimeError:
+        raise PeerGone() from None
 
 
 def failure_line(exc: BaseException, video: EvalVideo | None) -> str:
@@ -279,7 +192,7 @@ def failure_line(exc: BaseException, video: EvalVideo | None) -> str:
         line = write_error_line(exc)
     elif isinstance(exc, UserError):
         line = str(exc)
-    else:  # a bug: its traceback shows on that rank
+    else:
         line = f"{type(exc).__name__}: {exc}"
     line = " ".join(line.split())
     if video is not None and f"/{video.name}/" not in line and not line.startswith(f"video {video.name}"):
@@ -306,53 +219,30 @@ def eval_group(local_rank_arg: int | None = None) -> Iterator[Shard]:
         dist.init_process_group("gloo", init_method="env://", rank=launch.rank, world_size=launch.world_size,
                                 timeout=GROUP_TIMEOUT)
     try:
-        yield Shard(dist.get_rank(), dist.get_world_size(), store=_group_store())
+        yield Shard(dist.get_rank(), dist.get_world_size())
     finally:
         if owns and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _group_store() -> Any:
-    """The default process group's key-value store (torchrun's TCPStore), or None where torch hides it."""
-    try:
-        return dist.distributed_c10d._get_default_store()
-    except (AttributeError, RuntimeError, ValueError):
-        return None
-
-
 def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None) -> int:
     """Run a script body on every rank (report_errors: one `error:` line, exit status).
 
-    The ranks other than 0 run with their stdout and stderr held back (rank 0 prints for the run;
-    a failure of theirs reaches it at the next meeting point); an unexpected exception still
-    shows its traceback. All ranks meet once more at the end, so none leaves while rank 0 prints.
+    Rank 0 prints for the run. The other ranks' output is held back; only the error line of a
+    video of theirs is shown (a failure before the videos is rank 0's to tell: every rank checks
+    the same flags and data). A peer found gone ends this rank with status 1 and no line.
     """
-    with eval_group(local_rank_arg) as shard:
-        if not shard.distributed:
-            return report_errors(lambda: body(shard), tool=tool_of(body))
+    with eval_group(local_rank_arg) as shard, contextlib.ExitStack() as stack:
         held = io.StringIO()
-        status, raised = 1, None
+        if not shard.is_main:
+            stack.enter_context(contextlib.redirect_stdout(held))
+            stack.enter_context(contextlib.redirect_stderr(held))
         try:
-            with contextlib.ExitStack() as stack:
-                if not shard.is_main:
-                    stack.enter_context(contextlib.redirect_stdout(held))
-                    stack.enter_context(contextlib.redirect_stderr(held))
-                status = report_errors(lambda: _silent_peer(body, shard), tool=tool_of(body))
-        except Exception as exc:  # noqa: BLE001 - a bug: raised again (traceback) once the others are told
-            raised = exc
-        interrupted = status >= 128 and raised is None  # every rank got the signal: nobody waits
-        if not interrupted:
-            lines = [ln for ln in held.getvalue().splitlines() if ln.startswith("error: ")]
-            said = lines[-1][len("error: "):] if lines else (f"{type(raised).__name__}: {raised}" if raised else None)
-            shard.meet(EXIT, said if status or raised else None)
-        if raised is not None:
-            raise raised
+            status = report_errors(lambda: body(shard), tool=tool_of(body))
+        except PeerGone:
+            status = 1
+        stack.close()  # the held output ends here
+        if shard.failed and not shard.is_main:
+            print(*[ln for ln in held.getvalue().splitlines() if ln.startswith("error: ")], sep="\n",
+                  file=sys.stderr, flush=True)
         return status
-
-
-def _silent_peer(body: Callable[[Shard], int], shard: Shard) -> int:
-    """The body; a PeerFailed (rank 0 reports it) ends this rank with status 1 and no line."""
-    try:
-        return body(shard)
-    except PeerFailed:
-        return 1

@@ -19,7 +19,7 @@ from PIL import Image
 
 from evaluation.datasets import EvalVideo
 from util.io import atomic_save_image
-from util.outputs import OutputDir, as_final, partial_dir, remove_partial, replace_dir
+from util.outputs import OutputDir, Partial
 from util.video import DEFAULT_FPS, VideoWriter, overlay
 
 BINARY_FOREGROUND = 255
@@ -39,34 +39,35 @@ class BinaryMaskSink:
         self.dir_of = dir_of
         self.output = output  # the checked --binary_masks folder: how an existing result is replaced
         self._video: EvalVideo | None = None
-        self._tmp: Path | None = None
+        self._partial: Partial | None = None
 
     def begin(self, video: EvalVideo) -> None:
         video.prepare()
-        make = self.output.partial_dir if self.output is not None else partial_dir
-        self._video, self._tmp = video, make(Path(self.dir_of(video)))
+        final = Path(self.dir_of(video))
+        self._video = video
+        self._partial = (self.output if self.output is not None else OutputDir.owned(final)).partial(final)
         for label in video.object_labels:
-            (self._tmp / str(label)).mkdir()
+            (self._partial.tmp / str(label)).mkdir()
 
     def add(self, index: int, labels: np.ndarray) -> None:
-        assert self._video is not None and self._tmp is not None
+        assert self._video is not None and self._partial is not None
         name = self._video.frames[index].name
         for label in self._video.object_labels:
             binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
             try:
-                atomic_save_image(Image.fromarray(binary, mode="L"), self._tmp / str(label) / f"{name}.png")
+                atomic_save_image(Image.fromarray(binary, mode="L"), self._partial.tmp / str(label) / f"{name}.png")
             except OSError as exc:  # name the file's final place
-                raise as_final(exc, self._tmp, Path(self.dir_of(self._video))) from None
+                raise self._partial.error(exc) from None
 
     def commit(self) -> None:
-        assert self._video is not None and self._tmp is not None
-        (self.output.replace if self.output is not None else replace_dir)(self._tmp, Path(self.dir_of(self._video)))
-        self._tmp = None
+        assert self._partial is not None
+        self._partial.commit()
+        self._partial = None
 
     def abort(self) -> None:
-        if self._tmp is not None:
-            remove_partial(self._tmp)
-            self._tmp = None
+        if self._partial is not None:
+            self._partial.discard()
+            self._partial = None
 
 
 class OverlaySink:

@@ -5,9 +5,9 @@
 
 Writes key_encoder.onnx, value_encoder.onnx, decoder.onnx and manifest.json (the weights' digest,
 exporter, torch version) into --output, with dynamic frame size (padded to multiples of 16) and
-object count (the tensors and axes are documented in `model.export`). --output follows the output
-contract: new, empty or an earlier result of this project (replaced whole); a folder holding an
-unmarked export's manifest.json, or any folder with --overwrite, gets only the export's files
+object count; tensors and axes in model/export.py. --output follows the output contract of
+util/outputs.py: new, empty or an earlier result of this project (replaced whole); a folder holding
+an older export's manifest.json, or any folder with --overwrite, gets only the export's files
 replaced, nothing else in it touched; never the --model file's folder. Ctrl-C leaves no half export.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from util.cli import HelpFormatter  # noqa: E402
 from util.defaults import EXPORTERS  # noqa: E402
 from util.io import DataError  # noqa: E402
-from util.outputs import OutputDir, as_final, partial_folder, prepare_output_dir  # noqa: E402
+from util.outputs import OutputDir  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,12 +40,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def prepare_export_dir(folder: str | Path, model: str, overwrite: bool = False) -> OutputDir:
-    """The checked --output; an unmarked export (a manifest.json, no result marker) is
+    """The checked --output (util/outputs.py); an older export (a manifest.json, no result marker) is
     written into as with --overwrite: its export files are replaced, nothing else in it is touched."""
     from model.export import read_manifest  # torch: imported once the flags are read, as below
 
     older = Path(folder).is_dir() and read_manifest(folder) is not None
-    return prepare_output_dir(folder, "--output", [model], overwrite or older)
+    return OutputDir(folder, "--output", [model], overwrite or older)
 
 
 def load_export_network(model: str, single_object: bool):
@@ -68,16 +68,12 @@ def write_export(out: OutputDir, net, exporter: str) -> dict:
     """Export `net` into a partial folder beside `out`, then move it into place (the manifest last)."""
     from model.export import MANIFEST, PART_FILES, export_network
 
-    with partial_folder(out.path) as tmp:
-        try:
-            manifest = export_network(net, tmp, exporter=exporter)
-        except OSError as exc:
-            raise as_final(exc, tmp, out.path) from None
-    if not out.ours:  # file by file into the unmarked export: it is incomplete until the manifest is back
-        (out.path / MANIFEST).unlink(missing_ok=True)
-        for name in PART_FILES.values():
-            (tmp / name).replace(out.check_target(out.path / name))
-    out.replace(tmp, out.path)
+    with out.partial() as tmp:
+        manifest = export_network(net, tmp, exporter=exporter)
+        if not out.ours:  # file by file into the unmarked export: it is incomplete until the manifest is back
+            (out.path / MANIFEST).unlink(missing_ok=True)
+            for name in PART_FILES.values():
+                (tmp / name).replace(out.check_target(out.path / name))
     return manifest
 
 
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         out = prepare_export_dir(args.output, args.model, args.overwrite)
         net = load_export_network(args.model, args.single_object)
-        with out.writing():
+        with out:
             manifest = write_export(out, net, args.exporter)
         print(f"wrote {', '.join(PART_FILES.values())} to {out.path} ({manifest['exporter']} exporter, "
               f"opset {manifest['opset']}, weights {manifest['weights']})")

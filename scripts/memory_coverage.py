@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from evaluation.flags import add_common_args  # noqa: E402
 from util import layouts  # noqa: E402
 from util.io import DataError  # noqa: E402
-from util.outputs import prepare_output_dir  # noqa: E402
+from util.outputs import OutputDir  # noqa: E402
 
 DEFAULT_MODEL = "saves/stcn.pth"
 DEFAULT_OUTPUT = "../output/memory_coverage"
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                             "give one --label per --model, or none")
         labels = unique_labels(models, args.label)
         davis_root = Path(args.davis_path) / layouts.sub_path("davis17_trainval", "davis17")
-        out = prepare_output_dir(args.output, "--output", [args.davis_path, *models, args.onnx_dir], args.overwrite)
+        out = OutputDir(args.output, "--output", [args.davis_path, *models, args.onnx_dir], args.overwrite)
         videos = DAVISEvalDataset(davis_root, imset=args.imset).videos
         check_videos(videos)  # every first-frame annotation, before any network is loaded
         notes: set[str] = set()  # the --amp note once, not once per model
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             curves[label] = exceedance_curve(maxima, levels)
             rows[label] = summary(maxima)
             print_summary(label, rows[label])
-        with out.writing() as out:
+        with out:
             write_curve_csv(out.path / CURVE_CSV, levels, curves)
             write_summary_csv(out.path / SUMMARY_CSV, rows, dict(zip(labels, models)))
             plot_curves(out.path / PLOT_PNG, levels, curves)

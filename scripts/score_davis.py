@@ -31,7 +31,7 @@ from evaluation.davis_scoring import (  # noqa: E402
 )
 from util import layouts  # noqa: E402
 from util.cli import HelpFormatter  # noqa: E402
-from util.outputs import prepare_output_dir, prepare_output_file, run_command, wrote_line  # noqa: E402
+from util.outputs import OutputDir, prepare_output_file, run_command, wrote_line  # noqa: E402
 
 DEFAULT_DAVIS_PATH = {"2017": layouts.default_path("davis17_trainval"), "2016": layouts.default_path("davis16")}
 
@@ -83,7 +83,7 @@ def check_csv_targets(args: argparse.Namespace, davis_path: str) -> None:
     inputs = [davis_path, args.imset]
     if args.output is not None:
         inputs.append(args.results)  # a separate --output keeps the results folder untouched
-        prepare_output_dir(out, "--output", inputs, overwrite=True)  # only the csv files are written
+        OutputDir(out, "--output", inputs, overwrite=True)  # only the csv files are written
     for name in (f"global_results-{args.split}.csv", f"per-sequence_results-{args.split}.csv"):
         target = out / name
         prepare_output_file(target, "--output", inputs, overwrite=args.overwrite or is_score_csv(target))

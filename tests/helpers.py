@@ -101,7 +101,7 @@ def killed_partial(final: Path, file: bool = False) -> Path:
     """The partial folder (util/atomic.py) a process leaves beside `final` when it is killed while
     writing: a folder output's (`partial_dir`) or, file=True, an atomic file write's temporary."""
     code = ("import os, sys; from pathlib import Path; from util.atomic import atomic_path;"
-            "from util.outputs import partial_dir; final = Path(sys.argv[1]);"
+            "from util.atomic import make_partial as partial_dir; final = Path(sys.argv[1]);"
             "cm = atomic_path(final); tmp = cm.__enter__() if sys.argv[2] == '1' else partial_dir(final);"
             "(tmp if tmp.is_dir() else tmp.parent).joinpath('half').write_bytes(b'half'); print(tmp, flush=True);"
             "os._exit(0)")  # no cleanup runs, as under SIGKILL

@@ -23,19 +23,8 @@ import eval_davis
 import eval_davis_2016
 import eval_generic
 import eval_youtube
-from evaluation.datasets import DAVISEvalDataset
-from evaluation.run_video import RunStats, build_core
-from evaluation.sharding import (
-    FAILED_KEY,
-    GROUP_TIMEOUT,
-    Shard,
-    ShardedStats,
-    ShardError,
-    balanced_split,
-    eval_group,
-    failure_line,
-    shard_videos,
-)
+from evaluation.run_video import RunStats
+from evaluation.sharding import GROUP_TIMEOUT, ShardedStats, balanced_split, eval_group, failure_line, shard_videos
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     DAVIS_VIDEOS,
     GENERIC_VIDEOS,
@@ -44,7 +33,7 @@ from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     generic_template,
     youtube_template,
 )
-from tests.helpers import OLD_LAUNCHER, error_lines, leftovers, run_main, run_torchrun
+from tests.helpers import OLD_LAUNCHER, error_lines, run_main, run_torchrun
 from util.io import DataError
 from util.outputs import MARKER, read_marker
 
@@ -232,57 +221,6 @@ def add_video_copy(root: Path, name: str, copy: str, lists: Sequence[Path] = ())
             shutil.copytree(folder, folder.with_name(copy))
     for path in lists:
         path.write_text(path.read_text() + copy + "\n")
-
-
-class FlagAfter:
-    """A stand-in for the group's store: FAILED_KEY appears at the `checks`-th check."""
-
-    def __init__(self, checks: int) -> None:
-        self.checks, self.calls = checks, []
-
-    def check(self, keys: list[str]) -> bool:
-        self.calls.append(("check", keys))
-        return sum(c[0] == "check" for c in self.calls) >= self.checks
-
-    def set(self, key: str, value: str) -> None:
-        self.calls.append(("set", key, value))
-
-
-@pytest.mark.parametrize("video_batch", [1, 2])
-def test_a_rank_stops_at_its_next_video_once_another_failed(davis, released_checkpoint, tmp_path, monkeypatch,
-                                                            video_batch):
-    """Rank 0 of 2 runs "cat" then "odd"; rank 1 fails while "cat" runs (the store's flag): rank 0 writes
-    nothing of "odd" and ends with rank 1's line, not after its whole share."""
-    add_video_copy(davis / "2017" / "trainval", "cat", "cat_b",
-                   lists=[davis / "2017" / "trainval" / "ImageSets" / "2017" / "val.txt"])
-    args = eval_davis.get_args_parser().parse_args(["--model", str(released_checkpoint), "--output", "x", *CPU])
-    videos = DAVISEvalDataset(davis / "2017" / "trainval").videos
-    assert [v.name for v in shard_videos(videos, 2, 0)] == ["cat", "odd"]
-    store = FlagAfter(checks=2)  # seen as "odd" starts: after "cat" (one at a time), beside it (batched)
-    shard = Shard(rank=0, world=2, store=store)
-    told = "video cat_b: RuntimeError: boom"
-    monkeypatch.setattr(shard, "meet", lambda tag, payload=None: [(tag, payload), (tag, (RunStats(), told))])
-    out = tmp_path / "out"
-    with pytest.raises(ShardError) as raised:
-        shard.run_dataset(build_core(args), videos, lambda v: out / v.name, video_batch=video_batch)
-    assert str(raised.value) == told
-    assert not any(c[0] == "set" for c in store.calls)  # rank 0 did not fail itself
-    assert not leftovers(tmp_path)
-    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    assert written == (["cat"] if video_batch == 1 else [])  # batched: "cat" unfinished, removed
-
-
-def test_a_rank_whose_video_fails_raises_the_flag(davis, released_checkpoint, tmp_path, monkeypatch):
-    (davis / "2017" / "trainval" / "JPEGImages" / "480p" / "odd" / "00003.jpg").write_bytes(b"\xff\xd8garbage")
-    args = eval_davis.get_args_parser().parse_args(["--model", str(released_checkpoint), "--output", "x", *CPU])
-    videos = DAVISEvalDataset(davis / "2017" / "trainval").videos
-    store = FlagAfter(checks=99)
-    shard = Shard(rank=1, world=2, store=store)
-    monkeypatch.setattr(shard, "meet", lambda tag, payload=None: [(tag, (RunStats(), None)), (tag, payload)])
-    with pytest.raises(DataError, match="odd/00003.jpg"):  # rank 1 runs "odd"
-        shard.run_dataset(build_core(args), videos, lambda v: tmp_path / v.name)
-    flags = [c for c in store.calls if c[0] == "set"]
-    assert len(flags) == 1 and flags[0][1] == FAILED_KEY and "odd/00003.jpg" in flags[0][2]
 
 
 def test_generic_under_the_old_launcher_with_an_ensemble_bidirectional_and_binary_masks(

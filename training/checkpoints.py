@@ -10,7 +10,7 @@ from model.network import STCN
 from training.config import NULL_ID, TrainConfig
 from training.distributed import DistContext
 from util.errors import UserError
-from util.outputs import OutputDir, clean_stale, note_kept, prepare_output_dir, write_error_parts
+from util.outputs import OutputDir, clean_stale, note_kept, write_error_parts
 
 
 class SaveError(UserError, RuntimeError):
@@ -46,8 +46,8 @@ class Saver:
             return None
         if resuming and self.run_dir.is_dir():  # the resumed checkpoint's folder: ours to continue
             clean_stale(self.run_dir)
-            return OutputDir(self.run_dir, "--id", ours=True)
-        return prepare_output_dir(self.run_dir, "--save_dir/--id", inputs)
+            return OutputDir.owned(self.run_dir, "--id")
+        return OutputDir(self.run_dir, "--save_dir/--id", inputs)
 
     def save_weights(self, net: STCN, it: int) -> None:
         if self.enabled:

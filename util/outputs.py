@@ -1,41 +1,26 @@
-"""The output contract of every command that writes, and how a command ends on an interrupt.
+"""The output contract of every command that writes, and how a command ends.
 
-What a command may write (checked before any work, by `prepare_output_dir` / `prepare_output_file`):
+An output folder is one `OutputDir`: made, it checks the folder against the contract before any work;
+entered (`with out:`), it is claimed; `out.partial(final)` hands out a partial folder that becomes
+`final` only when complete; on leaving, the folder's marker is completed or, after an error, the
+folder is released. The contract:
 
-- A folder output (`--output`, `--binary_masks`, eval_generic's `--overlay`, a training run folder) is
-  used when it is absent, empty, or a previous result of this project: a folder this project created
-  holds `MARKER`, a small JSON file (command, `tool`: the program, time, complete, and `files`: every
-  file the program wrote there). Inside such a folder earlier results of the same name are replaced
-  whole. A previous result that also holds files not in its `files` (the user's own, a link, or any
-  file when another program wrote the result) is refused, naming them,
-  unless `--overwrite`: then only files of the same names as those written are replaced and the
-  user's files are kept. Any other existing folder is refused, unless `--overwrite`: then the files
-  the command writes replace files of the same name, and nothing else there is deleted (and the
-  folder does not become a "previous result").
-- A single-file output (segment_video's `--overlay`, the YouTube-VOS zip, the score csv files) may be
-  replaced when the marker of the result folder it lies in lists it (`files`) or a result's marker
-  lists it (`companions`); otherwise an existing file needs `--overwrite`.
-- Never, whatever the flags: an output that is equal to, inside, or contains one of the command's
-  inputs (data root, frames, annotations, video file, masks, weights), and an existing file where a
-  folder is expected (or a folder where a file is expected). Every path written or replaced inside an
-  output folder is checked again when it is written (`OutputDir.check_target`): it must resolve to
-  itself (no symbolic link on the way, none replaced) and lie outside the inputs. The output folder
-  itself may be a link the user gave; it is resolved once, and its target checked.
-- The destination is probed for writability (a temporary file created and removed in the nearest
-  existing folder) before the long work starts.
+- A folder is used when absent, empty, or a result of this project: a folder holding `MARKER`, a JSON
+  file naming the command, the program (`tool`), whether it is complete and the `files` the program
+  wrote. Inside it earlier results of the same name are replaced whole. Files not listed (the user's,
+  a link, any file when another program wrote the result) are refused, naming them, unless
+  `--overwrite`: then only files of the names written are replaced. Any other existing folder is
+  refused unless `--overwrite`: files of the names written are replaced, nothing else is touched.
+- A single file (`prepare_output_file`) may be replaced when a result's marker lists it (`files`, or
+  `companions` of the folder it belongs to); otherwise an existing file needs `--overwrite`.
+- Never, whatever the flags: an output equal to, inside or containing an input, a file where a folder
+  goes (or the reverse), a write through a link or over one (every path below the folder is checked
+  when it is written, `check_target`). The destination is probed for writability first.
+- Unfinished outputs are proven partial folders (util/atomic.py); those of a process that is gone are
+  removed by the next run in that destination (`clean_stale`), never anything else.
 
-Unfinished outputs are partial folders `.partial-<name>-<pid>-<hex>/` (`partial_dir`; an atomic file
-write's temporary lies in one too, util/atomic.py) holding a proof file that names the folder. The
-next run in the same destination removes those of a process that is gone (killed, e.g. SIGKILL) and
-only those (`clean_stale`): a name that merely looks like a temporary is never enough.
-
-Interrupts: `run_command` turns SIGTERM into `Terminated` (a KeyboardInterrupt, so every
-`except BaseException` cleanup runs as for Ctrl-C) and ends the command with one line saying what was
-finished and kept and what unfinished output was removed, exit status 128 + signal number (130 for
-SIGINT, 143 for SIGTERM), no traceback. User errors (`UserError`, util/errors.py) and write errors (`OSError`,
-e.g. a full disk) end with one `error:` line and exit status 1.
-
-This module imports nothing of the project above util/, so training, downloads and scripts use it too.
+`run_command` reports how a command ends: a `UserError` or an `OSError` is one `error:` line (exit 1),
+SIGINT/SIGTERM one line saying what was kept and what unfinished output was removed (exit 128 + signal).
 """
 from __future__ import annotations
 
@@ -48,8 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,14 +53,14 @@ from util.errors import UserError, format_error
 from util.io import DataError
 
 MARKER = ".stcn-result"  # JSON written into every output folder this project creates
-OVERWRITE_HINT = "pass --overwrite to replace only the files this command writes"
 STALE_DEPTH = 2  # levels searched inside an output folder (<out>/Annotations/.partial-<video>-...)
-SIGNAL_EXIT_BASE = 128  # shell convention: killed by signal n -> exit status 128 + n
-MAX_LISTED = 2  # paths named in the interrupt line before "and N more"
-DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}  # errno -> reason
+MAX_LISTED = 2  # paths named in a line before "and N more"
+DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
+
+partial_dir = make_partial  # a fresh partial folder beside a path, to write into before it is moved there
 
 
-# ------------------------------------------------------------------------------ path relations
+# ------------------------------------------------------------------------------ path checks
 def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(Path(path).expanduser())).resolve()
 
@@ -90,24 +74,17 @@ def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def check_not_input(path: Path, flag: str, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Refuse an output equal to, inside or containing one of the command's inputs."""
     for item in inputs:
-        if item is None or str(item) == "":
-            continue
-        if overlaps(path, item):
+        if item is not None and str(item) != "" and overlaps(path, item):
             ra, ri = _resolved(path), _resolved(item)
             how = "is" if ra == ri else "is inside" if ra.is_relative_to(ri) else "contains"
             raise DataError(path, f"{how} the input {item}; the command never writes into its inputs",
                             f"choose another {flag} outside the inputs")
 
 
-def check_distinct(
-    outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None
-) -> None:
-    """Refuse two outputs of one command (path, flag) that are the same or nested: one would replace the other.
-
-    entries: the names written inside each output folder (e.g. the videos). When given, nesting is
-    allowed as long as the inner output is not at one of those names (eval_generic's
-    `--overlay <output>/overlays`).
-    """
+def check_distinct(outputs: Iterable[tuple[str | os.PathLike | None, str]], entries: Iterable[str] | None = None
+                   ) -> None:
+    """Refuse two outputs (path, flag) of one command that are the same or nested. entries: the names
+    written inside each folder (the videos); nesting at another name is allowed (`<output>/overlays`)."""
     given = [(Path(p), flag) for p, flag in outputs if p is not None and str(p) != ""]
     names = None if entries is None else {str(e) for e in entries}
     for i, (a, flag_a) in enumerate(given):
@@ -123,17 +100,11 @@ def check_distinct(
             raise DataError(b, f"overlaps {flag_a} {a}", f"give {flag_a} and {flag_b} separate paths")
 
 
-def nearest_existing(path: Path) -> Path:
-    """`path` or its closest ancestor that exists."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def probe_writable(path: Path, flag: str) -> None:
     """Create and remove a temporary file where `path` will be created (nothing is left behind)."""
-    where = nearest_existing(path)
+    where = Path(os.path.abspath(path))
+    while not where.exists() and where != where.parent:
+        where = where.parent
     if where != Path(os.path.abspath(path)) and not where.is_dir():
         raise DataError(path, f"cannot be created: {where} is a file, not a folder", f"choose another {flag}")
     folder = where if where.is_dir() else where.parent
@@ -149,6 +120,13 @@ def probe_writable(path: Path, flag: str) -> None:
                         f"choose another {flag} or fix the folder's permissions") from None
 
 
+def _refuse_link(path: Path, flag: str = "--output") -> None:
+    """A link is never written through, replaced or removed: the command did not create what it reaches."""
+    if Path(path).is_symlink():
+        raise DataError(path, f"is a symbolic link (to {os.readlink(path)}); the command never writes through "
+                              "a link nor replaces one", f"move the link away or choose another {flag}")
+
+
 # ------------------------------------------------------------------------------------- marker
 def read_marker(folder: Path) -> dict | None:
     """The marker of a previous result folder, or None (also for an unreadable one or a link)."""
@@ -162,69 +140,40 @@ def read_marker(folder: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def is_result(folder: Path) -> bool:
-    return read_marker(folder) is not None
-
-
 def write_marker(folder: Path, command: str, complete: bool, companions: Sequence[Path] = (),
                  files: Iterable[str] = (), tool: str | None = None) -> None:
-    """Mark `folder` as a result of this project (atomically; see util/atomic.py). files: the paths,
-    relative to `folder`, of every file the project wrote there (the user's own files are the others);
-    tool: the program that wrote them (`LEDGER.tool`)."""
+    """Mark `folder` as a result of `tool` (atomically). files: every file it wrote there, relative."""
     data = {"command": command, "tool": tool, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": complete,
             "companions": sorted({str(_resolved(p)) for p in companions}), "files": sorted(set(files))}
     atomic_write_text(Path(folder) / MARKER, json.dumps(data, indent=1) + "\n")
 
 
-def marker_files(marker: dict | None) -> set[str]:
-    """The files a result's marker says the project wrote (none for a marker without that list, or one
-    written by another program: this one may replace only its own results)."""
+def _marker_files(marker: dict | None) -> set[str]:
+    """The files a marker says this program wrote (none when another program wrote the result)."""
     files = marker.get("files") if marker and marker.get("tool") == LEDGER.tool else None
     return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
 
 
-def folder_files(folder: Path) -> list[str]:
+def _folder_files(folder: Path, prefix: str = "") -> list[str]:
     """Every file and link under `folder` ('/'-separated, relative), links not followed; the marker,
-    proofs and the project's partial folders (unfinished outputs) are not counted."""
+    proofs and the project's partial folders are not counted."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return []
     found: list[str] = []
-
-    def walk(here: Path, prefix: str) -> None:
-        try:
-            entries = sorted(here.iterdir())
-        except OSError:
-            return
-        for entry in entries:
-            rel = prefix + entry.name
-            if entry.is_symlink():
-                found.append(rel)
-            elif entry.is_dir():
-                if not is_partial(entry):
-                    walk(entry, rel + "/")
-            elif rel != MARKER and not is_proof(entry):
-                found.append(rel)
-
-    walk(Path(folder), "")
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_symlink():
+            found.append(rel)
+        elif entry.is_dir():
+            found += [] if is_partial(entry) else _folder_files(entry, rel + "/")
+        elif rel != MARKER and not is_proof(entry):
+            found.append(rel)
     return found
 
 
-def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-
-
 # --------------------------------------------------------------------------- partial outputs
-def partial_dir(final: Path) -> Path:
-    """A fresh partial folder beside `final` (util/atomic.py) to write into before `replace_dir`."""
-    return make_partial(final)
-
-
-def as_final(exc: OSError, tmp: Path, final: Path) -> OSError:
-    """`exc` naming the file's final place instead of its place in the partial folder `tmp`."""
-    name = Path(exc.filename) if exc.filename else None
-    if name is None or not name.is_relative_to(tmp):
-        return exc
-    return OSError(exc.errno, exc.strerror or str(exc), str(Path(final) / name.relative_to(tmp)))
-
-
 def remove_partial(tmp: Path) -> None:
     """Remove an unfinished output (folder or file) and note it for the interrupt line."""
     tmp = Path(tmp)
@@ -232,37 +181,14 @@ def remove_partial(tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.unlink(missing_ok=True)
-    LEDGER.removed.append(tmp)
+    note_removed(tmp)
 
 
-@contextmanager
-def partial_folder(final: Path) -> Iterator[Path]:
-    """`partial_dir(final)` for the block to write into, removed (`remove_partial`) when the block
-    fails or is interrupted; on success it stays for the caller to move into place."""
-    tmp = partial_dir(final)
-    try:
-        yield tmp
-    except BaseException:
-        remove_partial(tmp)
-        raise
-
-
-def refuse_link(path: Path, flag: str = "--output") -> None:
-    """A link is never written through, replaced or removed: the command did not create what it reaches."""
-    if Path(path).is_symlink():
-        raise DataError(path, f"is a symbolic link (to {os.readlink(path)}); the command never writes through "
-                              "a link nor replaces one", f"move the link away or choose another {flag}")
-
-
-def replace_dir(src: Path, dst: Path, whole: bool = True) -> None:
-    """Move the finished partial folder `src` to `dst`.
-
-    whole: an existing `dst` is an older result, replaced as a whole; otherwise (a folder holding the
-    user's files, written into with --overwrite) each entry of `src` replaces the entry of that name
-    in `dst` and nothing else in `dst` is touched. A link at `dst` or at any entry replaced is refused.
-    """
-    src, dst = Path(src), Path(dst)
-    refuse_link(dst)
+def _move(src: Path, dst: Path, whole: bool) -> None:
+    """Move the finished partial folder `src` to `dst`. whole: an existing `dst` is an older result,
+    replaced as a whole; otherwise each entry of `src` replaces the entry of its name and nothing
+    else in `dst` is touched. A link at `dst` or at any entry replaced is refused."""
+    _refuse_link(dst)
     if dst.exists() and not dst.is_dir():
         raise DataError(dst, "exists and is a file, not a folder", "move it away or choose another output")
     if not dst.exists():
@@ -275,23 +201,21 @@ def replace_dir(src: Path, dst: Path, whole: bool = True) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         for entry in sorted(src.iterdir()):
+            target = dst / entry.name
             if entry.name == PARTIAL_PROOF:
                 continue
-            target = dst / entry.name
-            refuse_link(target)
+            _refuse_link(target)
             if entry.is_dir():
-                replace_dir(entry, target, whole=False)
+                _move(entry, target, whole=False)
+            elif target.is_dir():
+                raise DataError(target, "is a folder where a file is written", "move it away")
             else:
-                if target.is_dir():
-                    raise DataError(target, "is a folder where a file is written", "move it away")
                 os.replace(entry, target)
         shutil.rmtree(src, ignore_errors=True)
-    LEDGER.kept.append(dst)
+    note_kept(dst)
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -301,38 +225,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_partials(folder: Path, name: str | None = None, depth: int = 1) -> list[Path]:
-    """The project's partial folders (proven, util/atomic.py) of processes that are gone, in `folder`
-    (and `depth` - 1 levels below, never through a link nor into anything named like a partial folder).
-
-    name: only those belonging to this output name (when `folder` is a parent shared with the user).
-    """
-    folder = Path(folder)
-    found: list[Path] = []
-    if not folder.is_dir():
-        return found
+def _stale(folder: Path, name: str | None = None, depth: int = 1) -> list[Path]:
+    """The proven partial folders of processes that are gone in `folder` (and depth - 1 levels below,
+    never through a link); name: only those of that output name (in a folder shared with the user)."""
     try:
-        entries = sorted(folder.iterdir())
+        entries = sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []
     except OSError:
-        return found
+        return []
+    found: list[Path] = []
     for entry in entries:
         m = PARTIAL_RE.match(entry.name)
         if m:
-            if not _pid_alive(int(m.group("pid"))) and is_partial(entry) and (
-                    name is None or entry.name.startswith((f"{PARTIAL_PREFIX}{name}-",
-                                                           f"{PARTIAL_PREFIX}old-{name}-"))):
+            mine = name is None or entry.name.startswith((f"{PARTIAL_PREFIX}{name}-", f"{PARTIAL_PREFIX}old-{name}-"))
+            if mine and not _pid_alive(int(m.group("pid"))) and is_partial(entry):
                 found.append(entry)
         elif depth > 1 and name is None and entry.is_dir() and not entry.is_symlink():
-            found.extend(stale_partials(entry, None, depth - 1))
+            found += _stale(entry, None, depth - 1)
     return found
 
 
 def clean_stale(path: Path, inside: bool = True) -> list[Path]:
     """Remove unfinished outputs left by a killed earlier run writing `path`; one note names those removed."""
     path = Path(path)
-    stale = stale_partials(path.parent, name=path.name)
+    stale = _stale(path.parent, name=path.name)
     if inside and path.is_dir() and not path.is_symlink():
-        stale += stale_partials(path, depth=STALE_DEPTH)
+        stale += _stale(path, depth=STALE_DEPTH)
     for item in stale:
         shutil.rmtree(item, ignore_errors=True)
     removed = [item for item in stale if not os.path.lexists(item)]
@@ -341,68 +258,106 @@ def clean_stale(path: Path, inside: bool = True) -> list[Path]:
     return removed
 
 
-# ----------------------------------------------------------------------------- preparing outputs
-def _has_user_entries(folder: Path) -> bool:
-    return any(e.name != MARKER and not is_partial(e) and not is_proof(e) for e in folder.iterdir())
-
-
+# ------------------------------------------------------------------------------ the output folder
 def _relative(path: Path, root: Path) -> str | None:
     """`path` relative to `root` ('/'-separated, '' for root itself), or None when it is not inside."""
     path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     return path.relative_to(root).as_posix().removeprefix(".") if path.is_relative_to(root) else None
 
 
-@dataclass
-class OutputDir:
-    """A checked folder output. `ours`: absent, empty or a previous result (entries replaced whole,
-    but never over the user's files in it: `foreign`, kept with --overwrite)."""
+def _user_entries(folder: Path) -> bool:
+    return any(e.name != MARKER and not is_partial(e) and not is_proof(e) for e in folder.iterdir())
 
-    path: Path
-    flag: str
-    ours: bool
-    companions: list[Path] = field(default_factory=list)
-    inputs: tuple[str, ...] = ()  # no path written here may lie in one (check_target)
-    foreign: frozenset[str] = frozenset()  # files of the user's in a previous result, relative to `path`
-    files: set[str] = field(default_factory=set)  # the files the project wrote here (the marker's list)
-    _created: bool = False
-    _writer: int | None = None  # the process that claimed the folder: the one that keeps its marker
-    _command: str = ""
-    _complete: bool = False
-    tool: str | None = None  # the program writing it (LEDGER.tool when it was checked)
+
+class OutputDir:
+    """One output folder of a command under the contract (module docstring): checked when made, claimed
+    and marked while the command writes (`with out:`), partial folders handed out for its entries.
+
+    `ours`: absent, empty or a previous result (entries replaced whole, but never over the user's files
+    in it, `foreign`, kept with --overwrite); otherwise the user's folder written into with --overwrite.
+    """
+
+    def __init__(self, path: str | os.PathLike, flag: str = "--output",
+                 inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False) -> None:
+        path, inputs = Path(path), tuple(str(i) for i in inputs if i is not None and str(i) != "")
+        if path.is_symlink() and path.is_dir():  # the user's link to where the output goes: its target
+            path = _resolved(path)
+        if path.exists() and not path.is_dir():
+            raise DataError(path, f"exists and is a file, not a folder ({flag} names a folder)",
+                            f"choose another {flag}; the file is left as it is")
+        check_not_input(path, flag, inputs)
+        ours, foreign, files = True, [], set()
+        marker = read_marker(path) if path.is_dir() else None
+        if marker is not None:
+            files = _marker_files(marker)
+            foreign = [f for f in _folder_files(path) if f not in files]
+            if foreign and not overwrite:
+                other = marker.get("tool") != LEDGER.tool
+                what = (f"a result of another command ({marker.get('tool') or marker.get('command')})" if other
+                        else "a result of this project but also holds files it did not write")
+                raise DataError(path, f"is {what}: {_list(foreign)}", f"move them away, choose another {flag}, or "
+                                f"pass --overwrite to replace only the files {LEDGER.tool or 'this command'} writes "
+                                "and keep those")
+        elif path.is_dir() and _user_entries(path):
+            if not overwrite:
+                raise DataError(path, "exists and holds files that are not a result of this project",
+                                f"choose another {flag} (absent or empty), or pass --overwrite to replace only the "
+                                "files this command writes")
+            ours = False
+        probe_writable(path, flag)
+        clean_stale(path, inside=ours or overwrite)
+        self._init(path, flag, ours, inputs, overwrite, frozenset(foreign), files)
+
+    def _init(self, path: Path, flag: str, ours: bool, inputs: tuple[str, ...] = (), overwrite: bool = False,
+              foreign: frozenset[str] = frozenset(), files: set[str] | None = None) -> None:
+        self.path, self.flag, self.ours, self.inputs, self.overwrite = path, flag, ours, inputs, overwrite
+        self.foreign, self.files = foreign, set(files or ())  # the user's files; the files the project wrote
+        self.companions: list[Path] = []  # single-file outputs listed in the marker (`file`)
+        self.tool = LEDGER.tool  # the program writing it
+        self._created, self._complete, self._command = False, False, ""
+        self._writer: int | None = None  # the process that claimed the folder: the one that keeps its marker
+
+    @classmethod
+    def owned(cls, path: str | os.PathLike, flag: str = "--output") -> OutputDir:
+        """A folder the command knows is its own (a run it resumes, a folder checked elsewhere): no checks."""
+        out = cls.__new__(cls)
+        out._init(Path(path), flag, ours=True)
+        return out
+
+    def file(self, path: str | os.PathLike, flag: str) -> Path:
+        """A single-file output belonging to this folder (`prepare_output_file`), listed in its marker."""
+        return prepare_output_file(path, flag, self.inputs, self.overwrite, owner=self)
 
     def check_target(self, target: Path) -> Path:
         """Refuse to write or replace `target` in this folder through a link (or replacing one), or in
         an input: every component below the folder is checked, then the resolved path."""
         rel = _relative(target, self.path)
-        if rel:
-            here = Path(os.path.abspath(self.path))
-            for part in Path(rel).parts:
-                here = here / part
-                refuse_link(here, self.flag)
+        here = Path(os.path.abspath(self.path))
+        for part in Path(rel).parts if rel else ():
+            here = here / part
+            _refuse_link(here, self.flag)
         check_not_input(Path(target), self.flag, self.inputs)
         return Path(target)
 
-    def partial_dir(self, final: Path) -> Path:
-        """`partial_dir(final)` for an entry of this folder, after `check_target`."""
+    def partial(self, final: str | os.PathLike | None = None) -> Partial:
+        """A partial folder for `final` (this folder itself by default): written into, then committed."""
+        final = self.path if final is None else Path(final)
         self.check_target(final)
-        return partial_dir(final)
+        return Partial(self, final, partial_dir(final))
 
-    def replace(self, src: Path, dst: Path) -> None:
-        """Move a finished folder `src` to `dst`: this output itself or an entry inside it."""
+    def _commit(self, src: Path, dst: Path) -> None:
         self.check_target(dst)
         rel = _relative(dst, self.path)
         if self.ours and rel is not None and self._writer == os.getpid():  # listed before they appear
-            self.files.update((f"{rel}/{f}" if rel else f) for f in folder_files(src))
+            self.files.update((f"{rel}/{f}" if rel else f) for f in _folder_files(src))
             self._mark(complete=False)
-        marker = self.path / MARKER
-        if rel == "" and self.ours and marker.is_file():
-            shutil.copyfile(marker, Path(src) / MARKER)  # the replacement stays marked as ours
+        if rel == "" and self.ours and self._writer is not None and (self.path / MARKER).is_file():
+            shutil.copyfile(self.path / MARKER, Path(src) / MARKER)  # the replacement stays marked as ours
         user_inside = rel is not None and any(not rel or f == rel or f.startswith(rel + "/") for f in self.foreign)
-        replace_dir(src, dst, whole=self.ours and not user_inside)
+        _move(Path(src), Path(dst), whole=self.ours and not user_inside)
 
     def _mark(self, complete: bool) -> None:
-        write_marker(self.path, self._command, complete=complete, companions=self.companions, files=self.files,
-                     tool=self.tool)
+        write_marker(self.path, self._command, complete, self.companions, self.files, self.tool)
 
     def claim(self, command: str | None = None) -> None:
         """Create the folder and mark it as ours (not complete yet), before writing into it."""
@@ -410,76 +365,67 @@ class OutputDir:
             self.path.mkdir(parents=True)
             self._created = True
         if self.ours:
-            self._writer, self._command, self._complete = os.getpid(), command or command_line(), False
+            self._writer, self._complete = os.getpid(), False
+            self._command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
             self.tool = self.tool or LEDGER.tool
             self._mark(complete=False)
             LEDGER.claimed.append(self)
 
     def record(self) -> None:
-        """List in the marker what the project wrote here: every file but the user's found at the start
-        (run when the command ends, however it ends, so files written after `finish` are listed too)."""
+        """List in the marker every file but the user's found at the start (however the command ends)."""
         if self.ours and self._writer == os.getpid() and self.path.is_dir() and not self.path.is_symlink():
-            self.files = {f for f in folder_files(self.path) if f not in self.foreign}
+            self.files = {f for f in _folder_files(self.path) if f not in self.foreign}
             self._mark(self._complete)
 
-    def finish(self, command: str | None = None) -> None:
-        if self.ours:
-            self._command = command or self._command or command_line()
-            self._complete = True
-            self.record()
+    def finish(self) -> None:
+        self._complete = True
+        self.record()
 
-    def release(self) -> None:
-        """After a failure: remove the folder again if this run created it and finished nothing in it."""
-        if self._created and self.path.is_dir() and not _has_user_entries(self.path):
-            shutil.rmtree(self.path, ignore_errors=True)
+    def __enter__(self) -> OutputDir:
+        self.claim()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        elif self._created and self.path.is_dir() and not _user_entries(self.path):
+            shutil.rmtree(self.path, ignore_errors=True)  # created by this run, nothing finished in it
         else:
             self.record()
 
-    @contextmanager
-    def writing(self, command: str | None = None) -> Iterator[OutputDir]:
-        """claim, then finish on success or release on any error or interrupt."""
-        self.claim(command)
-        try:
-            yield self
-        except BaseException:
-            self.release()
-            raise
-        self.finish(command)
 
+@dataclass
+class Partial:
+    """An unfinished entry `final` of an output folder, written in `tmp`: `commit` moves it into place,
+    `discard` removes it; as a context, committed on success and discarded on any error or interrupt."""
 
-def prepare_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = (),
-                       overwrite: bool = False) -> OutputDir:
-    """Check a folder output against the contract (module docstring); raises DataError before any work.
+    out: OutputDir
+    final: Path
+    tmp: Path
 
-    Stale unfinished outputs of a killed earlier run in that destination are removed.
-    """
-    path, inputs = Path(path), tuple(str(i) for i in inputs if i is not None and str(i) != "")
-    if path.is_symlink() and path.is_dir():  # the user's link to where the output goes: its target
-        path = _resolved(path)
-    if path.exists() and not path.is_dir():
-        raise DataError(path, f"exists and is a file, not a folder ({flag} names a folder)",
-                        f"choose another {flag}; the file is left as it is")
-    check_not_input(path, flag, inputs)
-    ours, foreign, files = True, [], set()
-    marker = read_marker(path) if path.is_dir() else None
-    if marker is not None:
-        files = marker_files(marker)
-        foreign = [f for f in folder_files(path) if f not in files]
-        if foreign and not overwrite:
-            other = marker.get("tool") != LEDGER.tool
-            what = f"a result of another command ({marker.get('tool') or marker.get('command')})" if other else \
-                "a result of this project but also holds files it did not write"
-            raise DataError(path, f"is {what}: {_list(foreign)}", f"move them away, choose another {flag}, or pass "
-                            f"--overwrite to replace only the files {LEDGER.tool or 'this command'} writes and keep "
-                            "those")
-    elif path.is_dir() and _has_user_entries(path):
-        if not overwrite:
-            raise DataError(path, "exists and holds files that are not a result of this project",
-                            f"choose another {flag} (absent or empty), or {OVERWRITE_HINT}")
-        ours = False
-    probe_writable(path, flag)
-    clean_stale(path, inside=ours or overwrite)
-    return OutputDir(path, flag, ours, inputs=inputs, foreign=frozenset(foreign), files=files, tool=LEDGER.tool)
+    def commit(self) -> None:
+        self.out._commit(self.tmp, self.final)
+
+    def discard(self) -> None:
+        remove_partial(self.tmp)
+
+    def error(self, exc: OSError) -> OSError:
+        """`exc` naming the file's final place instead of its place in `tmp` (e.g. a full disk)."""
+        name = Path(exc.filename) if exc.filename else None
+        if name is None or not name.is_relative_to(self.tmp):
+            return exc
+        return OSError(exc.errno, exc.strerror or str(exc), str(self.final / name.relative_to(self.tmp)))
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+            return
+        self.discard()
+        if isinstance(exc, OSError):
+            raise self.error(exc) from None
 
 
 def prepare_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = (),
@@ -489,7 +435,9 @@ def prepare_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str
     if path.is_dir():
         raise DataError(path, f"is a folder ({flag} names a file)", f"choose another {flag}")
     check_not_input(path, flag, inputs)
-    if path.exists() and not overwrite and not _file_is_ours(path, owner):
+    listed = not path.is_symlink() and path.name in _marker_files(read_marker(path.parent))
+    owned = owner is not None and str(_resolved(path)) in (read_marker(owner.path) or {}).get("companions", [])
+    if path.exists() and not overwrite and not listed and not owned:
         raise DataError(path, "exists and is not a result of this project",
                         f"choose another {flag}, or pass --overwrite to replace it")
     probe_writable(path, flag)
@@ -499,37 +447,15 @@ def prepare_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str
     return path
 
 
-def _file_is_ours(path: Path, owner: OutputDir | None) -> bool:
-    """A file the project wrote: listed in its folder's marker, or a companion in `owner`'s marker."""
-    if not path.is_symlink() and path.name in marker_files(read_marker(path.parent)):
-        return True
-    marker = read_marker(owner.path) if owner is not None else None
-    return bool(marker) and str(_resolved(path)) in marker.get("companions", [])
-
-
 # ------------------------------------------------------------------------------- ending a command
 @dataclass
 class Ledger:
-    """What the running command finished (kept) and what unfinished output it removed."""
+    """What the running command finished (kept), what unfinished output it removed, what it claimed."""
 
     kept: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
-    claimed: list[OutputDir] = field(default_factory=list)  # their markers list what was written, at the end
-    tool: str | None = None  # the running program (run_command): a result's marker names the one that wrote it
-
-    def reset(self) -> None:
-        self.kept.clear()
-        self.removed.clear()
-        self.claimed.clear()
-
-    def record_claimed(self) -> None:
-        """`OutputDir.record` for every folder claimed by the command (a marker that cannot be written
-        only loses the list: the folder's files then count as the user's, never the other way)."""
-        for folder in self.claimed:
-            try:
-                folder.record()
-            except OSError:
-                pass
+    claimed: list[OutputDir] = field(default_factory=list)
+    tool: str | None = None  # the running program: a result's marker names the one that wrote it
 
 
 LEDGER = Ledger()
@@ -544,8 +470,7 @@ def note_removed(path: Path) -> None:
 
 
 def wrote_line(*items: tuple[str, str | os.PathLike | Sequence[str | os.PathLike]]) -> str:
-    """The last line of every command that writes, saying what went where:
-    `wrote <what> to <place>, <what> to <place> and <what> to <place>, <place>` from (what, place or places)."""
+    """The last line of every command that writes: `wrote <what> to <place>, ... and <what> to <place>`."""
     parts = []
     for what, where in items:
         places = [where] if isinstance(where, (str, os.PathLike)) else where
@@ -554,26 +479,13 @@ def wrote_line(*items: tuple[str, str | os.PathLike | Sequence[str | os.PathLike
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler `run_command` installs."""
+    """Raised in the main thread on SIGTERM while `run_command` runs, so cleanup runs as for Ctrl-C."""
 
     signum = signal.SIGTERM
 
 
-def _raise_terminated(signum, frame) -> None:
+def _terminated(signum, frame) -> None:
     raise Terminated()
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises `Terminated` inside the block (main thread only), the old handler after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _list(paths: Sequence[Path]) -> str:
@@ -582,32 +494,20 @@ def _list(paths: Sequence[Path]) -> str:
     return shown + (f" and {len(unique) - MAX_LISTED} more" if len(unique) > MAX_LISTED else "")
 
 
-def interrupt_line(exc: KeyboardInterrupt, resume_hint: str = "") -> tuple[str, int]:
-    """The one line and the exit status of a command stopped by SIGINT or SIGTERM."""
-    signum = getattr(exc, "signum", signal.SIGINT)
-    kept = f"kept {_list(LEDGER.kept)}" if LEDGER.kept else "nothing was finished"
-    removed = [p for p in LEDGER.removed if not any(p != q and p.is_relative_to(q) for q in LEDGER.removed)]
-    gone = f"removed the unfinished {_list(removed)}" if removed else "nothing unfinished was left"
-    line = f"interrupted by {signal.Signals(signum).name}: {kept}; {gone}" + (f"; {resume_hint}" if resume_hint else "")
-    return line, SIGNAL_EXIT_BASE + int(signum)
-
-
-def write_error_line(exc: OSError) -> str:
-    """`<file>: <reason>; <fix>` for an OSError (a full disk, a missing permission ...)."""
-    return format_error(*write_error_parts(exc))
-
-
 def write_error_parts(exc: OSError) -> tuple[str, str, str]:
     """(file, reason, fix) of an OSError (a full disk, a missing permission ...)."""
-    where = str(exc.filename or "output")
-    reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space or write elsewhere; earlier finished outputs are kept"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "check the path and its permissions, or write elsewhere"
     else:
         fix = "check the path and its permissions"
-    return where, reason, fix
+    return str(exc.filename or "output"), exc.strerror or str(exc), fix
+
+
+def write_error_line(exc: OSError) -> str:
+    """`<file>: <reason>; <fix>` for an OSError."""
+    return format_error(*write_error_parts(exc))
 
 
 def tool_of(fn: Callable) -> str:
@@ -621,19 +521,32 @@ def run_command(fn: Callable[[], int], resume_hint: str = "", prefix: str = "", 
     and a write error become one `error: [prefix]where: problem; fix` line (exit 1), SIGINT and SIGTERM
     one `interrupted by ...` line (exit 130 / 143); never a traceback for these.
     tool: the program's name (default `tool_of(fn)`), recorded in the markers of the results it writes."""
-    LEDGER.reset()
+    LEDGER.kept.clear()
+    LEDGER.removed.clear()
+    LEDGER.claimed.clear()
     LEDGER.tool = tool or tool_of(fn)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
     try:
-        with terminate_as_interrupt():
-            try:
-                return fn()
-            finally:
-                LEDGER.record_claimed()
-                LEDGER.tool = None
+        try:
+            return fn()
+        finally:
+            for folder in LEDGER.claimed:  # a marker that cannot be written only loses its list of files
+                try:
+                    folder.record()
+                except OSError:
+                    pass
+            LEDGER.tool = None
+            if main:
+                signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt as exc:
-        line, status = interrupt_line(exc, resume_hint)
-        print(line, file=sys.stderr, flush=True)
-        return status
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = f"kept {_list(LEDGER.kept)}" if LEDGER.kept else "nothing was finished"
+        removed = [p for p in LEDGER.removed if not any(p != q and p.is_relative_to(q) for q in LEDGER.removed)]
+        gone = f"removed the unfinished {_list(removed)}" if removed else "nothing unfinished was left"
+        hint = f"; {resume_hint}" if resume_hint else ""
+        print(f"interrupted by {signal.Signals(signum).name}: {kept}; {gone}{hint}", file=sys.stderr, flush=True)
+        return 128 + int(signum)  # the shell's convention for a process ended by a signal
     except UserError as exc:
         print("error: " + prefix + " ".join(str(exc).split()), file=sys.stderr, flush=True)
     except OSError as exc:
