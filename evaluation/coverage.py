@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from evaluation.datasets import EvalVideo
-from evaluation.run_video import frames_to_step
+from evaluation.loop import frames_to_step
 from inference_core.core import InferenceCore
 from inference_core.memory_bank import MemoryBank
 from util.atomic import atomic_write_text
@@ -89,7 +89,7 @@ class CoverageRecorder:
 
 
 def record_video(core: InferenceCore, video: EvalVideo) -> np.ndarray:
-    """Propagate `video` as `evaluation.run_video.run_video` does (same frames, same annotations, no
+    """Propagate `video` as `evaluation.loop.run_video` does (same frames, same annotations, no
     output written) and return the maximum contribution of each of its memory nodes."""
     core.reset()
     video.prepare()

@@ -24,7 +24,8 @@ import eval_davis_2016
 import eval_generic
 import eval_youtube
 from evaluation.datasets import DAVISEvalDataset
-from evaluation.run_video import RunStats, build_core
+from evaluation.loop import RunStats
+from evaluation.run_video import build_core
 from evaluation.sharding import (
     FAILED_KEY,
     GROUP_TIMEOUT,
