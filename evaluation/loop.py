@@ -36,11 +36,10 @@ import torch
 from evaluation.datasets import EvalVideo
 from evaluation.ensembles import annotation_input, frame_input
 from evaluation.sinks import FrameSink
-from evaluation.video_file import VideoFileVideo
 from inference_core.batch import BatchItem, fresh_core, step_cores
+from inference_core.bidirectional import Bidirectional, first_frames
 from inference_core.core import InferenceCore, probabilities_to_labels
 from inference_core.objects import keep_lost, starting_objects  # starting_objects: later annotations only start objects
-from inference_core.predictor import merge_directions
 from util.device import synchronize
 from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
 from util.io import DataError, write_mask
@@ -125,10 +124,7 @@ class VideoRun:
         self.tmp = (output.partial_dir if output is not None else partial_dir)(self.out_dir)
         self.started: list[FrameSink] = []
         self._frames = frames_to_step(core, video, on_skip=on_frame)
-        # `--bidirectional` (run_video): required frame -> the backward pass's (probabilities, labels), and
-        # each object's first annotated frame (`backward_pass`)
-        self.backward: dict[int, tuple[torch.Tensor, list[int]]] = {}
-        self.starts: dict[int, int] = {}
+        self.bidirectional: Bidirectional | None = None  # a bidirectional run's backward pass (`backward_pass`)
         self.written = 0  # masks written
 
     def start(self) -> None:
@@ -145,10 +141,8 @@ class VideoRun:
         if not frame.required:
             return None
         label_map = self.core.label_map()
-        if frame.index in self.backward:  # objects annotated after this frame: from the backward pass
-            prob, ids = merge_directions((prob, self.core.labels), self.backward.pop(frame.index), self.starts,
-                                         frame.index)
-            label_map = np.array([0, *ids], dtype=np.int64)
+        if self.bidirectional is not None:  # objects annotated after this frame: from the backward pass
+            prob, label_map = self.bidirectional.merge(frame.index, prob, self.core.labels)
         # objects this frame's annotation starts that the network size loses keep their given pixels here
         return keep_lost(probabilities_to_labels(prob, self.size, label_map), self.video.lost.get(frame.index, ()))
 
@@ -231,12 +225,12 @@ def run_video(
     frame are not processed; frames that are neither required nor memory (see
     `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
     skipped), e.g. to advance a progress bar. bidirectional: objects first annotated on frame m are
-    also propagated from m back to frame 0 (`backward_pass`; merged by `merge_directions`).
+    also propagated from m back to frame 0 (`backward_pass`; inference_core.bidirectional).
     """
     run = VideoRun(core, video, out_dir, sinks, on_frame, output)
     try:
         if bidirectional:  # before anything is written: the backward pass keeps its results in memory
-            run.backward, run.starts = backward_pass(core, video, stats)
+            run.bidirectional = backward_pass(core, video, stats)
         run.start()
         while (frame := run.next_frame()) is not None:
             synchronize(core.device)
@@ -332,47 +326,35 @@ def run_videos_batched(
         raise
 
 
-def first_starts(video: EvalVideo) -> dict[int, int]:
-    """Object label -> the first frame whose annotation starts it (the evaluation rule)."""
-    starts: dict[int, int] = {}
-    for i, frame in enumerate(video.frames):
-        if frame.mask_path is not None:
-            _, start = starting_objects(video.load_mask(i), frame.start_labels, list(starts))
-            starts.update({v: i for v in start})
-    return starts
-
-
-def backward_pass(core: InferenceCore, video: EvalVideo, stats: RunStats
-                  ) -> tuple[dict[int, tuple[torch.Tensor, list[int]]], dict[int, int]]:
-    """`--bidirectional`: the frames from the last frame that starts an object back to frame 0, through
-    the core with the annotations taken in that order (the evaluation rule, `starting_objects`).
-
-    Returns (required frame t before that frame -> (probabilities at the network size on the CPU,
-    their labels)) and `first_starts`. A video file is decoded once, in order, and its frames up to
-    that frame are kept (at the network size) for the reversed pass. Timed as the forward frames.
+def backward_pass(core: InferenceCore, video: EvalVideo, stats: RunStats) -> Bidirectional:
+    """The backward pass of a bidirectional run (inference_core.bidirectional): the frames from the last
+    frame that starts an object back to frame 0, through `core` (reset before and after) with the
+    annotations taken in that order (the evaluation rule, `starting_objects`); the results of the
+    required frames are kept. A video decoded in order (`EvalVideo.sequential`) is read once, forward,
+    and its frames up to that last frame are kept at the network size. Timed as the forward frames.
     """
-    starts = first_starts(video)
-    last = max(starts.values(), default=0)
-    if last == 0:
-        return {}, starts
+    both = Bidirectional(first_frames(
+        (i, starting_objects(video.load_mask(i), frame.start_labels, ())[1])
+        for i, frame in enumerate(video.frames) if frame.mask_path is not None))
+    if both.last == 0:
+        return both
     core.reset()
-    sequential = isinstance(video, VideoFileVideo)  # decoding backwards would re-decode from the start
-    images = [frame_input(core, video, i) for i in range(last + 1)] if sequential else None
-    out = {}
-    for i in range(last, -1, -1):
-        frame = video.frames[i]
+    images = [frame_input(core, video, i) for i in range(both.last + 1)] if video.sequential else None
+
+    def step(i: int) -> tuple[torch.Tensor, list[int]]:
         image = images[i] if images is not None else frame_input(core, video, i)
         mask, start = starting_annotation(core, video, i)
         synchronize(core.device)
         t0 = time.perf_counter()
         prob = core.step(image, mask, labels=start, end=i == 0)
-        if i < last and frame.required:
-            out[i] = (prob.cpu(), list(core.labels))
         synchronize(core.device)
         stats.seconds += time.perf_counter() - t0
         stats.frames += 1
+        return prob, core.labels
+
+    both.run_backward(step, keep=lambda i: video.frames[i].required)
     core.reset()
-    return out, starts
+    return both
 
 
 class _CurrentStderr:

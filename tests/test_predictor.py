@@ -14,8 +14,8 @@ from PIL import Image
 import eval_generic
 import segment_video
 from inference_core import InferenceCore, MemoryBank, Predictor, PredictorError
+from inference_core.bidirectional import merge_directions
 from inference_core.core import probabilities_to_labels
-from inference_core.predictor import merge_directions
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, render, save_indexed, save_jpg, save_rgb
 from tests.helpers import PROB_TOL, assert_same_labels
 from util.errors import UserError
