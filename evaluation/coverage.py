@@ -89,7 +89,7 @@ class CoverageRecorder:
 
 
 def record_video(core: InferenceCore, video: EvalVideo) -> np.ndarray:
-    """Propagate `video` as `evaluation.loop.run_video` does (same frames, same annotations, no
+    """Propagate `video` as `evaluation.run_video.run_video` does (same frames, same annotations, no
     output written) and return the maximum contribution of each of its memory nodes."""
     core.reset()
     video.prepare()
