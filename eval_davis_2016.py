@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.datasets import DAVISEvalDataset
     from evaluation.davis_scoring import score
     from evaluation.ensembles import weight_inputs
-    from evaluation.run_video import build_core, check_videos
+    from evaluation.loop import check_videos
+    from evaluation.run_video import build_core
     from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:

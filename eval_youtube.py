@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.datasets import YouTubeVOSEvalDataset
     from evaluation.ensembles import weight_inputs
-    from evaluation.run_video import build_core, check_videos, short_side
+    from evaluation.loop import check_videos
+    from evaluation.run_video import build_core, short_side
     from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.ensembles import weight_inputs
-    from evaluation.run_video import build_core, check_videos, report_errors, run_dataset, short_side
+    from evaluation.loop import check_videos, run_dataset
+    from evaluation.run_video import build_core, report_errors, short_side
     from evaluation.sinks import BinaryMaskSink, OverlaySink
     from evaluation.video_file import VideoFileVideo, annotations_by_frame
 

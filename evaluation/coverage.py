@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from evaluation.datasets import EvalVideo
-from evaluation.run_video import frames_to_step
+from evaluation.loop import frames_to_step
 from inference_core.core import InferenceCore
 from inference_core.memory_bank import MemoryBank
 from util.atomic import atomic_write_text

@@ -74,6 +74,8 @@ class EvalVideo:
     expected_labels: label -> annotation file that must contain it (YouTube-VOS meta.json).
     """
 
+    sequential = False  # True where frames are decoded in order, so reading one behind the last decodes from the start
+
     def __init__(
         self,
         name: str,

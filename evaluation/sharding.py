@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 
 from evaluation.datasets import EvalVideo
-from evaluation.run_video import RunStats, frames_to_process, report_errors, run_dataset
+from evaluation.loop import RunStats, frames_to_process, run_dataset
+from evaluation.run_video import report_errors
 from inference_core.core import InferenceCore
 from util.errors import UserError
 from util.launch import launch_from_env

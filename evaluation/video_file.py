@@ -9,13 +9,12 @@ of masks named by the index of the frame where their objects first appear (`--ma
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from evaluation.datasets import EVAL_SHORT_SIDE, MASK_EXTENSION, EvalVideo, Frame
+from util.frame_source import FrameSource
 from util.io import DataError
 from util.video import VideoReader
 
@@ -56,6 +55,8 @@ class VideoFileVideo(EvalVideo):
     Frames are resized as every `EvalVideo` (`resize_frame`; `antialias` as there).
     """
 
+    sequential = True
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -73,9 +74,7 @@ class VideoFileVideo(EvalVideo):
         frames = [Frame(frame_name(i), self.reader.path, masks.get(i)) for i in range(n)]
         super().__init__(name or self.reader.path.stem, frames, short_side=short_side, antialias=antialias)
         self._size = self.reader.size
-        self._decoder: Iterator[np.ndarray] | None = None
-        self._next = 0  # index of the frame the decoder yields next
-        self._current: tuple[int, Image.Image] | None = None  # the last decoded frame
+        self.source = FrameSource.video_file(self.reader)
 
     @property
     def fps(self) -> float:
@@ -93,22 +92,5 @@ class VideoFileVideo(EvalVideo):
             )
 
     def frame_image(self, index: int) -> Image.Image:
-        """Decode up to frame `index` (re-opening the file if it lies behind the decoder)."""
-        if self._current is not None and self._current[0] == index:
-            return self._current[1]
-        if self._decoder is None or index < self._next:
-            self._decoder = self.reader.frames()
-            self._next = 0
-        rgb = None
-        while self._next <= index:
-            rgb = next(self._decoder, None)
-            if rgb is None:
-                raise DataError(
-                    self.reader.path, f"the video ended at frame {self._next} of {self.reader.num_frames}",
-                    "the file is truncated or corrupt; re-encode it (ffmpeg -i in.mp4 -c:v libx264 out.mp4)",
-                )
-            self._next += 1
-        img = Image.fromarray(rgb)
-        self._current = (index, img)
-        return img
-
+        """Frame `index`, decoded on from the last one read (from the start again if it lies behind)."""
+        return Image.fromarray(self.source.frame(index))

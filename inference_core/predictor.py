@@ -56,15 +56,16 @@ from torch import Tensor
 
 from inference_core.backends import BACKENDS, compile_network, exported_network
 from inference_core.batch import BatchItem, step_cores
+from inference_core.bidirectional import Bidirectional, first_frames
 from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
 from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids
-from model.aggregate import soft_aggregate
 from model.checkpoint import load_network
 from util.defaults import NATIVE_SIZE  # size=-1 (or None): frames at their own size
 from util.device import DeviceError, precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device
 from util.errors import UserError
+from util.frame_source import FrameSource
 from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
-from util.io import DataError, MaskReader, image_files, read_image, resized_shape, rgb_image
+from util.io import DataError, MaskReader, image_files, resized_shape, rgb_image
 from util.video import VideoReader
 
 MAX_LABEL = 2**16 - 1  # label maps come back as uint8 (ids <= 255) or uint16
@@ -367,7 +368,7 @@ class Predictor:
             probabilities (at the network size) and, for a video file, its decoded frames up to the
             last first-annotation frame in memory.
         """
-        source = _FrameSource(frames)
+        source = _frame_source(frames)
         masks = _check_masks(masks, source.length)
         self.notes = []
         if not bidirectional:
@@ -380,62 +381,30 @@ class Predictor:
         colours = MaskReader()  # both passes see the same ids: colour masks read once, in frame order
         masks = {t: colour_ids(masks[t], colours, f"mask of frame {t}") for t in sorted(masks)}
         self.notes.extend(colours.notes)
-        starts = first_annotations(masks)
-        last = max(starts.values(), default=-1)
-        backward = self._backward(source, masks, last)
+        both = Bidirectional(first_frames((t, _mask_ids(masks[t])) for t in sorted(masks)))
+        if both.last > 0:
+            frames = source.upto(both.last)
+            backward = self.new_stream()
+
+            def step_backward(t: int) -> tuple[Tensor, list[int]]:
+                backward.step(frames[t], masks.get(t))
+                return backward.network_probabilities, backward.objects
+
+            both.run_backward(step_backward)
         stream = self.new_stream()
         stream.notes = self.notes  # the forward pass sees every mask (the backward pass the same ones, reversed)
         for t, frame in enumerate(source.forward()):
             labels = stream.step(frame, masks.get(t))
-            if t in backward:
-                prob, ids = merge_directions((stream.network_probabilities, stream.objects), backward.pop(t), starts, t)
-                labels = probabilities_to_labels(prob, stream.frame_size, np.array([0, *ids], dtype=np.int64))
-                labels = keep_lost(labels, stream.lost)
+            if t in both.backward:
+                prob, label_map = both.merge(t, stream.network_probabilities, stream.objects)
+                labels = keep_lost(probabilities_to_labels(prob, stream.frame_size, label_map), stream.lost)
             yield t, labels
 
-    def _backward(self, source: _FrameSource, masks: dict[int, Any], last: int) -> dict[int, tuple[Tensor, list[int]]]:
-        """The backward pass from frame `last` to 0: frame -> (probabilities at the network size, ids), t < last."""
-        if last <= 0:
-            return {}
-        frames = source.upto(last)
-        stream = self.new_stream()
-        out = {}
-        for t in range(last, -1, -1):
-            stream.step(frames[t], masks.get(t))
-            if t < last:
-                out[t] = (stream.network_probabilities.cpu(), list(stream.objects))
-        return out
 
-
-def first_annotations(masks: Mapping[int, Any]) -> dict[int, int]:
-    """Object id -> the first frame whose mask holds it."""
-    starts: dict[int, int] = {}
-    for t in sorted(masks):
-        mask = masks[t]
-        arr = np.asarray(mask) if not isinstance(mask, Tensor) else mask.cpu().numpy()
-        for v in np.unique(arr).tolist():
-            if v != 0:
-                starts.setdefault(int(v), t)
-    return starts
-
-
-def merge_directions(forward: tuple[Tensor, Sequence[int]], backward: tuple[Tensor, Sequence[int]],
-                     starts: Mapping[int, int], t: int) -> tuple[Tensor, list[int]]:
-    """Frame t's probabilities from the two passes: each object from the forward pass when it was
-    first annotated at or before t, else from the backward pass. (prob (1 + K, h, w), ids) each.
-
-    When one pass gives every object and holds no other, its result is kept unchanged; otherwise the
-    chosen objects' probabilities are renormalised together by soft aggregation (model/aggregate.py).
-    """
-    (fprob, fids), (bprob, bids) = forward, backward
-    use_f = [i for i, o in enumerate(fids) if starts.get(o, -1) <= t]
-    use_b = [i for i, o in enumerate(bids) if starts.get(o, -1) > t]
-    if not use_b and len(use_f) == len(fids):
-        return fprob, list(fids)
-    if not use_f and len(use_b) == len(bids):
-        return bprob.to(fprob.device), list(bids)
-    objects = torch.cat([fprob[[1 + i for i in use_f]], bprob.to(fprob.device)[[1 + i for i in use_b]]])
-    return soft_aggregate(objects, dim=0), [fids[i] for i in use_f] + [bids[i] for i in use_b]
+def _mask_ids(mask: Any) -> list[int]:
+    """The non-zero ids of a label map (numpy, tensor or PIL image)."""
+    arr = np.asarray(mask) if not isinstance(mask, Tensor) else mask.cpu().numpy()
+    return [int(v) for v in np.unique(arr).tolist() if v != 0]
 
 
 def _check_masks(masks: Mapping[int, Any], length: int | None) -> dict[int, Any]:
@@ -451,60 +420,20 @@ def _check_masks(masks: Mapping[int, Any], length: int | None) -> dict[int, Any]
     return {int(t): m for t, m in masks.items()}
 
 
-class _FrameSource:
-    """A folder of images, a video file or a sequence of frames: forward iteration and frames 0..n."""
-
-    def __init__(self, frames: Frames) -> None:
-        self.files: list[Path] | None = None
-        self.video: VideoReader | None = None
-        self.frames: Iterable[Frame] | None = None
-        if isinstance(frames, (str, os.PathLike)):
-            path = Path(frames)
-            if path.is_dir():
-                self.files = image_files(path)
-                if not self.files:
-                    raise PredictorError("frames", f"{path}: no images in the folder", "pass a folder of frames")
-            elif path.is_file():
-                self.video = VideoReader(path)  # DataError naming the file when it is no video
-            else:
-                raise PredictorError("frames", f"{path}: no such folder or video file", "check the path")
-        else:
-            self.frames = frames
-        self.length = (len(self.files) if self.files is not None else self.video.num_frames if self.video is not None
-                       else len(frames) if isinstance(frames, Sequence) else None)
-
-    def forward(self) -> Iterator[Frame]:
-        if self.files is not None:
-            return (read_image(p) for p in self.files)
-        if self.video is not None:
-            return self.video.frames()
-        return iter(self.frames)
-
-    def upto(self, last: int) -> Sequence[Frame]:
-        """Frames 0..last with random access (a video file is decoded up to `last` and kept)."""
-        if self.files is not None:
-            return _LazyImages(self.files)
-        if isinstance(self.frames, Sequence):
-            return self.frames
-        out = []
-        for frame in self.forward():
-            out.append(frame)
-            if len(out) > last:
-                break
-        if isinstance(self.frames, Iterator):  # a one-shot iterator: keep what was read for the forward pass
-            self.frames = out + list(self.frames)
-        return out
-
-
-class _LazyImages(Sequence):
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return read_image(self.files[i])
+def _frame_source(frames: Frames) -> FrameSource:
+    """`segment`'s frames: a folder of images, a video file (DataError naming the file when it is no
+    video) or a sequence or iterable of frames; PredictorError for a path that is neither."""
+    if not isinstance(frames, (str, os.PathLike)):
+        return FrameSource.in_memory(frames)
+    path = Path(frames)
+    if path.is_dir():
+        files = image_files(path)
+        if not files:
+            raise PredictorError("frames", f"{path}: no images in the folder", "pass a folder of frames")
+        return FrameSource.images(files)
+    if path.is_file():
+        return FrameSource.video_file(VideoReader(path))
+    raise PredictorError("frames", f"{path}: no such folder or video file", "check the path")
 
 
 # --------------------------------------------------------------------------------- stream

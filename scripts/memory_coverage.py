@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         write_summary_csv,
     )
     from evaluation.datasets import DAVISEvalDataset
-    from evaluation.run_video import build_core, check_videos, report_errors
+    from evaluation.loop import check_videos
+    from evaluation.run_video import build_core, report_errors
 
     def body() -> int:
         if args.label is not None and len(args.label) != len(models):

@@ -695,7 +695,7 @@ def test_size_flag_boundary(size, expected):
                                              (48, 64, None, True)])
 def test_check_videos_network_size_boundary(tmp_path, h, w, short, ok):
     from evaluation.datasets import EvalVideo, Frame
-    from evaluation.run_video import check_videos
+    from evaluation.loop import check_videos
     from util.io import DataError
 
     save_jpg(tmp_path / "00000.jpg", np.full((h, w, 3), 100, np.uint8))

@@ -221,7 +221,7 @@ def test_benchmark_reports_throughput_per_batch_size(capsys):
 def test_the_failing_video_is_the_last_one_whose_folder_was_asked(generic_three, stcn_net, tmp_path):
     """Sharding names a failed rank's video after the last folder asked of `out_dir_of`: the failing one."""
     from evaluation.datasets import GenericEvalDataset
-    from evaluation.run_video import RunStats, run_videos_batched
+    from evaluation.loop import RunStats, run_videos_batched
     from util.io import DataError
 
     data = Path(shutil.copytree(generic_three, tmp_path / "data"))

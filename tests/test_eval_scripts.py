@@ -357,7 +357,7 @@ def test_youtube_meta_json_unreadable(tmp_path, youtube_template, released_check
 
 
 def test_later_annotation_starts_only_new_objects():
-    from evaluation.run_video import starting_objects
+    from inference_core.objects import starting_objects
 
     mask = torch.tensor([[0, 1, 1], [2, 2, 0], [3, 0, 1]])
     kept, start = starting_objects(mask, None, tracked=[1])

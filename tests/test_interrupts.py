@@ -158,11 +158,11 @@ def test_ctrl_c_in_every_mode_keeps_the_finished_videos_and_removes_the_rest(mod
                                                                              released_checkpoint, tmp_path,
                                                                              capsys, monkeypatch):
     import eval_generic
-    import evaluation.run_video
+    import evaluation.loop
 
     data = Path(shutil.copytree(generic_three, tmp_path / "data"))
     before = snapshot(data)
-    real_write, calls = evaluation.run_video.write_mask, {"n": 0}
+    real_write, calls = evaluation.loop.write_mask, {"n": 0}
 
     def write_then_stop(*args, **kwargs):
         calls["n"] += 1
@@ -170,7 +170,7 @@ def test_ctrl_c_in_every_mode_keeps_the_finished_videos_and_removes_the_rest(mod
             raise KeyboardInterrupt
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation.run_video, "write_mask", write_then_stop)
+    monkeypatch.setattr(evaluation.loop, "write_mask", write_then_stop)
     models = [released_checkpoint, released_checkpoint] if mode == "ensemble-flip" else [released_checkpoint]
     out, binary = tmp_path / "o", tmp_path / "bin"
     argv = ["--model", *models, "--data_path", data, "--output", out, "--binary_masks", binary, "--device", "cpu",

@@ -1,5 +1,6 @@
 """The layers of docs/architecture.md, checked on the source: every import (read statically with `ast`,
-including the ones inside functions) runs downward, and no module imports an entry point."""
+including the ones inside functions) runs downward, no module imports an entry point, and no modules import
+each other (no import circle)."""
 from __future__ import annotations
 
 import ast
@@ -34,17 +35,26 @@ def imported_modules(source: str, package: str) -> list[str]:
     """Every module `source` imports, as absolute dotted names (`from a import b` gives `a` and `a.b`;
     relative imports are resolved against `package`)."""
     names = []
+    for base, imported in import_statements(source, package):
+        names += [base, *imported] if imported is not None else [base]
+    return [n for n in names if n and n != "__future__"]
+
+
+def import_statements(source: str, package: str) -> list[tuple[str, list[str] | None]]:
+    """Every import statement of `source` (also inside functions) as (module, None) for `import module`
+    and (module, [module.name, ...]) for `from module import name, ...` (relative ones resolved against
+    `package`)."""
+    found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
+            found += [(alias.name, None) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            names.append(base)
-            names += [f"{base}.{alias.name}" for alias in node.names]
-    return [n for n in names if n and n != "__future__"]
+            found.append((base, [f"{base}.{alias.name}" for alias in node.names]))
+    return found
 
 
 def violations(module: str, imports: list[str], entries: set[str]) -> list[str]:
@@ -81,6 +91,105 @@ def test_every_import_runs_downward_and_no_module_imports_an_entry_point():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         found += violations(module, imported_modules(path.read_text(), package), entries)
     assert not found, "\n".join(found)
+
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (every import, including the ones inside functions): each
+    imported name as the longest dotted prefix that is a project module (`from a import b` is `a.b` when
+    that is a module, else `a`)."""
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets = set()
+        for base, imported in import_statements(path.read_text(), package):
+            for name in imported or [base]:
+                parts = name.split(".")
+                prefixes = (".".join(parts[:i]) for i in range(len(parts), 0, -1))
+                target = next((p for p in prefixes if p in modules), None)
+                if target is not None and target != module:
+                    targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`, one per strongly connected component of more than one module (Tarjan),
+    each as a path a -> b -> ... -> a through that component."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                components.append(set(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_cycle_through(graph, component) for component in components]
+
+
+def _cycle_through(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest circle from the component's first module back to it, inside the component (breadth first)."""
+    start = min(component)
+    previous: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        node = todo.pop(0)
+        for nxt in sorted(graph[node] & component):
+            if nxt == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(previous[path[-1]])
+                return [start, *reversed(path[:-1]), start] if node != start else [start, start]
+            if nxt not in previous:
+                previous[nxt] = node
+                todo.append(nxt)
+    raise AssertionError(f"no circle in {sorted(component)}")
+
+
+def test_no_import_circle():
+    cycles = import_cycles(import_graph(source_modules()))
+    assert not cycles, "import circles (import downward instead):\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+    ({"a": {"b"}, "b": {"a"}}, [["a", "b", "a"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"e"}, "e": {"d"}}, [["d", "e", "d"], ["a", "b", "c", "a"]]),
+])
+def test_import_cycles_names_each_circle(graph, expected):
+    assert import_cycles(graph) == expected
+
+
+def test_import_graph_reads_lazy_imports_as_modules(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "one.py").write_text("def f():\n    from pkg.two import g\n")
+    (tmp_path / "pkg" / "two.py").write_text("from pkg import one\n")
+    modules = source_modules(tmp_path)
+    assert import_graph(modules) == {"pkg": set(), "pkg.one": {"pkg.two"}, "pkg.two": {"pkg.one"}}
+    assert import_cycles(import_graph(modules)) == [["pkg.one", "pkg.two", "pkg.one"]]
 
 
 # what the commands build their parsers from: they parse before importing torch (tests/test_help.py runs them)

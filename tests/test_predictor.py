@@ -14,8 +14,8 @@ from PIL import Image
 import eval_generic
 import segment_video
 from inference_core import InferenceCore, MemoryBank, Predictor, PredictorError
+from inference_core.bidirectional import Bidirectional, first_frames, merge_directions
 from inference_core.core import probabilities_to_labels
-from inference_core.predictor import merge_directions
 from tests.eval_fixtures import TEST_PALETTE, VideoSpec, render, save_indexed, save_jpg, save_rgb
 from tests.helpers import PROB_TOL, assert_same_labels
 from util.errors import UserError
@@ -370,6 +370,28 @@ def test_merge_takes_each_object_from_its_pass():
     merged, ids = merge_directions((prob[:2], [1]), (prob, [5, 1]), {1: 0, 5: 7}, 3)
     assert ids == [1, 5] and merged.shape == (3, 4, 4)
     torch.testing.assert_close(merged.sum(0), torch.ones(4, 4))
+
+
+
+def test_the_backward_pass_runs_from_the_last_first_annotation_and_keeps_the_frames_asked():
+    """inference_core.bidirectional, the one implementation under the loop and `segment`: frames last..0
+    stepped in that order, results kept for the frames before `last` that `keep` asks for, merged once."""
+    both = Bidirectional(first_frames([(0, [1]), (2, [1, 5]), (3, [5, 7])]))
+    assert both.starts == {1: 0, 5: 2, 7: 3} and both.last == 3
+    stepped = []
+
+    def step(t):
+        stepped.append(t)
+        return torch.full((3, 2, 2), float(t)), [5, 7]
+
+    both.run_backward(step, keep=lambda t: t != 1)
+    assert stepped == [3, 2, 1, 0] and sorted(both.backward) == [0, 2]
+    prob = torch.softmax(torch.randn(2, 2, 2), dim=0)
+    merged, label_map = both.merge(0, prob, [1])  # 1 forward (started on 0), 5 and 7 backward
+    assert label_map.tolist() == [0, 1, 5, 7] and merged.shape == (4, 2, 2) and 0 not in both.backward
+    same, label_map = both.merge(1, prob, [1])  # nothing kept for frame 1: the forward pass as it is
+    assert same is prob and label_map.tolist() == [0, 1]
+    Bidirectional({1: 0}).run_backward(lambda t: pytest.fail("nothing to propagate backward"))
 
 
 # ----------------------------------------------------------------------------------- bad input

@@ -23,7 +23,7 @@ import eval_davis
 import eval_davis_2016
 import eval_generic
 import eval_youtube
-from evaluation.run_video import RunStats
+from evaluation.loop import RunStats
 from evaluation.sharding import GROUP_TIMEOUT, ShardedStats, balanced_split, eval_group, failure_line, shard_videos
 from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     DAVIS_VIDEOS,

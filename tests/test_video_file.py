@@ -68,6 +68,25 @@ def test_reader_streams_frames_in_order(clip):
     assert all(abs(r - 20 * t) <= 6 for t, r in enumerate(ramps))  # lossy codec: a few levels of slack
 
 
+
+def test_one_frame_source_reads_a_video_file_forward_by_index_and_up_to_a_frame(clip):
+    """The frames of `FrameSource` (under VideoFileVideo and Predictor.segment) are the reader's, in order,
+    whichever way they are read: by index (backward: decoded again from the start), or kept up to a frame."""
+    from evaluation.video_file import VideoFileVideo
+    from util.frame_source import FrameSource
+
+    root, video, _ = clip
+    frames = list(VideoReader(video).frames())
+    source = FrameSource.video_file(VideoReader(video))
+    assert all(np.array_equal(a, b) for a, b in zip(source.forward(), frames, strict=True))
+    assert all(np.array_equal(source.frame(t), frames[t]) for t in (5, 6, 2, 2, 8, 0))
+    kept = source.upto(4)
+    assert len(kept) == 5 and all(np.array_equal(kept[t], frames[t]) for t in range(5))
+    clip_video = VideoFileVideo(video, {0: root / "first.png"})
+    assert np.array_equal(np.asarray(clip_video.frame_image(7)), frames[7])
+    assert np.array_equal(np.asarray(clip_video.frame_image(3)), frames[3])
+
+
 def test_video_round_trip_masks_align_with_frames(clip, released_checkpoint, tmp_path, capsys):
     root, video, labels = clip
     out, overlay, binary = tmp_path / "masks", tmp_path / "overlay.mp4", tmp_path / "objects"
