@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg, add_video_batch_arg
+from evaluation.flags import (
+    add_bidirectional_arg,
+    add_common_args,
+    add_size_arg,
+    add_video_batch_arg,
+    options_from_args,
+)
 from util.io import DataError
 from util.outputs import check_distinct, prepare_output_dir, wrote_line
 
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.datasets import GenericEvalDataset
     from evaluation.ensembles import weight_inputs
-    from evaluation.run_video import build_core, check_videos, short_side
+    from evaluation.run_video import build_core, check_videos
     from evaluation.sharding import run_sharded
     from evaluation.sinks import BinaryMaskSink, OverlaySink
 
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
         folders = shard.on_main(lambda: {flag: prepare_output_dir(path, flag, inputs, args.overwrite)
                                          for path, flag in outputs if path})
-        dataset = GenericEvalDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
+        dataset = GenericEvalDataset(args.data_path, short_side=options_from_args(args).size, antialias=args.antialias)
         check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
         with shard.writing(folders) as folders:

@@ -18,7 +18,7 @@ import argparse
 import contextlib
 import sys
 
-from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg
+from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg, options_from_args
 from util.outputs import check_distinct, prepare_output_dir, prepare_output_file, wrote_line
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.ensembles import weight_inputs
-    from evaluation.run_video import build_core, check_videos, report_errors, run_dataset, short_side
+    from evaluation.run_video import build_core, check_videos, report_errors, run_dataset
     from evaluation.sinks import BinaryMaskSink, OverlaySink
     from evaluation.video_file import VideoFileVideo, annotations_by_frame
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         overlay = (prepare_output_file(args.overlay, "--overlay", inputs, args.overwrite, owner=out)
                    if args.overlay else None)
         masks = annotations_by_frame(args.mask, args.mask_dir)
-        video = VideoFileVideo(args.video, masks, short_side=short_side(args), antialias=args.antialias)
+        video = VideoFileVideo(args.video, masks, short_side=options_from_args(args).size, antialias=args.antialias)
         check_videos([video])  # masks and size before loading the network
         sinks = []
         if overlay is not None:
