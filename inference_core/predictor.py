@@ -55,7 +55,7 @@ from torch import Tensor
 from inference_core.backends import compile_network, exported_network
 from inference_core.batch import BatchItem, step_cores
 from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
-from inference_core.ensemble import EnsembleCore, Variant, variant_core
+from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
 from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids
 from inference_core.options import InferenceOptions, PredictorError
 from model.aggregate import soft_aggregate
@@ -244,8 +244,13 @@ class Predictor:
         options = InferenceOptions.of(options, **{"models": tuple(str(p) for p in paths), **fields})
         device = options_device(options)
         dtype, note = resolve_amp_dtype(device, options.amp, options.amp_dtype)
-        networks, similarities = [], []
+        networks, similarities, loaded = [], [], {}
         for model in options.models:
+            if model in loaded:  # the same weights twice: one network
+                networks.append(networks[loaded[model]])
+                similarities.append(similarities[loaded[model]])
+                continue
+            loaded[model] = len(networks)
             network = prepare_for_inference(load_network(model, device=device))
             # the read's similarity is the weights' own (model/network.py); kept here because an exported
             # backend (below) no longer carries it
@@ -282,16 +287,12 @@ class Predictor:
         if not self.inference_options.is_ensemble:
             return cores[0]
         variants = self.variants()
-        of_name = dict(zip(self.names, cores))
-        return EnsembleCore([variant_core(of_name[v.model], v.kernel_sigma) for v in variants], variants)
+        per_network = len(variants) // len(cores)  # the variants are network x side x flip, in that order
+        return EnsembleCore([variant_core(cores[i // per_network], v.kernel_sigma) for i, v in enumerate(variants)],
+                            variants)
 
     def new_stream(self) -> Stream:
-        """One video, streamed: `step` every frame in order (one network at one size: no ensemble)."""
-        if self.inference_options.is_ensemble:
-            raise PredictorError("scales" if self.inference_options.scales is not None else "flip"
-                                 if self.inference_options.flip else "models",
-                                 "an ensemble runs whole videos through the evaluation commands, not streams",
-                                 "stream with one network at one size, without flip")
+        """One video, streamed: `step` every frame in order."""
         return Stream(self)
 
     def network_size(self, h: int, w: int) -> tuple[int, int]:
@@ -318,6 +319,9 @@ class Predictor:
                                      "step each predictor's streams with its own step_batch")
             if any(item[0] is s for s in streams):
                 raise PredictorError("items", f"item {n}: the stream is given twice", "give each stream once per call")
+            if isinstance(item[0].core, EnsembleCore):
+                raise PredictorError("items", f"item {n}: the stream runs an ensemble",
+                                     "step an ensemble's streams one at a time (stream.step)")
             streams.append(item[0])
         prepared = [stream.prepare(*item[1:]) for stream, item in zip(streams, items)]
         probs = step_cores([BatchItem(stream.core, p.image, p.mask, p.start or None)
@@ -483,8 +487,8 @@ class _LazyImages(Sequence):
 class StepInput:
     """One frame prepared for the core (what a batched step needs of a stream)."""
 
-    image: Tensor  # 3, h, w normalised, at the network size
-    mask: Tensor | None  # h, w long: the objects that start here, or None
+    image: Tensor | ScaledFrame  # 3, h, w normalised, at the network size (an ensemble: at each of its sides)
+    mask: Tensor | dict | None  # h, w long: the objects that start here (an ensemble: at each side), or None
     start: list[int]  # the ids that start here
     annotation: Tensor | None  # h, w long: the whole given mask when it also corrects tracked ids
     size: tuple[int, int]  # the frame's own (H, W)
@@ -520,7 +524,8 @@ class Stream:
 
     @property
     def network_probabilities(self) -> Tensor:
-        """The last frame's probabilities at the network size, (1 + K, h, w), background first."""
+        """The last frame's probabilities at the network size, (1 + K, h, w), background first (an
+        ensemble: their average at the frame's size, inference_core/ensemble.py)."""
         if self._prob is None:
             raise PredictorError("probabilities", "no frame given yet", "call step(frame) first")
         return self._prob
@@ -559,16 +564,36 @@ class Stream:
                                  f"pass larger frames or size>={MIN_SHORT_SIDE}")
         where = f"mask of frame {self.frame_index + 1}"
         given = None if mask is None else self._label_map(mask, size, where)
-        image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
+        ensemble = isinstance(self.core, EnsembleCore)
+        if ensemble:  # every side the variants read, resized from the original frame (as evaluation/datasets.py)
+            x = normalise(rgb)
+            shapes = {side: net_size if side is None else resized_shape(*size, side) for side in self.core.sides}
+            image = ScaledFrame({side: resize_frame(x, shape, self.predictor.antialias)
+                                 for side, shape in shapes.items()}, size)
+        else:
+            image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
         if given is None:
             return StepInput(image, None, [], None, size)
         labels = resize_labels(given, net_size)
         lost = self._lost_objects(where, given, labels)
         tracked, new = self.core.objects.split(present_ids(labels))
+        if ensemble:
+            if tracked:
+                raise PredictorError("mask", f"ids {tracked} are tracked already: an ensemble's stream is not "
+                                     "corrected", "give each object's mask on the frame where it first appears only")
+            keep = torch.tensor(new)
+            masks = {side: torch.where(torch.isin(m, keep), m, 0) for side, m in
+                     ((side, resize_labels(given, shape)) for side, shape in shapes.items())} if new else None
+            return StepInput(image, masks, new, None, size, lost)
         start_mask = None
         if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
             start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
         return StepInput(image, start_mask, new, labels if tracked else None, size, lost)
+
+    def _single_core(self, what: str) -> None:
+        if isinstance(self.core, EnsembleCore):
+            raise PredictorError(what, "changes one core's memory, and this stream runs an ensemble",
+                                 "use a predictor of one network at one size, without flip")
 
     def _label_map(self, mask: Any, size: tuple[int, int], where: str) -> Tensor:
         """`as_label_map` with this video's colour -> id map; its note (which colour became which id) to `notes`."""
@@ -608,6 +633,7 @@ class Stream:
         """
         if self._image is None:
             raise PredictorError("correct", "no frame given yet", "call step(frame) first")
+        self._single_core("correct")
         if frame_index is not None and frame_index != self.frame_index:
             raise PredictorError("frame_index", f"{frame_index} is not the current frame ({self.frame_index})",
                                  "correct a frame right after step() gave it")
@@ -628,6 +654,7 @@ class Stream:
     def remove(self, obj_id: int) -> None:
         """Stop tracking `obj_id`: it leaves the registry and the memory; from the next frame on it is
         background (and in `probabilities` of the current frame its share goes to the background)."""
+        self._single_core("remove")
         if obj_id not in self.core.objects:
             raise PredictorError("obj_id", f"{obj_id!r} is not tracked (tracked: {self.objects})", "pass a tracked id")
         channel = 1 + self.core.objects.index(obj_id)
