@@ -199,37 +199,38 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
-def _integer(name: str, value: Any, least: int | None = None, optional: bool = False) -> int | None:
+def _number(value: Any) -> bool:
+    """A real number that is no boolean (Python or numpy)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
+def _integer(name: str, value: Any, positive: bool = False, optional: bool = False) -> int | None:
+    """`value` as an int (`is_integer`; None kept when `optional`), at least 1 when `positive`."""
     if value is None and optional:
         return None
     if not is_integer(value):
-        real = isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
-        hint = (f"pass {name}={int(value)}" if real and float(value).is_integer()
+        hint = (f"pass {name}={int(value)}" if _number(value) and float(value).is_integer()
                 else "pass a whole number (int or numpy integer)")
         raise PredictorError(name, f"must be an integer (got {value!r})", hint)
-    if least is not None and value < least:
+    if positive and value < 1:
         if optional:
             raise PredictorError(name, "must be at least 1", "pass a positive value or leave it out")
         raise PredictorError(name, f"must be at least 1 (got {value})", "pass a positive value")
     return int(value)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
-
-
 def _checked(o: InferenceOptions) -> dict[str, Any]:
     """The normalised values of the fields; PredictorError for the first mistake (module docstring)."""
     out: dict[str, Any] = {}
-    out["top_k"] = _integer("top_k", o.top_k, least=1)
-    out["mem_every"] = _integer("mem_every", o.mem_every, least=1)
-    out["max_mem_frames"] = _integer("max_mem_frames", o.max_mem_frames, least=1, optional=True)
+    out["top_k"] = _integer("top_k", o.top_k, positive=True)
+    out["mem_every"] = _integer("mem_every", o.mem_every, positive=True)
+    out["max_mem_frames"] = _integer("max_mem_frames", o.max_mem_frames, positive=True, optional=True)
     if not (o.chunk_size is None or (isinstance(o.chunk_size, str) and o.chunk_size == "auto")):
         if isinstance(o.chunk_size, str):
             raise PredictorError("chunk_size", f"must be an integer, 'auto' or None (got {o.chunk_size!r})",
                                  "pass a positive number of query positions, 'auto' or None")
-        out["chunk_size"] = _integer("chunk_size", o.chunk_size, least=1, optional=True)
-    out["object_batch"] = _integer("object_batch", o.object_batch, least=1, optional=True)
+        out["chunk_size"] = _integer("chunk_size", o.chunk_size, positive=True, optional=True)
+    out["object_batch"] = _integer("object_batch", o.object_batch, positive=True, optional=True)
     if o.max_mem_mb is not None:
         if not _number(o.max_mem_mb):
             raise PredictorError("max_mem_mb", f"must be a number of MiB or None (got {o.max_mem_mb!r})",
