@@ -4,11 +4,13 @@
     stream = predictor.new_stream()
     labels = stream.step(frame, mask)        # H x W x 3 uint8 in, H x W label map out (your ids)
 
-A `Predictor` holds the network and the inference options; every `Stream` is one video with its own
-`InferenceCore` (its memory and its object registry). A stream does its work in three steps so that a
-batched step (several streams in one forward pass) can drive it: `prepare` (frame and mask -> the
-network-size tensors), the core's `step`, and `finish` (corrections, probabilities, the label map
-at the frame's size).
+A `Predictor` holds the network(s) and the inference options (`InferenceOptions`, inference_core/options.py);
+every `Stream` is one video with its own `InferenceCore` (its memory and its object registry), or for an
+ensemble (several networks, scales, flip: supplementary E) its own `EnsembleCore`, whose variants read the
+frame resized from the original at each side, as the evaluation datasets give it. A stream does its
+work in three steps so that a batched step (several streams in one forward pass) can drive it:
+`prepare` (frame and mask -> the network-size tensors), the core's `step`, and `finish`
+(corrections, probabilities, the label map at the frame's size).
 
 Frames are normalised and resized exactly as the evaluation scripts do (util/frames.py: the
 normalised frame, plain bicubic, to `size` on the shorter side), and the probabilities are resized
