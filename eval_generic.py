@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg, add_video_batch_arg
+from evaluation.flags import (
+    add_bidirectional_arg,
+    add_common_args,
+    add_size_arg,
+    add_video_batch_arg,
+    options_from_args,
+)
 from util.io import DataError
 from util.outputs import OutputDir, check_distinct, wrote_line
 
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.datasets import GenericEvalDataset
     from evaluation.ensembles import weight_inputs
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core, short_side
+    from evaluation.run_video import build_core
     from evaluation.sharding import run_sharded
     from evaluation.sinks import BinaryMaskSink, OverlaySink
 
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
         folders = shard.on_main(lambda: {flag: OutputDir(path, flag, inputs, args.overwrite)
                                          for path, flag in outputs if path})
-        dataset = GenericEvalDataset(args.data_path, short_side=short_side(args), antialias=args.antialias)
+        dataset = GenericEvalDataset(args.data_path, short_side=options_from_args(args).size, antialias=args.antialias)
         check_videos(dataset.videos)  # every video's masks and size before loading the network
         core = build_core(args)
         with shard.writing(folders) as folders:

@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from evaluation.flags import add_common_args, add_size_arg, add_video_batch_arg
+from evaluation.flags import add_common_args, add_size_arg, add_video_batch_arg, options_from_args
 from evaluation.server_zip import make_zip, prepare_zip, upload_hint
 from util import layouts
 from util.outputs import OutputDir, wrote_line
@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.datasets import YouTubeVOSEvalDataset
     from evaluation.ensembles import weight_inputs
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core, short_side
+    from evaluation.run_video import build_core
     from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
         dataset = YouTubeVOSEvalDataset(
-            args.yv_path, split=args.split, short_side=short_side(args), output_all=args.output_all,
+            args.yv_path, split=args.split, short_side=options_from_args(args).size, output_all=args.output_all,
             antialias=args.antialias,
         )
         if not dataset.uses_all_frames:

@@ -18,7 +18,7 @@ import argparse
 import contextlib
 import sys
 
-from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg
+from evaluation.flags import add_bidirectional_arg, add_common_args, add_size_arg, options_from_args
 from util.outputs import OutputDir, check_distinct, wrote_line
 
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.ensembles import weight_inputs
     from evaluation.loop import check_videos, run_dataset
-    from evaluation.run_video import build_core, report_errors, short_side
+    from evaluation.run_video import build_core, report_errors
     from evaluation.sinks import BinaryMaskSink, OverlaySink
     from evaluation.video_file import VideoFileVideo, annotations_by_frame
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         binary = OutputDir(args.binary_masks, "--binary_masks", inputs, args.overwrite) if args.binary_masks else None
         overlay = out.file(args.overlay, "--overlay") if args.overlay else None
         masks = annotations_by_frame(args.mask, args.mask_dir)
-        video = VideoFileVideo(args.video, masks, short_side=short_side(args), antialias=args.antialias)
+        video = VideoFileVideo(args.video, masks, short_side=options_from_args(args).size, antialias=args.antialias)
         check_videos([video])  # masks and size before loading the network
         sinks = []
         if overlay is not None:

@@ -1,8 +1,29 @@
 """Semi-supervised propagation with STCN, one frame at a time (shared by every evaluation script), and the
-Python API on top of it (`Predictor`, `Stream`: inference_core/predictor.py)."""
-from inference_core.core import InferenceCore
-from inference_core.memory_bank import MemoryBank
-from inference_core.objects import ObjectRegistry
-from inference_core.predictor import Predictor, PredictorError, Stream
+Python API on top of it (`Predictor`, `Stream`: inference_core/predictor.py; `InferenceOptions`:
+inference_core/options.py).
 
-__all__ = ["InferenceCore", "MemoryBank", "ObjectRegistry", "Predictor", "PredictorError", "Stream"]
+The names are imported on first use, so that `inference_core.options` (torch-free) can be imported by the
+commands' flag parsers without loading torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "InferenceCore": "inference_core.core",
+    "MemoryBank": "inference_core.memory_bank",
+    "ObjectRegistry": "inference_core.objects",
+    "Predictor": "inference_core.predictor",
+    "PredictorError": "inference_core.options",
+    "Stream": "inference_core.predictor",
+    "InferenceOptions": "inference_core.options",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'inference_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from inference_core.core import InferenceCore, resize_probabilities
+from inference_core.objects import ObjectRegistry
 
 Side = int | None  # a variant's shorter side in pixels; None: the video's own network size
 
@@ -108,6 +109,15 @@ class EnsembleCore:
     @property
     def labels(self) -> list[int]:
         return self.cores[0].labels
+
+    @property
+    def objects(self) -> ObjectRegistry:
+        """The tracked objects (the same in every variant)."""
+        return self.cores[0].objects
+
+    @property
+    def frame_index(self) -> int:
+        return self.cores[0].frame_index
 
     @property
     def num_objects(self) -> int:

@@ -4,11 +4,13 @@
     stream = predictor.new_stream()
     labels = stream.step(frame, mask)        # H x W x 3 uint8 in, H x W label map out (your ids)
 
-A `Predictor` holds the network and the inference options; every `Stream` is one video with its own
-`InferenceCore` (its memory and its object registry). A stream does its work in three steps so that a
-batched step (several streams in one forward pass) can drive it: `prepare` (frame and mask -> the
-network-size tensors), the core's `step`, and `finish` (corrections, probabilities, the label map
-at the frame's size).
+A `Predictor` holds the network(s) and the inference options (`InferenceOptions`, inference_core/options.py);
+every `Stream` is one video with its own `InferenceCore` (its memory and its object registry), or for an
+ensemble (several networks, scales, flip: supplementary E) its own `EnsembleCore`, whose variants read the
+frame resized from the original at each side, as the evaluation datasets give it. A stream does its
+work in three steps so that a batched step (several streams in one forward pass) can drive it:
+`prepare` (frame and mask -> the network-size tensors), the core's `step`, and `finish`
+(corrections, probabilities, the label map at the frame's size).
 
 Frames are normalised and resized exactly as the evaluation scripts do (util/frames.py: the
 normalised frame, plain bicubic, to `size` on the shorter side), and the probabilities are resized
@@ -41,8 +43,6 @@ probabilities are combined by soft aggregation, otherwise the one pass's result 
 """
 from __future__ import annotations
 
-import inspect
-import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,117 +54,57 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from inference_core.backends import BACKENDS, compile_network, exported_network
+from inference_core.backends import compile_network, exported_network
 from inference_core.batch import BatchItem, step_cores
 from inference_core.bidirectional import Bidirectional, first_frames
 from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
+from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
 from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids
+from inference_core.options import InferenceOptions, PredictorError
 from model.checkpoint import load_network
-from util.defaults import NATIVE_SIZE  # size=-1 (or None): frames at their own size
+from util.defaults import KERNEL_ABOVE_SIDE
 from util.device import DeviceError, precision_label, prepare_for_inference, resolve_amp_dtype, resolve_device
-from util.errors import UserError
 from util.frame_source import FrameSource
-from util.frames import EVAL_SHORT_SIDE, MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
+from util.frames import MIN_SHORT_SIDE, normalise, resize_frame, resize_labels
 from util.io import DataError, MaskReader, image_files, resized_shape, rgb_image
 from util.video import VideoReader
 
 MAX_LABEL = 2**16 - 1  # label maps come back as uint8 (ids <= 255) or uint16
-AMP_DTYPES = ("float16", "bfloat16")
-OWN_OPTIONS = ("network", "amp", "amp_dtype")  # InferenceCore parameters the predictor sets itself
 
 Frame = np.ndarray | Tensor | Image.Image
 Frames = str | os.PathLike | Iterable[Frame]
 
 
-class PredictorError(UserError, ValueError):
-    """A bad argument to the Python API; `where` names the argument (e.g. `mask`, `top_k`)."""
-
-
 # ------------------------------------------------------------------------------ arguments
-def is_integer(value: Any) -> bool:
-    """The one rule of the integer options (`size`, `top_k`, `mem_every`, ...): a Python or numpy
-    integer. Floats are refused even when integral (480.0), and so are booleans."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def not_an_integer(name: str, value: Any) -> PredictorError:
-    """The refusal of a non-integer `value` for the integer option `name`."""
-    hint = (f"pass {name}={int(value)}" if isinstance(value, (float, np.floating)) and float(value).is_integer()
-            else "pass a whole number (int or numpy integer)")
-    return PredictorError(name, f"must be an integer (got {value!r})", hint)
-
-
-def check_core_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The InferenceCore options with numpy integers made ints; PredictorError naming the first bad one
-    (unknown, not an integer where one is expected (`is_integer`), or out of range)."""
-    known = set(inspect.signature(InferenceCore.__init__).parameters) - {"self", *OWN_OPTIONS}
-    for name in options:
-        if name not in known:
-            raise PredictorError(name, "is not an inference option", f"choose from {', '.join(sorted(known))}")
-    options = dict(options)
-    for name in ("top_k", "mem_every", "max_mem_frames", "object_batch", "chunk_size"):
-        value = options.get(name)
-        optional = name not in ("top_k", "mem_every")
-        auto = name == "chunk_size" and isinstance(value, str) and value == "auto"
-        if name not in options or (value is None and optional) or auto:
-            continue
-        if isinstance(value, (float, np.floating)):
-            raise not_an_integer(name, value)
-        if not (is_integer(value) and value >= 1):
-            extra = ", 'auto'" if name == "chunk_size" else ""
-            raise PredictorError(name, f"must be an integer >= 1{extra}{' or None' if optional else ''} "
-                                 f"(got {value!r})", "pass a positive value" + (" or leave it out" if optional else ""))
-        options[name] = int(value)
-    mb = options.get("max_mem_mb")
-    if mb is not None and not (isinstance(mb, numbers.Real) and not isinstance(mb, (bool, np.bool_)) and mb > 0):
-        raise PredictorError("max_mem_mb", f"must be a positive number of MiB or None (got {mb!r})",
-                             "pass a positive budget or leave it out")
-    return options
-
-
-def check_size(size: int | None) -> int | None:
-    """`size` as a short side (None: native); PredictorError when not an integer (`is_integer`) or below
-    MIN_SHORT_SIDE."""
-    if size is None:
-        return None
-    if not is_integer(size):
-        raise not_an_integer("size", size)
-    if size == NATIVE_SIZE:
-        return None
-    if size < MIN_SHORT_SIDE:
-        raise PredictorError("size", f"{size!r} is below the network's minimum shorter side of {MIN_SHORT_SIDE} "
-                             "pixels", f"pass size={MIN_SHORT_SIDE} or more ({EVAL_SHORT_SIDE} as the paper), or None")
-    return int(size)
-
-
-def backend_device(device: str | torch.device | None, backend: str, onnx_dir, compile: bool, amp: bool
-                   ) -> torch.device:
-    """The device to load the network on (exported backends: the CPU); PredictorError on conflicts."""
-    if backend not in BACKENDS:
-        raise PredictorError("backend", f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
-    auto = device in (None, "", "auto")
+def options_device(options: InferenceOptions) -> torch.device:
+    """The device the options name, checked to exist (exported backends: the CPU, also for "auto");
+    PredictorError naming `device`. The one place a device option is resolved."""
+    device = options.device
     try:
         resolved = resolve_device(device)  # a name or a torch.device, checked to exist
     except DeviceError as exc:
-        raise PredictorError("device", exc.problem, "use device='auto', 'cpu' or a GPU this machine has") from None
+        raise PredictorError("device", exc.problem, "use {device='cpu'} or auto") from None
     except RuntimeError:  # a device string torch does not know
-        raise PredictorError("device", f"unknown device {device!r}",
-                             "choose 'auto', 'cpu', 'cuda' or 'cuda:i'") from None
-    if backend == "pytorch":
-        if onnx_dir is not None:
-            raise PredictorError("onnx_dir", "is read by the exported backends only",
-                                 "pass backend='onnxruntime' or 'openvino', or leave onnx_dir out")
+        raise PredictorError("device", f"unknown device {device!r}", "choose auto, cpu, cuda or cuda:i") from None
+    if options.backend == "pytorch":
         return resolved
-    if compile:
-        raise PredictorError("compile", f"applies to the pytorch backend, not {backend}", "leave compile out")
-    if amp and backend == "onnxruntime":
-        raise PredictorError("amp", "onnxruntime runs the exported networks in fp32 only",
-                             "leave amp out, or use backend='openvino' (bf16) or 'pytorch'")
-    if auto:
+    if device in (None, "", "auto"):
         return torch.device("cpu")
     if resolved.type != "cpu":
-        raise PredictorError("device", f"backend {backend} runs on the CPU", "use device='cpu' or 'auto'")
+        raise PredictorError("device", f"{{backend='{options.backend}'}} runs on the CPU", "use {device='cpu'} or auto")
     return resolved
+
+
+def network_similarity_of(options: InferenceOptions, network: Any, name: str) -> str:
+    """The memory read's similarity for `network` (named `name` in messages): its own (section 4, Table 2;
+    L2 for a network that does not say, e.g. an export); PredictorError when `options.similarity`
+    contradicts it: weights are trained for one similarity."""
+    trained = getattr(network, "similarity", None) or options.similarity or "l2"
+    wanted = options.similarity
+    if wanted is not None and wanted != trained:
+        raise PredictorError("similarity", f"{wanted} contradicts {name}, which was trained with {trained} similarity",
+                             f"leave {{similarity}} out or pass {{similarity='{trained}'}}")
+    return trained
 
 
 def as_rgb(frame: Frame, name: str = "frame") -> np.ndarray | Tensor:
@@ -246,79 +186,113 @@ def colour_ids(mask: Any, colours: MaskReader, where: str, name: str = "mask") -
 
 # ------------------------------------------------------------------------------ predictor
 class Predictor:
-    """The network and the inference options; `new_stream()` for each video.
+    """The network(s) and the inference options; `new_stream()` for each video, `new_core()` for the loop.
 
-    network: an STCN in eval mode (or an exported backend, inference_core/backends.py).
-    size: the shorter side frames are resized to for the network (480 as the paper; None or -1:
-        native size). antialias: resize frames with antialiasing (util/frames.py resize_frame).
-    amp_dtype: run the network under autocast in this dtype (None: fp32).
-    options: passed to every InferenceCore (top_k, mem_every, include_last, max_mem_frames,
-        max_mem_mb, chunk_size, object_batch and any option the core gains).
+    network: an STCN in eval mode (or an exported backend, inference_core/backends.py), or a list of
+        them: the networks of an ensemble, named by `models` in messages.
+    options: an InferenceOptions (inference_core/options.py), its fields replaced by `fields`
+        (`Predictor(net, size=480, top_k=20, ...)`); every field is checked, PredictorError naming it.
+    amp_dtype: the autocast dtype the network runs under (None: fp32, or the `amp` rule of
+        util/device.py resolve_amp_dtype for the network's device when `amp` is set).
     """
 
-    def __init__(self, network, size: int | None = EVAL_SHORT_SIDE, antialias: bool = False,
-                 amp_dtype: torch.dtype | None = None, **options: Any) -> None:
-        self.size = check_size(size)
-        options = check_core_options(options)
-        self.network = network
-        self.antialias = antialias
+    def __init__(self, network: Any, options: InferenceOptions | None = None, *,
+                 amp_dtype: torch.dtype | None = None, **fields: Any) -> None:
+        self.inference_options = options = InferenceOptions.of(options, **fields)
+        self.networks = list(network) if isinstance(network, (list, tuple)) else [network]
+        self.names = list(options.models) if len(options.models) == len(self.networks) else [
+            f"network {i}" for i in range(len(self.networks))]
+        self.network = self.networks[0]
+        # an exported backend (inference_core/backends.py) has no parameters and names its device
+        self.device = getattr(self.network, "device", None) or next(self.network.parameters()).device
+        self.note: str | None = None  # a line for the user about the precision
+        if amp_dtype is None and options.amp and options.backend == "pytorch":
+            amp_dtype, self.note = resolve_amp_dtype(self.device, True, options.amp_dtype)
         self.amp_dtype = amp_dtype
-        self.options = dict(options)
-        self.note: str | None = None  # a line for the user about the precision (from_checkpoint)
+        self.similarities = [network_similarity_of(options, net, name) for net, name in zip(self.networks, self.names)]
         self.notes: list[str] = []  # lines for the user about the masks of the last `segment` call
-        self.device = self.new_core().device
+
+    @property
+    def size(self) -> int | None:
+        """The shorter side frames are resized to for the network (None: their own size)."""
+        return self.inference_options.size
+
+    @property
+    def antialias(self) -> bool:
+        return self.inference_options.antialias
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The InferenceCore arguments of the options (top_k, mem_every, ...)."""
+        return self.inference_options.core_options()
 
     @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "auto", amp: bool = False,
-        size: int | None = EVAL_SHORT_SIDE, *, amp_dtype: str | torch.dtype | None = None,
-        backend: str = "pytorch", onnx_dir: str | os.PathLike | None = None, compile: bool = False,
-        antialias: bool = False, **options: Any,
-    ) -> Predictor:
+    def from_checkpoint(cls, path: str | os.PathLike | Sequence[str | os.PathLike],
+                        options: InferenceOptions | str | torch.device | None = None, **fields: Any) -> Predictor:
         """Load weights as the evaluation scripts do (released stcn.pth, training checkpoints,
         stage-0 files converted; model/checkpoint.py load_network) and keep the options.
 
-        device: "auto" (CUDA when present), "cpu", "cuda", ... amp: autocast (float16 on CUDA;
-        on a CPU bfloat16 where it is native, else fp32 with a note in `.note`); amp_dtype forces
-        "float16" or "bfloat16". backend: "pytorch", "onnxruntime" or "openvino" (exported, CPU;
-        onnx_dir: their exports), compile: torch.compile (pytorch). Bad arguments raise
-        PredictorError naming the argument; a bad checkpoint CheckpointError naming the file.
+        path: one weights file, or several: an ensemble averaging their probabilities (supplementary E;
+        with `scales`, `flip` and `kernel_sigma` every configuration of the evaluation commands).
+        options / fields: as `Predictor` (a device may also be given in place of `options`). device:
+        "auto" (CUDA when present), "cpu", "cuda", ... amp: autocast (float16 on CUDA; on a CPU
+        bfloat16 where it is native, else fp32 with a note in `.note`); amp_dtype forces "float16" or
+        "bfloat16". backend: "pytorch", "onnxruntime" or "openvino" (exported, CPU; onnx_dir: their
+        exports), compile: torch.compile (pytorch). Bad arguments raise PredictorError naming the
+        argument; a bad checkpoint CheckpointError naming the file.
         """
-        size = check_size(size)
-        options = check_core_options(options)
-        if isinstance(amp_dtype, torch.dtype):
-            amp_dtype = str(amp_dtype).rpartition(".")[2]
-        if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
-            raise PredictorError("amp_dtype", f"unknown autocast dtype {amp_dtype!r}",
-                                 f"choose {' or '.join(AMP_DTYPES)}")
-        device = backend_device(device, backend, onnx_dir, compile, amp)
-        dtype, note = resolve_amp_dtype(device, amp, amp_dtype)
-        network = prepare_for_inference(load_network(path, device=device))
-        # the read's similarity is the weights' own (model/network.py); kept here because an exported
-        # backend (below) no longer carries it
-        wanted, trained = options.get("similarity"), network.similarity
-        if wanted is not None and wanted != trained:
-            raise PredictorError("similarity", f"{wanted} contradicts {path}, which was trained with {trained} "
-                                 "similarity", f"leave similarity out or pass similarity={trained!r}")
-        options["similarity"] = trained
-        if backend != "pytorch":
-            network = exported_network(network, backend, onnx_dir, precision=precision_label(dtype))
-            dtype = None  # the exported network runs in its own precision
-        elif compile:
-            network = compile_network(network)
-        predictor = cls(network, size=size, antialias=antialias, amp_dtype=dtype, **options)
+        if options is not None and not isinstance(options, InferenceOptions):  # from_checkpoint(path, "cpu")
+            options, fields = None, {"device": options, **fields}
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        options = InferenceOptions.of(options, **{"models": tuple(str(p) for p in paths), **fields})
+        device = options_device(options)
+        dtype, note = resolve_amp_dtype(device, options.amp, options.amp_dtype)
+        networks, similarities, loaded = [], [], {}
+        for model in options.models:
+            if model in loaded:  # the same weights twice: one network
+                networks.append(networks[loaded[model]])
+                similarities.append(similarities[loaded[model]])
+                continue
+            loaded[model] = len(networks)
+            network = prepare_for_inference(load_network(model, device=device))
+            # the read's similarity is the weights' own (model/network.py); kept here because an exported
+            # backend (below) no longer carries it
+            similarities.append(network_similarity_of(options, network, model))
+            if options.backend != "pytorch":
+                network = exported_network(network, options.backend, options.onnx_dir, precision=precision_label(dtype))
+            elif options.compile:
+                network = compile_network(network)
+            networks.append(network)
+        predictor = cls(networks, options, amp_dtype=dtype if options.backend == "pytorch" else None)
+        predictor.similarities = similarities  # the exported networks' too
         predictor.note = note
         return predictor
 
     @property
     def similarity(self) -> str:
         """The memory read's similarity: the weights' own ("l2" for released weights; model/network.py)."""
-        return self.options.get("similarity") or getattr(self.network, "similarity", "l2")
+        return self.similarities[0]
 
-    def new_core(self) -> InferenceCore:
-        """A fresh InferenceCore with this predictor's network and options."""
-        return InferenceCore(self.network, amp=self.amp_dtype is not None,
-                             amp_dtype=self.amp_dtype, **self.options)
+    def variants(self) -> list[Variant]:
+        """The propagations of an ensemble: every network x shorter side x flip, in that order (the
+        order of the average); `kernel_sigma` for the sides above KERNEL_ABOVE_SIDE (supplementary E)."""
+        options = self.inference_options
+        sigma = options.kernel_sigma
+        return [Variant(name, side, flip, sigma if side is not None and side > KERNEL_ABOVE_SIDE else None)
+                for name in self.names for side in (options.scales or (None,))
+                for flip in ((False, True) if options.flip else (False,))]
+
+    def new_core(self) -> InferenceCore | EnsembleCore:
+        """A fresh core with this predictor's network(s) and options: an InferenceCore, or for an ensemble
+        (several networks, scales or flip) an EnsembleCore of one core per variant, each with its own memory."""
+        cores = [InferenceCore(net, amp=self.amp_dtype is not None, amp_dtype=self.amp_dtype, similarity=similarity,
+                               **self.options) for net, similarity in zip(self.networks, self.similarities)]
+        if not self.inference_options.is_ensemble:
+            return cores[0]
+        variants = self.variants()
+        per_network = len(variants) // len(cores)  # the variants are network x side x flip, in that order
+        return EnsembleCore([variant_core(cores[i // per_network], v.kernel_sigma) for i, v in enumerate(variants)],
+                            variants)
 
     def new_stream(self) -> Stream:
         """One video, streamed: `step` every frame in order."""
@@ -348,6 +322,9 @@ class Predictor:
                                      "step each predictor's streams with its own step_batch")
             if any(item[0] is s for s in streams):
                 raise PredictorError("items", f"item {n}: the stream is given twice", "give each stream once per call")
+            if isinstance(item[0].core, EnsembleCore):
+                raise PredictorError("items", f"item {n}: the stream runs an ensemble",
+                                     "step an ensemble's streams one at a time (stream.step)")
             streams.append(item[0])
         prepared = [stream.prepare(*item[1:]) for stream, item in zip(streams, items)]
         probs = step_cores([BatchItem(stream.core, p.image, p.mask, p.start or None)
@@ -441,8 +418,8 @@ def _frame_source(frames: Frames) -> FrameSource:
 class StepInput:
     """One frame prepared for the core (what a batched step needs of a stream)."""
 
-    image: Tensor  # 3, h, w normalised, at the network size
-    mask: Tensor | None  # h, w long: the objects that start here, or None
+    image: Tensor | ScaledFrame  # 3, h, w normalised, at the network size (an ensemble: at each of its sides)
+    mask: Tensor | dict | None  # h, w long: the objects that start here (an ensemble: at each side), or None
     start: list[int]  # the ids that start here
     annotation: Tensor | None  # h, w long: the whole given mask when it also corrects tracked ids
     size: tuple[int, int]  # the frame's own (H, W)
@@ -478,7 +455,8 @@ class Stream:
 
     @property
     def network_probabilities(self) -> Tensor:
-        """The last frame's probabilities at the network size, (1 + K, h, w), background first."""
+        """The last frame's probabilities at the network size, (1 + K, h, w), background first (an
+        ensemble: their average at the frame's size, inference_core/ensemble.py)."""
         if self._prob is None:
             raise PredictorError("probabilities", "no frame given yet", "call step(frame) first")
         return self._prob
@@ -517,16 +495,36 @@ class Stream:
                                  f"pass larger frames or size>={MIN_SHORT_SIDE}")
         where = f"mask of frame {self.frame_index + 1}"
         given = None if mask is None else self._label_map(mask, size, where)
-        image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
+        ensemble = isinstance(self.core, EnsembleCore)
+        if ensemble:  # every side the variants read, resized from the original frame (as evaluation/datasets.py)
+            x = normalise(rgb)
+            shapes = {side: net_size if side is None else resized_shape(*size, side) for side in self.core.sides}
+            image = ScaledFrame({side: resize_frame(x, shape, self.predictor.antialias)
+                                 for side, shape in shapes.items()}, size)
+        else:
+            image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
         if given is None:
             return StepInput(image, None, [], None, size)
         labels = resize_labels(given, net_size)
         lost = self._lost_objects(where, given, labels)
         tracked, new = self.core.objects.split(present_ids(labels))
+        if ensemble:
+            if tracked:
+                raise PredictorError("mask", f"ids {tracked} are tracked already: an ensemble's stream is not "
+                                     "corrected", "give each object's mask on the frame where it first appears only")
+            keep = torch.tensor(new)
+            masks = {side: torch.where(torch.isin(m, keep), m, 0) for side, m in
+                     ((side, resize_labels(given, shape)) for side, shape in shapes.items())} if new else None
+            return StepInput(image, masks, new, None, size, lost)
         start_mask = None
         if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
             start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
         return StepInput(image, start_mask, new, labels if tracked else None, size, lost)
+
+    def _single_core(self, what: str) -> None:
+        if isinstance(self.core, EnsembleCore):
+            raise PredictorError(what, "changes one core's memory, and this stream runs an ensemble",
+                                 "use a predictor of one network at one size, without flip")
 
     def _label_map(self, mask: Any, size: tuple[int, int], where: str) -> Tensor:
         """`as_label_map` with this video's colour -> id map; its note (which colour became which id) to `notes`."""
@@ -566,6 +564,7 @@ class Stream:
         """
         if self._image is None:
             raise PredictorError("correct", "no frame given yet", "call step(frame) first")
+        self._single_core("correct")
         if frame_index is not None and frame_index != self.frame_index:
             raise PredictorError("frame_index", f"{frame_index} is not the current frame ({self.frame_index})",
                                  "correct a frame right after step() gave it")
@@ -586,6 +585,7 @@ class Stream:
     def remove(self, obj_id: int) -> None:
         """Stop tracking `obj_id`: it leaves the registry and the memory; from the next frame on it is
         background (and in `probabilities` of the current frame its share goes to the background)."""
+        self._single_core("remove")
         if obj_id not in self.core.objects:
             raise PredictorError("obj_id", f"{obj_id!r} is not tracked (tracked: {self.objects})", "pass a tracked id")
         channel = 1 + self.core.objects.index(obj_id)

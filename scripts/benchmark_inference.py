@@ -42,12 +42,12 @@ from util.outputs import run_command  # noqa: E402
 def import_network_modules() -> None:
     """torch and the network's modules, bound as this module's globals once the flags are read: they take
     seconds to import, and `--help` or a mistyped flag needs none of them."""
-    global torch, InferenceCore, compile_network, exported_network, fresh_core, step_cores, ReferencePropagation
-    global STCN, load_network, cpu_features, precision_label, prepare_for_inference, resolve_amp_dtype
-    global resolve_device, synchronize
+    global torch, InferenceCore, Predictor, compile_network, exported_network, fresh_core, step_cores
+    global ReferencePropagation, STCN, load_network, cpu_features, precision_label, prepare_for_inference
+    global resolve_amp_dtype, resolve_device, synchronize
     import torch
 
-    from inference_core import InferenceCore
+    from inference_core import InferenceCore, Predictor
     from inference_core.backends import compile_network, exported_network
     from inference_core.batch import fresh_core, step_cores
     from inference_core.reference import ReferencePropagation
@@ -189,6 +189,12 @@ class StageTimer:
         return "per frame: " + ", ".join(parts)
 
 
+def core_of(net, args, amp_dtype: torch.dtype | None, budget: int | None) -> InferenceCore:
+    """The core the flags ask for on `net` (under `amp_dtype` autocast, None: fp32; at most `budget` memory frames)."""
+    return Predictor(net, amp_dtype=amp_dtype, top_k=args.top, mem_every=args.mem_every,
+                     max_mem_frames=budget).new_core()
+
+
 def run_once(
     net: STCN, args, device, length: int, objects: int, amp_dtype: torch.dtype | None, baseline: bool,
     budget: int | None,
@@ -200,9 +206,7 @@ def run_once(
     def make():
         if baseline:
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
-        return InferenceCore(net, top_k=args.top, mem_every=args.mem_every,
-                             amp=amp_dtype is not None and args.backend == "pytorch",
-                             amp_dtype=amp_dtype, max_mem_frames=budget)
+        return core_of(net, args, amp_dtype if args.backend == "pytorch" else None, budget)
 
     warm = make()  # warm-up: allocator, kernels, autotuning
     for t in range(min(args.warmup, length)):
@@ -246,8 +250,7 @@ def run_batch(
     clips = [SyntheticVideo(args.height, round(args.height * ASPECT), objects, device, seed=v) for v in range(videos)]
 
     def make() -> list[InferenceCore]:
-        first = InferenceCore(net, top_k=args.top, mem_every=args.mem_every, amp=amp_dtype is not None,
-                              amp_dtype=amp_dtype, max_mem_frames=budget)
+        first = core_of(net, args, amp_dtype, budget)
         return [first] + [fresh_core(first) for _ in range(videos - 1)]
 
     def step_all(cores: list[InferenceCore], t: int, last: int) -> float:

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def _with_model(args: argparse.Namespace, path: str) -> argparse.Namespace:
     """The flags of one model, as build_core reads them."""
     one = copy.copy(args)
-    one.model = path
+    one.model, one.models = path, [path]
     return one
 
 

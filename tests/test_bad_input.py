@@ -679,16 +679,15 @@ def test_minimum_size_is_two_cells_of_the_coarsest_features():
 @pytest.mark.parametrize("size, expected", [(-1, None), (32, 32), (33, 33), (480, 480), (31, "error"), (0, "error"),
                                             (-2, "error")])
 def test_size_flag_boundary(size, expected):
-    from argparse import Namespace
+    from evaluation.flags import options_from_args
+    from util.errors import UserError
 
-    from evaluation.run_video import short_side
-    from util.io import DataError
-
+    args = eval_generic.get_args_parser().parse_args(["--data_path", "d", "--output", "o", "--size", str(size)])
     if expected == "error":
-        with pytest.raises(DataError, match=r"^--size: .* minimum shorter side of 32"):
-            short_side(Namespace(size=size))
+        with pytest.raises(UserError, match=r"^--size: .* minimum shorter side of 32"):
+            options_from_args(args)
     else:
-        assert short_side(Namespace(size=size)) == expected
+        assert options_from_args(args).size == expected
 
 
 @pytest.mark.parametrize("h, w, short, ok", [(32, 40, None, True), (40, 31, None, False), (20, 24, 32, True),

@@ -20,7 +20,7 @@ import eval_davis
 import eval_generic
 import segment_video
 from evaluation.datasets import GenericEvalDataset
-from evaluation.ensembles import check_ensemble_args, ensemble_from_args, variants_from_args
+from inference_core import Predictor
 from inference_core.core import InferenceCore, resize_probabilities
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
 from inference_core.memory_bank import MemoryBank, best_query_positions, gaussian_log_kernel
@@ -145,38 +145,34 @@ def test_bad_ensemble_flags_are_one_error(tmp_path, generic_template, released_c
 
 
 def test_video_batch_with_an_ensemble_is_refused():
+    from evaluation.run_video import video_batch_option
+
     args = argparse.Namespace(model="a.pth", models=["a.pth"], scales=None, flip=True, kernel_sigma=None,
                               onnx_dir=None, video_batch=2)
     with pytest.raises(DataError, match="--video_batch"):
-        check_ensemble_args(args)
-    check_ensemble_args(argparse.Namespace(**{**vars(args), "video_batch": 1}))
+        video_batch_option(args)
+    video_batch_option(argparse.Namespace(**{**vars(args), "video_batch": 1}))
 
 
-def test_variants_are_model_by_scale_by_flip_with_the_kernel_above_480():
-    args = argparse.Namespace(model="a", models=["a", "b"], scales=[480, 600], flip=True, kernel_sigma=7.0)
-    got = variants_from_args(args)
+def test_variants_are_model_by_scale_by_flip_with_the_kernel_above_480(stcn_net):
+    predictor = Predictor([stcn_net, stcn_net], models=("a", "b"), scales=(480, 600), flip=True, kernel_sigma=7.0)
+    got = predictor.variants()
     assert [(v.model, v.short_side, v.flip) for v in got] == [
         (m, s, f) for m in "ab" for s in (480, 600) for f in (False, True)]
     assert [v.kernel_sigma for v in got] == [None, None, 7.0, 7.0] * 2
 
 
-def test_ensemble_from_args_builds_each_network_once_and_a_core_per_variant(stcn_net):
-    built = []
-
-    def build_one(args):
-        assert args.scales is None and not args.flip and args.kernel_sigma is None and args.models == [args.model]
-        built.append(args.model)
-        return InferenceCore(stcn_net, top_k=5)
-
-    args = argparse.Namespace(model="a", models=["a", "b"], scales=[480, 600], flip=True, kernel_sigma=7.0,
-                              onnx_dir=None, size=480)
-    ensemble = ensemble_from_args(args, build_one)
-    assert built == ["a", "b"] and len(ensemble.cores) == 8 and ensemble.sides == (480, 600)
+def test_the_predictor_builds_a_core_per_variant_on_each_network(stcn_net):
+    other = type(stcn_net)(pretrained=False).eval()
+    predictor = Predictor([stcn_net, other], models=("a", "b"), scales=(480, 600), flip=True, kernel_sigma=7.0,
+                          top_k=5)
+    ensemble = predictor.new_core()
+    assert isinstance(ensemble, EnsembleCore) and len(ensemble.cores) == 8 and ensemble.sides == (480, 600)
     assert [c.memory.kernel_sigma for c in ensemble.cores] == [None, None, 7.0, 7.0] * 2
-    assert all(c.top_k == 5 and c.network is stcn_net for c in ensemble.cores)  # options kept, weights shared
+    assert all(c.top_k == 5 for c in ensemble.cores)  # options kept, weights shared
+    assert [c.network for c in ensemble.cores] == [stcn_net] * 4 + [other] * 4
     assert len({id(c.memory) for c in ensemble.cores}) == 8
-    one = argparse.Namespace(model="a", models=["a"], scales=None, flip=False, kernel_sigma=None, onnx_dir=None)
-    assert ensemble_from_args(one, build_one) is None and built == ["a", "b"]  # today's single core
+    assert isinstance(Predictor(stcn_net, top_k=5).new_core(), InferenceCore)  # today's single core
 
 
 # ------------------------------------------------------------------------------- core level

@@ -193,7 +193,7 @@ def test_import_graph_reads_lazy_imports_as_modules(tmp_path):
 
 
 # what the commands build their parsers from: they parse before importing torch (tests/test_help.py runs them)
-TORCH_FREE = ("util.defaults", "util.cli", "util.launch", "evaluation.flags")
+TORCH_FREE = ("util.defaults", "util.cli", "util.launch", "inference_core.options", "evaluation.flags")
 
 
 def module_imports(module: str, modules: dict[str, Path]) -> set[str]:

@@ -101,6 +101,33 @@ def test_segment_equals_eval_generic(tmp_path, video, released_checkpoint, bidir
     assert bool(set(before.tolist()) - {0}) == bidirectional  # frames before any annotation: objects only backwards
 
 
+def test_an_ensemble_stream_equals_eval_generics_ensemble(tmp_path, video, released_checkpoint, capsys):
+    """Two networks x two scales x flip from Python: the masks of eval_generic.py with the same flags (the
+    stream resizes and mirrors its inputs from the original frame as the evaluation datasets do)."""
+    images, labels = video
+    masks = {0: only(labels[0], 3), 5: only(labels[5], 200)}
+    data = write_generic(tmp_path / "data", images, masks)
+    ckpt = str(released_checkpoint)
+    argv = ["--data_path", str(data), "--output", str(tmp_path / "out"), "--model", ckpt, ckpt, "--size", str(SIZE),
+            "--scales", str(SIZE), "48", "--flip", "--device", "cpu"]
+    assert eval_generic.main(argv) == 0
+    capsys.readouterr()
+    predictor = Predictor.from_checkpoint([ckpt, ckpt], device="cpu", size=SIZE, scales=(SIZE, 48), flip=True)
+    assert len(predictor.new_core().cores) == 8
+    read = {t: np.array(Image.open(data / "Annotations" / "v" / f"{t:05d}.png")) for t in masks}
+    results = list(predictor.segment(data / "JPEGImages" / "v", read))
+    assert [t for t, _ in results] == list(range(SPEC.frames))
+    for t, got in results:
+        assert np.array_equal(got, np.array(Image.open(tmp_path / "out" / "v" / f"{t:05d}.png"))), t
+    stream = predictor.new_stream()
+    stream.step(images[0], labels[0])
+    for call, where in ((lambda: stream.step(images[1], labels[0]), "mask"), (lambda: stream.remove(3), "remove"),
+                        (lambda: predictor.step_batch([(stream, images[1])]), "items")):
+        with pytest.raises(PredictorError) as info:
+            call()
+        assert info.value.where == where
+
+
 def test_segment_video_bidirectional_equals_segment_on_the_video_file(tmp_path, video, released_checkpoint, capsys):
     from util.video import VideoWriter
 
