@@ -36,7 +36,6 @@ import eval_generic
 import eval_youtube
 import segment_video
 import train
-from evaluation.run_video import MIN_SHORT_SIDE
 from scripts import (
     benchmark_backends,
     benchmark_inference,
@@ -51,6 +50,7 @@ from tests.eval_fixtures import VideoSpec, davis_template, generic_template, sav
 from tests.helpers import error_lines, run_main, snapshot, write_clip
 from tests.synthetic_data import make_static_root
 from tests.test_download import fake_checkpoint, resnet18_shapes
+from util.defaults import MIN_SHORT_SIDE
 
 torch.set_num_threads(1)
 
