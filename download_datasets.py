@@ -48,7 +48,7 @@ GDRIVE_IDS = {
     'yv18_valid': '1-QrceIl5sUNTKz7Iq0UsWC6NLZq7girr',
     'yv18_valid_all': '1yVoHM6zgdcL348cFpolFcEl4IC1gorbV',
 }
-# (name, dataset folder it is extracted into (util/layouts.py), rough archive size in GB for the
+# (name, dataset folder it is extracted into (`util.layouts`), rough archive size in GB for the
 # free-space estimate, entries the folder must hold afterwards, archive file). The archive is saved
 # beside that folder, in its parent; the names are unique so that a --mirror can be one flat folder.
 PART_TABLE: tuple[tuple[str, str, float, tuple[str, ...], str], ...] = (

@@ -7,9 +7,9 @@ inputs of the loop for an EnsembleCore (`Predictor.new_core` builds it from the 
     --kernel_sigma [S]           kernelized memory reading (default sigma 7) for the variants above 480p
 
 The variants are every combination network x scale x flip; their probabilities are averaged at the
-frame's original size before the argmax (inference_core/ensemble.py). One network, no --scales and
+frame's original size before the argmax (`EnsembleCore`). One network, no --scales and
 no --flip is the ordinary single core, untouched; `--scales 480` on its own (where 480 is the video's
-network size) and `--model x.pth` on their own give today's masks bit for bit. The timing lines count
+network size) and `--model x.pth` on their own give the single core's masks bit for bit. The timing lines count
 every frame once, whatever the number of variants: the time is that of all variants together.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def model_paths(args: argparse.Namespace) -> list[str]:
 
 
 def weight_inputs(args: argparse.Namespace) -> list[str | None]:
-    """What the networks are read from, inputs that no output may touch (util/outputs.py): every
+    """What the networks are read from, inputs that no output may touch: every
     `--model` path and `--onnx_dir` (None when not given)."""
     return [*model_paths(args), getattr(args, "onnx_dir", None)]
 

@@ -2,7 +2,7 @@
 
 The commands build their parsers from these and parse before importing torch, so that `--help` and
 a mistyped flag are answered at once. The inference options' flags (name, help, default, choices)
-are the rows of the table in inference_core/options.py, read back by its `options_from_args`.
+are the rows of `InferenceOptions`' field table, read back by `options_from_args`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from inference_core.options import FIELDS, InferenceOptions, PredictorError, des
 from util.cli import HelpFormatter
 from util.launch import add_local_rank_arg
 
-GROUPS = {  # a block of --help -> its title (the fields' `group`, inference_core/options.py)
+GROUPS = {  # a block of --help -> its title (the fields' `group`)
     "ensemble": "multi-scale, flip and ensembles (supplementary E; docs/experiments.md)",
     "long": "long videos and memory (off by default: the paper's setting)",
     "speed": "backends (default: PyTorch fp32; README, 'Speed')",
@@ -20,8 +20,7 @@ GROUPS = {  # a block of --help -> its title (the fields' `group`, inference_cor
 
 
 class ModelPaths(argparse.Action):
-    """`--model a.pth [b.pth ...]`: `args.model` stays the first path (what every script names as an
-    input), `args.models` holds them all."""
+    """`--model a.pth [b.pth ...]`: `args.model` is the first path, `args.models` holds them all."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         namespace.model = values[0]
@@ -36,7 +35,7 @@ def add_option(parser, name: str, help_suffix: str = "", **overrides) -> None:
 
 
 def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves/stcn.pth") -> None:
-    """The flags every evaluation script shares (names as in the original STCN scripts); `--help` shows
+    """The flags the evaluation commands share (names as in the original STCN scripts); `--help` shows
     the defaults."""
     parser.formatter_class = HelpFormatter
     add_option(parser, "models", default=model_default, nargs="+", action=ModelPaths, dest="model")
@@ -47,7 +46,7 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
                              "files written) and replace existing files; never an input")
     for row in fields_of_group("main"):
         add_option(parser, row.name)
-    # passed by the old `python -m torch.distributed.launch` (evaluation/sharding.py)
+    # passed by the deprecated `python -m torch.distributed.launch` launcher
     add_local_rank_arg(parser)
     for group, title in GROUPS.items():
         block = parser.add_argument_group(title)
@@ -92,7 +91,7 @@ def add_antialias_arg(parser: argparse.ArgumentParser, native: bool = False) -> 
 
 
 def add_bidirectional_arg(parser: argparse.ArgumentParser) -> None:
-    """`--bidirectional` (eval_generic.py, segment_video.py): objects annotated on a later frame also backwards."""
+    """`--bidirectional`: objects annotated on a later frame are also propagated backwards."""
     parser.add_argument("--bidirectional", action="store_true",
                         help="also propagate each object backwards, from the frame where it is first annotated to "
                              "the first frame (its own memory, the frames in reverse); frames before an object's "

@@ -12,12 +12,12 @@ the image or writing the PNG; the device is synchronised before each clock readi
 total number of processed frames over the total time, whatever the number of objects.
 
 Several videos at once (`run_videos_batched`): N videos side by side, one core each, their current
-frames stepped in one batch (inference_core/batch.py); each video is written as above, and a batched
+frames stepped in one batch (`step_cores`); each video is written as above, and a batched
 step's time counts once for all the frames it processed.
 
 The loop takes a core and videos, never flags. A core here is an `InferenceCore` or a core of the same
 interface (an ensemble of them); the one place that tells them apart is `frame_input` /
-`annotation_input` (evaluation/ensembles.py), which give a frame and its annotation in the form the
+`annotation_input`, which give a frame and its annotation in the form the
 core takes.
 """
 from __future__ import annotations
@@ -181,7 +181,7 @@ def frames_to_step(
     Frames the core needs no step for (`InferenceCore.needs_frame`: neither written, annotated nor
     due as memory) are passed with `core.skip()` (then `on_skip()`); the video ends at its last
     required or annotated frame (`frames_to_process`). The same loop serves evaluation (`VideoRun`)
-    and the memory-coverage recording (evaluation/coverage.py).
+    and the memory-coverage recording.
     """
     last = frames_to_process(video) - 1
     for i in range(last + 1):
@@ -222,7 +222,7 @@ def run_video(
     """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
     output: the checked output folder `out_dir` is (in), which decides how an existing `out_dir`
-    is replaced (util/outputs.py); None: replaced whole. Frames after the last required or annotated
+    is replaced; None: replaced whole. Frames after the last required or annotated
     frame are not processed; frames that are neither required nor memory (see
     `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
     skipped), e.g. to advance a progress bar. bidirectional: objects first annotated on frame m are

@@ -20,7 +20,7 @@ from util.outputs import run_command
 def video_batch_option(args: argparse.Namespace) -> int:
     """The `--video_batch` flag (1 where a script has none); DataError when below 1 or with an exported backend.
 
-    The exported ONNX graphs (model/export.py) have a fixed batch of one frame.
+    The exported ONNX graphs have a fixed batch of one frame.
     """
     n = getattr(args, "video_batch", 1)
     if n < 1:
@@ -59,5 +59,5 @@ def build_core(args: argparse.Namespace, notes: set[str] | None = None) -> Infer
 
 def report_errors(fn: Callable[[], int], tool: str | None = None) -> int:
     """Run a script body: a user mistake or a write error becomes one `error:` line on stderr and exit
-    code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (util/outputs.py run_command)."""
+    code 1, SIGINT / SIGTERM one `interrupted by ...` line and 130 / 143 (`run_command`)."""
     return run_command(fn, resume_hint="rerun the same command to redo the unfinished videos", tool=tool)

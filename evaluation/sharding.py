@@ -2,10 +2,10 @@
 
     torchrun --nproc_per_node=8 eval_youtube.py --output ../output/yv19
 
-Under `torchrun` (or the old `python -m torch.distributed.launch`; RANK / WORLD_SIZE / LOCAL_RANK in
+Under `torchrun` (or the deprecated `python -m torch.distributed.launch`; RANK / WORLD_SIZE / LOCAL_RANK in
 the environment) every rank builds the same video list, runs its share (`shard_videos`: balanced by
 frame count) on its own device (cuda:LOCAL_RANK when CUDA is present, else the CPU) and writes its
-videos into the one output folder; a plain `python eval_*.py` is a world of one and runs as before.
+videos into the one output folder; a plain `python eval_*.py` is a world of one and runs unsharded.
 
 Rank 0 alone checks the output folders (`Shard.on_main`) and claims them before the others write
 (`Shard.writing`); once every rank's videos are done (`Shard.run_dataset`, the ranks' timings

@@ -1,7 +1,7 @@
 """A video file (e.g. .mp4) as a `EvalVideo`: frames decoded one at a time, masks from PNG files.
 
 Frames are named by their index, `00000`, `00001`, ... (the output masks are `<index>.png`), and are
-in display orientation (a phone's rotation applied: util/video.py). The
+in display orientation (a phone's rotation applied: `util.video`). The
 annotations are indexed PNGs at the video's displayed size: one for the first frame (`--mask`), or a folder
 of masks named by the index of the frame where their objects first appear (`--mask_dir`, e.g.
 `00000.png`, `00120.png`; any zero padding).

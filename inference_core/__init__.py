@@ -1,6 +1,5 @@
-"""Semi-supervised propagation with STCN, one frame at a time (shared by every evaluation script), and the
-Python API on top of it (`Predictor`, `Stream`: inference_core/predictor.py; `InferenceOptions`:
-inference_core/options.py).
+"""Semi-supervised propagation with STCN, one frame at a time, and the Python API on top of
+it (`Predictor`, `Stream`, `InferenceOptions`).
 
 The names are imported on first use, so that `inference_core.options` (torch-free) can be imported by the
 commands' flag parsers without loading torch.

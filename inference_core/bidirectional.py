@@ -68,7 +68,7 @@ def merge_directions(forward: tuple[Tensor, Sequence[int]], backward: tuple[Tens
     first annotated at or before t, else from the backward pass. (prob (1 + K, h, w), ids) each.
 
     When one pass gives every object and holds no other, its result is kept unchanged; otherwise the
-    chosen objects' probabilities are renormalised together by soft aggregation (model/aggregate.py).
+    chosen objects' probabilities are renormalised together by soft aggregation (`soft_aggregate`).
     """
     (fprob, fids), (bprob, bids) = forward, backward
     use_f = [i for i, o in enumerate(fids) if starts.get(o, -1) <= t]

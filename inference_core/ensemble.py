@@ -11,7 +11,7 @@ the variants, in the order the variants are given:
 
     P(x) = (1 / V) * sum_v  resize_to_original( unflip_v( P_v(x_v) ) )
 
-so the label map is argmax P. One variant at the video's own size without flip is today's run
+so the label map is argmax P. One variant at the video's own size without flip is the plain run
 exactly (the same probabilities, resized by the same function, divided by 1).
 
 `EnsembleCore` has the surface the evaluation loop uses of an `InferenceCore` (reset, step,

@@ -1,6 +1,6 @@
 """Every inference option in one frozen object, checked once where it is built, with its command-line flag.
 
-`InferenceOptions` holds what a `Predictor` (inference_core/predictor.py) and the evaluation commands
+`InferenceOptions` holds what a `Predictor` and the evaluation commands
 configure: the memory schedule and bounds of section 3.3 / 4, the frame size, the precision and
 backend, the device, and the ensemble of supplementary E (networks x shorter sides x flip, kernelized
 reading for the large sides). Building one checks every field and every combination; a mistake
@@ -8,7 +8,7 @@ raises `PredictorError` naming the field.
 
 Each field's metadata is its row of the flag table: `flag` (the evaluation commands' name for it),
 `help`, `group` (the block of `--help` it is listed in) and the argparse keywords beyond the default
-(evaluation/flags.py builds the parsers from these rows; `options_from_args` reads them back). An
+(the commands' parsers are built from these rows; `options_from_args` reads them back). An
 error's text names options as `{field}` or `{field=value}`: `field` / `field=value` for Python,
 `--flag` / `--flag value` on the command line (`PredictorError.on_command_line`), so one check
 serves both.

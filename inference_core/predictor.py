@@ -4,7 +4,7 @@
     stream = predictor.new_stream()
     labels = stream.step(frame, mask)        # H x W x 3 uint8 in, H x W label map out (your ids)
 
-A `Predictor` holds the network(s) and the inference options (`InferenceOptions`, inference_core/options.py);
+A `Predictor` holds the network(s) and the inference options (`InferenceOptions`);
 every `Stream` is one video with its own `InferenceCore` (its memory and its object registry), or for an
 ensemble (several networks, scales, flip: supplementary E) its own `EnsembleCore`, whose variants read the
 frame resized from the original at each side, as the evaluation datasets give it. A stream does its
@@ -12,7 +12,7 @@ work in three steps so that a batched step (several streams in one forward pass)
 `prepare` (frame and mask -> the network-size tensors), the core's `step`, and `finish`
 (corrections, probabilities, the label map at the frame's size).
 
-Frames are normalised and resized exactly as the evaluation scripts do (util/frames.py: the
+Frames are normalised and resized exactly as in evaluation (`util.frames`: the
 normalised frame, plain bicubic, to `size` on the shorter side), and the probabilities are resized
 back bilinearly before the argmax (`probabilities_to_labels`), so a stream gives the masks of
 `eval_generic.py` for the same frames and first-appearance masks.
@@ -27,7 +27,7 @@ only starts objects, `inference_core.objects.starting_objects`.)
 A mask is H x W ids, or colours (H x W x 3 RGB / x 4 RGBA uint8, a PIL image in mode RGB/RGBA) read as
 the commands read a colour PNG (`colour_ids`: one id per colour for the whole video, anti-aliased
 colours refused). An object with no pixel at the network size (1-2 pixels of a large frame;
-inference_core/objects.py `lost_objects`) is not tracked; its given pixels are kept in the labels of
+see `lost_objects`) is not tracked; its given pixels are kept in the labels of
 the frame where it was given.
 
 Notes: what the user should know but is no error is kept as `note: ...` lines, never printed, as
@@ -109,7 +109,7 @@ def network_similarity_of(options: InferenceOptions, network: Any, name: str) ->
 
 def as_rgb(frame: Frame, name: str = "frame") -> np.ndarray | Tensor:
     """An H x W x 3 uint8 frame of at least one pixel (numpy, tensor, or a PIL image in any mode, converted
-    to 8-bit RGB as the image files are: util/io.py rgb_image)."""
+    to 8-bit RGB as the image files are, by `rgb_image`)."""
     if isinstance(frame, Image.Image):
         try:
             frame = np.asarray(rgb_image(frame, name), dtype=np.uint8)
@@ -165,7 +165,7 @@ def as_label_map(mask: Any, size: tuple[int, int], name: str = "mask", colours: 
 def colour_ids(mask: Any, colours: MaskReader, where: str, name: str = "mask") -> Any:
     """A colour mask (H x W x 3 RGB or x 4 RGBA uint8 array or tensor, a PIL image in mode RGB/RGBA) as the
     H x W uint8 ids the commands read from the same colours in a PNG: `MaskReader.colour_labels_of`
-    (util/io.py; one id per colour, kept for the video by `colours`, a note naming `where` saying which
+    (one id per colour, kept for the video by `colours`, a note naming `where` saying which
     colour became which id, anti-aliased colours refused). Any other mask is returned as it is."""
     if isinstance(mask, Image.Image):
         if mask.mode not in ("RGB", "RGBA"):
@@ -188,12 +188,12 @@ def colour_ids(mask: Any, colours: MaskReader, where: str, name: str = "mask") -
 class Predictor:
     """The network(s) and the inference options; `new_stream()` for each video, `new_core()` for the loop.
 
-    network: an STCN in eval mode (or an exported backend, inference_core/backends.py), or a list of
+    network: an STCN in eval mode (or an exported backend, `inference_core.backends`), or a list of
         them: the networks of an ensemble, named by `models` in messages.
-    options: an InferenceOptions (inference_core/options.py), its fields replaced by `fields`
+    options: an InferenceOptions, its fields replaced by `fields`
         (`Predictor(net, size=480, top_k=20, ...)`); every field is checked, PredictorError naming it.
     amp_dtype: the autocast dtype the network runs under (None: fp32, or the `amp` rule of
-        util/device.py resolve_amp_dtype for the network's device when `amp` is set).
+        `resolve_amp_dtype` for the network's device when `amp` is set).
     """
 
     def __init__(self, network: Any, options: InferenceOptions | None = None, *,
@@ -203,7 +203,7 @@ class Predictor:
         self.names = list(options.models) if len(options.models) == len(self.networks) else [
             f"network {i}" for i in range(len(self.networks))]
         self.network = self.networks[0]
-        # an exported backend (inference_core/backends.py) has no parameters and names its device
+        # an exported backend has no parameters and names its device
         self.device = getattr(self.network, "device", None) or next(self.network.parameters()).device
         self.note: str | None = None  # a line for the user about the precision
         if amp_dtype is None and options.amp and options.backend == "pytorch":
@@ -229,8 +229,8 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | Sequence[str | os.PathLike],
                         options: InferenceOptions | str | torch.device | None = None, **fields: Any) -> Predictor:
-        """Load weights as the evaluation scripts do (released stcn.pth, training checkpoints,
-        stage-0 files converted; model/checkpoint.py load_network) and keep the options.
+        """Load weights with `load_network` (released stcn.pth, training checkpoints, stage-0 files
+        converted) and keep the options.
 
         path: one weights file, or several: an ensemble averaging their probabilities (supplementary E;
         with `scales`, `flip` and `kernel_sigma` every configuration of the evaluation commands).
@@ -255,8 +255,8 @@ class Predictor:
                 continue
             loaded[model] = len(networks)
             network = prepare_for_inference(load_network(model, device=device))
-            # the read's similarity is the weights' own (model/network.py); kept here because an exported
-            # backend (below) no longer carries it
+            # the read's similarity is the weights' own; kept here because an exported backend (below) does
+            # not carry it
             similarities.append(network_similarity_of(options, network, model))
             if options.backend != "pytorch":
                 network = exported_network(network, options.backend, options.onnx_dir, precision=precision_label(dtype))
@@ -270,7 +270,7 @@ class Predictor:
 
     @property
     def similarity(self) -> str:
-        """The memory read's similarity: the weights' own ("l2" for released weights; model/network.py)."""
+        """The memory read's similarity: the weights' own ("l2" for released weights)."""
         return self.similarities[0]
 
     def variants(self) -> list[Variant]:
@@ -304,7 +304,7 @@ class Predictor:
 
     def step_batch(self, items: Sequence[tuple[Stream, Frame] | tuple[Stream, Frame, Any]]) -> list[np.ndarray]:
         """Step several streams (videos) on one frame each, in one forward pass of the key encoder, the
-        decoder and the value encoder (inference_core/batch.py `step_cores`; frames of different
+        decoder and the value encoder (`step_cores`; frames of different
         padded sizes go in separate passes of the same call).
 
         items: (stream, frame) or (stream, frame, mask), each stream of this predictor and at most
@@ -336,8 +336,8 @@ class Predictor:
                 ) -> Iterator[tuple[int, np.ndarray]]:
         """Segment a whole video; yields (frame index, H x W label map) in frame order.
 
-        frames: a folder of images (in frame order, numbers in names by value: util/io.py image_files), a
-            video file (.mp4, ...; decoded one frame at a time, as displayed: util/video.py) or a sequence
+        frames: a folder of images (in frame order, numbers in names by value: `image_files`), a
+            video file (.mp4, ...; decoded one frame at a time, as displayed: `util.video`) or a sequence
             of H x W x 3 uint8 frames. masks: frame index -> label map of that
             frame (the rule of the module docstring: new ids start there, tracked ids are corrected).
         bidirectional: also propagate every object backward from the frame where it is first
@@ -456,7 +456,7 @@ class Stream:
     @property
     def network_probabilities(self) -> Tensor:
         """The last frame's probabilities at the network size, (1 + K, h, w), background first (an
-        ensemble: their average at the frame's size, inference_core/ensemble.py)."""
+        ensemble: their average at the frame's size, `EnsembleCore`)."""
         if self._prob is None:
             raise PredictorError("probabilities", "no frame given yet", "call step(frame) first")
         return self._prob
@@ -496,7 +496,7 @@ class Stream:
         where = f"mask of frame {self.frame_index + 1}"
         given = None if mask is None else self._label_map(mask, size, where)
         ensemble = isinstance(self.core, EnsembleCore)
-        if ensemble:  # every side the variants read, resized from the original frame (as evaluation/datasets.py)
+        if ensemble:  # every side the variants read, resized from the original frame (as the datasets do)
             x = normalise(rgb)
             shapes = {side: net_size if side is None else resized_shape(*size, side) for side in self.core.sides}
             image = ScaledFrame({side: resize_frame(x, shape, self.predictor.antialias)

@@ -3,7 +3,7 @@
 Frame 0 comes with its ground-truth mask; frame 1 is segmented with frame 0 as memory; the predicted
 mask of frame 1 is encoded as a second memory frame; frame 2 is segmented with frames 0 and 1.
 
-Glossary as in model/network.py: k16 keys (B, C_k, h, w), qv16 query values, f16/f8/f4 key-encoder
+Glossary as in `model.network`: k16 keys (B, C_k, h, w), qv16 query values, f16/f8/f4 key-encoder
 features; mk16 (B, C_k, T, h, w) and mv16 (B, K, C_v, T, h, w) the memory; K objects.
 
 The predicted mask of frame 1 is NOT detached before it becomes memory, as in the original STCN

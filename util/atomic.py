@@ -4,10 +4,10 @@ A file is written into a fresh hidden folder beside its target, then renamed int
 (or a rerun after a crash) sees either the old file or the complete new one, never a truncated file
 under the final name.
 
-Every unfinished output (such a folder, or a result folder being written, util/outputs.py) is a
+Every unfinished output (such a folder, or a result folder being written) is a
 *partial folder* `.partial-<name>-<pid>-<8 hex>/` holding a proof file `.stcn-partial` whose text
 names that very folder. The proof is what lets a later run remove a partial folder left by a killed
-process (util/outputs.py, `clean_stale`): a folder that merely looks like one (a user's
+process (`clean_stale`): a folder that merely looks like one (a user's
 `.partial-backup-31337-deadbeef/`), a file named like a temporary, or a link, carries no proof and
 is never removed.
 """

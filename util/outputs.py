@@ -16,7 +16,7 @@ folder is released. The contract:
 - Never, whatever the flags: an output equal to, inside or containing an input, a file where a folder
   goes (or the reverse), a write through a link or over one (every path below the folder is checked
   when it is written, `check_target`). The destination is probed for writability first.
-- Unfinished outputs are proven partial folders (util/atomic.py); those of a process that is gone are
+- Unfinished outputs are proven partial folders (`util.atomic`); those of a process that is gone are
   removed by the next run in that destination (`clean_stale`), never anything else.
 
 `run_command` reports how a command ends: a `UserError` or an `OSError` is one `error:` line (exit 1),
@@ -517,7 +517,7 @@ def tool_of(fn: Callable) -> str:
 
 
 def run_command(fn: Callable[[], int], resume_hint: str = "", prefix: str = "", tool: str | None = None) -> int:
-    """The one reporter of every entry point: runs a command's body; a `UserError` (util/errors.py)
+    """The one reporter of every entry point: runs a command's body; a `UserError`
     and a write error become one `error: [prefix]where: problem; fix` line (exit 1), SIGINT and SIGTERM
     one `interrupted by ...` line (exit 130 / 143); never a traceback for these.
     tool: the program's name (default `tool_of(fn)`), recorded in the markers of the results it writes."""
