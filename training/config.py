@@ -83,8 +83,8 @@ STAGES: dict[int, StageConfig] = {
         iterations=300_000, steps=(150_000,),
         batch_size=PRETRAIN_GLOBAL_BATCH // PAPER_GPUS, paper_global_batch=PRETRAIN_GLOBAL_BATCH,
     ),
-    # supplementary F.4: 500K BL30K iterations. The decay point follows the original code and the
-    # issue (400K); the paper's F.4 text says 450K. Override with --steps 450000 for the text's value.
+    # supplementary F.4: 500K BL30K iterations. The decay point follows the original code
+    # (400K); the paper's F.4 text says 450K. Override with --steps 450000 for the text's value.
     # The original trained BL30K with 4 per process (global 8).
     1: StageConfig(
         stage=1, name="bl30k", data="bl30k", single_object=False,
