@@ -1,10 +1,10 @@
 """The one evaluation loop: frames of a video -> InferenceCore -> masks on disk, with timing.
 
-Every evaluation script (DAVIS 2017/2016, YouTube-VOS, generic) builds a dataset of
-`EvalVideo`s and calls `run_dataset`. Per video, frames are read lazily, given to the core, and
-each required mask is resized to the original size and written as soon as it is produced, into
-a hidden temporary folder that is renamed to the video's name only when the video is complete; on
-any error the temporary folder is removed, so a video folder that exists is always complete.
+An evaluation command builds a dataset of `EvalVideo`s and calls `run_dataset`. Per video, frames are
+read lazily, given to the core, and each required mask is resized to the original size and written as
+soon as it is produced, into a hidden temporary folder that is renamed to the video's name only when the
+video is complete; on any error the temporary folder is removed, so a video folder that exists is always
+complete.
 
 Timing follows the paper ("FPS ... measured with IO time excluded", STCN README): the clock covers
 the network work of a frame and turning its probabilities into the output label map, not reading
@@ -12,13 +12,12 @@ the image or writing the PNG; the device is synchronised before each clock readi
 total number of processed frames over the total time, whatever the number of objects.
 
 Several videos at once (`run_videos_batched`): N videos side by side, one core each, their current
-frames stepped in one batch (`step_cores`); each video is written as above, and a batched
-step's time counts once for all the frames it processed.
+frames stepped in one batch (`step_cores`); each video is written as above, and a batched step's time
+counts once for all the frames it processed.
 
 The loop takes a core and videos, never flags. A core here is an `InferenceCore` or a core of the same
 interface (an ensemble of them); the one place that tells them apart is `frame_input` /
-`annotation_input`, which give a frame and its annotation in the form the
-core takes.
+`annotation_input`, which give a frame and its annotation in the form the core takes.
 """
 from __future__ import annotations
 
