@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -244,6 +245,19 @@ def run_sharded(body: Callable[[Shard], int], local_rank_arg: int | None = None)
             status = 1
         stack.close()  # the held output ends here
         if shard.failed and not shard.is_main:
-            print(*[ln for ln in held.getvalue().splitlines() if ln.startswith("error: ")], sep="\n",
-                  file=sys.stderr, flush=True)
+            _print_own_line([ln for ln in held.getvalue().splitlines() if ln.startswith("error: ")])
         return status
+
+
+def _print_own_line(lines: list[str]) -> None:
+    """`lines` on stderr, shared with rank 0's progress bar (which ends no line): written in one system
+    call (a pipe write of under 4 KiB is never interleaved) and between newlines, so that they stand
+    on lines of their own."""
+    text = "\n".join(lines)
+    sys.stderr.flush()
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (captured in-process)
+        print(text, file=sys.stderr, flush=True)
+        return
+    os.write(fd, f"\n{text}\n".encode())
