@@ -17,11 +17,10 @@ import argparse
 import sys
 
 from util import layouts
-from util.defaults import KEY_BACKBONES, KEY_DIMS, SIMILARITIES  # torch-free: `--help` answers at once
+from util.defaults import KEY_BACKBONES, KEY_DIMS, NULL_ID, SIMILARITIES  # torch-free: `--help` answers at once
 from util.launch import add_local_rank_arg
 
 DEFAULT_SEED = 14159265  # the original's seed
-NULL_ID = "NULL"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

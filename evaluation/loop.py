@@ -116,7 +116,7 @@ class VideoRun:
     ) -> None:
         core.reset()
         video.prepare()  # reads every annotation: a bad one stops here, before anything is written
-        self.core, self.video, self.sinks, self.on_frame, self.output = core, video, sinks, on_frame, output
+        self.core, self.video, self.sinks, self.on_frame = core, video, sinks, on_frame
         self.palette = video.palette
         self.size = video.size
         self.out_dir = Path(out_dir)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from model.checkpoint import CheckpointError, atomic_save, safe_load
 from model.network import STCN
-from training.config import NULL_ID, TrainConfig
+from training.config import TrainConfig
 from training.distributed import DistContext
+from util.defaults import NULL_ID
 from util.errors import UserError
 from util.outputs import OutputDir, clean_stale, note_kept, write_error_parts
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from model.modules import KEY_DIM
 from model.resnet import DEFAULT_KEY_BACKBONE
-from util.defaults import KEY_DIMS  # noqa: F401  (Table 2's key sizes)
+from util.defaults import KEY_DIMS, NULL_ID  # noqa: F401  (KEY_DIMS: Table 2's key sizes)
 from util.errors import UserError
 
 
@@ -21,7 +21,6 @@ class ConfigError(UserError, ValueError):
     """An impossible combination of flags (reported as one error line)."""
 
 
-NULL_ID = "NULL"  # the run name that trains without logging or saving (as the original)
 
 
 # supplementary F.1: Adam, base learning rate 1e-5, L2 weight decay 1e-7 (betas left at 0.9/0.999)

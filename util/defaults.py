@@ -40,3 +40,6 @@ NATIVE_SIZE = -1  # `--size -1` (the predictor's size=-1): frames at their own s
 # supplementary E: "As we trained our network with 480p images, we additionally employ kernelized
 # memory reading in 600p inference": --kernel_sigma applies to the variants whose shorter side exceeds this
 KERNEL_ABOVE_SIDE = 480
+
+# --- training
+NULL_ID = "NULL"  # the run name that trains without logging or saving (as the original)
