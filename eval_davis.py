@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg
+from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg, evaluate_at_native_size
 from evaluation.server_zip import make_zip, prepare_zip, upload_hint
 from util import layouts
 from util.outputs import OutputDir, wrote_line
@@ -36,6 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_score", action="store_true",
                         help="do not score the val results (test-dev is scored by the server: <output>.zip)")
     add_common_args(parser)
+    evaluate_at_native_size(parser)
     add_video_batch_arg(parser)
     add_antialias_arg(parser, native=True)
     return parser
@@ -54,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.datasets import DAVISEvalDataset
     from evaluation.davis_scoring import score
-    from evaluation.ensembles import weight_inputs
+    from evaluation.flags import weight_inputs
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core
+    from evaluation.run_video import build_predictor
     from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
@@ -65,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [args.davis_path, *weight_inputs(args)]
         out = shard.on_main(prepare_outputs, args, inputs)
         # layout errors before loading the network
-        dataset = DAVISEvalDataset(davis_root, imset=imset, antialias=args.antialias)
+        dataset = DAVISEvalDataset(davis_root, imset=imset)
         check_videos(dataset.videos)  # and every first-frame annotation
-        core = build_core(args)
+        predictor = build_predictor(args)
         with shard.writing(out) as out:
             output = out.path
-            stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out,
+            stats = shard.run_dataset(predictor, dataset.videos, lambda v: output / v.name, output=out,
                                       video_batch=args.video_batch)
             if not shard.is_main:  # rank 0 zips, reports and scores for every rank
                 return 0

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg
+from evaluation.flags import add_antialias_arg, add_common_args, add_video_batch_arg, evaluate_at_native_size
 from util import layouts
 from util.io import DataError
 from util.outputs import OutputDir, wrote_line
@@ -39,6 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"(default: <davis_path>/{DAVIS17_FROM_16})")
     parser.add_argument("--no_score", action="store_true", help="do not score the results")
     add_common_args(parser)
+    evaluate_at_native_size(parser)
     add_video_batch_arg(parser)
     add_antialias_arg(parser, native=True)
     return parser
@@ -62,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.datasets import DAVISEvalDataset
     from evaluation.davis_scoring import score
-    from evaluation.ensembles import weight_inputs
+    from evaluation.flags import weight_inputs
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core
+    from evaluation.run_video import build_predictor
     from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
@@ -72,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         imset = find_video_list(davis_root, Path(args.davis17_path) if args.davis17_path else None)
         out = shard.on_main(OutputDir, args.output, "--output",
                             [davis_root, args.davis17_path, imset, *weight_inputs(args)], args.overwrite)
-        dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True, antialias=args.antialias)
+        dataset = DAVISEvalDataset(davis_root, imset=imset.resolve(), single_object=True)
         check_videos(dataset.videos)  # every annotation before loading the network
-        core = build_core(args)
+        predictor = build_predictor(args)
         with shard.writing(out) as out:
             output = out.path
-            stats = shard.run_dataset(core, dataset.videos, lambda v: output / v.name, output=out,
+            stats = shard.run_dataset(predictor, dataset.videos, lambda v: output / v.name, output=out,
                                       video_batch=args.video_batch)
         if not shard.is_main:  # rank 0 reports and scores for every rank
             return 0

@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.datasets import GenericEvalDataset
-    from evaluation.ensembles import weight_inputs
+    from evaluation.flags import weight_inputs
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core
+    from evaluation.run_video import build_predictor
     from evaluation.sharding import run_sharded
     from evaluation.sinks import BinaryMaskSink, OverlaySink
 
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         check_distinct(outputs, entries=[p.name for p in Path(args.data_path, "JPEGImages").glob("*")])
         folders = shard.on_main(lambda: {flag: OutputDir(path, flag, inputs, args.overwrite)
                                          for path, flag in outputs if path})
-        dataset = GenericEvalDataset(args.data_path, short_side=options_from_args(args).size, antialias=args.antialias)
+        dataset = GenericEvalDataset(args.data_path, short_side=options_from_args(args).size)
         check_videos(dataset.videos)  # every video's masks and size before loading the network
-        core = build_core(args)
+        predictor = build_predictor(args)
         with shard.writing(folders) as folders:
             out = folders["--output"]
             sinks = []
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             if "--binary_masks" in folders:
                 binary = folders["--binary_masks"]
                 sinks.append(BinaryMaskSink(lambda v: binary.path / v.name, output=binary))
-            stats = shard.run_dataset(core, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out,
+            stats = shard.run_dataset(predictor, dataset.videos, lambda v: out.path / v.name, sinks=sinks, output=out,
                                       bidirectional=args.bidirectional, video_batch=args.video_batch)
         if not shard.is_main:  # rank 0 reports for every rank
             return 0

@@ -51,15 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
     from evaluation.datasets import YouTubeVOSEvalDataset
-    from evaluation.ensembles import weight_inputs
+    from evaluation.flags import weight_inputs
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core
+    from evaluation.run_video import build_predictor
     from evaluation.sharding import run_sharded
 
     def body(shard: Shard) -> int:
         dataset = YouTubeVOSEvalDataset(
             args.yv_path, split=args.split, short_side=options_from_args(args).size, output_all=args.output_all,
-            antialias=args.antialias,
         )
         if not dataset.uses_all_frames:
             print(f"note: {dataset.image_dir.parent.parent / 'all_frames'} not found; "
@@ -67,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         check_videos(dataset.videos)  # every annotation before loading the network
         inputs = [args.yv_path, *weight_inputs(args)]
         out = shard.on_main(prepare_outputs, args, inputs)
-        core = build_core(args)
+        predictor = build_predictor(args)
         with shard.writing(out) as out:
             output = out.path
-            stats = shard.run_dataset(core, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out,
+            stats = shard.run_dataset(predictor, dataset.videos, lambda v: output / RESULT_FOLDER / v.name, output=out,
                                       video_batch=args.video_batch)
             if not shard.is_main:  # rank 0 zips and reports for every rank
                 return 0

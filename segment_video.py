@@ -40,9 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # the network's modules (torch) only once the flags are read: `--help` and a mistyped flag answer at once
-    from evaluation.ensembles import weight_inputs
+    from evaluation.flags import weight_inputs
     from evaluation.loop import check_videos, run_dataset
-    from evaluation.run_video import build_core, report_errors
+    from evaluation.run_video import build_predictor, report_errors
     from evaluation.sinks import BinaryMaskSink, OverlaySink
     from evaluation.video_file import VideoFileVideo, annotations_by_frame
 
@@ -53,19 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         binary = OutputDir(args.binary_masks, "--binary_masks", inputs, args.overwrite) if args.binary_masks else None
         overlay = out.file(args.overlay, "--overlay") if args.overlay else None
         masks = annotations_by_frame(args.mask, args.mask_dir)
-        video = VideoFileVideo(args.video, masks, short_side=options_from_args(args).size, antialias=args.antialias)
+        video = VideoFileVideo(args.video, masks, short_side=options_from_args(args).size)
         check_videos([video])  # masks and size before loading the network
         sinks = []
         if overlay is not None:
             sinks.append(OverlaySink(lambda v: overlay))
         if binary is not None:
             sinks.append(BinaryMaskSink(lambda v: binary.path, output=binary))
-        core = build_core(args)
+        predictor = build_predictor(args)
         with contextlib.ExitStack() as stack:
             for folder in (out, binary):
                 if folder is not None:
                     stack.enter_context(folder)
-            stats = run_dataset(core, [video], lambda v: out.path, sinks=sinks, output=out,
+            stats = run_dataset(predictor, [video], lambda v: out.path, sinks=sinks, output=out,
                                 bidirectional=args.bidirectional)
         stats.print()
         extras = [("the overlay", overlay)] if overlay is not None else []

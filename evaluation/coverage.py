@@ -41,8 +41,8 @@ from torch import Tensor
 
 from evaluation.datasets import EvalVideo
 from evaluation.loop import frames_to_step
-from inference_core.core import InferenceCore
 from inference_core.memory_bank import MemoryBank
+from inference_core.predictor import Stream
 from util.atomic import atomic_write_text
 from util.io import atomic_save_image
 
@@ -88,15 +88,15 @@ class CoverageRecorder:
         return torch.cat([self.maxima[f].cpu() for f in sorted(self.maxima)]).numpy()
 
 
-def record_video(core: InferenceCore, video: EvalVideo) -> np.ndarray:
-    """Propagate `video` as an evaluation run does (same frames, same annotations, no output written)
-    and return the maximum contribution of each of its memory nodes."""
-    core.reset()
+def record_video(stream: Stream, video: EvalVideo) -> np.ndarray:
+    """Propagate `video` with `stream` as an evaluation run does (same frames, same annotations, no output
+    written) and return the maximum contribution of each of its memory nodes."""
+    stream.reset()
     video.prepare()
-    recorder = CoverageRecorder(core.memory)
-    core.memory.observer = recorder
-    for frame in frames_to_step(core, video):
-        core.step(frame.image, frame.mask, labels=frame.start, end=frame.end)
+    recorder = CoverageRecorder(stream.core.memory)
+    stream.core.memory.observer = recorder
+    for frame in frames_to_step(stream, video):
+        stream.finish(frame.prepared, stream.advance(frame.prepared), labels=False)
     return recorder.result()
 
 

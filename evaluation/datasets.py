@@ -6,14 +6,13 @@ lazily, one at a time, so a long video never sits in memory. Frames are in the o
 with numbers compared by value (`0.jpg`, `2.jpg`, `10.jpg`; `image_files`), and a mask
 belongs to the frame of its name.
 
-Sizes: DAVIS is evaluated at its native 480p (frames are resized only for the other sides of a
-multi-scale ensemble, `load_images`). YouTube-VOS, generic
-folders and video files are resized so that the shorter side is 480 (the longer side truncated, as
-torchvision does), as the paper did: the frame is converted to a float tensor and normalised first,
-then resized by `resize_frame`, plain bicubic interpolation without antialiasing (torchvision 0.9.1's
-tensor `Resize`, which produced the published numbers); `antialias=True` gives what the original code
-does under torchvision >= 0.17. Masks are resized with nearest neighbour. The predictions are resized
-back to each video's original size. See docs/evaluation.md, "Preprocessing".
+Sizes: a video gives its frames and annotations at their original size; the stream that segments it
+resizes them (`Stream.prepare`). `network_size` is the size it must reach: DAVIS is evaluated at its
+native 480p (frames are resized only for the other sides of a multi-scale ensemble); YouTube-VOS,
+generic folders and video files so that the shorter side is 480 (the longer side truncated, as
+torchvision does), as the paper did (the frame normalised first, then `resize_frame`, plain bicubic;
+masks nearest neighbour). The predictions are resized back to each video's original size. See
+docs/evaluation.md, "Preprocessing".
 
 The output palette of a video is taken from its own annotations (the first annotation file, plus
 colours of later colour masks), never from a fixed file.
@@ -33,7 +32,7 @@ from torch import Tensor
 
 from inference_core.objects import LostObject, lost_objects, lost_objects_note, present_ids, starting_objects
 from util import layouts
-from util.frames import EVAL_SHORT_SIDE, normalise, resize_frame, resize_labels
+from util.frames import EVAL_SHORT_SIDE, resize_labels
 from util.io import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -69,7 +68,6 @@ class EvalVideo:
     """A video to segment: frames read lazily at the network resolution.
 
     short_side: resize so that the shorter side has this length (None: native size).
-    antialias: resize frames with antialiasing (torchvision >= 0.17's default; see `resize_frame`).
     single_object: threshold the annotations into one object (DAVIS 2016).
     expected_labels: label -> annotation file that must contain it (YouTube-VOS meta.json).
     """
@@ -83,12 +81,10 @@ class EvalVideo:
         short_side: int | None = None,
         single_object: bool = False,
         expected_labels: dict[int, Path] | None = None,
-        antialias: bool = False,
     ) -> None:
         self.name = name
         self.frames = list(frames)
         self.short_side = short_side
-        self.antialias = antialias
         self.single_object = single_object
         self.expected_labels = dict(expected_labels or {})
         self._reader: MaskReader | None = None
@@ -198,40 +194,19 @@ class EvalVideo:
             )
         return img
 
-    def load_image(self, index: int) -> Tensor:
-        """Frame `index` as a normalised 3, H, W tensor at the network size (normalised, then resized)."""
-        return self.load_images(index, (None,))[None]
-
-    def size_at(self, short_side: int | None) -> tuple[int, int]:
-        """(H, W) with shorter side `short_side` by the one resize rule (None: the network size)."""
-        return self.network_size if short_side is None else resized_shape(*self.size, short_side)
-
-    def load_images(self, index: int, short_sides: Sequence[int | None]) -> dict[int | None, Tensor]:
-        """Frame `index` at several shorter sides (multi-scale testing, supplementary E): the
-        original frame read and normalised once, then resized to each side as `load_image` (None: the
-        network size)."""
-        x = normalise(self.frame_image(index))
-        return {side: resize_frame(x, self.size_at(side), self.antialias) for side in short_sides}
-
     def original_rgb(self, index: int) -> np.ndarray:
-        """Frame `index` at its original size as an (H, W, 3) uint8 RGB array (for overlays)."""
+        """Frame `index` at its original size as an (H, W, 3) uint8 RGB array."""
         return np.asarray(self.frame_image(index), dtype=np.uint8)
 
-    def load_mask(self, index: int) -> Tensor | None:
-        """The annotation given on frame `index` as an (H, W) long label map at the network size."""
-        masks = self.load_masks(index, (None,))
-        return None if masks is None else masks[None]
-
-    def load_masks(self, index: int, short_sides: Sequence[int | None]) -> dict[int | None, Tensor] | None:
-        """The annotation of frame `index` at several shorter sides (read once, each nearest-resized from
-        the original as `load_mask`), or None."""
+    def annotation(self, index: int) -> np.ndarray | None:
+        """The annotation given on frame `index` as an (H, W) label map at the original size (colours read
+        as ids, DAVIS 2016's threshold applied: `MaskReader`), or None."""
         frame = self.frames[index]
         if frame.mask_path is None:
             return None
         self.prepare()
         assert self._reader is not None
-        labels = torch.from_numpy(self._reader.read(frame.mask_path).astype(np.int64))
-        return {side: resize_labels(labels, self.size_at(side)) for side in short_sides}
+        return self._reader.read(frame.mask_path)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -288,14 +263,12 @@ class DAVISEvalDataset:
           (DAVIS/2017/trainval, DAVIS/2017/test-dev or DAVIS/2016).
     imset: the video list: a path, or relative to `root/ImageSets` (e.g. "2017/val.txt").
     single_object: DAVIS 2016 (one object, 255 in the ground truth).
-    antialias: as `EvalVideo`'s; DAVIS frames are never resized for the network, only for the other
-        sides of a multi-scale ensemble (`load_images`, `--scales`).
     All objects are given on the first frame; every frame is written.
     """
 
     def __init__(
         self, root: str | os.PathLike, imset: str | os.PathLike = "2017/val.txt",
-        resolution: str = "480p", single_object: bool = False, antialias: bool = False,
+        resolution: str = "480p", single_object: bool = False,
     ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "DAVIS root", "point --davis_path at the DAVIS folder (see README: Data preparation)")
@@ -304,7 +277,6 @@ class DAVISEvalDataset:
         self.image_dir = _require_dir(self.root / "JPEGImages" / resolution, "DAVIS frames", "check --davis_path")
         self.mask_dir = _require_dir(self.root / "Annotations" / resolution, "DAVIS annotations", "check --davis_path")
         self.single_object = single_object
-        self.antialias = antialias
         self.videos = [self._video(name) for name in read_video_list(self.imset)]
 
     def _video(self, name: str) -> EvalVideo:
@@ -316,7 +288,7 @@ class DAVISEvalDataset:
                 "DAVIS gives every object on the first frame; restore this file from the dataset",
             )
         frames = [Frame(p.stem, p, first_mask if i == 0 else None) for i, p in enumerate(images)]
-        return EvalVideo(name, frames, short_side=None, single_object=self.single_object, antialias=self.antialias)
+        return EvalVideo(name, frames, short_side=None, single_object=self.single_object)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -335,13 +307,13 @@ class YouTubeVOSEvalDataset:
     root/all_frames/<split>_all_frames/JPEGImages/<video>/   every frame (processed for memory)
     Without all_frames, root/<split>/JPEGImages (every 5th frame) is used.
 
-    Only frames listed in meta.json are written unless `output_all`. Frames are resized to
-    `short_side` by `resize_frame` (`antialias`: torchvision >= 0.17's antialiased variant).
+    Only frames listed in meta.json are written unless `output_all`. Frames are segmented with the
+    shorter side `short_side`.
     """
 
     def __init__(
         self, root: str | os.PathLike, split: str = "valid", short_side: int | None = EVAL_SHORT_SIDE,
-        output_all: bool = False, antialias: bool = False,
+        output_all: bool = False,
     ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "YouTube-VOS root",
@@ -354,7 +326,6 @@ class YouTubeVOSEvalDataset:
         _require_dir(self.image_dir, "YouTube-VOS frames", f"extract the all-frames archive into {all_frames}")
         self.meta_path = split_dir / "meta.json"
         self.short_side = short_side
-        self.antialias = antialias
         self.output_all = output_all
         meta = self._read_meta()
         self.videos = [self._video(name, meta[name]) for name in sorted(meta)]
@@ -414,8 +385,7 @@ class YouTubeVOSEvalDataset:
                 start_labels=tuple(start) if start else None,
                 required=self.output_all or p.stem in required,
             ))
-        return EvalVideo(name, frames, short_side=self.short_side, expected_labels=expected,
-                         antialias=self.antialias)
+        return EvalVideo(name, frames, short_side=self.short_side, expected_labels=expected)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -429,11 +399,11 @@ class GenericEvalDataset:
     """Any folder of videos: root/JPEGImages/<video>/<frame>.jpg and root/Annotations/<video>/<frame>.png.
 
     An annotation may be given on any frame; the objects in it that are not tracked yet start
-    there. Every frame is written. Frames are resized as in `YouTubeVOSEvalDataset`.
+    there. Every frame is written. Frames are segmented with the shorter side `short_side`.
     """
 
     def __init__(
-        self, root: str | os.PathLike, short_side: int | None = EVAL_SHORT_SIDE, antialias: bool = False,
+        self, root: str | os.PathLike, short_side: int | None = EVAL_SHORT_SIDE,
     ) -> None:
         self.root = Path(root)
         _require_dir(self.root, "data folder", "point --data_path at a folder with JPEGImages/ and Annotations/")
@@ -442,7 +412,6 @@ class GenericEvalDataset:
         self.mask_dir = _require_dir(self.root / "Annotations", "annotations",
                                      "put first-appearance masks in Annotations/<video>/")
         self.short_side = short_side
-        self.antialias = antialias
         names = sorted(p.name for p in self.image_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not names:
             raise DataError(self.image_dir, "no video folders", "put each video's frames in JPEGImages/<video>/")
@@ -472,7 +441,7 @@ class GenericEvalDataset:
             fix = f"rename it {same}{MASK_EXTENSION} after its frame" if same else "rename it after its frame"
             raise DataError(masks[orphans[0]], "annotation without a frame of the same name", fix)
         frames = [Frame(p.stem, p, masks.get(p.stem)) for p in images]
-        return EvalVideo(name, frames, short_side=self.short_side, antialias=self.antialias)
+        return EvalVideo(name, frames, short_side=self.short_side)
 
     def __len__(self) -> int:
         return len(self.videos)

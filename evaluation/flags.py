@@ -10,6 +10,7 @@ import argparse
 
 from inference_core.options import FIELDS, InferenceOptions, PredictorError, dest_of, fields_of_group
 from util.cli import HelpFormatter
+from util.defaults import NATIVE_SIZE
 from util.launch import add_local_rank_arg
 
 GROUPS = {  # a block of --help -> its title (the fields' `group`)
@@ -25,6 +26,17 @@ class ModelPaths(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         namespace.model = values[0]
         namespace.models = list(values)
+
+
+def model_paths(args: argparse.Namespace) -> list[str]:
+    """Every `--model` path (the default one when the flag is not given)."""
+    return list(getattr(args, "models", None) or [args.model])
+
+
+def weight_inputs(args: argparse.Namespace) -> list[str | None]:
+    """What the networks are read from, inputs that no output may touch: every
+    `--model` path and `--onnx_dir` (None when not given)."""
+    return [*model_paths(args), getattr(args, "onnx_dir", None)]
 
 
 def add_option(parser, name: str, help_suffix: str = "", **overrides) -> None:
@@ -81,6 +93,12 @@ def add_size_arg(parser: argparse.ArgumentParser) -> None:
     """
     add_option(parser, "size")
     add_antialias_arg(parser)
+
+
+def evaluate_at_native_size(parser: argparse.ArgumentParser) -> None:
+    """A dataset evaluated at its own size (DAVIS, 480p): the network size is the frames' (the option `size`
+    native, with no flag to change it)."""
+    parser.set_defaults(size=NATIVE_SIZE)
 
 
 def add_antialias_arg(parser: argparse.ArgumentParser, native: bool = False) -> None:

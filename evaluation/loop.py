@@ -1,23 +1,23 @@
-"""The one evaluation loop: frames of a video -> InferenceCore -> masks on disk, with timing.
+"""The one evaluation loop: frames of a video -> a `Stream` -> masks on disk, with timing.
 
-An evaluation command builds a dataset of `EvalVideo`s and calls `run_dataset`. Per video, frames are
-read lazily, given to the core, and each required mask is resized to the original size and written as
-soon as it is produced, into a hidden temporary folder that is renamed to the video's name only when the
-video is complete; on any error the temporary folder is removed, so a video folder that exists is always
-complete.
+An evaluation command builds a dataset of `EvalVideo`s and a `Predictor`, and calls `run_dataset`. Per
+video, frames are read lazily at their original size and prepared by the stream (resized for the
+network, or for every variant of an ensemble; an annotation only starts objects), stepped, and each
+required mask, resized back to the original size, is written as soon as it is produced, into a hidden
+temporary folder that is renamed to the video's name only when the video is complete; on any error the
+temporary folder is removed, so a video folder that exists is always complete.
 
 Timing follows the paper ("FPS ... measured with IO time excluded", STCN README): the clock covers
-the network work of a frame and turning its probabilities into the output label map, not reading
-the image or writing the PNG; the device is synchronised before each clock reading. FPS is the
-total number of processed frames over the total time, whatever the number of objects.
+the network work of a frame (`Stream.advance`) and turning its probabilities into the output label map
+(`Stream.finish`), not reading the image, preparing it (`Stream.prepare`) or writing the PNG; the device
+is synchronised before each clock reading. FPS is the total number of processed frames over the total
+time, whatever the number of objects.
 
-Several videos at once (`run_videos_batched`): N videos side by side, one core each, their current
-frames stepped in one batch (`step_cores`); each video is written as above, and a batched step's time
-counts once for all the frames it processed.
+Several videos at once (`run_videos_batched`): N videos side by side, one stream each, their current
+frames stepped in one batch (`advance_together`); each video is written as above, and a batched step's
+time counts once for all the frames it processed.
 
-The loop takes a core and videos, never flags. A core here is an `InferenceCore` or a core of the same
-interface (an ensemble of them); the one place that tells them apart is `frame_input` /
-`annotation_input`, which give a frame and its annotation in the form the core takes.
+The loop takes a predictor and videos, never flags.
 """
 from __future__ import annotations
 
@@ -33,14 +33,12 @@ import progressbar
 import torch
 
 from evaluation.datasets import EvalVideo
-from evaluation.ensembles import annotation_input, frame_input
 from evaluation.sinks import FrameSink
-from inference_core.batch import BatchItem, fresh_core, step_cores
 from inference_core.bidirectional import Bidirectional, first_frames
-from inference_core.core import InferenceCore, probabilities_to_labels
-from inference_core.objects import keep_lost, starting_objects  # starting_objects: later annotations only start objects
+from inference_core.objects import starting_objects  # the evaluation rule: later annotations only start objects
+from inference_core.predictor import Predictor, StepInput, Stream, advance_together
 from util.device import synchronize
-from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE  # the network's smallest shorter side
+from util.frames import MIN_FEATURE_CELLS, MIN_SHORT_SIDE, resize_labels  # MIN_SHORT_SIDE: the network's smallest
 from util.io import DataError, write_mask
 from util.outputs import OutputDir
 from util.tensor_util import STRIDE
@@ -84,47 +82,45 @@ def frames_to_process(video: EvalVideo) -> int:
 
 @dataclass
 class FrameInput:
-    """The next frame of a video to give to its core: `core.step(image, mask, labels=start, end=end)`."""
+    """The next frame of a video to give to its stream: read and prepared (`Stream.prepare`, I/O)."""
 
     index: int
-    image: object  # `frame_input`: 3, H, W at the network size on the core's device (an ensemble: every size)
-    mask: object  # `annotation_input`: the objects that start here, or None
-    start: list[int] | None
-    end: bool
-    required: bool
+    prepared: StepInput  # the frame at the network size on the stream's device, and the objects it starts
+    required: bool  # its label map is written
 
 
 class VideoRun:
-    """One video being segmented: its frames in order, its hidden temporary folder and its sinks.
+    """One video being segmented by a stream: its frames in order, its hidden temporary folder and its sinks.
 
-    Made with a core (reset here) and a video (its annotations read here). `start` begins the sinks;
-    `next_frame` passes over the frames that need no processing (`InferenceCore.needs_frame`) and
-    returns the next one to process, or None after the last required or annotated frame;
-    `labels` turns that frame's probabilities into its label map at the original size (timed as
-    processing); `write` writes it to the folder and the sinks (I/O); `commit` renames the folder
-    into place; `abort` removes what was written. `run_video` drives one, `run_videos_batched` several.
+    Made with a stream (reset here to this video) and a video (its annotations read here). `start`
+    begins the sinks; `next_frame` passes over the frames that need no processing (`Stream.needs_frame`)
+    and returns the next one to process, or None after the last required or annotated frame; `labels`
+    finishes that frame's step and gives its label map at the original size (timed as processing);
+    `write` writes it to the folder and the sinks (I/O); `commit` renames the folder into place;
+    `abort` removes what was written. `run_video` drives one, `run_videos_batched` several.
     """
 
     def __init__(
         self,
-        core: InferenceCore,
+        stream: Stream,
         video: EvalVideo,
         out_dir: Path,
         sinks: Sequence[FrameSink] = (),
         on_frame: Callable[[], None] | None = None,
         output: OutputDir | None = None,
     ) -> None:
-        core.reset()
+        stream.reset()
         video.prepare()  # reads every annotation: a bad one stops here, before anything is written
-        self.core, self.video, self.sinks, self.on_frame = core, video, sinks, on_frame
+        if stream.predictor.network_size(*video.size) != video.network_size:
+            raise ValueError(f"{video.name}: the dataset's network size {video.network_size} is not the predictor's")
+        self.stream, self.video, self.sinks, self.on_frame = stream, video, sinks, on_frame
         self.palette = video.palette
-        self.size = video.size
         self.out_dir = Path(out_dir)
         self.partial = (output if output is not None else OutputDir.owned(self.out_dir)).partial(self.out_dir)
         self.tmp = self.partial.tmp
         self.started: list[FrameSink] = []
-        self._frames = frames_to_step(core, video, on_skip=on_frame)
-        self.bidirectional: Bidirectional | None = None  # a bidirectional run's backward pass (`backward_pass`)
+        self._frames = frames_to_step(stream, video, on_skip=on_frame)
+        self.backward: Bidirectional | None = None  # a bidirectional run's backward pass (`backward_pass`)
         self.written = 0  # masks written
 
     def start(self) -> None:
@@ -137,14 +133,9 @@ class VideoRun:
         return next(self._frames, None)
 
     def labels(self, frame: FrameInput, prob: torch.Tensor) -> np.ndarray | None:
-        """The label map of a processed frame at the video's size, or None when it is not written."""
-        if not frame.required:
-            return None
-        label_map = self.core.label_map()
-        if self.bidirectional is not None:  # objects annotated after this frame: from the backward pass
-            prob, label_map = self.bidirectional.merge(frame.index, prob, self.core.labels)
-        # objects this frame's annotation starts that the network size loses keep their given pixels here
-        return keep_lost(probabilities_to_labels(prob, self.size, label_map), self.video.lost.get(frame.index, ()))
+        """`Stream.finish` of a stepped frame: its label map at the video's size (objects annotated after it:
+        from the backward pass), or None when it is not written."""
+        return self.stream.finish(frame.prepared, prob, labels=frame.required, backward=self.backward)
 
     def write(self, frame: FrameInput, labels: np.ndarray | None) -> None:
         if labels is not None:
@@ -172,44 +163,29 @@ class VideoRun:
         return self.partial.error(exc)
 
 
-def frames_to_step(
-    core: InferenceCore, video: EvalVideo, on_skip: Callable[[], None] | None = None
-) -> Iterator[FrameInput]:
-    """The frames of `video` that `core` must step, in order, each read when it is reached (I/O).
+def frames_to_step(stream: Stream, video: EvalVideo, on_skip: Callable[[], None] | None = None
+                   ) -> Iterator[FrameInput]:
+    """The frames of `video` that `stream` must step, in order, each read and prepared when it is reached (I/O).
 
-    Frames the core needs no step for (`InferenceCore.needs_frame`: neither written, annotated nor
-    due as memory) are passed with `core.skip()` (then `on_skip()`); the video ends at its last
-    required or annotated frame (`frames_to_process`). The same loop serves evaluation (`VideoRun`)
-    and the memory-coverage recording.
+    Frames the stream needs no step for (`Stream.needs_frame`: neither written, annotated nor due as
+    memory) are passed with `stream.skip()` (then `on_skip()`); the video ends at its last required or
+    annotated frame (`frames_to_process`). The stream takes the original frame and annotation; an
+    annotation only starts objects (the evaluation rule: `Predictor.new_stream(start_only=True)`).
     """
     last = frames_to_process(video) - 1
     for i in range(last + 1):
         frame = video.frames[i]
-        if not core.needs_frame(frame.required or frame.mask_path is not None):
-            core.skip()
+        if not stream.needs_frame(frame.required or frame.mask_path is not None):
+            stream.skip()
             if on_skip is not None:
                 on_skip()
             continue
-        image = frame_input(core, video, i)  # I/O: not timed (an ensemble: every size it reads)
-        mask, start = starting_annotation(core, video, i)
-        yield FrameInput(i, image, mask, start, end=i == last, required=frame.required)
-
-
-def starting_annotation(core: InferenceCore, video: EvalVideo, index: int) -> tuple:
-    """(mask, labels) for `core.step` on frame `index`: the objects its annotation starts (the
-    evaluation rule, `starting_objects`) in the form the core takes (`annotation_input`), or
-    (None, None) when the frame starts none."""
-    frame = video.frames[index]
-    if frame.mask_path is None:
-        return None, None
-    mask, start = starting_objects(video.load_mask(index).to(core.device), frame.start_labels, core.labels)
-    if not start:
-        return None, None
-    return annotation_input(core, video, index, mask, start), start
+        prepared = stream.prepare(video.original_rgb(i), video.annotation(i), frame.start_labels, end=i == last)
+        yield FrameInput(i, prepared, frame.required)
 
 
 def run_video(
-    core: InferenceCore,
+    stream: Stream,
     video: EvalVideo,
     out_dir: Path,
     stats: RunStats,
@@ -218,26 +194,26 @@ def run_video(
     output: OutputDir | None = None,
     bidirectional: bool = False,
 ) -> None:
-    """Segment one video and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
+    """Segment one video with `stream` and write its required frames to `out_dir/<frame>.png` (and to `sinks`).
 
     output: the checked output folder `out_dir` is (in), which decides how an existing `out_dir`
     is replaced; None: replaced whole. Frames after the last required or annotated
     frame are not processed; frames that are neither required nor memory (see
-    `InferenceCore.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
+    `Stream.needs_frame`) are skipped. `on_frame` is called after every frame (processed or
     skipped), e.g. to advance a progress bar. bidirectional: objects first annotated on frame m are
     also propagated from m back to frame 0 (`backward_pass`; inference_core.bidirectional).
     """
-    run = VideoRun(core, video, out_dir, sinks, on_frame, output)
+    run = VideoRun(stream, video, out_dir, sinks, on_frame, output)
+    device = stream.core.device
     try:
         if bidirectional:  # before anything is written: the backward pass keeps its results in memory
-            run.bidirectional = backward_pass(core, video, stats)
+            run.backward = backward_pass(stream, video, stats)
         run.start()
         while (frame := run.next_frame()) is not None:
-            synchronize(core.device)
+            synchronize(device)
             t0 = time.perf_counter()
-            prob = core.step(frame.image, frame.mask, labels=frame.start, end=frame.end)
-            labels = run.labels(frame, prob)
-            synchronize(core.device)
+            labels = run.labels(frame, stream.advance(frame.prepared))
+            synchronize(device)
             stats.seconds += time.perf_counter() - t0
             stats.frames += 1  # once per frame, whatever the number of ensemble variants
             run.write(frame, labels)
@@ -250,7 +226,7 @@ def run_video(
 
 
 def run_videos_batched(
-    cores: Sequence[InferenceCore],
+    streams: Sequence[Stream],
     videos: Sequence[EvalVideo],
     out_dir_of: Callable[[EvalVideo], Path],
     stats: RunStats,
@@ -259,9 +235,9 @@ def run_videos_batched(
     output: OutputDir | None = None,
     on_videos: Callable[[list[str]], None] | None = None,
 ) -> None:
-    """Segment `videos` side by side, one per core (a slot), the cores stepped together (`step_cores`).
+    """Segment `videos` side by side, one per stream (a slot), stepped together (`advance_together`).
 
-    Each slot takes the next video of the list when its video is done, so up to len(cores) videos
+    Each slot takes the next video of the list when its video is done, so up to len(streams) videos
     run at once; every video is written as by `run_video` (its temporary folder renamed into place
     when it is complete, the sinks copied per slot: a sink holds one video at a time). Timing: a
     batched step's time (network work and label maps, as `run_video` times one frame) counts once
@@ -270,8 +246,8 @@ def run_videos_batched(
     the videos running whenever they change (e.g. for a progress bar).
     """
     pending = iter(videos)
-    slots: list[tuple[VideoRun, FrameInput] | None] = [None] * len(cores)
-    slot_sinks = [[copy.copy(s) for s in sinks] for _ in cores]
+    slots: list[tuple[VideoRun, FrameInput] | None] = [None] * len(streams)
+    slot_sinks = [[copy.copy(s) for s in sinks] for _ in streams]
     running: list[VideoRun] = []  # started and not committed: removed on an error
     current: list[VideoRun | None] = [None]  # the video being read or written (None: the batched step)
 
@@ -279,7 +255,7 @@ def run_videos_batched(
         """Give slot k the next video that has a frame to process (videos with none are committed at once)."""
         while slots[k] is None and (video := next(pending, None)) is not None:
             current[0] = None  # out_dir_of(video) is the last asked until the run exists
-            run = VideoRun(cores[k], video, out_dir_of(video), slot_sinks[k], on_frame, output)
+            run = VideoRun(streams[k], video, out_dir_of(video), slot_sinks[k], on_frame, output)
             running.append(run)
             current[0] = run
             run.start()
@@ -290,9 +266,9 @@ def run_videos_batched(
             else:
                 slots[k] = (run, frame)
 
-    device = cores[0].device
+    device = streams[0].core.device
     try:
-        for k in range(len(cores)):
+        for k in range(len(streams)):
             fill(k)
         while active := [(k, *slot) for k, slot in enumerate(slots) if slot is not None]:
             if on_videos is not None:
@@ -300,7 +276,7 @@ def run_videos_batched(
             current[0] = None
             synchronize(device)
             t0 = time.perf_counter()
-            probs = step_cores([BatchItem(run.core, f.image, f.mask, f.start, f.end) for _, run, f in active])
+            probs = advance_together([run.stream for _, run, _ in active], [f.prepared for _, _, f in active])
             labels = [run.labels(f, prob) for (_, run, f), prob in zip(active, probs)]
             synchronize(device)
             stats.seconds += time.perf_counter() - t0
@@ -326,34 +302,35 @@ def run_videos_batched(
         raise
 
 
-def backward_pass(core: InferenceCore, video: EvalVideo, stats: RunStats) -> Bidirectional:
+def backward_pass(stream: Stream, video: EvalVideo, stats: RunStats) -> Bidirectional:
     """The backward pass of a bidirectional run (inference_core.bidirectional): the frames from the last
-    frame that starts an object back to frame 0, through `core` (reset before and after) with the
-    annotations taken in that order (the evaluation rule, `starting_objects`); the results of the
-    required frames are kept. A video decoded in order (`EvalVideo.sequential`) is read once, forward,
-    and its frames up to that last frame are kept at the network size. Timed as the forward frames.
+    frame that starts an object back to frame 0, through `stream` (reset before and after) with the
+    annotations taken in that order (the evaluation rule); the results of the required frames are
+    kept. A video decoded in order (`EvalVideo.sequential`) is read once, forward, and its frames up to
+    that last frame are kept. Timed as the forward frames.
     """
     both = Bidirectional(first_frames(
-        (i, starting_objects(video.load_mask(i), frame.start_labels, ())[1])
+        (i, starting_objects(resize_labels(torch.from_numpy(video.annotation(i).astype(np.int64)),
+                                           video.network_size), frame.start_labels, ())[1])
         for i, frame in enumerate(video.frames) if frame.mask_path is not None))
     if both.last == 0:
         return both
-    core.reset()
-    images = [frame_input(core, video, i) for i in range(both.last + 1)] if video.sequential else None
+    stream.reset()
+    images = [video.original_rgb(i) for i in range(both.last + 1)] if video.sequential else None
 
     def step(i: int) -> tuple[torch.Tensor, list[int]]:
-        image = images[i] if images is not None else frame_input(core, video, i)
-        mask, start = starting_annotation(core, video, i)
-        synchronize(core.device)
+        image = images[i] if images is not None else video.original_rgb(i)
+        prepared = stream.prepare(image, video.annotation(i), video.frames[i].start_labels, end=i == 0)
+        synchronize(stream.core.device)
         t0 = time.perf_counter()
-        prob = core.step(image, mask, labels=start, end=i == 0)
-        synchronize(core.device)
+        stream.finish(prepared, stream.advance(prepared), labels=False)
+        synchronize(stream.core.device)
         stats.seconds += time.perf_counter() - t0
         stats.frames += 1
-        return prob, core.labels
+        return stream.network_probabilities, stream.objects
 
     both.run_backward(step, keep=lambda i: video.frames[i].required)
-    core.reset()
+    stream.reset()
     return both
 
 
@@ -374,7 +351,7 @@ class _CurrentStderr:
 
 
 def run_dataset(
-    core: InferenceCore,
+    predictor: Predictor,
     videos: Sequence[EvalVideo],
     out_dir_of: Callable[[EvalVideo], Path],
     quiet: bool = False,
@@ -389,21 +366,22 @@ def run_dataset(
     notes of the videos' masks (`EvalVideo.notes`) are printed, one `note:` line each.
     The bar shows the current video, the size of its memory (frames and MiB of keys and values)
     and the processing frame rate (I/O excluded, as the final FPS line).
-    video_batch > 1: that many videos at once (`run_videos_batched`), `core` and copies of it
-    (`fresh_core`: the same network and options); the same masks as one at a time.
+    video_batch > 1: that many videos at once (`run_videos_batched`), one stream each; the same masks as
+    one at a time. Every video is segmented by a stream of `predictor` under the evaluation rule
+    (`Predictor.new_stream(start_only=True)`: a later annotation only starts objects).
     """
     check_videos(videos)
     for video in videos:  # what the user should know of their masks (colours read as ids, objects too small)
         for line in video.notes:
             print(line, file=sys.stderr)
     stats = RunStats()
-    cores = [core] + [fresh_core(core) for _ in range(min(video_batch, len(videos)) - 1)]
+    streams = [predictor.new_stream(start_only=True) for _ in range(max(1, min(video_batch, len(videos))))]
     if quiet:
         if video_batch > 1:
-            run_videos_batched(cores, videos, out_dir_of, stats, sinks, output=output)
+            run_videos_batched(streams, videos, out_dir_of, stats, sinks, output=output)
             return stats
         for video in videos:
-            run_video(core, video, out_dir_of(video), stats, sinks, output=output, bidirectional=bidirectional)
+            run_video(streams[0], video, out_dir_of(video), stats, sinks, output=output, bidirectional=bidirectional)
         return stats
 
     status = progressbar.FormatCustomText(
@@ -419,19 +397,19 @@ def run_dataset(
     def advance() -> None:
         nonlocal done
         done += 1
-        status.update_mapping(mem_frames=sum(c.memory.num_frames for c in cores),
-                              mem_mib=sum(c.memory.nbytes for c in cores) / 2**20,
+        status.update_mapping(mem_frames=sum(s.core.memory.num_frames for s in streams),
+                              mem_mib=sum(s.core.memory.nbytes for s in streams) / 2**20,
                               fps=stats.fps if stats.seconds > 0 else 0.0)
         bar.update(min(done, total))
 
     try:
         if video_batch > 1:
-            run_videos_batched(cores, videos, out_dir_of, stats, sinks, on_frame=advance, output=output,
+            run_videos_batched(streams, videos, out_dir_of, stats, sinks, on_frame=advance, output=output,
                                on_videos=lambda names: status.update_mapping(video="+".join(names)))
             return stats
         for video in videos:
             status.update_mapping(video=video.name)
-            run_video(core, video, out_dir_of(video), stats, sinks, on_frame=advance, output=output,
+            run_video(streams[0], video, out_dir_of(video), stats, sinks, on_frame=advance, output=output,
                       bidirectional=bidirectional)
     finally:
         bar.finish(dirty=True)

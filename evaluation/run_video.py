@@ -1,6 +1,6 @@
-"""The evaluation commands' shared command-line pieces: the `--video_batch` flag, the core the flags
-ask for (`build_core`: the Predictor built from `options_from_args`) and the error reporting of a
-command's body (`report_errors`). The evaluation loop itself is `evaluation.loop`.
+"""The evaluation commands' shared command-line pieces: the `--video_batch` flag, the predictor the flags
+ask for (`build_predictor`: `Predictor.from_checkpoint` with `options_from_args`) and the error reporting
+of a command's body (`report_errors`). The evaluation loop itself is `evaluation.loop`.
 """
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import sys
 from collections.abc import Callable
 
 from evaluation.flags import options_from_args
-from inference_core.core import InferenceCore
-from inference_core.ensemble import EnsembleCore
 from inference_core.predictor import Predictor, PredictorError
 from util.io import DataError
 from util.outputs import run_command
@@ -38,12 +36,12 @@ def video_batch_option(args: argparse.Namespace) -> int:
     return n
 
 
-def build_core(args: argparse.Namespace, notes: set[str] | None = None) -> InferenceCore | EnsembleCore:
-    """The core the flags ask for: `Predictor.from_checkpoint(--model, options_from_args(args)).new_core()`
-    (an EnsembleCore for several --model, --scales or --flip); user mistakes raise UserError naming the flag.
+def build_predictor(args: argparse.Namespace, notes: set[str] | None = None) -> Predictor:
+    """The predictor the flags ask for: `Predictor.from_checkpoint(--model, options_from_args(args))`
+    (an ensemble for several --model, --scales or --flip); user mistakes raise UserError naming the flag.
 
-    notes: the precision notes already printed, shared by the cores of one command so that each note
-    is printed once (it is added)."""
+    notes: the precision notes already printed, shared by the predictors of one command so that each
+    note is printed once (it is added)."""
     options = options_from_args(args)
     video_batch_option(args)
     try:
@@ -54,7 +52,7 @@ def build_core(args: argparse.Namespace, notes: set[str] | None = None) -> Infer
     if predictor.note and predictor.note not in notes:
         print(predictor.note, file=sys.stderr)
         notes.add(predictor.note)
-    return predictor.new_core()
+    return predictor
 
 
 def report_errors(fn: Callable[[], int], tool: str | None = None) -> int:

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from evaluation.datasets import EvalVideo
 from evaluation.loop import RunStats, frames_to_process, run_dataset
 from evaluation.run_video import report_errors
-from inference_core.core import InferenceCore
+from inference_core.predictor import Predictor
 from util.errors import UserError
 from util.launch import launch_from_env
 from util.outputs import OutputDir, tool_of, write_error_line
@@ -155,12 +155,12 @@ class Shard:
                 _together(dist.broadcast_object_list, shared, src=0)
             yield shared[0]
 
-    def run_dataset(self, core: InferenceCore, videos: Sequence[EvalVideo], out_dir_of: Callable[[EvalVideo], Path],
+    def run_dataset(self, predictor: Predictor, videos: Sequence[EvalVideo], out_dir_of: Callable[[EvalVideo], Path],
                     **kwargs: Any) -> RunStats | ShardedStats:
         """`run_dataset` on this rank's share, then every rank's timing (ShardedStats; RunStats in a world
         of one). A failing video ends this rank with its line (ShardError; a bug: its traceback)."""
         if not self.distributed:
-            return run_dataset(core, videos, out_dir_of, **kwargs)
+            return run_dataset(predictor, videos, out_dir_of, **kwargs)
         current: list[EvalVideo | None] = [None]
 
         def tracked(video: EvalVideo) -> Path:
@@ -168,7 +168,7 @@ class Shard:
             return out_dir_of(video)
 
         try:
-            stats = run_dataset(core, shard_videos(videos, self.world, self.rank), tracked, quiet=not self.is_main,
+            stats = run_dataset(predictor, shard_videos(videos, self.world, self.rank), tracked, quiet=not self.is_main,
                                 **kwargs)
         except Exception as exc:
             self.failed = True

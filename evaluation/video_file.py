@@ -52,7 +52,7 @@ def annotations_by_frame(mask: str | os.PathLike | None, mask_dir: str | os.Path
 class VideoFileVideo(EvalVideo):
     """A video file decoded sequentially; every frame is required (written out).
 
-    Frames are resized as every `EvalVideo` (`resize_frame`; `antialias` as there).
+    Frames are given at their original size, as every `EvalVideo`'s.
     """
 
     sequential = True
@@ -63,7 +63,6 @@ class VideoFileVideo(EvalVideo):
         masks: dict[int, Path],
         short_side: int | None = EVAL_SHORT_SIDE,
         name: str | None = None,
-        antialias: bool = False,
     ) -> None:
         self.reader = VideoReader(path)
         n = self.reader.num_frames
@@ -72,7 +71,7 @@ class VideoFileVideo(EvalVideo):
             raise DataError(masks[late[0]], f"frame {late[0]} is past the end of the video ({n} frames)",
                             "name the mask after a frame index of the video")
         frames = [Frame(frame_name(i), self.reader.path, masks.get(i)) for i in range(n)]
-        super().__init__(name or self.reader.path.stem, frames, short_side=short_side, antialias=antialias)
+        super().__init__(name or self.reader.path.stem, frames, short_side=short_side)
         self._size = self.reader.size
         self.source = FrameSource.video_file(self.reader)
 

@@ -277,7 +277,8 @@ def _check_ensemble(o: InferenceOptions, out: dict[str, Any]) -> None:
         if len(set(scales)) != len(scales):
             raise PredictorError("scales", f"a scale is given twice ({shown})", "give each shorter side once")
         size = o.size
-        if size != EVAL_SHORT_SIDE and size not in scales:  # size: the network size; scales: the variants'
+        # size: the network size (the default or native: any scales); scales: the variants'
+        if size not in (EVAL_SHORT_SIDE, NATIVE_SIZE, None) and size not in scales:
             raise PredictorError("size", f"{{size={size}}} is not one of {{scales={scales}}}",
                                  "pass the sizes in {scales} only (or include {size} among them)")
         out["scales"] = scales

@@ -59,7 +59,7 @@ from inference_core.batch import BatchItem, step_cores
 from inference_core.bidirectional import Bidirectional, first_frames
 from inference_core.core import InferenceCore, probabilities_to_labels, resize_probabilities
 from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_core
-from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids
+from inference_core.objects import LostObject, keep_lost, lost_objects, lost_objects_note, present_ids, starting_objects
 from inference_core.options import InferenceOptions, PredictorError
 from model.checkpoint import load_network
 from util.defaults import KERNEL_ABOVE_SIDE
@@ -294,9 +294,13 @@ class Predictor:
         return EnsembleCore([variant_core(cores[i // per_network], v.kernel_sigma) for i, v in enumerate(variants)],
                             variants)
 
-    def new_stream(self) -> Stream:
-        """One video, streamed: `step` every frame in order."""
-        return Stream(self)
+    def new_stream(self, start_only: bool = False) -> Stream:
+        """One video, streamed: `step` every frame in order.
+
+        start_only: the evaluation datasets' rule for a mask instead of the module docstring's: a mask only
+        starts objects (its ids not tracked yet, or the `start_labels` given with it,
+        `starting_objects`); the tracked ids in it are left to the propagation, never corrected."""
+        return Stream(self, start_only)
 
     def network_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) of a frame of size (h, w) at the network."""
@@ -327,8 +331,7 @@ class Predictor:
                                      "step an ensemble's streams one at a time (stream.step)")
             streams.append(item[0])
         prepared = [stream.prepare(*item[1:]) for stream, item in zip(streams, items)]
-        probs = step_cores([BatchItem(stream.core, p.image, p.mask, p.start or None)
-                            for stream, p in zip(streams, prepared)])
+        probs = advance_together(streams, prepared)
         return [stream.finish(p, prob) for stream, p, prob in zip(streams, prepared, probs)]
 
     # -------------------------------------------------------------------------- offline
@@ -371,11 +374,15 @@ class Predictor:
         stream = self.new_stream()
         stream.notes = self.notes  # the forward pass sees every mask (the backward pass the same ones, reversed)
         for t, frame in enumerate(source.forward()):
-            labels = stream.step(frame, masks.get(t))
-            if t in both.backward:
-                prob, label_map = both.merge(t, stream.network_probabilities, stream.objects)
-                labels = keep_lost(probabilities_to_labels(prob, stream.frame_size, label_map), stream.lost)
-            yield t, labels
+            prepared = stream.prepare(frame, masks.get(t))
+            yield t, stream.finish(prepared, stream.advance(prepared), backward=both)
+
+
+def advance_together(streams: Sequence[Stream], prepared: Sequence[StepInput]) -> list[Tensor]:
+    """`Stream.advance` of several streams of one predictor (single cores), the network parts in one batch
+    (`step_cores`): each stream's probabilities at the network size, in order."""
+    return step_cores([BatchItem(stream.core, p.image, p.mask, p.start or None, p.end)
+                       for stream, p in zip(streams, prepared)])
 
 
 def _mask_ids(mask: Any) -> list[int]:
@@ -424,6 +431,7 @@ class StepInput:
     annotation: Tensor | None  # h, w long: the whole given mask when it also corrects tracked ids
     size: tuple[int, int]  # the frame's own (H, W)
     lost: list[LostObject] = field(default_factory=list)  # objects of the mask with no pixel at the network size
+    end: bool = False  # the video's last frame to process: its memory value is not computed
 
 
 class Stream:
@@ -433,8 +441,9 @@ class Stream:
     else uint16 (ids up to 65535). `probabilities` are those of the last frame.
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, start_only: bool = False) -> None:
         self.predictor = predictor
+        self.start_only = start_only  # a mask only starts objects (`Predictor.new_stream`)
         self.core = predictor.new_core()
         self.frame_size: tuple[int, int] | None = None  # (H, W) of the video
         self._image: Tensor | None = None  # the last frame at the network size
@@ -442,6 +451,10 @@ class Stream:
         self.lost: list[LostObject] = []  # objects of the last frame's mask too small for the network size
         self.notes: list[str] = []  # `note:` lines for the user about the masks given (module docstring)
         self._colours = MaskReader()  # colour masks: colour -> id, kept for the video
+
+    def reset(self) -> None:
+        """Forget the video: a fresh core (no memory, no objects), ready for the first frame of another."""
+        self.__init__(self.predictor, self.start_only)
 
     @property
     def frame_index(self) -> int:
@@ -468,21 +481,42 @@ class Stream:
         prob = resize_probabilities(self.network_probabilities, self.frame_size).cpu().numpy()
         return {obj: prob[c] for c, obj in enumerate([0, *self.objects])}
 
-    def labels(self) -> np.ndarray:
+    def labels(self, backward: Bidirectional | None = None) -> np.ndarray:
         """The last frame's label map (H x W, the caller's ids); objects of its mask lost at the network
-        size keep their given pixels (module docstring)."""
-        return keep_lost(probabilities_to_labels(self.network_probabilities, self.frame_size, self.core.label_map()),
-                         self.lost)
+        size keep their given pixels (module docstring). backward: the backward pass of a bidirectional
+        run, whose result for this frame is merged in (`Bidirectional.merge`)."""
+        prob, label_map = self.network_probabilities, self.core.label_map()
+        if backward is not None:
+            prob, label_map = backward.merge(self.frame_index, prob, self.objects)
+        return keep_lost(probabilities_to_labels(prob, self.frame_size, label_map), self.lost)
 
     # ------------------------------------------------------------------------------ step
     def step(self, frame: Frame, mask: Any = None) -> np.ndarray:
         """Segment the next frame; `mask` (H x W ids, optional): see the module docstring's rule."""
         prepared = self.prepare(frame, mask)
-        prob = self.core.step(prepared.image, prepared.mask, labels=prepared.start or None)
-        return self.finish(prepared, prob)
+        return self.finish(prepared, self.advance(prepared))
 
-    def prepare(self, frame: Frame, mask: Any = None) -> StepInput:
-        """Check and convert a frame and its mask for the core (no network work)."""
+    def needs_frame(self, required: bool) -> bool:
+        """Whether the next frame must be processed: its labels are wanted (`required`), or it is memory
+        (`InferenceCore.needs_frame`). A frame that need not be is passed over with `skip`."""
+        return self.core.needs_frame(required)
+
+    def skip(self) -> None:
+        """Pass over the next frame without processing it; `labels` and `probabilities` stay the last
+        processed frame's."""
+        self.core.skip()
+
+    def advance(self, prepared: StepInput) -> Tensor:
+        """The core's step on a prepared frame (the network work): probabilities at the network size
+        (an ensemble: at the frame's size), background first."""
+        return self.core.step(prepared.image, prepared.mask, labels=prepared.start or None, end=prepared.end)
+
+    def prepare(self, frame: Frame, mask: Any = None, start_labels: Sequence[int] | None = None,
+                end: bool = False) -> StepInput:
+        """Check and convert a frame and its mask for the core (no network work), on the core's device.
+
+        start_labels: with `start_only`, the ids of `mask` that start here (None: every id not tracked
+        yet). end: the last frame to process (its memory value is not computed)."""
         rgb = as_rgb(frame)
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         if self.frame_size is not None and size != self.frame_size:
@@ -496,30 +530,42 @@ class Stream:
         where = f"mask of frame {self.frame_index + 1}"
         given = None if mask is None else self._label_map(mask, size, where)
         ensemble = isinstance(self.core, EnsembleCore)
-        if ensemble:  # every side the variants read, resized from the original frame (as the datasets do)
+        device = self.core.device
+        if ensemble:  # every side the variants read, resized from the original frame
             x = normalise(rgb)
             shapes = {side: net_size if side is None else resized_shape(*size, side) for side in self.core.sides}
-            image = ScaledFrame({side: resize_frame(x, shape, self.predictor.antialias)
+            image = ScaledFrame({side: resize_frame(x, shape, self.predictor.antialias).to(device)
                                  for side, shape in shapes.items()}, size)
         else:
-            image = resize_frame(normalise(rgb), net_size, self.predictor.antialias)
+            image = resize_frame(normalise(rgb), net_size, self.predictor.antialias).to(device)
         if given is None:
-            return StepInput(image, None, [], None, size)
+            return StepInput(image, None, [], None, size, end=end)
         labels = resize_labels(given, net_size)
-        lost = self._lost_objects(where, given, labels)
-        tracked, new = self.core.objects.split(present_ids(labels))
+        if self.start_only:  # the ids that start here; the tracked ones are left to the propagation
+            tracked_ids = self.core.labels
+            starting = present_ids(given) if start_labels is None else start_labels
+            lost = self._lost_objects(where, given, labels, [v for v in starting if v not in tracked_ids])
+            start_mask, new = starting_objects(labels, start_labels, tracked_ids)
+            tracked = []
+        else:
+            lost = self._lost_objects(where, given, labels)
+            tracked, new = self.core.objects.split(present_ids(labels))
+        if not new and not tracked:
+            return StepInput(image, None, [], None, size, lost, end)
         if ensemble:
             if tracked:
                 raise PredictorError("mask", f"ids {tracked} are tracked already: an ensemble's stream is not "
                                      "corrected", "give each object's mask on the frame where it first appears only")
             keep = torch.tensor(new)
-            masks = {side: torch.where(torch.isin(m, keep), m, 0) for side, m in
-                     ((side, resize_labels(given, shape)) for side, shape in shapes.items())} if new else None
-            return StepInput(image, masks, new, None, size, lost)
-        start_mask = None
-        if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
-            start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
-        return StepInput(image, start_mask, new, labels if tracked else None, size, lost)
+            masks = {side: torch.where(torch.isin(m, keep), m, 0).to(device) for side, m in
+                     ((side, resize_labels(given, shape)) for side, shape in shapes.items())}
+            return StepInput(image, masks, new, None, size, lost, end)
+        if not self.start_only:
+            start_mask = None
+            if new:  # the core starts the new ids from their pixels; `finish` corrects the tracked ones
+                start_mask = labels if not tracked else torch.where(torch.isin(labels, torch.tensor(new)), labels, 0)
+        return StepInput(image, None if start_mask is None else start_mask.to(device), new,
+                         labels if tracked else None, size, lost, end)
 
     def _single_core(self, what: str) -> None:
         if isinstance(self.core, EnsembleCore):
@@ -533,24 +579,28 @@ class Stream:
         self._colours.notes.clear()
         return labels
 
-    def _lost_objects(self, where: str, given: Tensor, at_network: Tensor) -> list[LostObject]:
-        """The objects of a mask with no pixel at the network size, told in one line of `notes`."""
-        lost = lost_objects(given, at_network)
+    def _lost_objects(self, where: str, given: Tensor, at_network: Tensor,
+                      ids: Sequence[int] | None = None) -> list[LostObject]:
+        """The objects of a mask (among `ids`; None: all) with no pixel at the network size, told in one line
+        of `notes`."""
+        lost = lost_objects(given, at_network, ids)
         if lost:
             self.notes.append(lost_objects_note(
                 where, lost, tuple(at_network.shape), f"to track {'them' if len(lost) > 1 else 'it'}: a larger size, "
                 "None for the frames' own size, or a larger object in the mask"))
         return lost
 
-    def finish(self, prepared: StepInput, prob: Tensor) -> np.ndarray:
-        """After the core's step: correct the tracked ids of the mask, keep the probabilities, the label map."""
+    def finish(self, prepared: StepInput, prob: Tensor, labels: bool = True,
+               backward: Bidirectional | None = None) -> np.ndarray | None:
+        """After the core's step: correct the tracked ids of the mask, keep the probabilities; the label map
+        (None when not `labels`). backward: a bidirectional run's backward pass, merged into the labels."""
         self.frame_size = prepared.size
         self._image = prepared.image
         self._prob = prob
         self.lost = prepared.lost
         if prepared.annotation is not None:
             self._prob = self.core.correct(prepared.image, prepared.annotation, prob)
-        return self.labels()
+        return self.labels(backward) if labels else None
 
     # ----------------------------------------------------------------------- corrections
     def correct(self, mask: Any, frame_index: int | None = None) -> np.ndarray:

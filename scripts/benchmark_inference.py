@@ -1,8 +1,9 @@
 """Inference speed and memory benchmark on synthetic videos (no dataset, no download).
 
 For every (length, objects, precision) it propagates a synthetic video of moving textured shapes
-with the inference core and reports frames per second (processing only, I/O and frame synthesis
-excluded, the GPU synchronised before the clock is read), peak memory (CUDA max allocated, or the
+through a `Stream` of the Python predictor and reports frames per second (the network work of each
+frame, `Stream.advance`; frame synthesis and `Stream.prepare` excluded, the GPU synchronised before the
+clock is read), peak memory (CUDA max allocated, or the
 process' peak RSS on CPU) and the number of memory frames at the end. `--baseline` also times the
 dense, unoptimised transcription of the original computation (inference_core/reference.py).
 
@@ -16,8 +17,8 @@ previous row, peak memory so far), so one 10,000-frame run gives the whole curve
         --objects 2 --precision fp32 --budgets none 20
 
 Several videos per batch: `--video_batch 1 2 4` propagates, for each batch size B, B synthetic videos
-side by side (inference_core/batch.py `step_cores`: one batch through the key encoder, decoder and
-value encoder per frame index) and reports the throughput over all videos (B x length frames over
+side by side (`advance_together`: one batch through the key encoder, decoder and value encoder per
+frame index) and reports the throughput over all videos (B x length frames over
 the total time) and the peak memory, in a table of its own:
 
     python scripts/benchmark_inference.py --height 480 --lengths 50 --objects 2 --precision fp32 amp \
@@ -42,14 +43,14 @@ from util.outputs import run_command  # noqa: E402
 def import_network_modules() -> None:
     """torch and the network's modules, bound as this module's globals once the flags are read: they take
     seconds to import, and `--help` or a mistyped flag needs none of them."""
-    global torch, InferenceCore, Predictor, compile_network, exported_network, fresh_core, step_cores
+    global torch, InferenceCore, Predictor, compile_network, exported_network, advance_together
     global ReferencePropagation, STCN, load_network, cpu_features, precision_label, prepare_for_inference
     global resolve_amp_dtype, resolve_device, synchronize
     import torch
 
     from inference_core import InferenceCore, Predictor
     from inference_core.backends import compile_network, exported_network
-    from inference_core.batch import fresh_core, step_cores
+    from inference_core.predictor import advance_together
     from inference_core.reference import ReferencePropagation
     from model import STCN
     from model.checkpoint import load_network
@@ -110,7 +111,13 @@ class SyntheticVideo:
         self.objects = objects
         self.side = max(8, height // 6)
 
+    def rgb(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame t as a stream takes it: H x W x 3 uint8 (on the device) and its H x W label map."""
+        img, labels = self.frame(t)
+        return ((img + 1) * 127.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0), labels
+
     def frame(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame t as 3 x H x W floats around 0 (the dense reference's input) and its H x W label map."""
         img = self.background.roll(shifts=t % self.w, dims=2).clone()
         labels = torch.zeros(self.h, self.w, dtype=torch.long, device=img.device)
         for o in range(self.objects):
@@ -189,10 +196,10 @@ class StageTimer:
         return "per frame: " + ", ".join(parts)
 
 
-def core_of(net, args, amp_dtype: torch.dtype | None, budget: int | None) -> InferenceCore:
-    """The core the flags ask for on `net` (under `amp_dtype` autocast, None: fp32; at most `budget` memory frames)."""
-    return Predictor(net, amp_dtype=amp_dtype, top_k=args.top, mem_every=args.mem_every,
-                     max_mem_frames=budget).new_core()
+def predictor_of(net, args, amp_dtype: torch.dtype | None, budget: int | None) -> Predictor:
+    """The predictor the flags ask for on `net` (under `amp_dtype` autocast, None: fp32; at most `budget`
+    memory frames)."""
+    return Predictor(net, amp_dtype=amp_dtype, top_k=args.top, mem_every=args.mem_every, max_mem_frames=budget)
 
 
 def run_once(
@@ -206,32 +213,43 @@ def run_once(
     def make():
         if baseline:
             return ReferencePropagation(net, objects, top_k=args.top, mem_every=args.mem_every)
-        return core_of(net, args, amp_dtype if args.backend == "pytorch" else None, budget)
+        return predictor_of(net, args, amp_dtype if args.backend == "pytorch" else None, budget).new_stream()
+
+    def step(runner, t: int, last: int) -> float:
+        """Frame t through `runner` (a stream, or the dense reference); the seconds of its network work."""
+        if baseline:
+            img, lab = video.frame(t)
+        else:  # synthesis and preparation: not timed
+            prepared = runner.prepare(*video.rgb(t), end=t == last) if t == 0 else runner.prepare(
+                video.rgb(t)[0], end=t == last)
+        synchronize(device)
+        start = time.perf_counter()
+        if baseline:
+            runner.step(img, lab) if t == 0 else runner.step(img, end=t == last)
+        else:
+            runner.finish(prepared, runner.advance(prepared), labels=False)
+        synchronize(device)
+        return time.perf_counter() - start
 
     warm = make()  # warm-up: allocator, kernels, autotuning
     for t in range(min(args.warmup, length)):
-        img, lab = video.frame(t)
-        warm.step(img, lab) if t == 0 else warm.step(img)
+        step(warm, t, -1)
     del warm
     reset_peak_memory(device)
-    core = make()
+    runner = make()
     timer = StageTimer(device) if args.profile and not baseline else None
     if timer is not None:
-        timer.attach(net, core)
+        timer.attach(net, runner.core)
     marks = sorted({n for n in (args.report_at or []) if 0 < n < length} | {length})
     rows, total, since, whole = [], 0.0, 0, 0.0
     for t in range(length):
-        img, lab = video.frame(t)
-        synchronize(device)
-        start = time.perf_counter()
-        core.step(img, lab) if t == 0 else core.step(img, end=t == length - 1)
-        synchronize(device)
-        total += time.perf_counter() - start
-        whole += time.perf_counter() - start
+        seconds = step(runner, t, length - 1)
+        total += seconds
+        whole += seconds
         if t + 1 in marks:
-            mem_frames = len(core.mem_k) if baseline else core.memory.num_frames
-            mem_mib = (sum(x.nelement() * x.element_size() for x in core.mem_k + core.mem_v) if baseline
-                       else core.memory.nbytes) / 2**20
+            mem_frames = len(runner.mem_k) if baseline else runner.core.memory.num_frames
+            mem_mib = (sum(x.nelement() * x.element_size() for x in runner.mem_k + runner.mem_v) if baseline
+                       else runner.core.memory.nbytes) / 2**20
             rows.append({"frames": t + 1, "fps": (t + 1 - since) / total, "peak_mb": peak_memory_mb(device),
                          "mem_frames": mem_frames, "mem_mib": mem_mib})
             total, since = 0.0, t + 1
@@ -245,19 +263,21 @@ def run_batch(
     net: STCN, args, device, length: int, objects: int, amp_dtype: torch.dtype | None, budget: int | None,
     videos: int,
 ) -> dict:
-    """Propagate `videos` synthetic videos (seeds 0, 1, ...) side by side with `step_cores`, one call per
-    frame index; returns the throughput over all videos and the peak memory."""
+    """Propagate `videos` synthetic videos (seeds 0, 1, ...) side by side with `advance_together`, one call
+    per frame index; returns the throughput over all videos and the peak memory."""
     clips = [SyntheticVideo(args.height, round(args.height * ASPECT), objects, device, seed=v) for v in range(videos)]
 
-    def make() -> list[InferenceCore]:
-        first = core_of(net, args, amp_dtype, budget)
-        return [first] + [fresh_core(first) for _ in range(videos - 1)]
+    def make() -> list:
+        predictor = predictor_of(net, args, amp_dtype, budget)
+        return [predictor.new_stream() for _ in range(videos)]
 
-    def step_all(cores: list[InferenceCore], t: int, last: int) -> float:
-        frames = [clip.frame(t) for clip in clips]  # synthesis: not timed
+    def step_all(streams: list, t: int, last: int) -> float:
+        frames = [clip.rgb(t) for clip in clips]  # synthesis and preparation: not timed
+        prepared = [s.prepare(rgb, lab if t == 0 else None, end=t == last) for s, (rgb, lab) in zip(streams, frames)]
         synchronize(device)
         start = time.perf_counter()
-        step_cores([(c, img, lab if t == 0 else None, None, t == last) for c, (img, lab) in zip(cores, frames)])
+        for s, p, prob in zip(streams, prepared, advance_together(streams, prepared)):
+            s.finish(p, prob, labels=False)
         synchronize(device)
         return time.perf_counter() - start
 
@@ -266,10 +286,10 @@ def run_batch(
         step_all(warm, t, length - 1)
     del warm
     reset_peak_memory(device)
-    cores = make()
-    total = sum(step_all(cores, t, length - 1) for t in range(length))
+    streams = make()
+    total = sum(step_all(streams, t, length - 1) for t in range(length))
     return {"frames": videos * length, "fps": videos * length / total, "peak_mb": peak_memory_mb(device),
-            "mem_frames": cores[0].memory.num_frames}
+            "mem_frames": streams[0].core.memory.num_frames}
 
 
 def print_batch_table(args, nets, precisions, device) -> None:

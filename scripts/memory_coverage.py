@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # `python scripts/memory_coverage.py` puts script
 
 import numpy as np  # noqa: E402
 
-from evaluation.flags import add_common_args  # noqa: E402
+from evaluation.flags import add_common_args, evaluate_at_native_size  # noqa: E402
 from util import layouts  # noqa: E402
 from util.io import DataError  # noqa: E402
 from util.outputs import OutputDir  # noqa: E402
@@ -41,6 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--imset", default="2017/val.txt",
                         help="video list, relative to <davis>/trainval/ImageSets or a path (default: val, the paper's)")
     add_common_args(parser)
+    evaluate_at_native_size(parser)
     parser.add_argument("--model", action="append", default=None,
                         help=f"network weights; repeat for several models, one curve each (default {DEFAULT_MODEL})")
     parser.add_argument("--label", action="append", default=None,
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from evaluation.datasets import DAVISEvalDataset
     from evaluation.loop import check_videos
-    from evaluation.run_video import build_core, report_errors
+    from evaluation.run_video import build_predictor, report_errors
 
     def body() -> int:
         if args.label is not None and len(args.label) != len(models):
@@ -79,15 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         videos = DAVISEvalDataset(davis_root, imset=args.imset).videos
         check_videos(videos)  # every first-frame annotation, before any network is loaded
         notes: set[str] = set()  # the --amp note once, not once per model
-        cores = {label: build_core(_with_model(args, path), notes) for label, path in zip(labels, models)}
+        streams = {label: build_predictor(_with_model(args, path), notes).new_stream(start_only=True)
+                   for label, path in zip(labels, models)}
 
         levels = thresholds()
         curves, rows = {}, {}
-        for label, core in cores.items():
+        for label, stream in streams.items():
             per_video = []
             for i, video in enumerate(videos):
                 print(f"{label}: video {i + 1}/{len(videos)} {video.name}", file=sys.stderr, flush=True)
-                per_video.append(record_video(core, video))
+                per_video.append(record_video(stream, video))
             maxima = np.concatenate(per_video)
             curves[label] = exceedance_curve(maxima, levels)
             rows[label] = summary(maxima)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_model(args: argparse.Namespace, path: str) -> argparse.Namespace:
-    """The flags of one model, as build_core reads them."""
+    """The flags of one model, as build_predictor reads them."""
     one = copy.copy(args)
     one.model, one.models = path, [path]
     return one

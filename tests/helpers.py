@@ -166,6 +166,28 @@ def run_torchrun(script: Path, args: Sequence, cwd: Path, processes: int = 2,
 PROB_TOL = 1e-4  # batched probabilities equal one at a time to this (convolutions sum in another order)
 
 
+def frame_at(video, index: int, side: int | None = None) -> torch.Tensor:
+    """Frame `index` of an EvalVideo as a core takes it: normalised, then the paper's resize to the shorter
+    side `side` (None: the video's network size), as `Stream.prepare` does."""
+    from util.frames import normalise, resize_frame
+    from util.io import resized_shape
+
+    shape = video.network_size if side is None else resized_shape(*video.size, side)
+    return resize_frame(normalise(video.original_rgb(index)), shape)
+
+
+def mask_at(video, index: int, side: int | None = None) -> torch.Tensor | None:
+    """The annotation of frame `index` at that size (nearest), as `Stream.prepare` resizes it; None without one."""
+    from util.frames import resize_labels
+    from util.io import resized_shape
+
+    labels = video.annotation(index)
+    if labels is None:
+        return None
+    shape = video.network_size if side is None else resized_shape(*video.size, side)
+    return resize_labels(torch.from_numpy(labels.astype(np.int64)), shape)
+
+
 def assert_same_labels(prob: torch.Tensor, expected: torch.Tensor) -> None:
     """The same argmax wherever the difference of the probabilities can not explain another one.
 

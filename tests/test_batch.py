@@ -12,7 +12,7 @@ from PIL import Image
 import eval_davis
 import eval_generic
 import eval_youtube
-from inference_core import InferenceCore
+from inference_core import InferenceCore, Predictor
 from inference_core.batch import BatchItem, fresh_core, step_cores
 from tests.eval_fixtures import VideoSpec, davis_template, make_generic, youtube_template  # noqa: F401 - fixtures
 from tests.helpers import PROB_TOL, assert_same_labels
@@ -232,8 +232,8 @@ def test_the_failing_video_is_the_last_one_whose_folder_was_asked(generic_three,
         asked.append(video.name)
         return tmp_path / "o" / video.name
 
-    first = InferenceCore(stcn_net)
+    predictor = Predictor(stcn_net)
     videos = GenericEvalDataset(data).videos
     with pytest.raises(DataError, match="three"):
-        run_videos_batched([first, fresh_core(first)], videos, out_dir_of, RunStats())
+        run_videos_batched([predictor.new_stream(start_only=True) for _ in range(2)], videos, out_dir_of, RunStats())
     assert asked[-2:] == ["two", "three"]  # "two" started beside "three", then "three" failed

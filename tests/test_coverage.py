@@ -24,7 +24,7 @@ from evaluation.coverage import (
     unique_labels,
 )
 from evaluation.datasets import DAVISEvalDataset
-from evaluation.run_video import build_core
+from evaluation.run_video import build_predictor
 from inference_core import InferenceCore
 from model.memory_util import l2_similarity, softmax
 from scripts import memory_coverage
@@ -213,9 +213,9 @@ def test_script_writes_curve_summary_and_plot(davis, released_checkpoint, tmp_pa
 
     # the curve is the one of the recorded maxima
     args = memory_coverage.get_args_parser().parse_args(["--device", "cpu"])
-    core = build_core(memory_coverage._with_model(args, str(released_checkpoint)))
+    stream = build_predictor(memory_coverage._with_model(args, str(released_checkpoint))).new_stream(start_only=True)
     videos = DAVISEvalDataset(davis / "2017" / "trainval").videos
-    maxima = np.concatenate([record_video(core, v) for v in videos])
+    maxima = np.concatenate([record_video(stream, v) for v in videos])
     levels = np.array([float(r[0]) for r in rows[1:]])
     assert counts[:, 0].tolist() == exceedance_curve(maxima, levels).tolist()
 

@@ -260,12 +260,13 @@ def test_eval_amp_on_cpu_without_native_bf16_runs_fp32(tmp_path, generic_templat
     fake_cpu(ZEN2)
     cores = []
 
-    def recording_build_core(args):
-        cores.append(real_build_core(args))
-        return cores[-1]
+    def recording_build_predictor(args):
+        predictor = real_build_predictor(args)
+        cores.append(predictor.new_core())
+        return predictor
 
-    real_build_core = run_video.build_core
-    monkeypatch.setattr(run_video, "build_core", recording_build_core)
+    real_build_predictor = run_video.build_predictor
+    monkeypatch.setattr(run_video, "build_predictor", recording_build_predictor)
     common = ["--model", released_checkpoint, "--data_path", generic_template, "--size", "32", "--device", "cpu"]
 
     def run(out: Path, *flags: str) -> str:

@@ -26,6 +26,7 @@ from inference_core.ensemble import EnsembleCore, ScaledFrame, Variant, variant_
 from inference_core.memory_bank import MemoryBank, best_query_positions, gaussian_log_kernel
 from model.memory_util import l2_similarity
 from tests.eval_fixtures import VideoSpec, davis_template, generic_template, render, save_indexed  # noqa: F401
+from tests.helpers import frame_at, mask_at
 from util.io import DataError
 from util.video import VideoWriter
 
@@ -186,9 +187,7 @@ def plain_run(core: InferenceCore, video, side, flip: bool = False) -> list[torc
     core.reset()
     probs = []
     for i in range(FRAMES):
-        image = video.load_images(i, (side,))[side]
-        masks = video.load_masks(i, (side,))
-        mask = None if masks is None else masks[side]
+        image, mask = frame_at(video, i, side), mask_at(video, i, side)
         if flip:
             image, mask = image.flip(-1), None if mask is None else mask.flip(-1)
         prob = core.step(image, mask)
@@ -198,8 +197,9 @@ def plain_run(core: InferenceCore, video, side, flip: bool = False) -> list[torc
 
 def ensemble_run(ensemble: EnsembleCore, video) -> list[torch.Tensor]:
     ensemble.reset()
-    return [ensemble.step(ScaledFrame(video.load_images(i, ensemble.sides), video.size),
-                          video.load_masks(i, ensemble.sides)) for i in range(FRAMES)]
+    return [ensemble.step(ScaledFrame({s: frame_at(video, i, s) for s in ensemble.sides}, video.size),
+                          None if video.annotation(i) is None else {s: mask_at(video, i, s) for s in ensemble.sides})
+            for i in range(FRAMES)]
 
 
 def test_flip_is_the_average_of_the_normal_and_the_mirrored_run(stcn_net, clip):
@@ -299,7 +299,6 @@ def test_kernel_read_matches_the_formula(chunk):
 def test_huge_sigma_is_todays_read(stcn_net, clip):
     wide, plain = InferenceCore(stcn_net, kernel_sigma=1e6), InferenceCore(stcn_net)
     for i in range(FRAMES):
-        image = clip.load_image(i)
-        mask = clip.load_mask(i)
+        image, mask = frame_at(clip, i), mask_at(clip, i)
         torch.testing.assert_close(wide.step(image, mask), plain.step(image, mask), rtol=0, atol=1e-5)
     assert math.isclose(wide.memory.kernel_sigma, 1e6)

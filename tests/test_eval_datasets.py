@@ -43,19 +43,19 @@ def test_davis_dataset(davis_template):
     assert all(f.required for f in cat.frames)
     assert cat.size == (48, 64) and cat.network_size == (48, 64)
     assert cat.palette[: len(TEST_PALETTE)] == TEST_PALETTE
-    image = cat.load_image(0)
-    assert image.shape == (3, 48, 64) and image.dtype == torch.float32
-    mask = cat.load_mask(0)
-    assert mask.dtype == torch.long and set(mask.unique().tolist()) == {0, 1, 2}
+    image = cat.original_rgb(0)  # frames and annotations at their own size: the stream resizes them
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    mask = cat.annotation(0)
+    assert mask.shape == (48, 64) and set(np.unique(mask).tolist()) == {0, 1, 2}
     odd = ds[1]
-    assert odd.load_image(2).shape == (3, 50, 70)
+    assert odd.original_rgb(2).shape == (50, 70, 3)
 
 
 def test_davis_2016_single_object(davis_template):
     imset = davis_template / "2017" / "trainval" / "ImageSets" / "2016" / "val.txt"
     ds = DAVISEvalDataset(davis_template / "2016", imset=imset, single_object=True)
-    mask = ds[0].load_mask(0)
-    assert set(mask.unique().tolist()) == {0, 255}
+    mask = ds[0].annotation(0)
+    assert set(np.unique(mask).tolist()) == {0, 255}
     assert ds[0].palette[3 * 255 : 3 * 256] == [255, 255, 255]
 
 
@@ -68,8 +68,8 @@ def test_youtube_dataset_subset_and_resize(youtube_template):
     starts = {f.name: f.start_labels for f in a.frames if f.mask_path is not None}
     assert starts == {"00000": (1,), "00005": (3,)}
     assert a.size == (64, 96) and a.network_size == (32, 48)
-    assert a.load_image(3).shape == (3, 32, 48)
-    assert set(a.load_mask(5).unique().tolist()) == {0, 3}
+    assert a.original_rgb(3).shape == (64, 96, 3)
+    assert set(np.unique(a.annotation(5)).tolist()) == {0, 3}
     all_frames = YouTubeVOSEvalDataset(youtube_template, short_side=None, output_all=True)
     assert all(f.required for f in all_frames[0].frames)
     assert all_frames[0].network_size == (64, 96)

@@ -23,7 +23,7 @@ import eval_generic
 import eval_youtube
 import segment_video
 from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD
-from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSEvalDataset, normalise, resize_frame, resized_shape
+from evaluation.datasets import EVAL_SHORT_SIDE, YouTubeVOSEvalDataset, resized_shape
 from evaluation.video_file import VideoFileVideo
 from inference_core import Predictor
 from model.network import STCN
@@ -36,7 +36,7 @@ from tests.eval_fixtures import (  # noqa: F401  (fixtures)
     save_indexed,
     save_jpg,
 )
-from util.frames import resize_labels
+from util.frames import normalise, resize_frame, resize_labels
 from util.tensor_util import pad_divide_by, unpad
 from util.video import VideoReader, VideoWriter
 
@@ -243,8 +243,10 @@ def test_video_file_default_and_antialias(tmp_path, released_checkpoint, capsys,
                                  "--output", str(tmp_path / f"o{antialias}"), *flags])
         assert rc == 0, capsys.readouterr().err
         assert_network_saw(network_inputs[0], paper_resize(first, (32, 42), antialias=antialias))
-    video = VideoFileVideo(tmp_path / "clip.mp4", {0: tmp_path / "first.png"}, antialias=True)
-    torch.testing.assert_close(video.load_image(0), paper_resize(first, (480, 640), antialias=True))
+    video = VideoFileVideo(tmp_path / "clip.mp4", {0: tmp_path / "first.png"})
+    stream = Predictor.from_checkpoint(released_checkpoint, device="cpu", antialias=True).new_stream(start_only=True)
+    prepared = stream.prepare(video.original_rgb(0), video.annotation(0))
+    torch.testing.assert_close(prepared.image, paper_resize(first, (480, 640), antialias=True))
 
 
 def test_davis_frames_are_never_resized(davis_template, released_checkpoint, tmp_path, capsys, network_inputs):
@@ -259,12 +261,14 @@ def test_davis_frames_are_never_resized(davis_template, released_checkpoint, tmp
         assert_network_saw(seen, want)
 
 
-def test_dataset_api_resizes_like_the_scripts(hd_youtube):
+def test_dataset_api_resizes_like_the_scripts(hd_youtube, released_checkpoint):
     video = YouTubeVOSEvalDataset(hd_youtube)[0]  # the Python API: 480 and the paper's resize by default
+    stream = Predictor.from_checkpoint(released_checkpoint, device="cpu").new_stream(start_only=True)
     rgb = decoded(video.frames[3].image_path)
     assert video.network_size == (480, 853)
-    torch.testing.assert_close(video.load_image(3), paper_resize(rgb, (480, 853)), rtol=0, atol=0)
-    mask = video.load_mask(0)
+    mask = stream.prepare(video.original_rgb(0), video.annotation(0), video.frames[0].start_labels).mask
+    torch.testing.assert_close(stream.prepare(video.original_rgb(3)).image, paper_resize(rgb, (480, 853)),
+                               rtol=0, atol=0)
     assert mask.shape == (480, 853) and set(mask.unique().tolist()) == {0, 1}  # nearest: no new labels
     with Image.open(video.frames[0].mask_path) as png:
         torch.testing.assert_close(mask, originals_mask_resize(np.asarray(png), EVAL_SHORT_SIDE), rtol=0, atol=0)

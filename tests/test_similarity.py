@@ -22,7 +22,7 @@ import eval_generic
 import eval_youtube
 import segment_video
 import train
-from evaluation.run_video import build_core
+from evaluation.run_video import build_predictor
 from inference_core import InferenceCore
 from inference_core.memory_bank import MemoryBank
 from model.aggregate import aggregate_logits
@@ -281,7 +281,7 @@ def test_evaluation_picks_up_the_checkpoint_similarity(cosine128, davis_template
     davis = Path(shutil.copytree(davis_template, tmp_path / "DAVIS")) / "2017"
     model = cosine128 / "c0_1.pth"
     argv = ["--model", str(model), "--davis_path", str(davis), "--split", "val", "--no_score", "--device", "cpu"]
-    core = build_core(eval_davis.get_args_parser().parse_args([*argv, "--output", str(tmp_path / "x")]))
+    core = build_predictor(eval_davis.get_args_parser().parse_args([*argv, "--output", str(tmp_path / "x")])).new_core()
     assert core.similarity == core.memory.similarity == "cosine" and core.network.key_dim == 128
     assert eval_davis.main([*argv, "--output", str(tmp_path / "o"), "--similarity", "cosine"]) == 0
     assert len(list((tmp_path / "o" / DAVIS_VIDEOS[0].name).glob("*.png"))) == DAVIS_VIDEOS[0].frames
@@ -363,7 +363,7 @@ def test_wrn50_aspp_trains_and_evaluates(layouts, davis_template, tmp_path, caps
     davis = Path(shutil.copytree(davis_template, tmp_path / "DAVIS")) / "2017"
     argv = ["--model", str(save / "w3" / "w3_1.pth"), "--davis_path", str(davis), "--split", "val", "--no_score",
             "--device", "cpu"]
-    core = build_core(eval_davis.get_args_parser().parse_args([*argv, "--output", str(tmp_path / "x")]))
+    core = build_predictor(eval_davis.get_args_parser().parse_args([*argv, "--output", str(tmp_path / "x")])).new_core()
     assert core.network.backbone == "wrn50_aspp"
     assert eval_davis.main([*argv, "--output", str(tmp_path / "o")]) == 0
     assert len(list((tmp_path / "o" / DAVIS_VIDEOS[0].name).glob("*.png"))) == DAVIS_VIDEOS[0].frames
