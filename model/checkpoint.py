@@ -13,7 +13,7 @@ import errno
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,7 @@ def looks_like(state: Mapping[str, Tensor]) -> str | None:
         if keys.issuperset(released.probes):
             return f"{released.what} {released.file}"
     if keys.issuperset(RESNET_PROBES):
-        return "a torchvision ResNet (ImageNet classifier weights)"
+        return "a torchvision ResNet classifier"
     return None
 
 
@@ -170,17 +170,21 @@ def contract_problem(state: Mapping[str, Tensor], own: Mapping[str, Tensor], net
 
 
 def load_released(
-    path: str | os.PathLike, network: nn.Module, kind: str, device: str | torch.device = "cpu"
+    path: str | os.PathLike, build: Callable[[], nn.Module], kind: str, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """Load the released `kind` file (a key of RELEASED other than STCN's, which `load_network` reads)
-    into `network` with strict=True, checked first against the network's own state dict; returned in
-    eval mode on `device`. Every wrong file raises one CheckpointError naming it, what it looks like and the fix."""
+    into the network `build()` makes, with strict=True after checking the file against the network's own
+    state dict; returned in eval mode on `device`. The network is built on the meta device and takes the
+    file's tensors (no random initialisation to throw away). Every wrong file raises one CheckpointError
+    naming it, what it looks like and the fix."""
     released = RELEASED[kind]
     state = load_state_dict_file(path, flag=released.flag, network=kind)
+    with torch.device("meta"):
+        network = build()
     problem = contract_problem(state, network.state_dict(), kind)
     if problem:
         raise CheckpointError(path, f"not {released.what} {released.file} ({problem})", released.fix())
-    network.load_state_dict(state, strict=True)
+    network.load_state_dict(state, strict=True, assign=True)
     return network.eval().to(device)
 
 

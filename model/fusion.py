@@ -77,4 +77,4 @@ def load_fusion(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     Anything else (a missing or unreadable file, STCN's or the scribble-to-mask network's weights, a
     ResNet, other shapes) raises `CheckpointError` naming the file, what it looks like and the fix.
     """
-    return load_released(path, FusionNet(), "fusion_stcn", device)
+    return load_released(path, FusionNet, "fusion_stcn", device)

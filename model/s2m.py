@@ -111,4 +111,4 @@ def load_s2m(path: str | os.PathLike, device: str | torch.device = "cpu") -> S2M
     Anything else (a missing or unreadable file, STCN's or the fusion network's weights, a ResNet, other
     shapes) raises `CheckpointError` naming the file, what it looks like and the fix.
     """
-    return load_released(path, S2M(), "s2m", device)
+    return load_released(path, S2M, "s2m", device)

@@ -106,11 +106,13 @@ def make_tar(path: Path, members: dict[str, bytes], mode: str = 'w') -> Path:
 
 
 STATE_DICT_CONTRACT = Path(__file__).parent / 'fixtures' / 'stcn-state-dict.tsv'
+S2M_CONTRACT = Path(__file__).parent / 'fixtures' / 's2m-state-dict.tsv'
+FUSION_CONTRACT = Path(__file__).parent / 'fixtures' / 'fusion-stcn-state-dict.tsv'
 
 
-def contract_shapes() -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the released stcn.pth, from the contract file (not from the code under test)."""
-    rows = STATE_DICT_CONTRACT.read_text().splitlines()[1:]
+def contract_shapes(contract: Path = STATE_DICT_CONTRACT) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a released file (default stcn.pth), from its contract file (not from the code under test)."""
+    rows = contract.read_text().splitlines()[1:]
     return {key: tuple(int(v) for v in shape.strip('()').split(',') if v.strip())
             for key, shape, _ in (row.split('\t') for row in rows)}
 
