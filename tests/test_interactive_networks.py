@@ -134,7 +134,8 @@ def wrong_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     return {
         "stcn": (fake_checkpoint(tmp / "stcn.pth", shapes_of(STATE_DICT_CONTRACT)),
                  "it looks like the STCN propagation network stcn.pth"),
-        "resnet": (fake_checkpoint(tmp / "resnet.pth", resnet18_shapes()), "it looks like a torchvision ResNet classifier"),
+        "resnet": (fake_checkpoint(tmp / "resnet.pth", resnet18_shapes()),
+                   "it looks like a torchvision ResNet classifier"),
         "s2m": (fake_checkpoint(tmp / "s2m.pth", shapes_of(S2M_CONTRACT)),
                 "it looks like the scribble-to-mask network s2m.pth"),
         "fusion": (fake_checkpoint(tmp / "fusion.pth", shapes_of(FUSION_CONTRACT)),
