@@ -172,3 +172,28 @@ def test_wrong_shapes_are_refused_without_guessing_another_network(tmp_path, loa
         load(path)
     line = str(err.value)
     assert f"1 wrong shape: {key} {shape} != " in line and "looks like" not in line, line
+
+
+# relative to the largest logit: fp32 differs only in the order of sums (TF32 off), fp16 keeps 11 bits, bfloat16 8
+CUDA_TOLERANCE = {None: 1e-3, torch.float16: 0.01, torch.bfloat16: 0.05}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", list(CUDA_TOLERANCE))
+def test_cuda_fp32_and_autocast_match_cpu(s2m, s2m_file, fusion, fusion_file, dtype):
+    allow = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 proper, not TF32
+    try:
+        nets = load_s2m(s2m_file, "cuda"), load_fusion(fusion_file, "cuda")
+        assert all(p.device.type == "cuda" for net in nets for p in net.parameters())
+        inputs = s2m_input(), fusion_inputs()
+        with torch.no_grad():
+            expected = s2m(inputs[0]), fusion(*inputs[1])
+            with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None):
+                got = nets[0](inputs[0].cuda()), nets[1](*(t.cuda() for t in inputs[1]))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = allow
+    for out, ref in zip(got, expected):
+        assert out.dtype == (dtype or torch.float32) and torch.isfinite(out).all()
+        scale = ref.abs().max().item()
+        assert (out.float().cpu() - ref).abs().max().item() <= CUDA_TOLERANCE[dtype] * scale
