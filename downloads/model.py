@@ -139,7 +139,7 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
             raise DownloadError(path, f'does not match the checksum recorded in {sidecar_path(path)} (damaged '
                                 'or replaced)', 'rerun with --force to download it again (the current file is '
                                 'kept until the new one is complete)')
-        # a recorded hash proves only that the file is unchanged since it was recorded, not that it is STCN
+        # a recorded hash proves only that the file is unchanged since it was recorded, not what it holds
         _check_checkpoint(path, f'move it away, or rerun with --force to replace it with {url}', spec.sha256,
                           spec=spec)
         if intact is None:  # placed by hand, without a recorded hash: checked above, record it
