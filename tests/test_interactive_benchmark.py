@@ -14,6 +14,7 @@ from evaluation.interactive.metrics import ReportRow, SampleInfo
 from evaluation.interactive.robot import Robot, bezier_curve, legacy_argsort, medial_axis, worst_frame
 from evaluation.interactive.session import SampleSpec, Session
 from tests.eval_fixtures import save_indexed
+from util.io import DataError
 from util.scribbles import Stroke, dilate3x3, scribbles_on_frame, write_scribbles
 
 H, W = 48, 64
@@ -243,5 +244,9 @@ def test_session_on_a_davis_layout(tmp_path):
     assert len(metrics.read_report(report)) == 2 * 2
     summary = json.loads(session.write_summary(tmp_path / "out" / "summary.json").read_text())
     assert summary["curve"]["time"] == [0.0, 0.5, 2 * 240.0 / 8]  # 2 objects x 30 s x 1 interaction
-    with pytest.raises(Exception, match="no scribbles for this video"):
+    with pytest.raises(DataError, match="no scribbles for this video"):
         Session.from_davis(root, ["w"])
+    write_scribbles(scribbles_on_frame([], 0, 2, "other"), root / "Scribbles/v/002.json")
+    with pytest.raises(DataError, match="is a scribble of 'other'"):
+        for sample in Session.from_davis(root, ["v"]):
+            sample.first()

@@ -182,6 +182,10 @@ class Sample:
         if self.scribbles is not None:
             raise RuntimeError("first() was already called for this sample")
         scribble = read_scribbles(self.spec.scribble_path, num_frames=self.num_frames, num_objects=self.num_objects)
+        if scribble.sequence and scribble.sequence != self.sequence:
+            raise DataError(self.spec.scribble_path,
+                            f"is a scribble of {scribble.sequence!r}, not of {self.sequence!r}",
+                            "put each video's scribbles in its own folder")
         self.scribbles = scribble
         self._handed_out = self.session.clock()
         return scribble
