@@ -29,12 +29,15 @@ Randomness and order. The medial axis breaks ties between pixels of equal distan
 random permutation; the scikit-image releases of the benchmark's time drew it from
 `numpy.random.RandomState(0)` (fixed), current ones from an unseeded generator. `medial_axis` here is
 our own implementation of the same algorithm that draws the permutation from `RandomState(tie_seed)`,
-`tie_seed=0` being the benchmark's: the robot is deterministic. The graph's node order is the pixels'
-raster order and every node's neighbours are listed in ascending order (the order scikit-learn's
-brute-force neighbour search gives). The benchmark built the graph with scikit-learn's
-`radius_neighbors_graph` (a KD-tree, whose neighbour order is the tree's) and networkx 2: where a cycle
-has several heaviest edges, or several leaves tie for the farthest, the choice follows that order, so
-on such ties the paths can end or be cut differently from the benchmark's.
+`tie_seed=0` being the benchmark's: the robot is deterministic. Where a cycle has several heaviest edges
+or several leaves tie for the farthest, the choice follows the graph's orders. The benchmark ran on
+networkx 2, whose connected components and hop counts keep each breadth-first level as a Python set;
+`_reached` and `_hops` build those sets the same way (networkx 3 uses lists, which orders ties
+differently), and the rest (`subgraph`, `find_cycle`, `single_source_shortest_path`) is unchanged in
+networkx 3. The graph's nodes are the pixels in raster order, each node's neighbours in ascending order;
+the benchmark's graph came from scikit-learn's `radius_neighbors_graph`, whose neighbour order is its
+KD-tree's (ascending for fewer than 12 pixels): this can still cut a cycle or end a path elsewhere on
+rare ties (1 of 40 synthetic frames in our comparison).
 
 The frame to correct is the method's candidate frame with the worst mean J&F (`worst_frame`), ties
 resolved in the order of numpy 1.x's default argsort (`legacy_argsort`), as the benchmark.
@@ -206,13 +209,17 @@ def skeleton_graph(skeleton: np.ndarray) -> tuple[nx.Graph, np.ndarray]:
 
 def acyclic_parts(graph: nx.Graph, min_nodes: int = MIN_NB_NODES) -> list[nx.Graph]:
     """The connected parts of `graph` (in the order of their first node), each made a tree by removing,
-    cycle after cycle, the cycle's heaviest edge; parts of fewer than `min_nodes` nodes are dropped."""
-    parts = []
-    for nodes in nx.connected_components(graph):
-        ordered = sorted(nodes)
-        part = nx.Graph()
-        part.add_nodes_from(ordered)
-        part.add_edges_from((u, v, graph[u][v]) for u in ordered for v in graph[u] if v in nodes)
+    cycle after cycle, the cycle's heaviest edge (the first on ties, `networkx.find_cycle`'s order); parts
+    of fewer than `min_nodes` nodes are dropped. Each part is `graph.subgraph(nodes).copy()` of the set of
+    nodes found as networkx 2 finds it (`_reached`): networkx orders a part's nodes by that set when the
+    part is under half the graph, so the set's construction decides ties."""
+    parts, seen = [], set()
+    for start in graph:
+        if start in seen:
+            continue
+        nodes = _reached(graph.adj, start)
+        seen.update(nodes)
+        part = graph.subgraph(nodes).copy()
         while True:
             try:
                 cycle = nx.find_cycle(part)
@@ -225,12 +232,44 @@ def acyclic_parts(graph: nx.Graph, min_nodes: int = MIN_NB_NODES) -> list[nx.Gra
     return parts
 
 
+def _reached(adj, start) -> set:
+    """The nodes reachable from `start`, as a set built level by level (each level a set), the way
+    networkx 2's connected components build it."""
+    reached, level = set(), {start}
+    while level:
+        current, level = level, set()
+        for node in current:
+            if node not in reached:
+                reached.add(node)
+                level.update(adj[node])
+    return reached
+
+
+def _hops(adj, start) -> dict:
+    """Hop counts from `start` in the order networkx 2's `single_source_shortest_path_length` lists them:
+    breadth first, each level a set (iterated in set order), the next level the union of the neighbours
+    of the nodes first met in this one."""
+    hops, level, depth = {}, {start}, 0
+    while level:
+        met = []
+        for node in level:
+            if node not in hops:
+                hops[node] = depth
+                met.append(node)
+        if len(hops) == len(adj):
+            break
+        level = set()
+        for node in met:
+            level.update(adj[node])
+        depth += 1
+    return hops
+
+
 def longest_path(tree: nx.Graph) -> list[int]:
     """The nodes of a longest path (in hops) of a tree: from the node farthest from the tree's first node
-    (the first such node in breadth-first order) to the first farthest node from it."""
+    (the first such in `_hops`' order) to the first farthest node from it in breadth-first order."""
     first = next(iter(tree.nodes()))
-    hops = nx.single_source_shortest_path_length(tree, first)
-    far = max(hops.items(), key=lambda item: item[1])[0]
+    far = max(_hops(tree.adj, first).items(), key=lambda item: item[1])[0]
     return list(max(nx.single_source_shortest_path(tree, far).values(), key=len))
 
 
