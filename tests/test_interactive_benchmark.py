@@ -74,6 +74,68 @@ def test_robot_is_deterministic_and_silent_on_a_perfect_prediction():
     assert Robot().interact(np.stack([gt, gt]), np.stack([gt, gt]), 1, 2).is_empty()
 
 
+def original_frames() -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Three frames made of discs and boxes: a crescent of object 1; every label wrong; a missed disc
+    and a false band, whose skeletons tie where networkx 2 and 3 order their searches differently."""
+    yy, xx = np.mgrid[:60, :80]
+
+    def disc(cy, cx, r):
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+    gt1 = np.zeros((60, 80), np.uint8)
+    gt1[disc(30, 40, 20)] = 1
+    pred1 = np.zeros_like(gt1)
+    pred1[disc(33, 44, 13)] = 1
+    gt2 = np.zeros((60, 80), np.uint8)
+    gt2[disc(25, 25, 14)] = 1
+    gt2[10:50, 50:70] = 2
+    pred2 = np.zeros_like(gt2)
+    pred2[disc(25, 30, 16)] = 1
+    pred2[20:58, 45:70] = 2
+    gt3 = np.zeros((60, 80), np.uint8)
+    gt3[disc(30, 40, 25)] = 1
+    pred3 = gt3.copy()
+    pred3[disc(30, 40, 12)] = 0
+    pred3[5:12, 5:75] = 1
+    return [(gt1, pred1, 1), (gt2, pred2, 2), (gt3, pred3, 1)]
+
+
+# Computed by davisinteractive 1.0.4 (InteractiveScribblesRobot with the evaluation service's parameters) on
+# numpy 1.23.5, networkx 2.8.8, scikit-learn 1.2.2, scikit-image 0.21 given the RandomState(0) medial-axis
+# tie-break of the scikit-image releases it was written for.
+ORIGINAL = [  # davisinteractive 1.0.4's robot on `original_frames()`: (object_id, points, first, last, mean)
+    [
+        (1, 1000, [0.7375, 0.45], [0.4875, 0.8166666666666667],
+         [0.4680019150141977, 0.4565263628760727]),
+    ],
+    [
+        (0, 1000, [0.4375, 0.2], [0.875, 0.9666666666666667],
+         [0.6292577884615401, 0.6655587179487172]),
+        (1, 1000, [0.25, 0.2], [0.25, 0.6333333333333333],
+         [0.19014617908138035, 0.4166666666666669]),
+        (2, 1000, [0.6375, 0.18333333333333332], [0.875, 0.3333333333333333],
+         [0.7562499999999985, 0.2598469696969697]),
+    ],
+    [
+        (0, 1000, [0.0625, 0.08333333333333333], [0.375, 0.08333333333333333],
+         [0.21875000000000006, 0.1211159561273877]),
+        (0, 1000, [0.625, 0.08333333333333333], [0.925, 0.18333333333333332],
+         [0.7750000000000002, 0.12867133333361505]),
+    ],
+]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_robot_equals_the_original_package(index):
+    gt, pred, k = original_frames()[index]
+    strokes = Robot(clock=lambda: 0.0).frame_strokes(gt, pred, k)
+    assert [(s.object_id, len(s.path)) for s in strokes] == [(o, n) for o, n, *_ in ORIGINAL[index]]
+    for s, (_, _, first, last, mean) in zip(strokes, ORIGINAL[index]):
+        np.testing.assert_allclose(s.path[0], first, atol=1e-12)
+        np.testing.assert_allclose(s.path[-1], last, atol=1e-12)
+        np.testing.assert_allclose(np.mean(s.path, axis=0), mean, atol=1e-12)
+
+
 def test_medial_axis_is_scikit_images_with_the_benchmarks_tie_break():
     class Legacy(np.random.Generator):  # scikit-image < 0.19 drew the tie-break from RandomState(0)
         def permutation(self, x):
