@@ -1,7 +1,7 @@
 """The DAVIS-interactive robot: the scribbles a simulated user draws where a prediction is wrong.
 
-The benchmark (Caelles et al., "The 2018 DAVIS Challenge on Video Object Segmentation", sec. 3; the
-`davisinteractive` package's `InteractiveScribblesRobot` with the evaluation service's parameters)
+The benchmark (Caelles et al., "The 2018 DAVIS Challenge on Video Object Segmentation", interactive track;
+the `davisinteractive` package's `InteractiveScribblesRobot` with the evaluation service's parameters)
 corrects one frame per interaction. For every label of the frame, background included, it
 
 1. takes the false-negative region (ground truth is the label, prediction is not); an empty one is skipped;
@@ -9,7 +9,9 @@ corrects one frame per interaction. For every label of the frame, background inc
    `kernel_size / 2 * sqrt(area)` (kernel_size 0.2, so a tenth of the side of a square of that area),
    capped at `max_kernel_radius` (16 px); a radius of 1 px or less leaves the region as it is, and while
    the opening empties the region the radius shrinks by 10 % (the last, empty, opening is kept if the
-   radius falls to 1 px). The disk is skimage's `disk` of that (fractional) radius;
+   radius falls to 1 px). The disk is skimage's `disk` of that fractional radius, whose offsets
+   arange(-r, r + 1) are off centre, so the opening can shift the region by a pixel (and the scribble
+   stray that far outside it);
 3. skeletonises it with the medial axis (padded by one pixel), whose pixels become the nodes of a graph
    joining pixels at most sqrt(2) apart (8-neighbours), weighted by their distance;
 4. splits the graph into connected parts, and in each removes cycles one at a time (`networkx.find_cycle`)
