@@ -112,6 +112,14 @@ class Robot:
             strokes += [Stroke(tuple(map(tuple, (c / size).tolist())), obj, start, end) for c in curves]
         return strokes
 
+    def correct(self, gt: np.ndarray, pred: np.ndarray, jaccard: np.ndarray, contour: np.ndarray,
+                num_objects: int, candidates: Collection[int] | None = None, used: Collection[int] = (),
+                sequence: str = "") -> tuple[int, Scribbles]:
+        """The benchmark's answer to a submission: the frame to correct (`worst_frame` of the (T, K)
+        per-frame J and F among `candidates`, skipping the `used` ones) and the scribbles drawn on it."""
+        frame = worst_frame(mean_j_and_f(jaccard, contour), candidates, used)
+        return frame, self.interact(gt, pred, frame, num_objects, sequence)
+
     def kernel_radius(self, area: int) -> float:
         return min(self.kernel_size * math.sqrt(area) * 0.5, self.max_kernel_radius)
 
@@ -292,8 +300,9 @@ def bezier_curve(points: np.ndarray, nb_points: int = NB_POINTS) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- frame choice
-def frame_scores(jaccard: np.ndarray, contour: np.ndarray) -> np.ndarray:
-    """Per frame, the mean over objects of 0.5 J + 0.5 F ((T, K) arrays in, (T,) out)."""
+def mean_j_and_f(jaccard: np.ndarray, contour: np.ndarray) -> np.ndarray:
+    """Per frame, the mean over objects of 0.5 J + 0.5 F ((T, K) arrays in, (T,) out): the score the
+    frame choice ranks by."""
     return (0.5 * np.asarray(jaccard) + 0.5 * np.asarray(contour)).mean(axis=1)
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.interactive import metrics
-from evaluation.interactive.robot import Robot, frame_scores, worst_frame
+from evaluation.interactive.robot import Robot
 from util.io import DataError, MaskReader
 from util.scribbles import Scribbles, read_scribbles
 
@@ -216,10 +216,9 @@ class Sample:
             self.finished = True
             return None
         used = set(self.robot_frames)
-        frame = worst_frame(frame_scores(jaccard, contour), candidates,
-                            used if len(used) < self.num_frames else ())
+        frame, scribble = self.session.robot.correct(self.gt, masks, jaccard, contour, self.num_objects, candidates,
+                                                     used if len(used) < self.num_frames else (), self.sequence)
         self.robot_frames.append(frame)
-        scribble = self.session.robot.interact(self.gt, masks, frame, self.num_objects, self.sequence)
         self.scribbles = self.scribbles.fused(scribble)
         self._handed_out = self.session.clock()
         return scribble
