@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from inference_core import Predictor
-from inference_core.interactive import InteractiveCore
+from inference_core import InteractiveCore, Predictor
 from inference_core.options import PredictorError
 from tests.eval_fixtures import VideoSpec, render
 
