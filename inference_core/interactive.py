@@ -186,19 +186,23 @@ class InteractiveCore:
         or `update_mask_only(frame, prob=...)`.
 
         scribbles: K x 2 x H x W (per object: positive, negative scribble map at the frame's size, 0/1,
-        dilated as `util.scribbles.s2m_maps` gives them). The network sees the frame's current hard labels
-        (`update_mask_only`'s where set). Returns 1 + K, H', W' at the padded network size (on the device).
+        dilated as `util.scribbles.s2m_maps` gives them), or K x 2 x H' x W' at the padded network size
+        (`padded_size`), taken as they are: MiVOS's DAVIS benchmark rasterises the strokes at that size.
+        The network sees the frame's current hard labels (`update_mask_only`'s where set). Returns
+        1 + K, H', W' at the padded network size (on the device).
         """
         self._check_frame(frame)
         maps = torch.as_tensor(np.asarray(scribbles) if not isinstance(scribbles, Tensor) else scribbles)
-        if tuple(maps.shape) != (self.num_objects, 2, *self.frame_size):
-            raise PredictorError("scribbles", f"shape {tuple(maps.shape)} is not "
-                                 f"{(self.num_objects, 2, *self.frame_size)}",
+        at_frame, padded = (self.num_objects, 2, *self.frame_size), (self.num_objects, 2, *self.padded_size)
+        if tuple(maps.shape) not in (at_frame, padded):
+            raise PredictorError("scribbles", f"shape {tuple(maps.shape)} is not {at_frame} (or {padded}, "
+                                 "at the padded network size)",
                                  "give per object its positive and negative map at the frame's size")
-        maps = maps.float()
-        if tuple(self.network_size) != tuple(self.frame_size):
-            maps = F.interpolate(maps, size=self.network_size, mode="nearest")
-        maps, _ = pad_divide_by(maps.to(self.device), 16)
+        maps = maps.float().to(self.device)
+        if tuple(maps.shape) == at_frame:
+            if tuple(self.network_size) != tuple(self.frame_size):
+                maps = F.interpolate(maps, size=self.network_size, mode="nearest")
+            maps, _ = pad_divide_by(maps, 16)
         image, _ = self._inputs(frame)
         return s2m_probabilities(s2m, image, self._hard_labels(frame).to(self.device), maps, self._core._autocast())
 
@@ -288,7 +292,7 @@ class InteractiveCore:
         prob = self._prob[frame]
         if prob is not None:
             return prob.to(self.device, torch.float32)
-        shape = (self.num_objects + 1, *self._padded_size)
+        shape = (self.num_objects + 1, *self.padded_size)
         initial = torch.zeros(shape, device=self.device)
         initial[0] = INITIAL_BACKGROUND
         return initial
@@ -302,10 +306,11 @@ class InteractiveCore:
         if frame in self._labels:
             return self._labels[frame].long()
         prob = self._prob[frame]
-        return torch.zeros(self._padded_size, dtype=torch.long) if prob is None else prob.float().argmax(dim=0)
+        return torch.zeros(self.padded_size, dtype=torch.long) if prob is None else prob.float().argmax(dim=0)
 
     @property
-    def _padded_size(self) -> tuple[int, int]:
+    def padded_size(self) -> tuple[int, int]:
+        """(H', W'): the network size padded to multiples of 16, the size of the probabilities kept."""
         left, right, top, bottom = self.pad
         return self.network_size[0] + top + bottom, self.network_size[1] + left + right
 
@@ -323,7 +328,7 @@ class InteractiveCore:
     def _checked_prob(self, prob: Tensor, mask: Any) -> Tensor:
         if mask is not None:
             raise PredictorError("prob", "given together with a mask", "pass one of them")
-        shape = (self.num_objects + 1, *self._padded_size)
+        shape = (self.num_objects + 1, *self.padded_size)
         if not isinstance(prob, Tensor) or tuple(prob.shape) != shape:
             raise PredictorError("prob", f"is not a tensor of shape {shape}",
                                  "pass what scribble_probabilities returns")

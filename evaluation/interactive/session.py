@@ -68,11 +68,11 @@ def scribble_files(folder: Path) -> list[tuple[int, Path]]:
     """The numbered scribble files `NNN.json` of one video's folder, by number."""
     if not folder.is_dir():
         raise DataError(folder, "no scribbles for this video",
-                        "fetch the DAVIS 2017 scribbles (download_datasets.py davis17_scribbles)")
+                        "fetch the DAVIS 2017 scribbles (python download_datasets.py --only davis17_scribbles)")
     found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := SCRIBBLE_FILE.match(p.name)))
     if not found:
         raise DataError(folder, "no scribble files (001.json, ...)",
-                        "fetch the DAVIS 2017 scribbles (download_datasets.py davis17_scribbles)")
+                        "fetch the DAVIS 2017 scribbles (python download_datasets.py --only davis17_scribbles)")
     return found
 
 
