@@ -502,6 +502,27 @@ def test_datasets_end_to_end_through_a_local_mirror(server, tmp_path, capsys):
     assert re.search(r'^yv19_train +to do', listing, re.M)
 
 
+def test_davis_scribbles_are_merged_into_trainval(server, tmp_path, capsys):
+    # the DAVIS site's archive wraps Scribbles/<video>/NNN.json in DAVIS/, as the frames' archive does
+    make_zip(server.root / 'DAVIS-2017-trainval-480p.zip', {'DAVIS/JPEGImages/480p/bear/00000.jpg': b'j',
+                                                            'DAVIS/Annotations/480p/bear/00000.png': b'p'})
+    make_zip(server.root / 'DAVIS-2017-scribbles-trainval.zip', {'DAVIS/Scribbles/bear/001.json': b'{}'})
+    root = tmp_path / 'data'
+    args = ['--root', str(root), '--yes', '--mirror', server.url, '--min_free_gb', '0', '--only']
+    assert download_datasets.main(args + ['davis17', 'davis17_scribbles']) == 0
+    trainval = root / 'DAVIS/2017/trainval'
+    assert (trainval / 'Scribbles/bear/001.json').read_bytes() == b'{}'
+    assert (trainval / 'JPEGImages/480p/bear/00000.jpg').exists() and not list(root.rglob('*.zip'))
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f'davis17_scribbles to {trainval}')
+    # an archive without Scribbles/ is refused and kept, the part not marked finished
+    other = tmp_path / 'other'
+    make_zip(server.root / 'DAVIS-2017-scribbles-trainval.zip', {'DAVIS/Other/bear/001.json': b'{}'})
+    assert download_datasets.main(['--root', str(other), *args[2:], 'davis17_scribbles']) == 1
+    _assert_one_error_line(capsys, 'Scribbles is missing')
+    assert (other / 'DAVIS/2017/DAVIS-2017-scribbles-trainval.zip').exists()
+    assert not download_datasets.part_done(other, 'davis17_scribbles')
+
+
 def test_archive_names_are_unique_so_a_flat_mirror_works():
     names = [Path(job.archive).name for job in download_datasets.PARTS.values()]
     names += [Path(job.archive).name for job in download_bl30k.SEGMENTS.values()]
