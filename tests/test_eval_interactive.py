@@ -284,3 +284,23 @@ def test_propagating_every_interaction_under_torchrun_as_in_one_process(davis, i
     assert abs(a["auc"] - b["auc"]) <= (a["curve"]["time"][-2] + b["curve"]["time"][-2]) / budget
     assert proc.stdout.count("AUC-J&F") == 1 and read_marker(tmp_path / "two")["complete"] is True
     assert not error_lines(proc.stderr)
+
+
+def test_inference_flags_reach_the_options(davis, interactive_weights, tmp_path, capsys, monkeypatch):
+    import evaluation.run_video
+    from util.io import DataError
+
+    seen = {}
+
+    def capture(cls, paths, options, **kwargs):
+        seen.update(paths=paths, options=options)
+        raise DataError("stop", "captured", "nothing")
+
+    monkeypatch.setattr(evaluation.run_video.Predictor, "from_checkpoint", classmethod(capture))
+    flags = ["--top", "7", "--mem_every", "3", "--max_mem_frames", "9", "--object_batch", "2"]
+    rc, _, err = run_main(eval_interactive_davis.main, argv(davis, interactive_weights, tmp_path / "o", *flags), capsys)
+    assert rc == 1 and "captured" in err
+    options = seen["options"]
+    assert seen["paths"] == (str(interactive_weights[0]),) or list(seen["paths"]) == [str(interactive_weights[0])]
+    assert (options.top_k, options.mem_every, options.max_mem_frames, options.object_batch) == (7, 3, 9, 2)
+    assert options.size is None and not options.is_ensemble  # DAVIS at its own size, one network
