@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.datasets import DAVISEvalDataset
     from evaluation.interactive import metrics
     from evaluation.interactive.benchmark import (
+        MASKS_DIR,
         MivosMethod,
         check_scribbles,
         merge_results,
@@ -115,21 +116,24 @@ def main(argv: list[str] | None = None) -> int:
             with shard.failing(current):
                 run_samples(session, videos, make_method, out=out, save_masks=args.save_mask,
                             log=print if shard.is_main else None, current=current)
-            parts = shard.gather((session.rows, session.infos))
+            parts = shard.gather((session.rows, session.infos, session.dropped))
             if not shard.is_main:
                 return 0
-            rows, infos = merge_results(parts, specs)
+            rows, infos = merge_results([(r, i) for r, i, _ in parts], specs)
+            dropped = sum(d for _, _, d in parts)
             summary = metrics.summary(rows, infos, session.max_interactions, session.time_per_object,
                                       session.threshold)
             report, summary_path = report_paths(out.path)
             metrics.write_report(rows, report)
             metrics.write_summary(summary, summary_path)
+        if dropped:
+            print(f"note: {dropped} answer(s) came after their sample's time budget and were dropped", file=sys.stderr)
         at = summary["metric_at_threshold"]
         print(f"AUC-J&F {100 * summary['auc']:.1f}, J&F@{at['threshold']}s {100 * at[metrics.METRIC]:.1f} "
               f"({len(infos)} samples)")
         written = [("the report", report), ("the summary", summary_path)]
         if args.save_mask:
-            written.append(("the masks", out.path / "masks"))
+            written.append(("the masks", out.path / MASKS_DIR))
         print(wrote_line(*written))
         return 0
 
