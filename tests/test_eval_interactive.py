@@ -103,8 +103,16 @@ def test_a_whole_session_writes_the_report_the_summary_and_the_masks(davis, inte
         named.append(candidates)
         return real_submit(self, masks, seconds, candidates)
 
+    shapes: list[tuple[int, ...]] = []
+    real_s2m = InteractiveCore.scribble_probabilities
+
+    def s2m_step(self, frame, s2m, maps):
+        shapes.append(tuple(maps.shape))
+        return real_s2m(self, frame, s2m, maps)
+
     monkeypatch.setattr(InteractiveCore, "interact", interact)
     monkeypatch.setattr(InteractiveCore, "update_mask_only", update)
+    monkeypatch.setattr(InteractiveCore, "scribble_probabilities", s2m_step)
     monkeypatch.setattr(Sample, "submit", submit)
     # the method's clock: 1 s per answer; saving the masks takes 100 s of it, which must not count
     clock = {"now": 0.0}
@@ -136,6 +144,8 @@ def test_a_whole_session_writes_the_report_the_summary_and_the_masks(davis, inte
             assert named[8 * s + i] == expected
             if kind == "refine" and i + 1 < 8:
                 assert frames[i + 1] == frames[i]  # the robot corrects that same frame next
+    # strokes rasterised at the padded size, as MiVOS's processor: cat 48 x 64 (2 objects), odd 50 x 70 -> 64 x 80
+    assert shapes == [(2, 2, 48, 64)] * 8 + [(1, 2, 64, 80)] * 8
     # the report: every sample, interaction, object and frame, the benchmark's columns
     report = out / "report.csv"
     assert report.read_text().splitlines()[0] == ",".join(metrics.REPORT_COLUMNS)
@@ -304,3 +314,13 @@ def test_inference_flags_reach_the_options(davis, interactive_weights, tmp_path,
     assert seen["paths"] == (str(interactive_weights[0]),) or list(seen["paths"]) == [str(interactive_weights[0])]
     assert (options.top_k, options.mem_every, options.max_mem_frames, options.object_batch) == (7, 3, 9, 2)
     assert options.size is None and not options.is_ensemble  # DAVIS at its own size, one network
+
+
+def test_a_scribble_without_strokes_names_the_last_frame():
+    from evaluation.interactive.benchmark import interacted_frame
+
+    scribble = Scribbles.empty(5, "v")
+    assert interacted_frame(scribble) == 4  # MiVOS's processor, when the robot found nothing wrong
+    scribble.frames[3] = [Stroke(((0.5, 0.5),), 1)]
+    scribble.frames[1] = [Stroke(((0.5, 0.5),), 0)]
+    assert interacted_frame(scribble) == 1

@@ -245,6 +245,23 @@ def test_scribble_to_mask_with_a_stand_in_network(predictor):
     assert np.array_equal(inter.labels(2), new)
 
 
+def test_scribble_maps_at_the_padded_size_are_taken_as_they_are(predictor):
+    # MiVOS's DAVIS benchmark rasterises at the padded size: such maps reach S2M unchanged, strokes in the
+    # padding included; maps at the frame's size are padded with zeros
+    images, _ = video(2)
+    inter = InteractiveCore(predictor, images, num_objects=1)
+    assert inter.padded_size == (48, 64)
+    at_frame = np.zeros((1, 2, H, W), dtype=np.float32)
+    at_frame[0, 0, 10:20, 10:30] = 1
+    padded = np.pad(at_frame, ((0, 0), (0, 0), (4, 4), (4, 4)))
+    s2m = StandInS2M()
+    torch.testing.assert_close(inter.scribble_probabilities(1, s2m, at_frame),
+                               inter.scribble_probabilities(1, s2m, padded))
+    padded[0, 1, :, :2] = 1  # a negative stroke in the left padding
+    inter.scribble_probabilities(1, s2m, padded)
+    assert np.array_equal(s2m.inputs[-1][0, 4:].numpy(), padded[0])
+
+
 def test_bad_arguments_are_refused_with_the_argument_named(predictor):
     images, labels = video(3)
     inter = InteractiveCore(predictor, images, num_objects=2)
