@@ -56,7 +56,7 @@ PART_TABLE: tuple[tuple[str, str, float, tuple[str, ...], str], ...] = (
     ('davis16', 'davis16', 2.0, FRAMES_MASKS, 'DAVIS-data.zip'),
     ('davis17', 'davis17_trainval', 1.0, FRAMES_MASKS, 'DAVIS-2017-trainval-480p.zip'),
     ('davis17_testdev', 'davis17_testdev', 0.5, FRAMES_MASKS, 'DAVIS-2017-test-dev-480p.zip'),
-    ('davis17_scribbles', 'davis17_trainval', 0.1, (), 'DAVIS-2017-scribbles-trainval.zip'),
+    ('davis17_scribbles', 'davis17_trainval', 0.1, ('Scribbles',), 'DAVIS-2017-scribbles-trainval.zip'),
     ('yv19_train', 'youtube_train', 15.0, FRAMES_MASKS, 'yv2019_train.zip'),
     ('yv19_valid', 'youtube_valid', 2.0, FRAMES_MASKS, 'yv2019_valid.zip'),
     ('yv19_valid_all', 'youtube_valid_all', 10.0, FRAMES, 'yv2019_valid_all_frames.zip'),

@@ -1,8 +1,9 @@
-"""The released STCN models: where each is published, its sha256, and `ensure_model`, which returns
-the path of an intact checkpoint, downloading it when needed.
+"""The released models: where each is published, its sha256, and `ensure_model`, which returns
+the path of an intact checkpoint, downloading it when needed. Besides STCN's two, the interactive
+networks of MiVOS-STCN: scribble-to-mask (`s2m`) and the difference-aware fusion for STCN (`fusion_stcn`).
 
-A file already present is kept when it is an STCN model (the released keys and tensor shapes) and
-matches the sha256 recorded in ``<file>.sha256`` at its first download; anything else is reported
+A file already present is kept when it is the expected network (the released keys and tensor shapes)
+and matches the sha256 recorded in ``<file>.sha256`` at its first download; anything else is reported
 and replaced only with --force. A downloaded file is checked the same way before it is kept.
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ class ModelSpec:
     default_path: str
     description: str
     sha256: str | None = None  # no official hash is published; the sidecar records the first one
+    network: str = 'stcn'  # whose layout the file has: 'stcn', or an interactive network (model.checkpoint.RELEASED)
+    label: str = 'STCN model'  # in "not the released <label>"
+    use: str = 'python eval_davis.py --model {path} --output ../output/d17'  # a command that reads it
 
 
 MODELS = {
@@ -42,34 +46,46 @@ MODELS = {
                       'static + BL30K + main training (the better one)'),
     's03': ModelSpec('1JllXPJZola0G-g1aUQfXe9nLMBioj-aH', 'saves/stcn_s03.pth',
                      'static + main training, no BL30K'),
+    's2m': ModelSpec('1HKwklVey3P2jmmdmrACFlkXtcvNxbKMM', 'saves/s2m.pth',
+                     'interactive: the scribble-to-mask network (MiVOS)', network='s2m',
+                     label='scribble-to-mask model s2m.pth',
+                     use='python eval_interactive_davis.py --s2m_model {path}'),
+    'fusion_stcn': ModelSpec('1MAbWHrOjlze9vPQdW-HxMnvjPpaZlfLv', 'saves/fusion_stcn.pth',
+                             "interactive: the difference-aware fusion network for STCN's masks (MiVOS-STCN)",
+                             network='fusion_stcn', label='fusion model fusion_stcn.pth',
+                             use='python eval_interactive_davis.py --fusion_model {path}'),
 }
 DEFAULT_MODEL = 's012'
 # 54,469,310 float32 values (the released state dict's 405 tensors) plus zip overhead and room for the .part copy
 MODEL_NEEDED_BYTES = 300 * 10**6
 
 
-def released_layout() -> dict[str, torch.Tensor]:
-    """The released evaluation checkpoint's keys and shapes: the multi-object STCN's state dict.
+def released_layout(network: str = 'stcn') -> dict[str, torch.Tensor]:
+    """The released checkpoint's keys and shapes: the state dict of the network it holds (`ModelSpec.network`).
 
-    Built on the meta device (shapes only: no memory, no weights, no download). s012 and s03
-    share it (405 tensors, 54,469,310 values; the tests hold the recorded list of keys and shapes).
+    Built on the meta device (shapes only: no memory, no weights, no download). STCN's s012 and s03
+    share one (405 tensors, 54,469,310 values; the tests hold the recorded lists of keys and shapes).
     """
     import torch
 
+    from model.fusion import FusionNet
     from model.network import STCN
+    from model.s2m import S2M
 
+    build = {'stcn': lambda: STCN(single_object=False, pretrained=False), 's2m': S2M, 'fusion_stcn': FusionNet}
     with torch.device('meta'):
-        return STCN(single_object=False, pretrained=False).state_dict()
+        return build[network]().state_dict()
 
 
-def stcn_problem(path: Path) -> str | None:
-    """Why ``path`` is not a released-format STCN model (None when its keys and shapes match).
+def model_problem(path: Path, network: str = 'stcn') -> str | None:
+    """Why ``path`` is not a released-format ``network`` model (None when its keys and shapes match).
 
     Read with ``weights_only=True`` (no code from the file runs) and memory-mapped: only the
     tensor shapes are looked at.
     """
     import torch
 
+    from model.checkpoint import RELEASED, contract_problem
     from model.network import CheckpointMismatchError, check_state_dict
 
     try:
@@ -77,7 +93,9 @@ def stcn_problem(path: Path) -> str | None:
     except Exception as exc:  # torch raises many kinds for a foreign or damaged file
         return f'cannot be read as a PyTorch state dict ({type(exc).__name__})'
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return 'not a state dict (a plain dict of tensors, as the released stcn.pth)'
+        return f'not a state dict (a plain dict of tensors, as the released {RELEASED[network].file})'
+    if network != 'stcn':
+        return contract_problem(state, released_layout(network), network)
     try:
         check_state_dict(state, released_layout())
     except CheckpointMismatchError as exc:
@@ -85,17 +103,18 @@ def stcn_problem(path: Path) -> str | None:
     return None
 
 
-def _check_checkpoint(path: Path, fix: str, expected_sha256: str | None = None, what: str | None = None) -> None:
-    """Reject what is not the released STCN model (keys and shapes) or has the wrong hash.
+def _check_checkpoint(path: Path, fix: str, expected_sha256: str | None = None, what: str | None = None,
+                      spec: ModelSpec = MODELS[DEFAULT_MODEL]) -> None:
+    """Reject what is not the released model of ``spec`` (keys and shapes) or has the wrong hash.
 
     ``what`` names the file in the message (default: its path); ``fix`` ends it.
     """
     what = what or str(path)
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         raise DownloadError(what, 'not a PyTorch checkpoint (not a zip archive)', fix)
-    problem = stcn_problem(path)
+    problem = model_problem(path, spec.network)
     if problem:
-        raise DownloadError(what, f'not the released STCN model ({problem})', fix)
+        raise DownloadError(what, f'not the released {spec.label} ({problem})', fix)
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise DownloadError(what, f'does not have the published sha256 {expected_sha256}', fix)
 
@@ -120,8 +139,9 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
             raise DownloadError(path, f'does not match the checksum recorded in {sidecar_path(path)} (damaged '
                                 'or replaced)', 'rerun with --force to download it again (the current file is '
                                 'kept until the new one is complete)')
-        # a recorded hash proves only that the file is unchanged since it was recorded, not that it is STCN
-        _check_checkpoint(path, f'move it away, or rerun with --force to replace it with {url}', spec.sha256)
+        # a recorded hash proves only that the file is unchanged since it was recorded, not what it holds
+        _check_checkpoint(path, f'move it away, or rerun with --force to replace it with {url}', spec.sha256,
+                          spec=spec)
         if intact is None:  # placed by hand, without a recorded hash: checked above, record it
             write_sidecar(path)
             print(f'{path} is present; recorded its sha256 in {sidecar_path(path)}')
@@ -135,7 +155,8 @@ def ensure_model(path: str | Path | None = None, model: str = DEFAULT_MODEL, *,
     expected = spec.sha256 if source is None else None  # a mirror may hold another build
     download(source or spec.gdrive_id, path, fetcher=fetcher,
              validate=lambda part: _check_checkpoint(
-                 part, f'nothing was saved to {path}; check --source', expected, what=f'the file sent by {url}'))
+                 part, f'nothing was saved to {path}; check --source', expected, what=f'the file sent by {url}',
+                 spec=spec))
     digest = write_sidecar(path)
     print(f'saved the {model} model ({format_gb(path.stat().st_size)}) to {path}; '
           f'sha256 {digest} recorded in {sidecar_path(path)}')

@@ -167,17 +167,32 @@ class Shard:
             current[0] = video
             return out_dir_of(video)
 
-        try:
+        with self.failing(current):
             stats = run_dataset(predictor, shard_videos(videos, self.world, self.rank), tracked, quiet=not self.is_main,
                                 **kwargs)
+        return ShardedStats(self.gather(stats))
+
+    @contextlib.contextmanager
+    def failing(self, current: list) -> Iterator[None]:
+        """In a distributed run, a failure inside ends this rank with its line (ShardError naming the video
+        `current[0]`, an EvalVideo or None; a bug: its traceback); in a world of one it is left as it is."""
+        try:
+            yield
         except Exception as exc:
+            if not self.distributed:
+                raise
             self.failed = True
             if isinstance(exc, (UserError, OSError)):
                 raise ShardError(failure_line(exc, current[0])) from None
             raise
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's `value`, in rank order (a step taken together; [value] in a world of one)."""
+        if not self.distributed:
+            return [value]
         gathered: list = [None] * self.world
-        _together(dist.all_gather_object, gathered, stats)
-        return ShardedStats(gathered)
+        _together(dist.all_gather_object, gathered, value)
+        return gathered
 
 
 def _together(step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

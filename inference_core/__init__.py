@@ -11,6 +11,7 @@ from typing import Any
 
 _HOMES = {
     "InferenceCore": "inference_core.core",
+    "InteractiveCore": "inference_core.interactive",
     "MemoryBank": "inference_core.memory_bank",
     "ObjectRegistry": "inference_core.objects",
     "Predictor": "inference_core.predictor",

@@ -195,6 +195,7 @@ class InferenceCore:
         mask: Tensor | None = None,
         labels: Sequence[int] | None = None,
         end: bool = False,
+        features: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Segment the next frame.
 
@@ -204,6 +205,8 @@ class InferenceCore:
             Pixels of any label in `mask` are taken away from the objects already tracked, as the
             annotation is authoritative there.
         end: this is the last frame to process; its memory value is not computed.
+        features: the key encoder's output for this frame (`encode_key`, e.g. kept in a cache), used
+            instead of running the key encoder again; None (default): run it.
         Returns probabilities (1 + num_objects, H, W), float32, background first, object i + 1
         being `self.labels[i]`; they sum to one at each pixel.
 
@@ -215,7 +218,7 @@ class InferenceCore:
         if not frame.active:
             return self.finish(frame)  # nothing to track yet
         with self._autocast():
-            frame.features = self.network.encode_key(frame.padded)
+            frame.features = self.network.encode_key(frame.padded) if features is None else features
             _, qv16, f16, f8, f4 = frame.features
             readout = self.read_memory(frame)
             if readout is not None:
@@ -226,12 +229,7 @@ class InferenceCore:
             self.add_new_objects(frame)
             inputs = self.value_inputs(frame)
             if inputs is not None:
-                masks, others = inputs
-                mv16 = torch.cat([
-                    self.network.encode_value(frame.padded, f16, m[None], o[None])[0]
-                    for m, o in zip(self._object_batches(masks), self._object_batches(others))
-                ])
-                self.memorise(frame, mv16)
+                self.memorise(frame, self.encode_values(frame.padded, f16, *inputs))
         return self.finish(frame)
 
     # ------------------------------------------------------------------------- step's phases
@@ -311,15 +309,52 @@ class InferenceCore:
         masks, _ = pad_divide_by(prob[1:], 16)
         with self._autocast():
             k16, _, f16, _, _ = self.network.encode_key(padded)
-            others = masks.sum(dim=0, keepdim=True) - masks
-            mv16 = torch.cat([
-                self.network.encode_value(padded, f16, m[None], o[None])[0]
-                for m, o in zip(self._object_batches(masks), self._object_batches(others))
-            ])
+            mv16 = self.encode_values(padded, f16, masks)
         self.memory.pin(self.frame_index)
         self.memory.put(self.frame_index, k16, mv16)
         self.last_mem_index = self.frame_index
         return prob
+
+    # ------------------------------------------------------------------ memory given by the caller
+    @torch.inference_mode()
+    def encode_key(self, padded: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The key encoder's k16, qv16, f16, f8, f4 of a padded frame (1, 3, H', W', sides multiples of 16),
+        at this core's precision: what `step` computes for a frame (and takes back as `features`)."""
+        with self._autocast():
+            return self.network.encode_key(padded.to(self.device))
+
+    def encode_values(self, padded: Tensor, f16: Tensor, masks: Tensor, others: Tensor | None = None) -> Tensor:
+        """Memory values (K, C_v, h, w) of a padded frame (1, 3, H', W') from its f16 and the objects'
+        probabilities `masks` (K, H', W'); others: per object, the sum of the other objects' probabilities
+        (default: computed from `masks`). In `object_batch` batches, at this core's precision."""
+        if others is None:
+            others = masks.sum(dim=0, keepdim=True) - masks
+        with self._autocast():
+            return torch.cat([
+                self.network.encode_value(padded, f16, m[None], o[None])[0]
+                for m, o in zip(self._object_batches(masks), self._object_batches(others))
+            ])
+
+    @torch.inference_mode()
+    def start_from_memory(self, memory: Sequence[tuple[Tensor, Tensor]], labels: Sequence[int]) -> None:
+        """Begin a video whose memory is given rather than annotated on its first frame.
+
+        labels: the objects (positive ids), registered as one group; memory: frames as (key 1, C_k, h, w;
+        values K, C_v, h, w in the order of `labels`, from `encode_key` / `encode_values`), stored in
+        that order as permanent memory (never dropped by a memory bound). The last of them is the
+        current frame, index 0: the next `step` is frame 1 and the memory schedule counts from frame 0.
+        The interactive core runs each propagation pass this way, with the interacted frames as memory.
+        """
+        if not memory:
+            raise ValueError("start_from_memory() needs at least one memory frame")
+        self.reset()
+        self.memory.add_group(self.objects.add([int(v) for v in labels]))
+        for i, (key, values) in enumerate(memory):
+            frame_id = i + 1 - len(memory)  # ..., -1, 0: the last one is the current frame
+            self.memory.pin(frame_id)
+            self.memory.add(frame_id, key.to(self.device), values.to(self.device))
+        self.frame_index = 0
+        self.last_mem_index = 0
 
     def remove(self, label: int) -> None:
         """Stop tracking object `label`: its registry entry and its memory values go (see MemoryBank.remove_object)."""

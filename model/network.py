@@ -217,6 +217,14 @@ def state_backbone(state: Mapping[str, Tensor]) -> str:
 
 def check_state_dict(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> None:
     """Raise CheckpointMismatchError with a short summary if keys or shapes differ."""
+    differences = state_dict_differences(state, own)
+    if differences:
+        raise CheckpointMismatchError("state dict", "not an STCN checkpoint: " + differences)
+
+
+def state_dict_differences(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> str | None:
+    """A short summary of how the keys and shapes of `state` differ from those of `own` (a network's
+    state dict: its contract), e.g. "3 missing: a, b, c; 1 wrong shape: d (1,) != (2,)"; None when equal."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [
@@ -224,10 +232,9 @@ def check_state_dict(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> 
         for k in own
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
-    if missing or unexpected or wrong:
-        parts = []
-        for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-                parts.append(f"{len(items)} {name}: {', '.join(items[:3])}{more}")
-        raise CheckpointMismatchError("state dict", "not an STCN checkpoint: " + "; ".join(parts))
+    parts = []
+    for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {name}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts) or None

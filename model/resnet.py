@@ -59,12 +59,16 @@ def imagenet_state_dict(weights: models.WeightsEnum) -> dict[str, Tensor]:
 DEFAULT_KEY_BACKBONE = "resnet50"  # the paper's (and the released weights')
 
 
-def resnet50_trunk(pretrained: bool, backbone: str = DEFAULT_KEY_BACKBONE) -> models.ResNet:
+def resnet50_trunk(
+    pretrained: bool, backbone: str = DEFAULT_KEY_BACKBONE, dilate_layer4: bool = False
+) -> models.ResNet:
     """torchvision ResNet-50 (or WideResNet-50-2 for the "wrn50*" backbones); only conv1/bn1/layer1..layer3
-    are used by the key encoder."""
+    are used by the key encoder. dilate_layer4: layer4 keeps stride 16 with dilation 2 instead of striding to
+    32 (DeepLab's output stride 16, the scribble-to-mask network's backbone); the weights are the same."""
     if backbone not in KEY_BACKBONES:
         raise ValueError(f"unknown key-encoder backbone {backbone!r} (choose {', '.join(KEY_BACKBONES)})")
-    net = models.resnet50(weights=None) if backbone == DEFAULT_KEY_BACKBONE else models.wide_resnet50_2(weights=None)
+    build = models.resnet50 if backbone == DEFAULT_KEY_BACKBONE else models.wide_resnet50_2
+    net = build(weights=None, replace_stride_with_dilation=[False, False, dilate_layer4])
     if pretrained:
         net.load_state_dict(imagenet_state_dict(key_backbone_weights(backbone)))
     return net

@@ -106,11 +106,13 @@ def make_tar(path: Path, members: dict[str, bytes], mode: str = 'w') -> Path:
 
 
 STATE_DICT_CONTRACT = Path(__file__).parent / 'fixtures' / 'stcn-state-dict.tsv'
+S2M_CONTRACT = Path(__file__).parent / 'fixtures' / 's2m-state-dict.tsv'
+FUSION_CONTRACT = Path(__file__).parent / 'fixtures' / 'fusion-stcn-state-dict.tsv'
 
 
-def contract_shapes() -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the released stcn.pth, from the contract file (not from the code under test)."""
-    rows = STATE_DICT_CONTRACT.read_text().splitlines()[1:]
+def contract_shapes(contract: Path = STATE_DICT_CONTRACT) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a released file (default stcn.pth), from its contract file (not from the code under test)."""
+    rows = contract.read_text().splitlines()[1:]
     return {key: tuple(int(v) for v in shape.strip('()').split(',') if v.strip())
             for key, shape, _ in (row.split('\t') for row in rows)}
 
@@ -500,6 +502,27 @@ def test_datasets_end_to_end_through_a_local_mirror(server, tmp_path, capsys):
     assert re.search(r'^yv19_train +to do', listing, re.M)
 
 
+def test_davis_scribbles_are_merged_into_trainval(server, tmp_path, capsys):
+    # the DAVIS site's archive wraps Scribbles/<video>/NNN.json in DAVIS/, as the frames' archive does
+    make_zip(server.root / 'DAVIS-2017-trainval-480p.zip', {'DAVIS/JPEGImages/480p/bear/00000.jpg': b'j',
+                                                            'DAVIS/Annotations/480p/bear/00000.png': b'p'})
+    make_zip(server.root / 'DAVIS-2017-scribbles-trainval.zip', {'DAVIS/Scribbles/bear/001.json': b'{}'})
+    root = tmp_path / 'data'
+    args = ['--root', str(root), '--yes', '--mirror', server.url, '--min_free_gb', '0', '--only']
+    assert download_datasets.main(args + ['davis17', 'davis17_scribbles']) == 0
+    trainval = root / 'DAVIS/2017/trainval'
+    assert (trainval / 'Scribbles/bear/001.json').read_bytes() == b'{}'
+    assert (trainval / 'JPEGImages/480p/bear/00000.jpg').exists() and not list(root.rglob('*.zip'))
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f'davis17_scribbles to {trainval}')
+    # an archive without Scribbles/ is refused and kept, the part not marked finished
+    other = tmp_path / 'other'
+    make_zip(server.root / 'DAVIS-2017-scribbles-trainval.zip', {'DAVIS/Other/bear/001.json': b'{}'})
+    assert download_datasets.main(['--root', str(other), *args[2:], 'davis17_scribbles']) == 1
+    _assert_one_error_line(capsys, 'Scribbles is missing')
+    assert (other / 'DAVIS/2017/DAVIS-2017-scribbles-trainval.zip').exists()
+    assert not download_datasets.part_done(other, 'davis17_scribbles')
+
+
 def test_archive_names_are_unique_so_a_flat_mirror_works():
     names = [Path(job.archive).name for job in download_datasets.PARTS.values()]
     names += [Path(job.archive).name for job in download_bl30k.SEGMENTS.values()]
@@ -581,3 +604,81 @@ def test_force_replaces_a_file_that_is_not_stcn(server, tmp_path):
     path = fake_checkpoint(tmp_path / 'stcn.pth', resnet18_shapes())
     model_dl.ensure_model(path, source=f'{server.url}/stcn.pth', force=True)
     assert path.read_bytes() == (server.root / 'stcn.pth').read_bytes() and dl.verify_file(path) is True
+
+
+# ----------------------------------------------------------------------------------------------
+# the interactive networks (s2m, fusion_stcn): the same checks, against their own contracts
+
+INTERACTIVE = [('s2m', S2M_CONTRACT, FUSION_CONTRACT, 'scribble-to-mask model s2m.pth', '--s2m_model'),
+               ('fusion_stcn', FUSION_CONTRACT, S2M_CONTRACT, 'fusion model fusion_stcn.pth', '--fusion_model')]
+
+
+@pytest.mark.parametrize('model, contract, other, label, flag', INTERACTIVE)
+def test_interactive_model_downloads_and_is_kept_when_present(server, tmp_path, capsys, model, contract, other, label,
+                                                            flag):
+    fake_checkpoint(server.root / f'{model}.pth', contract_shapes(contract))
+    path = tmp_path / 'saves' / f'{model}.pth'
+    assert download_model.main(['--model', model, '--source', f'{server.url}/{model}.pth',
+                                '--output', str(path)]) == 0
+    assert path.read_bytes() == (server.root / f'{model}.pth').read_bytes() and dl.verify_file(path) is True
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f'the model is {path}; evaluate with, e.g.: python eval_interactive_davis.py {flag} {path}'
+    count = len(server.requests)
+    assert download_model.main(['--model', model, '--output', str(path)]) == 0  # present and intact
+    assert len(server.requests) == count and 'nothing to download' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('model, contract, other, label, flag', INTERACTIVE)
+@pytest.mark.parametrize('present, looks', [
+    ('stcn', 'it looks like the STCN propagation network stcn.pth'),
+    ('resnet', 'it looks like a torchvision ResNet classifier'),
+    ('other', 'it looks like the '),
+    ('text', 'not a PyTorch checkpoint'),
+])
+def test_interactive_model_refuses_a_wrong_file_at_the_target(tmp_path, capsys, model, contract, other, label, flag,
+                                                             present, looks):
+    path = tmp_path / 'saves' / f'{model}.pth'
+    if present == 'text':
+        path.parent.mkdir(parents=True)
+        path.write_text('not a model')
+    else:
+        shapes = {'stcn': contract_shapes(), 'resnet': resnet18_shapes(), 'other': contract_shapes(other)}[present]
+        fake_checkpoint(path, shapes)
+    if present == 'other':
+        looks += {'s2m': 'difference-aware fusion network fusion_stcn.pth', 'fusion_stcn': 'scribble-to-mask network'
+                  ' s2m.pth'}[model]
+    before = path.read_bytes()
+    assert download_model.main(['--model', model, '--output', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {path}: ') and err.count('\n') == 1 and looks in err, err
+    assert present == 'text' or f'not the released {label} (' in err
+    assert '--force' in err and 'move it away' in err
+    assert path.read_bytes() == before and not dl.sidecar_path(path).exists()  # kept, and not trusted
+
+
+def test_interactive_model_refuses_a_downloaded_file_of_another_network(server, tmp_path, capsys):
+    fake_checkpoint(server.root / 'stcn.pth')
+    path = tmp_path / 'saves' / 'fusion_stcn.pth'
+    url = f'{server.url}/stcn.pth'
+    assert download_model.main(['--model', 'fusion_stcn', '--source', url, '--output', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert (f'error: the file sent by {url}: not the released fusion model fusion_stcn.pth (it looks like the STCN '
+            'propagation network stcn.pth' in err and 'check --source' in err)
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize('model, gdrive_id, default', [
+    ('s2m', '1HKwklVey3P2jmmdmrACFlkXtcvNxbKMM', 'saves/s2m.pth'),
+    ('fusion_stcn', '1MAbWHrOjlze9vPQdW-HxMnvjPpaZlfLv', 'saves/fusion_stcn.pth'),
+])
+def test_interactive_model_offline_says_where_to_put_the_file(monkeypatch, tmp_path, capsys, model, gdrive_id,
+                                                              default):
+    def offline(file_id, dest, **kwargs):
+        raise dl.DownloadError('drive.google.com', 'cannot reach drive.google.com (offline)')
+    monkeypatch.setattr(dl, 'fetch_gdrive', offline)
+    monkeypatch.chdir(tmp_path)
+    assert download_model.main(['--model', model]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {dl.GDRIVE_URL.format(gdrive_id)}: could not download') and err.count('\n') == 1
+    assert f'save it as {default} and rerun' in err
+    assert files_under(tmp_path) == []
