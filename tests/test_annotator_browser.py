@@ -1,0 +1,161 @@
+"""The annotation tool in a real browser: `interactive_demo.py` started as a user starts it, its page opened
+in headless Chromium (the OS's `chromium` and `chromium-driver`, driven by Selenium; nothing is downloaded):
+paint a mask with the mouse, propagate, export, and check the files on disk.
+
+A screenshot is saved beside the test's files when it fails. With STCN_DOC_SCREENSHOTS=<folder> the
+screenshots of docs/annotator.md are written there (docs/images/ when regenerating the docs)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.eval_fixtures import VideoSpec, render
+from tests.helpers import child_env, write_video
+from util.io import read_index_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("STCN_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("STCN_CHROMEDRIVER", "/usr/bin/chromedriver")
+H, W, T = 96, 128, 10
+WAIT_S = 120  # generous bound for a slow shared machine; never a timing assertion
+
+
+def chromium_or_skip() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).is_file() and os.access(p, os.X_OK))]
+    if missing:
+        pytest.skip(f"no browser: {', '.join(missing)} missing; install Debian's chromium and chromium-driver "
+                    "(.ci/run does)")
+
+
+@pytest.fixture
+def server(tmp_path, released_checkpoint):
+    """interactive_demo.py on a synthetic video, on a free port: (its URL, workspace, process)."""
+    images, _ = render(VideoSpec("walk", H, W, T, {1: 0, 2: 0}), seed=7)
+    video = write_video(tmp_path / "walk.mp4", images)
+    cmd = [sys.executable, str(ROOT / "interactive_demo.py"), "--video", str(video), "--workspace",
+           str(tmp_path / "ws"), "--model", str(released_checkpoint), "--size", "-1", "--device", "cpu",
+           "--port", "0", "--s2m_model", str(tmp_path / "absent.pth"), "--fusion_model", str(tmp_path / "absent.pth")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url = None
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline and url is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("open "):
+            url = line.split()[1]
+    if url is None:
+        proc.kill()
+        raise AssertionError(f"no URL printed: {proc.stderr.read()}")
+    yield url, tmp_path / "ws", proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def make_driver(width: int = 1280, height: int = 800):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--window-size={width},{height}", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def test_paint_propagate_export_in_chromium(server, tmp_path):
+    chromium_or_skip()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, workspace, proc = server
+    driver = make_driver()
+    shots = os.environ.get("STCN_DOC_SCREENSHOTS")
+    wait = WebDriverWait(driver, WAIT_S)
+
+    def shot(name: str) -> None:
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(Path(shots) / f"annotator-{name}.png"))
+
+    try:
+        driver.get(url)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        assert "device cpu" in driver.find_element(By.TAG_NAME, "header").text
+        for _ in range(2):
+            count = len(driver.find_elements(By.CSS_SELECTOR, "#objects li"))
+            driver.find_element(By.ID, "add-object").click()
+            wait.until(lambda d, n=count: len(d.find_elements(By.CSS_SELECTOR, "#objects li")) == n + 1)
+
+        canvas = driver.find_element(By.ID, "canvas")
+        rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
+                                     canvas)
+        scale = rect[0] / W  # screen pixels per frame pixel
+
+        def stroke(points) -> None:
+            """A brush stroke through frame pixels (x, y), as mouse events on the canvas."""
+            def at(p):  # offsets from the canvas's centre
+                return round((p[0] + 0.5) * scale - rect[0] / 2), round((p[1] + 0.5) * scale - rect[1] / 2)
+
+            chain = ActionChains(driver).move_to_element_with_offset(canvas, *at(points[0])).click_and_hold()
+            prev = at(points[0])
+            for p in points[1:]:
+                cur = at(p)
+                chain = chain.move_by_offset(cur[0] - prev[0], cur[1] - prev[1])
+                prev = cur
+            chain.release().perform()
+
+        mask_file = workspace / "masks" / "00000.png"
+        driver.find_element(By.CSS_SELECTOR, "#objects li:nth-child(2)").click()  # object 2 (key "2" also works)
+        stroke([(70, 60), (90, 60), (90, 75)])
+        wait.until(lambda d: mask_file.is_file() and 2 in np.unique(read_index_mask(mask_file)))
+        driver.find_element(By.CSS_SELECTOR, "#objects li:nth-child(1)").click()
+        stroke([(10, 10), (30, 10), (30, 25), (10, 25)])
+        wait.until(lambda d: 1 in np.unique(read_index_mask(mask_file)))
+        first = read_index_mask(mask_file)
+        assert first[10, 20] == 1 and first[60, 80] == 2 and first[50, 5] == 0
+        shot("draw")
+
+        driver.find_element(By.ID, "propagate-both").click()
+        wait.until(lambda d: "propagate done" in d.find_element(By.ID, "job-state").text)
+        assert sorted(p.name for p in (workspace / "masks").iterdir()) == [f"{t:05d}.png" for t in range(T)]
+        driver.find_element(By.ID, "next").click()
+        wait.until(lambda d: d.find_element(By.ID, "frame-index").text == "1")
+        shot("propagated")
+
+        driver.find_element(By.ID, "export").click()
+        wait.until(lambda d: d.find_element(By.ID, "export-result").text.startswith("exported to"))
+        shot("exported")
+        export = workspace / "export"
+        pngs = sorted((export / "Annotations" / "walk").iterdir())
+        assert [p.name for p in pngs] == [f"{t:05d}.png" for t in range(T)]
+        assert np.array_equal(read_index_mask(pngs[0]), first)
+        for t, png in enumerate(pngs):
+            assert np.array_equal(read_index_mask(png), read_index_mask(workspace / "masks" / png.name)), t
+        assert sorted(p.name for p in (export / "Binary" / "walk").iterdir()) == ["1", "2"]
+        assert (export / "walk.mp4").is_file() and (export / "workspace.zip").is_file()
+    except BaseException:
+        failure = tmp_path / "failure.png"
+        driver.save_screenshot(str(failure))
+        print(f"screenshot of the failure: {failure}", file=sys.stderr)
+        raise
+    finally:
+        driver.quit()
+
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the server stops, the workspace stays
+    _, err = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err, err
+    assert (workspace / "workspace.json").is_file()
+
