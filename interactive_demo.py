@@ -19,6 +19,7 @@ from pathlib import Path
 
 from evaluation.flags import add_option, add_size_arg, options_from_args
 from util.cli import HelpFormatter
+from util.defaults import INTERACTIVE_CACHE_MB
 from util.io import DataError
 from util.outputs import run_command
 
@@ -44,6 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (another one serves the tool to other machines: a warning)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (0: any free port)")
+    parser.add_argument("--cache_mb", type=float, default=INTERACTIVE_CACHE_MB,
+                        help="MiB of frames' network inputs and features kept for the next propagation (the rest "
+                             "is recomputed when needed)")
     add_size_arg(parser)
     for name in ("device", "amp", "top_k", "max_mem_frames", "max_mem_mb"):
         add_option(parser, name)
@@ -58,31 +62,37 @@ def open_session(args: argparse.Namespace):
     from model.fusion import load_fusion
     from model.s2m import load_s2m
 
+    if not args.cache_mb > 0:
+        raise DataError("--cache_mb", f"{args.cache_mb} is not positive", "give a size in MiB, e.g. 1024")
     source = args.video or args.images
     workspace = args.workspace or (str(Path("workspaces") / Path(source).stem) if source else None)
     if workspace is None:
         raise DataError("--video", "none given", "give --video FILE, --images FOLDER, or --workspace of a started one")
-    ws = Workspace.open(workspace, video=args.video, images=args.images)
     options = options_from_args(args)
+    ws = Workspace.open(workspace, video=args.video, images=args.images)
     try:
-        predictor = Predictor.from_checkpoint(args.model, options)
-    except PredictorError as exc:
-        raise exc.on_command_line() from None
-    if predictor.note:
-        print(predictor.note, file=sys.stderr)
-    s2m = fusion = None
-    reason = ""
-    if Path(args.s2m_model).is_file():
-        s2m = load_s2m(args.s2m_model, device=predictor.device)
-    else:
-        reason = f"no weights at {args.s2m_model}; python download_model.py --model s2m"
-        print(f"note: scribbles and clicks are off: {reason}", file=sys.stderr)
-    if Path(args.fusion_model).is_file():
-        fusion = load_fusion(args.fusion_model, device=predictor.device)
-    else:
-        print(f"note: no fusion weights at {args.fusion_model}: a correction's propagation replaces earlier "
-              "results (python download_model.py --model fusion_stcn)", file=sys.stderr)
-    return Session(ws, predictor, s2m=s2m, fusion=fusion, s2m_reason=reason)
+        try:
+            predictor = Predictor.from_checkpoint(args.model, options)
+        except PredictorError as exc:
+            raise exc.on_command_line() from None
+        if predictor.note:
+            print(predictor.note, file=sys.stderr)
+        s2m = fusion = None
+        reason = ""
+        if Path(args.s2m_model).is_file():
+            s2m = load_s2m(args.s2m_model, device=predictor.device)
+        else:
+            reason = f"no weights at {args.s2m_model}; python download_model.py --model s2m"
+            print(f"note: scribbles and clicks are off: {reason}", file=sys.stderr)
+        if Path(args.fusion_model).is_file():
+            fusion = load_fusion(args.fusion_model, device=predictor.device)
+        else:
+            print(f"note: no fusion weights at {args.fusion_model}: a correction's propagation replaces earlier "
+                  "results (python download_model.py --model fusion_stcn)", file=sys.stderr)
+    except BaseException:
+        ws.discard_if_new()
+        raise
+    return Session(ws, predictor, s2m=s2m, fusion=fusion, s2m_reason=reason, cache_mb=args.cache_mb)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,6 +114,7 @@ class Workspace:
         self.state = state
         self._lock = threading.RLock()
         self.frames = Frames(self)
+        self.new: bool | None = None  # made by this run: True when its folder too, False in an empty folder
 
     # ---------------------------------------------------------------------------- open / resume
     @classmethod
@@ -142,10 +143,22 @@ class Workspace:
         check_not_input(path, flag, [source])
         probe_writable(path, flag)
         state = new_state(Path(source), video is not None)
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         ws = cls(path, state)
+        ws.new = created
         ws.save()
         return ws
+
+    def discard_if_new(self) -> None:
+        """Remove a workspace this run created, while nothing but its first state is in it (the tool did
+        not start: its weights were refused, ...)."""
+        if self.new is not None and not self.state["history"]:
+            entries = {p.name for p in self.path.iterdir()}
+            if entries <= {STATE_FILE}:
+                (self.path / STATE_FILE).unlink(missing_ok=True)
+                if self.new:
+                    self.path.rmdir()
 
     # ---------------------------------------------------------------------------------- state
     @property

@@ -53,11 +53,12 @@ from inference_core.core import InferenceCore, probabilities_to_labels
 from inference_core.interaction_steps import carried_differences, fuse_frame, label_probabilities, s2m_probabilities
 from inference_core.options import PredictorError
 from inference_core.predictor import Predictor, as_label_map, as_rgb
+from util.defaults import INTERACTIVE_CACHE_MB
 from util.frame_source import FrameSource
 from util.frames import normalise, resize_frame, resize_labels
 from util.tensor_util import pad_divide_by, unpad
 
-DEFAULT_CACHE_MB = 1024.0  # frames' network inputs and key features kept (about 20 frames at 480p)
+DEFAULT_CACHE_MB = INTERACTIVE_CACHE_MB  # frames' network inputs and key features kept (about 20 frames at 480p)
 INITIAL_BACKGROUND = 1e-7  # MiVOS's probabilities of a frame no pass has reached: background 1e-7, objects 0
 
 DIRECTIONS = ("both", "forward", "backward", "none")  # the passes `interact` runs

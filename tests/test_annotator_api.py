@@ -239,3 +239,90 @@ def test_workspace_checks(tmp_path, released_checkpoint, images_folder, clip, ca
     rc, _, err = run_main(interactive_demo.main, ["--video", clip[0], "--workspace", tmp_path / "ws", "--model",
                                                   released_checkpoint, "--port", "0"], capsys)
     assert "is the workspace of" in one_error(rc, err)
+
+
+def test_objects_scribbles_commit_and_fusion(tmp_path, released_checkpoint, images_folder):
+    """Objects renamed, recoloured and deleted; scribbles and clicks through a stand-in scribble-to-mask
+    network; "permanent memory" without propagating; a correction fused by a stand-in fusion network."""
+    from tests.test_interactive_core import StandInFusion, StandInS2M
+
+    folder, labels = images_folder
+    session, client = open_tool(tmp_path, released_checkpoint, "--images", folder)
+    session.s2m, session.fusion = StandInS2M(), StandInFusion()
+    for body in ({"id": 3, "name": "cup"}, {"id": 7}):
+        client.post("/api/objects", json=body)
+    assert client.patch("/api/objects/3", json={"name": "mug", "colour": [1, 2, 3]}).json() == {
+        "id": 3, "name": "mug", "colour": [1, 2, 3]}
+    strokes = [{"object": 3, "path": [[0.1, 0.2], [0.5, 0.2]]}, {"object": 7, "path": [[0.8, 0.8]]},
+               {"object": 0, "path": [[0.1, 0.9], [0.3, 0.9]]}]
+    assert client.post("/api/frames/1/scribbles", json={"strokes": strokes}).status_code == 200
+    mask = session.ws.mask(1)
+    y, x0, x1 = round(0.2 * (H - 1)), round(0.1 * (W - 1)), round(0.5 * (W - 1))
+    assert (mask[y, x0:x1] == 3).all() and mask[round(0.8 * (H - 1)), round(0.8 * (W - 1))] == 7
+    assert (mask[round(0.9 * (H - 1)), 8:16] == 0).all()
+    assert len(session.s2m.inputs) == 2  # one pass per object
+    assert client.get("/api/status").json()["edited"] == [1]
+    assert client.post("/api/propagate", json={"frame": 1, "direction": "none"}).status_code == 200
+    assert wait_job(client)["state"] == "done"
+    status = client.get("/api/status").json()
+    assert status["interacted"] == [1] and status["masked"] == [1] and status["memory"]["frames"] == [1]
+    assert client.post("/api/propagate", json={"frame": 1, "direction": "backward"}).status_code == 200
+    assert wait_job(client)["state"] == "done"
+    assert client.get("/api/status").json()["masked"] == [0, 1]
+    assert session.fusion.calls == []
+    put_mask(client, 4, np.where(labels[4] > 0, 7, 0))
+    assert client.post("/api/propagate", json={"frame": 4}).status_code == 200
+    assert wait_job(client)["state"] == "done"
+    assert len(session.fusion.calls) == 2 * 2  # frames 3 and 2 (between 1 and 4), two objects each
+    presence = client.get("/api/presence").json()
+    assert set(presence) == {"3", "7"} and 4 in presence["7"]
+    image = Image.open(__import__("io").BytesIO(client.get("/api/frames/2/image").content))
+    assert image.format == "JPEG" and image.size == (W, H)
+
+    assert client.delete("/api/objects/3").json() == {"deleted": 3}
+    assert all(3 not in np.unique(session.ws.mask(t)) for t in range(5))
+    assert [o["id"] for o in client.get("/api/status").json()["objects"]] == [7]
+    assert session.core is None  # rebuilt for the next propagation from the saved masks
+    assert client.post("/api/propagate", json={"frame": 0, "direction": "forward"}).status_code == 200
+    assert wait_job(client)["state"] == "done"
+    assert session.core.num_objects == 1 and session.core.interacted == [1, 1, 4, 0]  # as before, then 0
+
+
+def test_cancel_and_resume_from_the_workspace_alone(tmp_path, released_checkpoint, images_folder, capsys):
+    folder, labels = images_folder
+    session, client = open_tool(tmp_path, released_checkpoint, "--images", folder)
+    client.post("/api/objects", json={})
+    put_mask(client, 0, labels[0])
+    reached, gate = threading.Event(), threading.Event()
+    original = session.ws.write_mask
+    session.ws.write_mask = lambda t, m: (original(t, m), reached.set(), gate.wait(30))
+    client.post("/api/propagate", json={"frame": 0})
+    assert reached.wait(60)  # frame 1 saved
+    assert client.post("/api/cancel").json()["job"]["state"] == "running"
+    gate.set()
+    job = wait_job(client)
+    assert job["state"] == "cancelled" and job["done"] == 1
+    assert client.post("/api/export", json={"formats": ["indexed"]}).status_code == 200  # no longer busy
+    assert wait_job(client)["state"] == "done"
+    args = interactive_demo.get_args_parser().parse_args([
+        "--workspace", str(tmp_path / "ws"), "--model", str(released_checkpoint), "--device", "cpu",
+        "--size", "-1", "--s2m_model", str(tmp_path / "no"), "--fusion_model", str(tmp_path / "no")])
+    resumed = interactive_demo.open_session(args)
+    assert resumed.ws.video["path"] == str(folder) and resumed.ws.masked_frames() == [0, 1]
+    assert resumed.ws.state["interacted"] == [0]
+
+
+def test_a_refused_start_leaves_no_workspace(tmp_path, images_folder, capsys):
+    from tests.helpers import one_error, run_main
+
+    folder, _ = images_folder
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not weights")
+    rc, _, err = run_main(interactive_demo.main, ["--images", folder, "--workspace", tmp_path / "ws", "--model", bad,
+                                                  "--port", "0", "--device", "cpu"], capsys)
+    one_error(rc, err, str(bad))
+    assert not (tmp_path / "ws").exists()
+    for argv, where in ((["--cache_mb", "0"], "--cache_mb"), (["--port", "70000"], "--port"), ([], "--video")):
+        rc, _, err = run_main(interactive_demo.main, ["--port", "0", *argv] if "--port" not in argv else argv,
+                              capsys)
+        one_error(rc, err, where)
