@@ -54,6 +54,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def workspace_of(args: argparse.Namespace) -> str | None:
+    """--workspace, or workspaces/<video name> (None when neither it nor a video is given)."""
+    source = args.video or args.images
+    return args.workspace or (str(Path("workspaces") / Path(source).stem) if source else None)
+
+
+def saved_line(workspace: str | Path | None) -> str:
+    """How to resume, said when the tool stops (Ctrl-C, SIGTERM or the server's own end)."""
+    return f"everything is saved in {workspace}; python interactive_demo.py --workspace {workspace} resumes it"
+
+
 def open_session(args: argparse.Namespace):
     """The workspace, the networks and the session the flags ask for (before any server starts)."""
     from annotator.session import Session
@@ -64,8 +75,7 @@ def open_session(args: argparse.Namespace):
 
     if not args.cache_mb > 0:
         raise DataError("--cache_mb", f"{args.cache_mb} is not positive", "give a size in MiB, e.g. 1024")
-    source = args.video or args.images
-    workspace = args.workspace or (str(Path("workspaces") / Path(source).stem) if source else None)
+    workspace = workspace_of(args)
     if workspace is None:
         raise DataError("--video", "none given", "give --video FILE, --images FOLDER, or --workspace of a started one")
     options = options_from_args(args)
@@ -129,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.run(sockets=[sock])
         finally:
-            session.close()
+            session.close()  # a running job stops before its next frame; what it finished is saved
             sock.close()
+        print(f"stopped; {saved_line(workspace_of(args))}", file=sys.stderr)
         return 0
 
-    return run_command(body, resume_hint="the workspace is saved; rerun with --workspace to resume", tool=TOOL)
+    return run_command(body, resume_hint=saved_line(workspace_of(args)), tool=TOOL)
 
 
 if __name__ == "__main__":

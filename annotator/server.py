@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import BaseModel
@@ -33,6 +34,7 @@ TOKEN_COOKIE = "stcn_token"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 JSON_BODY_LIMIT = 1 << 20  # bytes of a JSON request (strokes, objects, ...)
 JPEG_QUALITY = 92
+GZIP_ABOVE = 1024  # bytes of an answer from which it is compressed (when the client accepts gzip)
 
 
 def new_token() -> str:
@@ -133,6 +135,7 @@ def create_app(session: Session, token: str, hosts: tuple[str, ...] | None = LOC
     """The tool's ASGI application: the API on `session`, guarded by `token` and `hosts` (None: any Host)."""
     h, w = session.ws.size
     app = FastAPI(title="STCN annotation tool", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_ABOVE)  # masks: a byte per pixel, mostly zeros
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, exc: RequestError) -> JSONResponse:
