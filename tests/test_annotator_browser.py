@@ -77,7 +77,8 @@ def test_paint_propagate_export_in_chromium(server, tmp_path):
     chromium_or_skip()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, workspace, proc = server
     driver = make_driver()
@@ -105,9 +106,6 @@ def test_paint_propagate_export_in_chromium(server, tmp_path):
 
         def stroke(points) -> None:
             """A brush stroke through frame pixels (x, y), as mouse events on the canvas."""
-            def at(p):  # offsets from the canvas's centre
-                return round((p[0] + 0.5) * scale - rect[0] / 2), round((p[1] + 0.5) * scale - rect[1] / 2)
-
             chain = ActionChains(driver).move_to_element_with_offset(canvas, *at(points[0])).click_and_hold()
             prev = at(points[0])
             for p in points[1:]:
@@ -116,22 +114,46 @@ def test_paint_propagate_export_in_chromium(server, tmp_path):
                 prev = cur
             chain.release().perform()
 
+        def at(p):  # offsets from the canvas's centre
+            return round((p[0] + 0.5) * scale - rect[0] / 2), round((p[1] + 0.5) * scale - rect[1] / 2)
+
+        def key(*keys) -> None:
+            ActionChains(driver).send_keys(*keys).perform()
+
+        def saved() -> np.ndarray | None:
+            return read_index_mask(mask_file) if mask_file.is_file() else None
+
         mask_file = workspace / "masks" / "00000.png"
-        driver.find_element(By.CSS_SELECTOR, "#objects li:nth-child(2)").click()  # object 2 (key "2" also works)
+        key("2")  # select object 2 by its number key
+        assert driver.find_element(By.CSS_SELECTOR, "#objects li.selected").get_attribute("data-id") == "2"
         stroke([(70, 60), (90, 60), (90, 75)])
-        wait.until(lambda d: mask_file.is_file() and 2 in np.unique(read_index_mask(mask_file)))
-        driver.find_element(By.CSS_SELECTOR, "#objects li:nth-child(1)").click()
-        stroke([(10, 10), (30, 10), (30, 25), (10, 25)])
-        wait.until(lambda d: 1 in np.unique(read_index_mask(mask_file)))
-        first = read_index_mask(mask_file)
-        assert first[10, 20] == 1 and first[60, 80] == 2 and first[50, 5] == 0
+        wait.until(lambda d: saved() is not None and 2 in np.unique(saved()))
+        key("1")
+        key("p")  # polygon: click the corners, double-click to fill
+        corners = [(10, 10), (30, 10), (30, 25), (10, 25)]
+        for c in corners[:-1]:
+            ActionChains(driver).move_to_element_with_offset(canvas, *at(c)).click().perform()
+        ActionChains(driver).move_to_element_with_offset(canvas, *at(corners[-1])).double_click().perform()
+        wait.until(lambda d: 1 in np.unique(saved()))
+        first = saved()
+        assert first[15, 20] == 1 and first[60, 80] == 2 and first[50, 5] == 0 and first[40, 20] == 0
+        def ctrl(letter: str) -> None:
+            ActionChains(driver).key_down(Keys.CONTROL).send_keys(letter).key_up(Keys.CONTROL).perform()
+
+        ctrl("z")  # undo the polygon, then redo it
+        wait.until(lambda d: 1 not in np.unique(saved()))
+        ctrl("y")
+        wait.until(lambda d: np.array_equal(saved(), first))
         shot("draw")
 
         driver.find_element(By.ID, "propagate-both").click()
         wait.until(lambda d: "propagate done" in d.find_element(By.ID, "job-state").text)
         assert sorted(p.name for p in (workspace / "masks").iterdir()) == [f"{t:05d}.png" for t in range(T)]
-        driver.find_element(By.ID, "next").click()
+        key(Keys.ARROW_RIGHT)
         wait.until(lambda d: d.find_element(By.ID, "frame-index").text == "1")
+        driver.find_element(By.ID, "next").click()
+        wait.until(lambda d: d.find_element(By.ID, "frame-index").text == "2")
+        Select(driver.find_element(By.ID, "overlay-mode")).select_by_value("outline")
         shot("propagated")
 
         driver.find_element(By.ID, "export").click()
