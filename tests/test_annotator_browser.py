@@ -6,6 +6,7 @@ A screenshot is saved beside the test's files when it fails. With STCN_DOC_SCREE
 screenshots of docs/annotator.md are written there (docs/images/ when regenerating the docs)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -34,14 +35,30 @@ def chromium_or_skip() -> None:
                     "(.ci/run does)")
 
 
+@pytest.fixture(scope="module")
+def interactive_weights(tmp_path_factory):
+    """Random scribble-to-mask and fusion networks saved as their released files."""
+    import torch
+
+    from model.fusion import FusionNet
+    from model.s2m import S2M
+
+    root = tmp_path_factory.mktemp("interactive_weights")
+    torch.manual_seed(0)
+    torch.save(S2M().state_dict(), root / "s2m.pth")
+    torch.save(FusionNet().state_dict(), root / "fusion_stcn.pth")
+    return root
+
+
 @pytest.fixture
-def server(tmp_path, released_checkpoint):
+def server(tmp_path, released_checkpoint, interactive_weights):
     """interactive_demo.py on a synthetic video, on a free port: (its URL, workspace, process)."""
     images, _ = render(VideoSpec("walk", H, W, T, {1: 0, 2: 0}), seed=7)
     video = write_video(tmp_path / "walk.mp4", images)
     cmd = [sys.executable, str(ROOT / "interactive_demo.py"), "--video", str(video), "--workspace",
            str(tmp_path / "ws"), "--model", str(released_checkpoint), "--size", "-1", "--device", "cpu",
-           "--port", "0", "--s2m_model", str(tmp_path / "absent.pth"), "--fusion_model", str(tmp_path / "absent.pth")]
+           "--port", "0", "--s2m_model", str(interactive_weights / "s2m.pth"),
+           "--fusion_model", str(interactive_weights / "fusion_stcn.pth")]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     url = None
@@ -154,6 +171,17 @@ def test_paint_propagate_export_in_chromium(server, tmp_path):
         driver.find_element(By.ID, "next").click()
         wait.until(lambda d: d.find_element(By.ID, "frame-index").text == "2")
         Select(driver.find_element(By.ID, "overlay-mode")).select_by_value("outline")
+
+        # a correction on frame 2 with a scribble (the scribble-to-mask network), propagated again (fused)
+        assert not driver.find_element(By.ID, "tool-scribble").get_attribute("disabled")
+        key("s")
+        before = read_index_mask(workspace / "masks" / "00002.png")
+        stroke([(60, 20), (100, 20), (100, 40)])
+        wait.until(lambda d: d.execute_script("return state.status.edited.includes(2)"))
+        assert not np.array_equal(read_index_mask(workspace / "masks" / "00002.png"), before)
+        driver.find_element(By.ID, "propagate-both").click()
+        wait.until(lambda d: "propagate done" in d.find_element(By.ID, "job-state").text)
+        assert json.loads((workspace / "workspace.json").read_text())["interacted"] == [0, 2]
         shot("propagated")
 
         driver.find_element(By.ID, "export").click()
