@@ -97,10 +97,10 @@ class Session:
     def presence(self) -> dict[str, list[int]]:
         """Per object id, the frames whose saved mask shows it (the page's timeline)."""
         out: dict[str, list[int]] = {str(i): [] for i in self.ws.object_ids()}
-        for t in self.ws.masked_frames():
-            for i in np.unique(self.ws.mask(t)):
-                if str(int(i)) in out:
-                    out[str(int(i))].append(t)
+        for t, ids in sorted(self.ws.present().items()):
+            for i in ids:
+                if str(i) in out:
+                    out[str(i)].append(t)
         return out
 
     def check_frame(self, t: int) -> int:

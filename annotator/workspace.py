@@ -114,6 +114,7 @@ class Workspace:
         self.state = state
         self._lock = threading.RLock()
         self.frames = Frames(self)
+        self._present: dict[int, set[int]] | None = None  # `present`, read when first asked
         self.new: bool | None = None  # made by this run: True when its folder too, False in an empty folder
 
     # ---------------------------------------------------------------------------- open / resume
@@ -216,6 +217,16 @@ class Workspace:
     def write_mask(self, t: int, labels: np.ndarray) -> None:
         (self.path / MASKS).mkdir(exist_ok=True)
         write_mask(self.mask_path(t), labels, self.palette())
+        with self._lock:
+            if self._present is not None:
+                self._present[t] = {int(i) for i in np.unique(labels) if i}
+
+    def present(self) -> dict[int, set[int]]:
+        """Per frame with a mask, the object ids it shows (read once, then kept up to date by `write_mask`)."""
+        with self._lock:
+            if self._present is None:
+                self._present = {t: {int(i) for i in np.unique(self.mask(t)) if i} for t in self.masked_frames()}
+            return {t: set(ids) for t, ids in self._present.items()}
 
     def masked_frames(self) -> list[int]:
         folder = self.path / MASKS

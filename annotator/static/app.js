@@ -79,7 +79,14 @@ function colourOf(id) {
   return [255, 255, 255];
 }
 
-function draw() {
+let drawPending = false;
+function draw() { // at most once per display frame: a stroke's many mouse moves cost one redraw
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; redraw(); });
+}
+
+function redraw() {
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
   if (!state.image) return;
   ctx.globalAlpha = state.overlay === "fade" ? 0.35 : 1;
