@@ -326,3 +326,27 @@ def test_a_refused_start_leaves_no_workspace(tmp_path, images_folder, capsys):
         rc, _, err = run_main(interactive_demo.main, ["--port", "0", *argv] if "--port" not in argv else argv,
                               capsys)
         one_error(rc, err, where)
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_the_url_and_the_warning_for_another_host(tmp_path, released_checkpoint, images_folder, monkeypatch, capsys,
+                                                  host, warned):
+    """The printed URL holds the port and a fresh token; listening beyond 127.0.0.1 warns; the last line says
+    where everything is saved (the server itself is not started here)."""
+    import uvicorn
+
+    from tests.helpers import run_main
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append(sockets[0].getsockname()))
+    folder, _ = images_folder
+    rc, out, err = run_main(interactive_demo.main, [
+        "--images", folder, "--workspace", tmp_path / "ws", "--model", released_checkpoint, "--device", "cpu",
+        "--host", host, "--port", "0", "--s2m_model", tmp_path / "no", "--fusion_model", tmp_path / "no"], capsys)
+    assert rc == 0, err
+    url = out.splitlines()[-1]
+    assert url.startswith(f"open http://127.0.0.1:{served[0][1]}/?token=") and len(url.split("token=")[1]) >= 32
+    assert served[0][0] == host
+    assert ("warning: --host 0.0.0.0 serves the tool beyond this machine" in err) == warned
+    assert err.splitlines()[-1] == (f"stopped; everything is saved in {tmp_path / 'ws'}; python interactive_demo.py "
+                                    f"--workspace {tmp_path / 'ws'} resumes it")
