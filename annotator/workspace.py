@@ -29,7 +29,7 @@ from PIL import Image
 
 from util.atomic import atomic_path, atomic_write_text
 from util.io import MAX_OBJECTS, DataError, image_files, read_image, read_index_mask, write_mask
-from util.outputs import check_not_input, probe_writable
+from util.outputs import check_not_input, clean_stale, probe_writable
 from util.video import DEFAULT_FPS, VideoReader
 
 STATE_FILE = "workspace.json"
@@ -135,6 +135,7 @@ class Workspace:
                                 f"choose another {flag} for this video, or leave out --video/--images to resume it")
             if not recorded.exists():
                 raise DataError(recorded, "the workspace's video is gone", "put it back where it was")
+            clean_stale(path)  # a mask or frame being written when an earlier server was killed
             return ws
         if path.is_dir() and any(path.iterdir()):
             raise DataError(path, "exists and holds files that are not a workspace of this tool",

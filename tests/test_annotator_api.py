@@ -16,7 +16,7 @@ import interactive_demo
 from annotator.server import create_app
 from inference_core import Predictor
 from tests.eval_fixtures import VideoSpec, render
-from tests.helpers import write_video
+from tests.helpers import killed_partial, leftovers, write_video
 from util.io import read_index_mask
 from util.video import VideoReader
 
@@ -126,6 +126,7 @@ def test_draw_propagate_correct_export_equals_the_predictor(tmp_path, released_c
     assert client.post("/api/export", json={"formats": ["indexed"]}).status_code == 200
     assert wait_job(client)["state"] == "done"
     assert np.array_equal(read_index_mask(export / "Annotations" / "clip" / "00005.png"), corrected)
+    assert leftovers(tmp_path) == []  # every write was atomic and finished
 
 
 def test_resume_after_stopping_mid_propagation(tmp_path, released_checkpoint, images_folder, monkeypatch):
@@ -155,7 +156,9 @@ def test_resume_after_stopping_mid_propagation(tmp_path, released_checkpoint, im
     saved = {t: session.ws.read_mask(t) for t in range(5)}
     assert [t for t, m in saved.items() if m is not None] == [0, 1, 2]
 
+    half = killed_partial(session.ws.mask_path(3), file=True)  # the mask a killed server was writing
     resumed, client2 = open_tool(tmp_path, released_checkpoint, "--images", folder)
+    assert not half.exists() and leftovers(tmp_path / "ws") == []
     status = client2.get("/api/status").json()
     assert [o["name"] for o in status["objects"]] == ["cup"] and status["interacted"] == [0]
     assert status["masked"] == [0, 1, 2]
