@@ -141,6 +141,12 @@ def test_paint_propagate_export_in_chromium(server, tmp_path):
             return read_index_mask(mask_file) if mask_file.is_file() else None
 
         mask_file = workspace / "masks" / "00000.png"
+        key("+")  # zoom in and back: the canvas grows on screen, then fits again
+        wait.until(lambda d: d.execute_script("return arguments[0].getBoundingClientRect().width", canvas)
+                   > rect[0] * 1.2)
+        key("0")
+        wait.until(lambda d: abs(d.execute_script("return arguments[0].getBoundingClientRect().width", canvas)
+                                 - rect[0]) < 1)
         key("2")  # select object 2 by its number key
         assert driver.find_element(By.CSS_SELECTOR, "#objects li.selected").get_attribute("data-id") == "2"
         stroke([(70, 60), (90, 60), (90, 75)])
