@@ -53,13 +53,15 @@ from inference_core.core import InferenceCore, probabilities_to_labels
 from inference_core.interaction_steps import carried_differences, fuse_frame, label_probabilities, s2m_probabilities
 from inference_core.options import PredictorError
 from inference_core.predictor import Predictor, as_label_map, as_rgb
+from util.defaults import INTERACTIVE_CACHE_MB
 from util.frame_source import FrameSource
 from util.frames import normalise, resize_frame, resize_labels
 from util.tensor_util import pad_divide_by, unpad
 
-DEFAULT_CACHE_MB = 1024.0  # frames' network inputs and key features kept (about 20 frames at 480p)
+DEFAULT_CACHE_MB = INTERACTIVE_CACHE_MB  # frames' network inputs and key features kept (about 20 frames at 480p)
 INITIAL_BACKGROUND = 1e-7  # MiVOS's probabilities of a frame no pass has reached: background 1e-7, objects 0
 
+DIRECTIONS = ("both", "forward", "backward", "none")  # the passes `interact` runs
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool] | threading.Event
 
@@ -218,15 +220,35 @@ class InteractiveCore:
         self._labels[frame] = labels.to("cpu", torch.uint8)
 
     @torch.inference_mode()
+    def restore(self, frame: int, mask: Any, *, interacted: bool = False) -> None:
+        """Re-enter a frame's saved label map (H x W ids 0..K) without propagating, to rebuild a core from
+        saved masks (a resumed session, a changed set of objects): its stored probabilities become the
+        map's (as `interact` takes a mask), and with `interacted` it joins the permanent memory again.
+        The soft probabilities of the original passes are not saved, so a later fusion sees hard ones."""
+        self._check_frame(frame)
+        prob = label_probabilities(self._padded_labels(mask, frame).to(self.device), self.num_objects)
+        self._keep(frame, prob)
+        if interacted:
+            image, (key, _, f16, _, _) = self._inputs(frame)
+            self._memory.append((key, self._core.encode_values(image, f16, prob[1:])))
+            self.interacted.append(frame)
+
+    @torch.inference_mode()
     def interact(self, frame: int, mask: Any = None, *, prob: Tensor | None = None,
-                 progress: Progress | None = None, cancel: Cancel | None = None) -> InteractionResult:
+                 progress: Progress | None = None, cancel: Cancel | None = None,
+                 directions: str = "both", on_frame: Callable[[int], None] | None = None) -> InteractionResult:
         """An interaction on frame `frame`, then propagation and fusion (module docstring).
 
         mask: H x W label map at the frame's size (ids 0..K; taken as a first-frame annotation), or
         prob: 1 + K, H', W' probabilities at the padded network size (`scribble_probabilities`).
         progress(done, total) after each propagated frame; cancel checked before each (module docstring).
+        directions: the passes run, "both" (MiVOS), "forward", "backward" or "none" (the frame only joins
+        the permanent memory). on_frame(t) after frame t got its new probabilities (to save its mask).
         """
         self._check_frame(frame)
+        if directions not in DIRECTIONS:
+            raise PredictorError("directions", f"{directions!r} is not one of {', '.join(DIRECTIONS)}",
+                                 "pick one of them")
         if prob is not None:
             new = self._checked_prob(prob, mask).to(self.device, torch.float32)
         else:
@@ -240,11 +262,14 @@ class InteractiveCore:
         after = min([t for t in self.interacted if t > frame], default=self.length)
         before = max([t for t in self.interacted if t < frame], default=-1)
         result = InteractionResult(frame)
-        total = after - before - 2
-        for frames, bound, done in ((range(frame + 1, after), after, result.forward),
-                                    (range(frame - 1, before, -1), before, result.backward)):
+        passes = [(range(frame + 1, after), after, result.forward), (range(frame - 1, before, -1), before,
+                                                                     result.backward)]
+        passes = [p for p, name in zip(passes, ("forward", "backward")) if directions in (name, "both")]
+        total = sum(len(frames) for frames, _, _ in passes)
+        for frames, bound, done in passes:
             fused_with = bound if 0 <= bound < self.length else None
-            if not self._propagate(frame, frames, fused_with, diff, key, result, done, progress, total, cancel):
+            if not self._propagate(frame, frames, fused_with, diff, key, result, done, progress, total, cancel,
+                                   on_frame):
                 result.cancelled = True
                 break
         return result
@@ -252,7 +277,7 @@ class InteractiveCore:
     # ------------------------------------------------------------------------------ internals
     def _propagate(self, tr: int, frames: range, tc: int | None, diff: Tensor, key: Tensor,
                    result: InteractionResult, done: list[int], progress: Progress | None, total: int,
-                   cancel: Cancel | None) -> bool:
+                   cancel: Cancel | None, on_frame: Callable[[int], None] | None = None) -> bool:
         """One pass from tr over `frames`; fused with the interaction at tc when given. False if cancelled."""
         if not frames:
             return True
@@ -269,6 +294,8 @@ class InteractiveCore:
                 result.fused.append(ti)
             self._keep(ti, new)
             done.append(ti)
+            if on_frame is not None:
+                on_frame(ti)
             if progress is not None:
                 progress(len(result.forward) + len(result.backward), total)
         return True

@@ -275,3 +275,30 @@ def test_bad_arguments_are_refused_with_the_argument_named(predictor):
         inter.scribble_probabilities(0, StandInS2M(), np.zeros((1, 2, H, W)))
     with pytest.raises(PredictorError, match="^num_objects: "):
         InteractiveCore(predictor, images, num_objects=0)
+
+
+# -------------------------------------------------------------- directions, on_frame and restore
+def test_directions_on_frame_and_restore(predictor):
+    images, labels = video(6)
+    inter = InteractiveCore(predictor, images, num_objects=2)
+    seen = []
+    result = inter.interact(2, labels[2], directions="forward", on_frame=seen.append)
+    assert result.forward == [3, 4, 5] and result.backward == [] and seen == [3, 4, 5]
+    result = inter.interact(4, labels[4], directions="none")
+    assert result.forward == result.backward == [] and inter.interacted == [2, 4]
+    with pytest.raises(PredictorError, match="^directions: "):
+        inter.interact(0, labels[0], directions="sideways")
+
+    # a core rebuilt from saved label maps: the same memory frames, stored probabilities from the maps
+    rebuilt = InteractiveCore(predictor, images, num_objects=2)
+    for t in (3, 5):
+        rebuilt.restore(t, inter.labels(t))
+    for t in (2, 4):
+        rebuilt.restore(t, inter.labels(t), interacted=True)
+    assert rebuilt.interacted == [2, 4] and len(rebuilt._memory) == 2
+    for t in (2, 3, 4, 5):
+        assert np.array_equal(rebuilt.labels(t), inter.labels(t)), t
+    assert not rebuilt.labels(0).any()
+    both = [rebuilt.interact(0, labels[0]), inter.interact(0, labels[0])]
+    assert both[0].forward == both[1].forward == [1]  # stops at the restored interaction on 2
+    assert np.array_equal(rebuilt.labels(1), inter.labels(1))  # without fusion: the same pass

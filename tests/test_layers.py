@@ -20,6 +20,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "training": frozenset({"util", "model", "dataset"}),
     "evaluation": frozenset({"util", "model", "dataset", "inference_core"}),
     "downloads": frozenset({"util", "model"}),
+    "annotator": frozenset({"util", "model", "inference_core"}),
 }
 SCRIPTS = "scripts"  # a folder of entry points (a package only so that tests can import them)
 NOT_CODE = {"tests", "docs"}

@@ -24,6 +24,9 @@ KERNEL_SIGMA = 7.0  # kernelized reading: Gaussian std in stride-16 cells (MiVOS
 BACKENDS = ("pytorch", "onnxruntime", "openvino")
 CACHE_ENV = "STCN_ONNX_CACHE"  # the environment variable naming the cache of exported networks
 
+# --- interactive segmentation
+INTERACTIVE_CACHE_MB = 1024.0  # frames' network inputs and key features the interactive core keeps (~20 at 480p)
+
 # --- frame sizes
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
 MIN_FEATURE_CELLS = 2  # cells of the stride-16 map along the shorter side (see MIN_SHORT_SIDE)
