@@ -27,7 +27,10 @@ probabilities; MiVOS also drops it at any later interaction, which never differs
 schedule, whose next interaction is on that same frame). Frames themselves are read from the
 `FrameSource` when needed; their network inputs and key-encoder features are kept in a
 least-recently-used `FeatureCache` bounded in bytes (`cache_mb`), so a long video needs neither all
-frames nor all features at once. The permanent memory (key and values of each interaction) is on
+frames nor all features at once. The per-frame probabilities are kept in RAM up to `prob_mb` (a
+`ProbabilityStore`); beyond it the least recently used go to a temporary folder of the store's own
+(removed with the core) and come back exactly as they were, so a long video fits a memory budget.
+The permanent memory (key and values of each interaction) is on
 the network's device.
 
 Progress and cancellation (for a GUI): `interact(..., progress=f)` calls f(done, total) after each
@@ -38,10 +41,14 @@ says so. Every frame then still has probabilities of some completed step.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +60,7 @@ from inference_core.core import InferenceCore, probabilities_to_labels
 from inference_core.interaction_steps import carried_differences, fuse_frame, label_probabilities, s2m_probabilities
 from inference_core.options import PredictorError
 from inference_core.predictor import Predictor, as_label_map, as_rgb
-from util.defaults import INTERACTIVE_CACHE_MB
+from util.defaults import INTERACTIVE_CACHE_MB, INTERACTIVE_PROB_MB
 from util.frame_source import FrameSource
 from util.frames import normalise, resize_frame, resize_labels
 from util.tensor_util import pad_divide_by, unpad
@@ -64,6 +71,62 @@ INITIAL_BACKGROUND = 1e-7  # MiVOS's probabilities of a frame no pass has reache
 DIRECTIONS = ("both", "forward", "backward", "none")  # the passes `interact` runs
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool] | threading.Event
+
+
+class ProbabilityStore:
+    """Per-frame tensors (the probabilities) by frame index: in RAM up to `max_bytes` (None: unbounded), the
+    least recently used beyond it saved to a temporary folder this store creates (and removes when it is
+    closed or collected) and read back bit for bit when asked for. `peak_bytes`: the most held in RAM after a `put`."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        self._ram: OrderedDict[int, Tensor] = OrderedDict()
+        self._disk: set[int] = set()
+        self._folder: Path | None = None
+        self._cleanup: weakref.finalize | None = None
+        self.nbytes = 0
+        self.peak_bytes = 0
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._ram or index in self._disk
+
+    def get(self, index: int) -> Tensor | None:
+        if index in self._ram:
+            self._ram.move_to_end(index)
+            return self._ram[index]
+        if index not in self._disk:
+            return None
+        value = torch.from_numpy(np.load(self._path(index)))
+        self.put(index, value)
+        return value
+
+    def put(self, index: int, value: Tensor) -> None:
+        """Keep `value` (a CPU tensor) for frame `index`, replacing what it had."""
+        if index in self._ram:
+            self.nbytes -= _nbytes(self._ram.pop(index))
+        if index in self._disk:  # its saved copy is no longer the frame's
+            self._disk.discard(index)
+            self._path(index).unlink()
+        self._ram[index] = value
+        self.nbytes += _nbytes(value)
+        while self.max_bytes is not None and self.nbytes > self.max_bytes and len(self._ram) > 1:
+            old, tensor = self._ram.popitem(last=False)
+            self.nbytes -= _nbytes(tensor)
+            np.save(self._path(old), tensor.numpy())
+            self._disk.add(old)
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
+
+    def _path(self, index: int) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="stcn-probabilities-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
+        return self._folder / f"{index}.npy"
+
+    def close(self) -> None:
+        """Remove the temporary folder (what was saved there is gone; RAM entries stay)."""
+        if self._cleanup is not None:
+            self._cleanup()
+        self._disk.clear()
 
 
 class FeatureCache:
@@ -127,11 +190,12 @@ class InteractiveCore:
     fusion: the difference-aware fusion network (`model.fusion.FusionNet` interface) or None (no fusion).
     cache_mb: bound of the `FeatureCache` in MiB (None: unbounded).
     prob_dtype: dtype of the stored per-frame probabilities (float32: exact; float16: half the memory).
+    prob_mb: RAM for the per-frame probabilities in MiB, the rest on disk (`ProbabilityStore`; None: all in RAM).
     """
 
     def __init__(self, predictor: Predictor, frames: FrameSource | Sequence[Any], num_objects: int,
                  fusion: torch.nn.Module | None = None, cache_mb: float | None = DEFAULT_CACHE_MB,
-                 prob_dtype: torch.dtype = torch.float32) -> None:
+                 prob_dtype: torch.dtype = torch.float32, prob_mb: float | None = INTERACTIVE_PROB_MB) -> None:
         self.predictor = predictor
         self._core = predictor.new_core()  # encodes keys and values; each pass gets a core of its own
         if not isinstance(self._core, InferenceCore):
@@ -143,8 +207,9 @@ class InteractiveCore:
                                  "pass a FrameSource or a sequence of frames")
         if isinstance(num_objects, bool) or not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
             raise PredictorError("num_objects", f"{num_objects!r} is not a positive integer", "pass K >= 1")
-        if cache_mb is not None and not cache_mb > 0:
-            raise PredictorError("cache_mb", f"{cache_mb!r} is not positive", "pass a size in MiB, or None")
+        for name, mb in (("cache_mb", cache_mb), ("prob_mb", prob_mb)):
+            if mb is not None and not mb > 0:
+                raise PredictorError(name, f"{mb!r} is not positive", "pass a size in MiB, or None")
         self.num_objects = int(num_objects)
         self.fusion = fusion
         self.prob_dtype = prob_dtype
@@ -153,7 +218,8 @@ class InteractiveCore:
         self.frame_size = (int(first.shape[0]), int(first.shape[1]))
         self.network_size = predictor.network_size(*self.frame_size)
         _, self.pad = pad_divide_by(torch.zeros(1, *self.network_size), 16)
-        self._prob: list[Tensor | None] = [None] * self.length  # 1 + K, H', W' per frame (module docstring)
+        self.probabilities = ProbabilityStore(None if prob_mb is None else int(prob_mb * 2**20))  # 1 + K, H', W'
+
         self._labels: dict[int, Tensor] = {}  # H', W' uint8 label maps set by update_mask_only
         self.interacted: list[int] = []  # interacted frames, in the order of the interactions
         self._memory: list[tuple[Tensor, Tensor]] = []  # their keys and values: every pass's permanent memory
@@ -172,7 +238,7 @@ class InteractiveCore:
         self._check_frame(frame)
         if frame in self._labels:
             return resize_labels(unpad(self._labels[frame], self.pad), self.frame_size).numpy().astype(np.uint8)
-        prob = self._prob[frame]
+        prob = self.probabilities.get(frame)
         if prob is None:
             return np.zeros(self.frame_size, dtype=np.uint8)
         label_map = np.arange(self.num_objects + 1, dtype=np.int64)
@@ -316,7 +382,7 @@ class InteractiveCore:
 
     def _stored(self, frame: int) -> Tensor:
         """Frame `frame`'s stored probabilities on the device, float32 (MiVOS's initial ones before any pass)."""
-        prob = self._prob[frame]
+        prob = self.probabilities.get(frame)
         if prob is not None:
             return prob.to(self.device, torch.float32)
         shape = (self.num_objects + 1, *self.padded_size)
@@ -325,14 +391,14 @@ class InteractiveCore:
         return initial
 
     def _keep(self, frame: int, prob: Tensor) -> None:
-        self._prob[frame] = prob.to("cpu", self.prob_dtype)
+        self.probabilities.put(frame, prob.to("cpu", self.prob_dtype))
         self._labels.pop(frame, None)
 
     def _hard_labels(self, frame: int) -> Tensor:
         """The current hard label map at the padded network size (H', W' long)."""
         if frame in self._labels:
             return self._labels[frame].long()
-        prob = self._prob[frame]
+        prob = self.probabilities.get(frame)
         return torch.zeros(self.padded_size, dtype=torch.long) if prob is None else prob.float().argmax(dim=0)
 
     @property

@@ -89,7 +89,7 @@ def test_one_interaction_on_frame_0_equals_the_stream(predictor, monkeypatch):
     for t, img in enumerate(images):
         want = stream.step(img, labels[0] if t == 0 else None)
         assert np.array_equal(inter.labels(t), want), t
-        got_prob = inter._prob[t][:, 4:-4, 4:-4]  # the padding of 40 x 56 to 48 x 64
+        got_prob = inter.probabilities.get(t)[:, 4:-4, 4:-4]  # the padding of 40 x 56 to 48 x 64
         assert torch.equal(got_prob, stream.network_probabilities), t
     pass_core = cores[1]  # cores[0] encodes keys and values; cores[1] ran the forward pass
     assert pass_core.memory.frame_ids == [0]
@@ -121,7 +121,7 @@ def test_frames_between_interactions_are_fused_and_others_untouched(predictor):
     assert times(fusion) == pytest.approx([v for pair in expected for v in pair])
     assert all(c["plane"] for c in fusion.calls)
 
-    before = {t: inter._prob[t].clone() for t in range(8)}
+    before = {t: inter.probabilities.get(t).clone() for t in range(8)}
     fusion.calls.clear()
     third = inter.interact(3, labels[3])
     assert third.forward == [4, 5] and third.backward == [2]  # stops at the interacted 6 and 1
@@ -130,9 +130,9 @@ def test_frames_between_interactions_are_fused_and_others_untouched(predictor):
                 + [(abs(1 - ti) / 2, abs(3 - ti) / 2) for ti in (2,) for _ in range(2)])
     assert times(fusion) == pytest.approx([v for pair in expected for v in pair])
     for t in (0, 1, 6, 7):  # beyond the neighbouring interactions, and the interacted frames
-        assert torch.equal(inter._prob[t], before[t]), t
+        assert torch.equal(inter.probabilities.get(t), before[t]), t
     for t in (2, 4, 5):
-        assert not torch.equal(inter._prob[t], before[t]), t
+        assert not torch.equal(inter.probabilities.get(t), before[t]), t
     assert inter.interacted == [1, 6, 3]
 
 
@@ -144,8 +144,8 @@ def test_without_fusion_the_new_pass_is_taken(predictor):
     for core in (fused, plain):
         core.interact(0, labels[0])
         core.interact(3, labels[3])
-    assert torch.equal(fused._prob[4], plain._prob[4])  # after 3: not between two interactions
-    assert not torch.equal(fused._prob[2], plain._prob[2])
+    assert torch.equal(fused.probabilities.get(4), plain.probabilities.get(4))  # after 3: not between two interactions
+    assert not torch.equal(fused.probabilities.get(2), plain.probabilities.get(2))
 
 
 # ------------------------------------------------------------------------------ (d) update_mask_only
@@ -154,14 +154,15 @@ def test_update_mask_only_changes_only_that_frame(predictor):
     inter = InteractiveCore(predictor, images, num_objects=2)
     inter.interact(0, labels[0])
     before = inter.all_labels()
-    stored = [p.clone() for p in inter._prob]
+    stored = [inter.probabilities.get(t).clone() for t in range(inter.length)]
     new = np.zeros((H, W), dtype=np.uint8)
     new[5:15, 5:20] = 2
     inter.update_mask_only(2, new)
     after = inter.all_labels()
     assert np.array_equal(after[2], new) and not np.array_equal(before[2], new)
     assert np.array_equal(np.delete(after, 2, axis=0), np.delete(before, 2, axis=0))
-    assert all(torch.equal(a, b) for a, b in zip(stored, inter._prob))  # probabilities kept for the next diff
+    # probabilities kept for the next diff
+    assert all(torch.equal(a, inter.probabilities.get(t)) for t, a in enumerate(stored))
 
 
 # -------------------------------------------------------------------- (e) progress and cancellation
@@ -207,6 +208,27 @@ def test_feature_cache_stays_within_its_bound_on_a_longer_video(predictor):
     assert np.array_equal(small.all_labels(), whole.all_labels())  # the bound changes no result
 
 
+def test_probabilities_beyond_their_bound_go_to_disk_and_come_back_exactly(predictor):
+    images, labels = video(10)
+    whole = InteractiveCore(predictor, images, num_objects=2, prob_mb=None)
+    for t in (0, 9, 4):
+        whole.interact(t, labels[t])
+    entry = whole.probabilities.get(0).nelement() * 4  # float32: 1 + K, H', W'
+    small = InteractiveCore(predictor, images, num_objects=2, prob_mb=2.5 * entry / 2**20)  # two frames in RAM
+    for t in (0, 9, 4):
+        small.interact(t, labels[t])
+    store = small.probabilities
+    assert store.peak_bytes <= 2.5 * entry and len(store._disk) == 8
+    folder = store._folder
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{t}.npy" for t in store._disk)
+    for t in range(10):
+        assert torch.equal(small.probabilities.get(t), whole.probabilities.get(t)), t
+    assert np.array_equal(small.all_labels(), whole.all_labels())
+    store.close()
+    assert not folder.exists()  # the store's own folder, nothing else
+    del small, store
+
+
 # ------------------------------------------------------------------------------------ (g) S2M step
 def test_scribble_to_mask_with_a_stand_in_network(predictor):
     images, labels = video(4)
@@ -224,7 +246,7 @@ def test_scribble_to_mask_with_a_stand_in_network(predictor):
     torch.testing.assert_close(prob.sum(dim=0), torch.ones(48, 64))
     assert len(s2m.inputs) == 2  # one forward per object
     image, _ = inter._inputs(2)
-    hard = inter._prob[2].argmax(dim=0)  # the current labels at the padded size (MiVOS: padding included)
+    hard = inter.probabilities.get(2).argmax(dim=0)  # the current labels at the padded size (MiVOS: padding included)
     assert np.array_equal(hard[4:-4, 4:-4].numpy(), current)
     for k, x in enumerate(s2m.inputs, start=1):
         assert x.shape == (1, 6, 48, 64)

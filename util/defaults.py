@@ -26,6 +26,7 @@ CACHE_ENV = "STCN_ONNX_CACHE"  # the environment variable naming the cache of ex
 
 # --- interactive segmentation
 INTERACTIVE_CACHE_MB = 1024.0  # frames' network inputs and key features the interactive core keeps (~20 at 480p)
+INTERACTIVE_PROB_MB = 2048.0  # per-frame probabilities it keeps in RAM (~300 frames at 480p, 3 objects); more: disk
 
 # --- frame sizes
 EVAL_SHORT_SIDE = 480  # "All evaluations are done in 480p resolution" (STCN README)
