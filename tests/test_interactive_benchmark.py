@@ -75,8 +75,12 @@ def test_robot_is_deterministic_and_silent_on_a_perfect_prediction():
 
 
 def original_frames() -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """Three frames made of discs and boxes: a crescent of object 1; every label wrong; a missed disc
-    and a false band, whose skeletons tie where networkx 2 and 3 order their searches differently."""
+    """Four frames made of discs, boxes and ellipses: a crescent of object 1; every label wrong; a missed
+    disc and a false band, whose skeletons tie where networkx 2 and 3 order their searches differently;
+    two objects shifted sideways (wrapping round the right edge), where two background skeletons have
+    cycles with tied heaviest edges, so the edge cut follows the neighbour order of scikit-learn's
+    `radius_neighbors_graph` (with neighbours in ascending order another edge goes and both strokes end
+    elsewhere)."""
     yy, xx = np.mgrid[:60, :80]
 
     def disc(cy, cx, r):
@@ -97,7 +101,20 @@ def original_frames() -> list[tuple[np.ndarray, np.ndarray, int]]:
     pred3 = gt3.copy()
     pred3[disc(30, 40, 12)] = 0
     pred3[5:12, 5:75] = 1
-    return [(gt1, pred1, 1), (gt2, pred2, 2), (gt3, pred3, 1)]
+    yy4, xx4 = np.ogrid[:96, :128]
+
+    def ellipse(cy, cx, ry, rx):
+        return ((yy4 - cy) / ry) ** 2 + ((xx4 - cx) / rx) ** 2 <= 1
+
+    gt4 = np.zeros((96, 128), np.uint8)
+    gt4[ellipse(21, 16, 13, 15)] = 1
+    gt4[ellipse(7, 92, 19, 18) | ellipse(47, 126, 17, 23)] = 2
+    pred4 = gt4.copy()
+    for obj, shift in ((1, 4), (2, 8)):
+        moved = np.roll(gt4 == obj, shift, axis=1)
+        pred4[(pred4 == obj) & ~moved] = 0
+        pred4[moved] = obj
+    return [(gt1, pred1, 1), (gt2, pred2, 2), (gt3, pred3, 1), (gt4, pred4, 2)]
 
 
 # Computed by davisinteractive 1.0.4 (InteractiveScribblesRobot with the evaluation service's parameters) on
@@ -122,10 +139,23 @@ ORIGINAL = [  # davisinteractive 1.0.4's robot on `original_frames()`: (object_i
         (0, 1000, [0.625, 0.08333333333333333], [0.925, 0.18333333333333332],
          [0.7750000000000002, 0.12867133333361505]),
     ],
+    [
+        (0, 1000, [0.8671875, 0.0], [0.828125, 0.2604166666666667],
+         [0.8791751477037926, 0.13020833333333323]),
+        (0, 1000, [0.25, 0.1875], [0.25, 0.21875], [0.2578046809830651, 0.20312500000000008]),
+        (0, 1000, [0.25, 0.23958333333333334], [0.25, 0.2708333333333333],
+         [0.2578046809830651, 0.2552083333333335]),
+        (0, 1000, [0.0, 0.3333333333333333], [0.0, 0.6666666666666666],
+         [0.026488594655261325, 0.5000000000000001]),
+        (1, 1000, [0.109375, 0.11458333333333333], [0.1015625, 0.34375],
+         [0.06142804858429864, 0.22619345238095245]),
+        (2, 1000, [0.65625, 0.0], [0.6875, 0.2604166666666667], [0.6374765963880538, 0.12616145833310696]),
+        (2, 1000, [0.921875, 0.3541666666666667], [0.9140625, 0.6458333333333334], [0.8734282423137931, 0.5]),
+    ],
 ]
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_robot_equals_the_original_package(index):
     gt, pred, k = original_frames()[index]
     strokes = Robot(clock=lambda: 0.0).frame_strokes(gt, pred, k)

@@ -13,7 +13,8 @@ corrects one frame per interaction. For every label of the frame, background inc
    arange(-r, r + 1) are off centre, so the opening can shift the region by a pixel (and the scribble
    stray that far outside it);
 3. skeletonises it with the medial axis (padded by one pixel), whose pixels become the nodes of a graph
-   joining pixels at most sqrt(2) apart (8-neighbours), weighted by their distance;
+   joining pixels at most sqrt(2) apart (8-neighbours), weighted by their distance: scikit-learn's
+   `radius_neighbors_graph` read into networkx, as the benchmark builds it;
 4. splits the graph into connected parts, and in each removes cycles one at a time (`networkx.find_cycle`)
    by deleting the heaviest edge of the cycle (the first one on ties); parts of fewer than `min_nb_nodes`
    (4) pixels are dropped;
@@ -36,10 +37,9 @@ or several leaves tie for the farthest, the choice follows the graph's orders. T
 networkx 2, whose connected components and hop counts keep each breadth-first level as a Python set;
 `_reached` and `_hops` build those sets the same way (networkx 3 uses lists, which orders ties
 differently), and the rest (`subgraph`, `find_cycle`, `single_source_shortest_path`) is unchanged in
-networkx 3. The graph's nodes are the pixels in raster order, each node's neighbours in ascending order;
-the benchmark's graph came from scikit-learn's `radius_neighbors_graph`, whose neighbour order is its
-KD-tree's (ascending for fewer than 12 pixels): this can still cut a cycle or end a path elsewhere on
-rare ties (1 of 40 synthetic frames in our comparison).
+networkx 3. The graph's nodes are the pixels in raster order and each node's neighbours come in the
+order scikit-learn's KD-tree lists them, read row by row as networkx 2 read the sparse matrix: the
+benchmark's graph, so its ties fall the same way.
 
 The frame to correct is the method's candidate frame with the worst mean J&F (`worst_frame`), ties
 resolved in the order of numpy 1.x's default argsort (`legacy_argsort`), as the benchmark.
@@ -56,6 +56,7 @@ from scipy import ndimage
 from scipy.special import comb
 from skimage.filters import rank
 from skimage.morphology import disk
+from sklearn.neighbors import radius_neighbors_graph
 
 from util.scribbles import Scribbles, Stroke
 
@@ -194,27 +195,14 @@ def medial_axis(image: np.ndarray, tie_seed: int = 0) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- graph
 def skeleton_graph(skeleton: np.ndarray) -> tuple[nx.Graph, np.ndarray]:
-    """The skeleton's pixels as nodes 0..N-1 in raster order, 8-neighbours joined by edges weighted by
-    their distance (1 or sqrt(2)), each node's neighbours in ascending order; and the (N, 2) pixel (x, y)
-    of each node."""
+    """The skeleton's pixels as nodes 0..N-1 in raster order, pixels at most sqrt(2) apart (8-neighbours)
+    joined by edges weighted by their distance, built as the benchmark builds it: scikit-learn's
+    `radius_neighbors_graph` (its KD-tree orders each row's neighbours) read row by row into networkx
+    (`from_scipy_sparse_array`, networkx 2's `from_scipy_sparse_matrix`), so that each node's neighbours
+    come in the benchmark's order; and the (N, 2) pixel (x, y) of each node."""
     ys, xs = np.nonzero(skeleton)
     points = np.stack([xs, ys], axis=1)
-    index = {(int(x), int(y)): i for i, (x, y) in enumerate(points.tolist())}
-    graph = nx.Graph()
-    graph.add_nodes_from(range(len(points)))
-    neighbours = {i: [] for i in range(len(points))}
-    for (x, y), i in index.items():
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                j = index.get((x + dx, y + dy))
-                if j is not None and j != i:
-                    neighbours[i].append(j)
-    for i in range(len(points)):
-        for j in sorted(neighbours[i]):
-            if j > i:
-                dx, dy = points[j] - points[i]
-                graph.add_edge(i, j, weight=math.sqrt(float(dx * dx + dy * dy)))
-    return graph, points
+    return nx.from_scipy_sparse_array(radius_neighbors_graph(points, NEIGHBOUR_RADIUS, mode="distance")), points
 
 
 def acyclic_parts(graph: nx.Graph, min_nodes: int = MIN_NB_NODES) -> list[nx.Graph]:
