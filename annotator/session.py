@@ -24,20 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from annotator.workspace import EXPORT, MAX_NAME, PALETTE, STATE_FILE, TOOL, Workspace, mask_name
 from inference_core.interactive import DEFAULT_CACHE_MB, DIRECTIONS, InteractiveCore
 from inference_core.predictor import Predictor
 from util.atomic import atomic_path
 from util.errors import UserError
-from util.io import MAX_OBJECTS, write_mask
+from util.io import MAX_OBJECTS, write_binary_mask, write_mask
 from util.outputs import LEDGER, OutputDir
-from util.scribbles import BACKGROUND_ID, Stroke, rasterise, s2m_maps
+from util.scribbles import BACKGROUND_ID, Stroke, rasterise, s2m_inputs
 from util.video import VideoWriter, overlay
 
 EXPORT_FORMATS = ("indexed", "binary", "overlay", "workspace")
-BINARY_FOREGROUND = 255
 
 
 class RequestError(UserError):
@@ -193,8 +191,7 @@ class Session:
                 raise RequestError("strokes", "none given", "draw at least one stroke")
             core = self._ensure_core()
             h, w = self.ws.size
-            raster = rasterise(parsed, None, h, w)
-            maps = np.stack([np.stack(s2m_maps(raster, i)) for i in ids])
+            maps = s2m_inputs(rasterise(parsed, None, h, w), ids)
             prob = core.scribble_probabilities(t, self.s2m, maps)
             core.update_mask_only(t, prob=prob)
             labels = self._to_user(core.labels(t))
@@ -341,8 +338,7 @@ class Session:
                     if indexed is not None:
                         write_mask(indexed / f"{names[t]}.png", labels, palette)
                     for i in ids if binary is not None else ():
-                        Image.fromarray(np.where(labels == i, BINARY_FOREGROUND, 0).astype(np.uint8), mode="L").save(
-                            binary / str(i) / f"{names[t]}.png")
+                        write_binary_mask(binary / str(i) / f"{names[t]}.png", labels, i)
                     if writer is not None:
                         writer.write(overlay(np.asarray(ws.frames[t]), labels, palette))
                     job.done = t + 1

@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
 
 from evaluation.datasets import EvalVideo
-from util.io import atomic_save_image
+from util.io import write_binary_mask
 from util.outputs import OutputDir, Partial
 from util.video import DEFAULT_FPS, VideoWriter, overlay
-
-BINARY_FOREGROUND = 255
 
 
 class FrameSink(Protocol):
@@ -53,9 +50,8 @@ class BinaryMaskSink:
         assert self._video is not None and self._partial is not None
         name = self._video.frames[index].name
         for label in self._video.object_labels:
-            binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
             try:
-                atomic_save_image(Image.fromarray(binary, mode="L"), self._partial.tmp / str(label) / f"{name}.png")
+                write_binary_mask(self._partial.tmp / str(label) / f"{name}.png", labels, label)
             except OSError as exc:  # name the file's final place
                 raise self._partial.error(exc) from None
 

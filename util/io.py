@@ -29,6 +29,7 @@ from util.atomic import atomic_path
 from util.errors import UserError
 
 PALETTE_ENTRIES = 256  # an 8-bit PNG palette
+BINARY_FOREGROUND = 255  # an object's pixels in a binary mask PNG (0: everything else)
 MAX_OBJECTS = PALETTE_ENTRIES - 1  # labels 1..255 in an indexed PNG (0 = background)
 BLEND_TOLERANCE = 2.0  # colour levels: rounding slack when testing "c lies between a and b"
 SINGLE_OBJECT_GREY_LABEL = 255  # DAVIS 2016 ground truth writes its object as 255
@@ -405,6 +406,12 @@ def write_mask(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[in
     img = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.tobytes())
     img.putpalette(full_palette(palette))
     return atomic_save_image(img, path)
+
+
+def write_binary_mask(path: str | os.PathLike, labels: np.ndarray, label: int) -> Path:
+    """Write object `label` of an (H, W) label map as a 0/255 greyscale PNG, atomically."""
+    binary = np.where(labels == label, BINARY_FOREGROUND, 0).astype(np.uint8)
+    return atomic_save_image(Image.fromarray(binary, mode="L"), path)
 
 
 def atomic_save_image(img: Image.Image, path: str | os.PathLike, format: str = "PNG") -> Path:

@@ -264,6 +264,11 @@ def s2m_maps(stroke_map: np.ndarray, obj: int) -> tuple[np.ndarray, np.ndarray]:
     return pos.astype(np.float32), neg.astype(np.float32)
 
 
+def s2m_inputs(stroke_map: np.ndarray, objects: Iterable[int]) -> np.ndarray:
+    """`s2m_maps` of every object of `objects`, in that order: K x 2 x H x W (positive, negative)."""
+    return np.stack([np.stack(s2m_maps(stroke_map, obj)) for obj in objects])
+
+
 # ------------------------------------------------------------------------------------- making
 def click_stroke(x: float, y: float, object_id: int, *, height: int | None = None, width: int | None = None,
                  length_px: int = 0) -> Stroke:

@@ -35,7 +35,7 @@ from inference_core.predictor import Predictor
 from util.frame_source import FrameSource
 from util.io import DataError, write_mask
 from util.outputs import OutputDir
-from util.scribbles import Scribbles, rasterise, read_scribbles, s2m_maps
+from util.scribbles import Scribbles, rasterise, read_scribbles, s2m_inputs
 
 PROPAGATING = (3, 6, 8)  # interactions (1-based) that propagate: MiVOS-STCN davis_processor.py, schedule [2, 5, 7]
 MASKS_DIR = "masks"  # <output>/masks/<video>/<NNN>/<interaction>/<frame>.png with --save_mask
@@ -50,8 +50,7 @@ def interacted_frame(scribble: Scribbles) -> int:
 
 def scribble_maps(scribble: Scribbles, frame: int, num_objects: int, size: tuple[int, int]) -> np.ndarray:
     """K x 2 x H x W positive and negative maps of frame `frame`'s strokes rasterised at `size` (`s2m_maps`)."""
-    raster = rasterise(scribble, frame, *size)
-    return np.stack([np.stack(s2m_maps(raster, k)) for k in range(1, num_objects + 1)])
+    return s2m_inputs(rasterise(scribble, frame, *size), range(1, num_objects + 1))
 
 
 class MivosMethod:
