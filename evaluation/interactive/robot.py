@@ -374,8 +374,10 @@ def _heap_argsort(v: list[float], idx: list[int], less) -> list[int]:
     """numpy's heapsort of the indices `idx` by `v` (1-based heap)."""
     a = [0, *idx]
     n = len(idx)
-    for start in range(n >> 1, 0, -1):
-        item, i, j = a[start], start, start << 1
+
+    def sift_down(item: int, i: int, n: int) -> None:
+        """Put `item` at heap position i of a[1..n], moving larger children up."""
+        j = i << 1
         while j <= n:
             if j < n and less(v[a[j]], v[a[j + 1]]):
                 j += 1
@@ -384,17 +386,12 @@ def _heap_argsort(v: list[float], idx: list[int], less) -> list[int]:
             else:
                 break
         a[i] = item
+
+    for start in range(n >> 1, 0, -1):
+        sift_down(a[start], start, n)
     while n > 1:
         item = a[n]
         a[n] = a[1]
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and less(v[a[j]], v[a[j + 1]]):
-                j += 1
-            if less(v[item], v[a[j]]):
-                a[i], i, j = a[j], j, j + j
-            else:
-                break
-        a[i] = item
+        sift_down(item, 1, n)
     return a[1:]
