@@ -26,7 +26,7 @@ where `update_mask_only` set one (it stands until a pass or an interaction gives
 probabilities; MiVOS also drops it at any later interaction, which never differs on the DAVIS
 schedule, whose next interaction is on that same frame). Frames themselves are read from the
 `FrameSource` when needed; their network inputs and key-encoder features are kept in a
-least-recently-used `FeatureCache` bounded in bytes (`cache_mb`), so a long video needs neither all
+least-recently-used `BoundedCache` bounded in bytes (`cache_mb`), so a long video needs neither all
 frames nor all features at once. The per-frame probabilities are kept in RAM up to `prob_mb` (a
 `ProbabilityStore`); beyond it the least recently used go to a temporary folder of the store's own
 (removed with the core) and come back exactly as they were, so a long video fits a memory budget.
@@ -73,48 +73,94 @@ Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool] | threading.Event
 
 
-class ProbabilityStore:
-    """Per-frame tensors (the probabilities) by frame index: in RAM up to `max_bytes` (None: unbounded), the
-    least recently used beyond it saved to a temporary folder this store creates (and removes when it is
-    closed or collected) and read back bit for bit when asked for. `peak_bytes`: the most held in RAM after a `put`."""
+class BoundedCache:
+    """Entries by frame index (tensors, or tuples of them), least recently used dropped first once they hold
+    more than `max_bytes` (None: unbounded); `dropped(index, value)` is told of each one dropped. The entry
+    just added is always kept, so one entry larger than the bound exceeds it alone. `peak_bytes`: the most
+    held after an entry was added."""
 
-    def __init__(self, max_bytes: int | None) -> None:
+    def __init__(self, max_bytes: int | None, dropped: Callable[[int, Any], None] | None = None) -> None:
         self.max_bytes = max_bytes
-        self._ram: OrderedDict[int, Tensor] = OrderedDict()
-        self._disk: set[int] = set()
-        self._folder: Path | None = None
-        self._cleanup: weakref.finalize | None = None
+        self.dropped = dropped
+        self._entries: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self.nbytes = 0
         self.peak_bytes = 0
 
-    def __contains__(self, index: object) -> bool:
-        return index in self._ram or index in self._disk
+    def __len__(self) -> int:
+        return len(self._entries)
 
-    def get(self, index: int) -> Tensor | None:
-        if index in self._ram:
-            self._ram.move_to_end(index)
-            return self._ram[index]
-        if index not in self._disk:
-            return None
-        value = torch.from_numpy(np.load(self._path(index)))
+    def __contains__(self, index: object) -> bool:
+        return index in self._entries
+
+    def get(self, index: int, make: Callable[[], Any]) -> Any:
+        """Frame `index`'s entry, made by `make()` and added when absent."""
+        if index in self._entries:
+            self._entries.move_to_end(index)
+            return self._entries[index][0]
+        value = make()
         self.put(index, value)
         return value
 
+    def put(self, index: int, value: Any) -> None:
+        """Keep `value` for frame `index`, replacing what it had."""
+        if index in self._entries:
+            self.nbytes -= self._entries.pop(index)[1]
+        size = _nbytes(value)
+        self._entries[index] = (value, size)
+        self.nbytes += size
+        while self.max_bytes is not None and self.nbytes > self.max_bytes and len(self._entries) > 1:
+            old, (dropped, old_size) = self._entries.popitem(last=False)
+            self.nbytes -= old_size
+            if self.dropped is not None:
+                self.dropped(old, dropped)
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
+
+
+class ProbabilityStore:
+    """Per-frame tensors (the probabilities) by frame index: in RAM up to `max_bytes` (None: unbounded), the
+    least recently used beyond it saved to a temporary folder this store creates (and removes when it is
+    closed or collected) and read back bit for bit when asked for (`BoundedCache` with a spill to disk)."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.ram = BoundedCache(max_bytes, dropped=self._save)
+        self._disk: set[int] = set()
+        self._folder: Path | None = None
+        self._cleanup: weakref.finalize | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.ram.nbytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.ram.peak_bytes
+
+    def __contains__(self, index: object) -> bool:
+        return index in self.ram or index in self._disk
+
+    def get(self, index: int) -> Tensor | None:
+        if index not in self:
+            return None
+        return self.ram.get(index, lambda: self._load(index))
+
     def put(self, index: int, value: Tensor) -> None:
         """Keep `value` (a CPU tensor) for frame `index`, replacing what it had."""
-        if index in self._ram:
-            self.nbytes -= _nbytes(self._ram.pop(index))
-        if index in self._disk:  # its saved copy is no longer the frame's
+        self._forget_saved(index)
+        self.ram.put(index, value)
+
+    def _save(self, index: int, value: Tensor) -> None:
+        np.save(self._path(index), value.numpy())
+        self._disk.add(index)
+
+    def _load(self, index: int) -> Tensor:
+        value = torch.from_numpy(np.load(self._path(index)))
+        self._forget_saved(index)  # back in RAM: saved again if it is dropped again
+        return value
+
+    def _forget_saved(self, index: int) -> None:
+        if index in self._disk:
             self._disk.discard(index)
             self._path(index).unlink()
-        self._ram[index] = value
-        self.nbytes += _nbytes(value)
-        while self.max_bytes is not None and self.nbytes > self.max_bytes and len(self._ram) > 1:
-            old, tensor = self._ram.popitem(last=False)
-            self.nbytes -= _nbytes(tensor)
-            np.save(self._path(old), tensor.numpy())
-            self._disk.add(old)
-        self.peak_bytes = max(self.peak_bytes, self.nbytes)
 
     def _path(self, index: int) -> Path:
         if self._folder is None:
@@ -127,39 +173,6 @@ class ProbabilityStore:
         if self._cleanup is not None:
             self._cleanup()
         self._disk.clear()
-
-
-class FeatureCache:
-    """Frames' padded network inputs and key-encoder features, least recently used dropped first once
-    they hold more than `max_bytes` (None: unbounded). The entry just added is always kept, so one
-    frame's entry larger than the bound exceeds it alone. `peak_bytes`: the most it has held."""
-
-    def __init__(self, max_bytes: int | None) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[int, tuple[Any, int]] = OrderedDict()
-        self.nbytes = 0
-        self.peak_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, index: object) -> bool:
-        return index in self._entries
-
-    def get(self, index: int, make: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-        """Frame `index`'s entry, made by `make()` (a tuple of tensors, nested one level) when absent."""
-        if index in self._entries:
-            self._entries.move_to_end(index)
-            return self._entries[index][0]
-        value = make()
-        size = sum(_nbytes(t) for t in value)
-        self._entries[index] = (value, size)
-        self.nbytes += size
-        while self.max_bytes is not None and self.nbytes > self.max_bytes and len(self._entries) > 1:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self.nbytes -= dropped
-        self.peak_bytes = max(self.peak_bytes, self.nbytes)
-        return value
 
 
 def _nbytes(x: Tensor | tuple) -> int:
@@ -188,7 +201,7 @@ class InteractiveCore:
     frames: a `FrameSource` of known length, or a sequence of H x W x 3 uint8 frames.
     num_objects: K; objects are the ids 1..K (0 = background).
     fusion: the difference-aware fusion network (`model.fusion.FusionNet` interface) or None (no fusion).
-    cache_mb: bound of the `FeatureCache` in MiB (None: unbounded).
+    cache_mb: bound in MiB of the frames' inputs and key features kept (`BoundedCache`; None: unbounded).
     prob_dtype: dtype of the stored per-frame probabilities (float32: exact; float16: half the memory).
     prob_mb: RAM for the per-frame probabilities in MiB, the rest on disk (`ProbabilityStore`; None: all in RAM).
     """
@@ -213,7 +226,7 @@ class InteractiveCore:
         self.num_objects = int(num_objects)
         self.fusion = fusion
         self.prob_dtype = prob_dtype
-        self.cache = FeatureCache(None if cache_mb is None else int(cache_mb * 2**20))
+        self.cache = BoundedCache(None if cache_mb is None else int(cache_mb * 2**20))  # inputs and key features
         first = as_rgb(self.source.frame(0), "frame 0")
         self.frame_size = (int(first.shape[0]), int(first.shape[1]))
         self.network_size = predictor.network_size(*self.frame_size)
@@ -295,9 +308,7 @@ class InteractiveCore:
         prob = label_probabilities(self._padded_labels(mask, frame).to(self.device), self.num_objects)
         self._keep(frame, prob)
         if interacted:
-            image, (key, _, f16, _, _) = self._inputs(frame)
-            self._memory.append((key, self._core.encode_values(image, f16, prob[1:])))
-            self.interacted.append(frame)
+            self._remember(frame, prob)
 
     @torch.inference_mode()
     def interact(self, frame: int, mask: Any = None, *, prob: Tensor | None = None,
@@ -321,10 +332,7 @@ class InteractiveCore:
             new = label_probabilities(self._padded_labels(mask, frame).to(self.device), self.num_objects)
         diff = new - self._stored(frame)  # what this interaction changed at its frame
         self._keep(frame, new)
-        image, features = self._inputs(frame)
-        key, _, f16, _, _ = features
-        self._memory.append((key, self._core.encode_values(image, f16, new[1:])))
-        self.interacted.append(frame)
+        key = self._remember(frame, new)
         after = min([t for t in self.interacted if t > frame], default=self.length)
         before = max([t for t in self.interacted if t < frame], default=-1)
         result = InteractionResult(frame)
@@ -365,6 +373,14 @@ class InteractiveCore:
             if progress is not None:
                 progress(len(result.forward) + len(result.backward), total)
         return True
+
+    def _remember(self, frame: int, prob: Tensor) -> Tensor:
+        """Frame `frame` with probabilities `prob` joins the permanent memory (key and values encoded, as
+        every pass starts from them); returns its key."""
+        image, (key, _, f16, _, _) = self._inputs(frame)
+        self._memory.append((key, self._core.encode_values(image, f16, prob[1:])))
+        self.interacted.append(frame)
+        return key
 
     def _inputs(self, frame: int) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Frame `frame`'s padded network input (1, 3, H', W') and key features, through the cache."""
