@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evaluation.flags import add_option, evaluate_at_native_size
-from inference_core.options import fields_of_group
+from evaluation.flags import add_option_blocks, add_output_args, evaluate_at_native_size
 from util import layouts
 from util.cli import HelpFormatter
-from util.launch import add_local_rank_arg
 from util.outputs import OutputDir, wrote_line
 
 if TYPE_CHECKING:
@@ -43,10 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--davis_path", default=layouts.default_path("davis17"),
                         help=f"folder holding {TRAINVAL}/ with its Scribbles/ (download_datasets.py --only davis17 "
                              "davis17_scribbles)")
-    parser.add_argument("--output", required=True, help="folder for report.csv, summary.json and the masks")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into existing folders that are not a previous result (replacing only the "
-                             "files written) and replace existing files; never an input")
+    add_output_args(parser, "folder for report.csv, summary.json and the masks")
     parser.add_argument("--save_mask", action="store_true",
                         help="also write the masks of every interaction: masks/<video>/<NNN>/<interaction>/")
     parser.add_argument("--propagate_every_interaction", action="store_true",
@@ -55,13 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_interactions", type=int, default=MAX_INTERACTIONS,
                         help="interactions per sample (the benchmark's figure uses 8; fewer for a quick run, the "
                              "time budget shrinking with it: 30 s per object per interaction)")
-    for row in fields_of_group("main"):
-        add_option(parser, row.name)
-    block = parser.add_argument_group("long videos and memory (off by default: the paper's setting)")
-    for row in fields_of_group("long"):
-        add_option(block, row.name)
+    add_option_blocks(parser, ["long"])
     evaluate_at_native_size(parser)
-    add_local_rank_arg(parser)
     return parser
 
 

@@ -7,6 +7,7 @@ are the rows of `InferenceOptions`' field table, read back by `options_from_args
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
 from inference_core.options import FIELDS, InferenceOptions, PredictorError, dest_of, fields_of_group
 from util.cli import HelpFormatter
@@ -52,16 +53,26 @@ def add_common_args(parser: argparse.ArgumentParser, model_default: str = "saves
     parser.formatter_class = HelpFormatter
     add_option(parser, "models", default=model_default, nargs="+", action=ModelPaths, dest="model")
     parser.set_defaults(models=[model_default])  # every --model path (ModelPaths)
-    parser.add_argument("--output", required=True, help="folder for the result masks")
+    add_output_args(parser, "folder for the result masks")
+    add_option_blocks(parser, GROUPS)
+
+
+def add_output_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--output` (`what` it holds) and `--overwrite`, the output contract's flags."""
+    parser.add_argument("--output", required=True, help=what)
     parser.add_argument("--overwrite", action="store_true",
                         help="write into existing folders that are not a previous result (replacing only the "
                              "files written) and replace existing files; never an input")
+
+
+def add_option_blocks(parser: argparse.ArgumentParser, groups: Iterable[str]) -> None:
+    """The main inference options' flags, `--local_rank`, then one `--help` block per group of `groups`."""
     for row in fields_of_group("main"):
         add_option(parser, row.name)
     # passed by the deprecated `python -m torch.distributed.launch` launcher
     add_local_rank_arg(parser)
-    for group, title in GROUPS.items():
-        block = parser.add_argument_group(title)
+    for group in groups:
+        block = parser.add_argument_group(GROUPS[group])
         for row in fields_of_group(group):
             add_option(block, row.name)
 
