@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from util.atomic import atomic_path, atomic_write_text
-from util.io import MAX_OBJECTS, DataError, image_files, read_image, read_index_mask, write_mask
+from util.io import MAX_OBJECTS, DataError, image_files, image_size, read_image, read_index_mask, write_mask
 from util.outputs import check_not_input, clean_stale, probe_writable
 from util.video import DEFAULT_FPS, VideoReader
 
@@ -253,7 +253,7 @@ def new_state(source: Path, is_video: bool) -> dict:
         files = image_files(source)
         if not files:
             raise DataError(source, "holds no frames (.jpg, .png, ...)", "give --images a folder of frames")
-        w, h = Image.open(files[0]).size
+        h, w = image_size(files[0])
         n, fps, names = len(files), DEFAULT_FPS, [p.stem for p in files]
     return {"tool": TOOL, "version": VERSION,
             "video": {"kind": "video" if is_video else "images", "path": str(source), "name": source.stem,
