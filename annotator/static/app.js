@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   status: null, frame: 0, length: 0, width: 0, height: 0,
+  target: 0, // the frame last asked for: a slower answer for another frame is dropped (loadFrame)
   image: null, mask: null, // the current frame's ImageBitmap and label map (Uint8Array, the user's ids)
   objects: [], selected: null, tool: "brush", size: 12, overlay: "mask",
   undo: [], redo: [], painting: false, last: null, polygon: [], strokes: [], stroke: null,
@@ -60,10 +61,12 @@ async function loadPresence() { state.presence = await getJSON("/api/presence");
 
 async function loadFrame(t) {
   t = Math.max(0, Math.min(state.length - 1, t));
+  state.target = t;
   const [img, mask] = await Promise.all([
     api("GET", `/api/frames/${t}/image`).then((r) => r.blob()).then((b) => createImageBitmap(b)),
     api("GET", `/api/frames/${t}/mask`).then((r) => r.arrayBuffer()),
   ]);
+  if (t !== state.target) return; // the user moved on meanwhile
   if (t !== state.frame) { state.undo = []; state.redo = []; }
   state.frame = t; state.image = img; state.mask = new Uint8Array(mask); state.polygon = [];
   $("frame-slider").value = t; $("frame-index").textContent = t;
@@ -177,7 +180,7 @@ function renderObjects() {
     li.querySelector(".delete").addEventListener("click", (e) => guarded(async () => {
       e.stopPropagation();
       if (!confirm(`Delete ${o.name} from every frame?`)) return;
-      await send("DELETE", `/api/objects/${o.id}`); await loadStatus(); await loadFrame(state.frame); await loadPresence();
+      await send("DELETE", `/api/objects/${o.id}`); await loadStatus(); await loadFrame(state.target); await loadPresence();
     }));
     ul.appendChild(li);
   });
@@ -280,7 +283,7 @@ async function sendStrokes() {
   try {
     await send("POST", `/api/frames/${state.frame}/scribbles`, { strokes });
   } finally { state.strokes = []; }
-  await loadFrame(state.frame); await loadStatus(); await loadPresence();
+  await loadFrame(state.target); await loadStatus(); await loadPresence();
 }
 
 function finishPolygon() {
@@ -318,7 +321,7 @@ async function poll() {
   showJob(job);
   if (!job || job.state !== "running") {
     clearInterval(state.polling); state.polling = null;
-    await loadStatus(); await loadFrame(state.frame); await loadPresence();
+    await loadStatus(); await loadFrame(state.target); await loadPresence();
   }
 }
 
@@ -341,7 +344,7 @@ function setTool(tool) {
   draw();
 }
 
-function step(d) { guarded(() => loadFrame(state.frame + d)); }
+function step(d) { guarded(() => loadFrame(state.target + d)); }
 
 function togglePlay() {
   if (state.playing) { clearInterval(state.playing); state.playing = null; $("play").textContent = "play"; return; }
